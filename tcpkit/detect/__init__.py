@@ -1,0 +1,1 @@
+"""The science: simulation, baselines, scoring, distributed moments, attacks, benchmarks."""

@@ -1,0 +1,1 @@
+"""Research to production: workspace, store, signing, gates, pipeline, promotion, reports."""
