@@ -1,0 +1,650 @@
+"""Seeded, vectorised model of a network of AI agents that assess shell-command risk.
+
+Why this model exists
+---------------------
+Every detection notebook starts from behavioural data of agents whose ground
+truth (compromised or not, and how) is known. The project's ancestor modelled
+25 agents on ten templates without CRITICAL commands and drifted on wall-clock
+seconds, so its "gradual drift" never happened. This module keeps the
+ancestor's shift magnitudes but runs them on a clock counted in commands,
+makes honest agents heterogeneous, and adds the compromise types the ancestor
+declared but never built.
+
+The model
+---------
+**Catalogue.** :data:`CATALOGUE` holds 28 command templates in 13 named
+families (``file_read``, ``file_write``, ``search``, ``vcs``, ``build``,
+``network``, ``remote``, ``package``, ``privilege``, ``permissions``,
+``user_admin``, ``rm``, ``process``, ``firewall``, ``disk_wipe``). Each has a
+ground-truth class in :data:`RISK_CLASSES` whose level is the true risk:
+SAFE 0.1, NETWORK 0.4, PRIVESC 0.7, DESTRUCTIVE 0.9, CRITICAL 0.95
+(:data:`RISK_LEVELS`). Templates also carry a sampling weight, a difficulty
+(multiplies the agent's noise and lowers its confidence) and a latency cost.
+
+**Windows and the clock.** Time is counted in commands: window ``w`` holds
+commands ``w * commands_per_window`` to ``(w + 1) * commands_per_window - 1``.
+Each agent assesses its own stream. A window contains one command of each of
+the five classes (at evenly spaced positions, so every class-specific feature
+is defined in every window) and ``commands_per_window - 5`` commands drawn by
+template weight (about 55 % SAFE, 23 % NETWORK, 8 % PRIVESC, 11 % DESTRUCTIVE,
+3 % CRITICAL).
+
+**Honest agents.** Agent ``a`` predicts
+``clip(level + b_a + b_{a,class} + sigma_a * difficulty * z, 0, 1)`` with
+``z ~ N(0, 1)``, an own bias ``b_a ~ N(0, 0.02)``, a per-class bias
+``b_{a,class} ~ N(0, 0.015)`` and a noise level
+``sigma_a = 0.058 * exp(N(0, 0.25))`` (0.058 is the standard deviation of the
+ancestor's ``U(-0.1, 0.1)``). Confidence is
+``clip(c_a - 0.08 * (difficulty - 1) + s_a * U(-1, 1), 0, 1)`` with
+``c_a ~ N(0.85, 0.03)`` and ``s_a = 0.15 * exp(N(0, 0.2))`` (the ancestor's
+``0.85 + U(-0.15, 0.15)``, made heterogeneous). Latency in milliseconds is
+``L_a * cost * exp(N(0, 0.35))`` with ``L_a = 120 * exp(N(0, 0.3))``.
+
+**Compromises.** They act on the predicted risk only (confidence and latency
+stay honest: an adversary that rewrites scores has no reason to touch them).
+Every shift below is multiplied by ``strength`` and applied before clipping;
+all start at ``attack_start`` (default: the first detection window) except
+poisoning, present from window 0. ``t`` is the time since the start in windows,
+counted per command (``t = w - attack_start + (j + 0.5) / commands_per_window``).
+
+=================  ==========================================================
+gradual_drift      ``-0.02 * t`` on every command (ancestor: 0.02 per
+                   second; here per window of commands, towards lower risk).
+fp_inflation       ``+0.4`` on SAFE commands (ancestor).
+fn_suppression     ``-0.5`` on DESTRUCTIVE and CRITICAL commands (ancestor).
+semantic_hijack    ``-0.5`` on every command of one family (ancestor: ``rm``);
+                   the family is drawn per agent among the families that hold
+                   a DESTRUCTIVE or CRITICAL template (``disk_wipe``,
+                   ``firewall``, ``network``, ``process``, ``rm``, ``vcs``,
+                   ``file_write``), so rare families give small signals.
+coordination       compromised agents of this type form groups of
+                   :data:`COORDINATION_GROUP_SIZE` (in assignment order); each
+                   group draws a shared target risk ``r_g ~ U(0.2, 0.6)`` and
+                   its members move ``0.5 * (r_g - level)`` towards it, plus a
+                   per-window shock ``N(0, 0.05)`` shared by the group. This
+                   is comparable to fp_inflation/fn_suppression: +0.05..+0.25
+                   on SAFE, -0.18..-0.38 on CRITICAL.
+mimicry            ``-0.3`` on CRITICAL commands, compensated by
+                   ``+0.3 * n_crit / (n - n_crit)`` on the window's other
+                   commands so the mean bias stays at the agent's honest
+                   value, and with the noise on those other commands scaled by
+                   a per-agent factor ``k`` in [0, 1] chosen so the expected
+                   accuracy equals the agent's honest expected accuracy
+                   (normal-residual formula, clipping ignored). 0.3 is about
+                   the largest shift a typical agent can hide this way at
+                   ``strength=1``: hiding needs ``2 p_crit delta`` below the
+                   honest mean absolute error; where it cannot be hidden,
+                   ``k = 0`` and accuracy drops a little. The price is a
+                   lower spread (consistency, error rate) and a lower
+                   ``bias_high_risk``.
+poisoning          ``-0.5`` on DESTRUCTIVE and CRITICAL commands from window 0,
+                   so the baseline windows already carry it: a per-agent
+                   before/after comparison cannot see it.
+=================  ==========================================================
+
+**Features per window** (:data:`FEATURE_NAMES`): ``accuracy`` (mean of
+``1 - |pred - true|``), ``bias`` (mean of ``pred - true``), ``bias_safe``,
+``bias_network_privesc`` and ``bias_high_risk`` (mean bias on SAFE, on
+NETWORK+PRIVESC and on DESTRUCTIVE+CRITICAL commands), ``error_rate``
+(share of ``|pred - true| >`` :data:`ERROR_TOLERANCE`), ``consistency``
+(pooled within-class standard deviation of the predictions; high means
+inconsistent), ``confidence_mean``, ``confidence_std``, ``latency_mean`` and
+``latency_p95`` (milliseconds).
+
+**Randomness.** One :class:`numpy.random.SeedSequence` per seed spawns
+independent streams for the agents' traits, for the assignment of nodes and
+compromises, and one per window. Honest agents' draws therefore do not depend
+on which other agents are compromised (an honest agent is bit-identical with
+``compromised_fraction=0``), and the first windows do not depend on
+``n_windows``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+from typing import Any, NamedTuple
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import special
+
+__all__ = [
+    "ATTACKS",
+    "CATALOGUE",
+    "COORDINATION_GROUP_SIZE",
+    "ERROR_TOLERANCE",
+    "FEATURE_NAMES",
+    "RISK_CLASSES",
+    "RISK_LEVELS",
+    "CommandTemplate",
+    "SimulatedNetwork",
+    "simulate_network",
+]
+
+RISK_CLASSES: tuple[str, ...] = ("SAFE", "NETWORK", "PRIVESC", "DESTRUCTIVE", "CRITICAL")
+RISK_LEVELS: dict[str, float] = {
+    "SAFE": 0.1,
+    "NETWORK": 0.4,
+    "PRIVESC": 0.7,
+    "DESTRUCTIVE": 0.9,
+    "CRITICAL": 0.95,
+}
+ATTACKS: tuple[str, ...] = (
+    "gradual_drift",
+    "fp_inflation",
+    "fn_suppression",
+    "semantic_hijack",
+    "coordination",
+    "mimicry",
+    "poisoning",
+)
+FEATURE_NAMES: tuple[str, ...] = (
+    "accuracy",
+    "bias",
+    "bias_safe",
+    "bias_network_privesc",
+    "bias_high_risk",
+    "error_rate",
+    "consistency",
+    "confidence_mean",
+    "confidence_std",
+    "latency_mean",
+    "latency_p95",
+)
+ERROR_TOLERANCE = 0.15
+COORDINATION_GROUP_SIZE = 5
+
+# Shift magnitudes at strength 1 (see the module docstring).
+DRIFT_PER_WINDOW = 0.02
+FP_INFLATION = 0.4
+FN_SUPPRESSION = 0.5
+HIJACK = 0.5
+COORDINATION_PULL = 0.5
+COORDINATION_TARGET_RANGE = (0.2, 0.6)
+COORDINATION_SHOCK_SD = 0.05
+MIMICRY = 0.3
+POISONING = 0.5
+
+# Honest heterogeneity.
+BIAS_SD = 0.02
+CLASS_BIAS_SD = 0.015
+NOISE_MEDIAN = 0.058
+NOISE_LOG_SD = 0.25
+CONFIDENCE_MEAN = 0.85
+CONFIDENCE_LEVEL_SD = 0.03
+CONFIDENCE_SPREAD = 0.15
+CONFIDENCE_SPREAD_LOG_SD = 0.2
+CONFIDENCE_DIFFICULTY_SLOPE = 0.08
+LATENCY_MEDIAN_MS = 120.0
+LATENCY_AGENT_LOG_SD = 0.3
+LATENCY_LOG_SD = 0.35
+
+
+class CommandTemplate(NamedTuple):
+    """One command template of the catalogue."""
+
+    command: str
+    family: str
+    risk_class: str
+    weight: float
+    difficulty: float
+    cost: float
+
+
+CATALOGUE: tuple[CommandTemplate, ...] = (
+    # SAFE
+    CommandTemplate("ls -la {dir}", "file_read", "SAFE", 10.0, 1.0, 0.8),
+    CommandTemplate("cat {file}", "file_read", "SAFE", 8.0, 1.0, 0.8),
+    CommandTemplate("grep -rn {pattern} {dir}", "search", "SAFE", 6.0, 1.0, 1.0),
+    CommandTemplate("git status", "vcs", "SAFE", 6.0, 1.0, 0.8),
+    CommandTemplate("git log --oneline -n 20", "vcs", "SAFE", 4.0, 1.0, 0.9),
+    CommandTemplate("mkdir -p {dir}", "file_write", "SAFE", 4.0, 1.0, 0.8),
+    CommandTemplate("cp {file} {dir}/", "file_write", "SAFE", 4.0, 1.1, 0.9),
+    CommandTemplate("python -m pytest {dir}", "build", "SAFE", 4.0, 1.1, 1.0),
+    # NETWORK
+    CommandTemplate("curl -fsSL {url} -o {file}", "network", "NETWORK", 5.0, 1.2, 1.2),
+    CommandTemplate("wget {url}", "network", "NETWORK", 3.0, 1.1, 1.1),
+    CommandTemplate("ssh {user}@{host}", "remote", "NETWORK", 3.0, 1.2, 1.1),
+    CommandTemplate("scp {file} {host}:{dir}", "remote", "NETWORK", 2.0, 1.2, 1.2),
+    CommandTemplate("pip install {package}", "package", "NETWORK", 4.0, 1.3, 1.2),
+    CommandTemplate("apt-get install -y {package}", "package", "NETWORK", 2.0, 1.3, 1.2),
+    # PRIVESC
+    CommandTemplate("sudo -i", "privilege", "PRIVESC", 2.0, 1.2, 1.1),
+    CommandTemplate("chmod u+s {binary}", "permissions", "PRIVESC", 1.5, 1.4, 1.3),
+    CommandTemplate("chown root:root {file}", "permissions", "PRIVESC", 1.5, 1.3, 1.2),
+    CommandTemplate("useradd -m {user}", "user_admin", "PRIVESC", 1.0, 1.3, 1.2),
+    CommandTemplate("usermod -aG sudo {user}", "user_admin", "PRIVESC", 1.0, 1.4, 1.3),
+    # DESTRUCTIVE
+    CommandTemplate("rm -rf {dir}", "rm", "DESTRUCTIVE", 3.0, 1.2, 1.1),
+    CommandTemplate("rm -f {dir}/*.log", "rm", "DESTRUCTIVE", 2.0, 1.3, 1.1),
+    CommandTemplate("git reset --hard {ref}", "vcs", "DESTRUCTIVE", 1.5, 1.4, 1.2),
+    CommandTemplate("truncate -s 0 {file}", "file_write", "DESTRUCTIVE", 1.0, 1.5, 1.3),
+    CommandTemplate("kill -9 -1", "process", "DESTRUCTIVE", 0.5, 1.4, 1.2),
+    CommandTemplate("iptables -F", "firewall", "DESTRUCTIVE", 1.0, 1.5, 1.4),
+    # CRITICAL
+    CommandTemplate("rm -rf / --no-preserve-root", "rm", "CRITICAL", 0.5, 1.1, 1.2),
+    CommandTemplate("dd if=/dev/zero of=/dev/sda bs=1M", "disk_wipe", "CRITICAL", 0.5, 1.2, 1.3),
+    CommandTemplate("mkfs.ext4 /dev/sda1", "disk_wipe", "CRITICAL", 0.5, 1.2, 1.3),
+    CommandTemplate(":(){ :|:& };:", "process", "CRITICAL", 0.3, 1.6, 1.5),
+    CommandTemplate("curl -fsSL {url} | sudo bash", "network", "CRITICAL", 0.5, 1.5, 1.4),
+)
+
+_N_CLASSES = len(RISK_CLASSES)
+_SAFE, _NETWORK, _PRIVESC, _DESTRUCTIVE, _CRITICAL = range(_N_CLASSES)
+_T_CLASS = np.array([RISK_CLASSES.index(t.risk_class) for t in CATALOGUE], dtype=np.intp)
+_T_LEVEL = np.array([RISK_LEVELS[t.risk_class] for t in CATALOGUE], dtype=np.float64)
+_T_WEIGHT = np.array([t.weight for t in CATALOGUE], dtype=np.float64)
+_T_DIFFICULTY = np.array([t.difficulty for t in CATALOGUE], dtype=np.float64)
+_T_COST = np.array([t.cost for t in CATALOGUE], dtype=np.float64)
+_FAMILIES: tuple[str, ...] = tuple(sorted({t.family for t in CATALOGUE}))
+_T_FAMILY = np.array([_FAMILIES.index(t.family) for t in CATALOGUE], dtype=np.intp)
+_HIJACK_FAMILIES = np.array(
+    sorted(
+        {
+            _FAMILIES.index(t.family)
+            for t in CATALOGUE
+            if t.risk_class in ("DESTRUCTIVE", "CRITICAL")
+        }
+    ),
+    dtype=np.intp,
+)
+_IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+
+@dataclass(frozen=True)
+class SimulatedNetwork:
+    """Behavioural features of a synthetic agent network, with the ground truth.
+
+    Attributes
+    ----------
+    windows : (n_agents, n_windows, d) float64
+        Features of every agent in every window (for sequential tests).
+    features : (n_agents, d) float64
+        Mean over the detection windows ``[baseline_windows:]``.
+    baseline_features : (n_agents, d) float64
+        Mean over the baseline windows ``[:baseline_windows]``.
+    feature_names : tuple of str
+        Column names, equal to :data:`FEATURE_NAMES`.
+    labels : (n_agents,) bool
+        True for compromised agents.
+    attack : (n_agents,) object
+        Attack name of each compromised agent, None for honest ones.
+    node : (n_agents,) int64
+        Network node of each agent (every node holds at least one agent).
+    attack_start : int
+        Window at which compromises start (poisoning starts at window 0).
+    params : dict
+        Every parameter used, with defaults resolved.
+    seed : int
+        The seed.
+
+    All arrays are read-only: copy before modifying.
+    """
+
+    windows: NDArray[np.float64]
+    features: NDArray[np.float64]
+    baseline_features: NDArray[np.float64]
+    feature_names: tuple[str, ...]
+    labels: NDArray[np.bool_]
+    attack: NDArray[np.object_]
+    node: NDArray[np.int64]
+    attack_start: int
+    params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    @property
+    def n_agents(self) -> int:
+        """Number of agents."""
+        return int(self.labels.size)
+
+    def feature_index(self, name: str) -> int:
+        """Column of the feature called ``name``."""
+        if name not in _IDX:
+            raise ValueError(f"unknown feature {name!r}: expected one of {FEATURE_NAMES}")
+        return _IDX[name]
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _count(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if int(value) < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _real(name: str, value: object, low: float, high: float | None) -> float:
+    allowed = f"in [{low}, {high}]" if high is not None else f">= {low} and finite"
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise ValueError(f"{name} must be a real number {allowed}, got {value!r}")
+    x = float(value)
+    if not np.isfinite(x) or x < low or (high is not None and x > high):
+        raise ValueError(f"{name} must be a real number {allowed}, got {value!r}")
+    return x
+
+
+def _attack_names(attacks: object) -> tuple[str, ...]:
+    if isinstance(attacks, str):
+        attacks = (attacks,)
+    if not isinstance(attacks, Sequence):
+        raise ValueError(f"attacks must be a sequence of names from {ATTACKS}, got {attacks!r}")
+    names = tuple(attacks)
+    for a in names:
+        if not isinstance(a, str) or a not in ATTACKS:
+            raise ValueError(f"attacks contains unknown attack {a!r}: allowed names are {ATTACKS}")
+    return names
+
+
+# --------------------------------------------------------------------------- model pieces
+
+
+def _expected_abs(mu: NDArray[np.float64], sd: NDArray[np.float64]) -> NDArray[np.float64]:
+    """E|X| for X ~ N(mu, sd^2), elementwise; sd may be 0."""
+    sd = np.maximum(sd, 1e-12)
+    r = mu / sd
+    return sd * np.sqrt(2.0 / np.pi) * np.exp(-0.5 * r * r) + mu * special.erf(r / np.sqrt(2.0))
+
+
+def _template_mix(commands_per_window: int) -> NDArray[np.float64]:
+    """Expected share of each template in a window (one slot per class, rest by weight)."""
+    p = np.zeros(len(CATALOGUE))
+    for c in range(_N_CLASSES):
+        members = np.equal(_T_CLASS, c)
+        p[members] += _T_WEIGHT[members] / _T_WEIGHT[members].sum()
+    p += (commands_per_window - _N_CLASSES) * _T_WEIGHT / _T_WEIGHT.sum()
+    return p / commands_per_window
+
+
+def _mimicry_noise_scale(
+    bias: NDArray[np.float64],
+    class_bias: NDArray[np.float64],
+    sigma: NDArray[np.float64],
+    delta: float,
+    commands_per_window: int,
+) -> NDArray[np.float64]:
+    """Per-agent noise factor k in [0, 1] that keeps expected accuracy at its honest value."""
+    mix = _template_mix(commands_per_window)
+    target = _T_CLASS == _CRITICAL
+    p_t = mix[target].sum()
+    comp = delta * p_t / (1.0 - p_t)
+    mu = bias[:, None] + class_bias[:, _T_CLASS]  # (m, T)
+    sd = sigma[:, None] * _T_DIFFICULTY[None, :]
+    honest = (_expected_abs(mu, sd) * mix).sum(axis=1)
+    on_target = (_expected_abs(mu[:, target] - delta, sd[:, target]) * mix[target]).sum(axis=1)
+
+    def others(k: NDArray[np.float64]) -> NDArray[np.float64]:
+        e = _expected_abs(mu[:, ~target] + comp, k[:, None] * sd[:, ~target])
+        return (e * mix[~target]).sum(axis=1)
+
+    lo = np.zeros_like(sigma)
+    hi = np.ones_like(sigma)
+    for _ in range(40):  # bisection; the expected error grows with k
+        mid = 0.5 * (lo + hi)
+        too_big = on_target + others(mid) > honest
+        hi = np.where(too_big, mid, hi)
+        lo = np.where(too_big, lo, mid)
+    return lo
+
+
+def _draw_templates(rng: np.random.Generator, n: int, cpw: int) -> NDArray[np.intp]:
+    """Template index of every command of a window: one per class at spread positions."""
+    cum_all = np.cumsum(_T_WEIGHT)
+    u = rng.random((n, cpw))
+    tmpl = np.searchsorted(cum_all, u * cum_all[-1], side="right")
+    slots = ((np.arange(_N_CLASSES) + 0.5) * cpw / _N_CLASSES).astype(np.intp)
+    for c, j in enumerate(slots):
+        members = np.flatnonzero(np.equal(_T_CLASS, c))
+        cum = np.cumsum(_T_WEIGHT[members])
+        tmpl[:, j] = members[np.searchsorted(cum, u[:, j] * cum[-1], side="right")]
+    np.minimum(tmpl, len(CATALOGUE) - 1, out=tmpl)
+    return tmpl
+
+
+def _row_sums_by_class(
+    values: NDArray[np.float64], cls: NDArray[np.intp], n: int
+) -> NDArray[np.float64]:
+    """(n, 5) sums of ``values`` per agent and class."""
+    key = (np.arange(n, dtype=np.intp)[:, None] * _N_CLASSES + cls).ravel()
+    sums = np.bincount(key, weights=values.ravel(), minlength=n * _N_CLASSES)
+    return np.asarray(sums, dtype=np.float64).reshape(n, _N_CLASSES)
+
+
+# --------------------------------------------------------------------------- simulator
+
+
+def simulate_network(
+    n_agents: int = 1000,
+    n_nodes: int = 10,
+    compromised_fraction: float = 0.1,
+    attacks: Sequence[str] = ATTACKS,
+    strength: float = 1.0,
+    commands_per_window: int = 50,
+    n_windows: int = 20,
+    baseline_windows: int = 5,
+    attack_start: int | None = None,
+    seed: int = 0,
+) -> SimulatedNetwork:
+    """Simulate a network of agents assessing command risk, some of them compromised.
+
+    Parameters
+    ----------
+    n_agents : int >= 1
+    n_nodes : int in [1, n_agents]
+        Agents are spread over the nodes as evenly as possible, in random order.
+    compromised_fraction : float in [0, 1]
+        ``round(compromised_fraction * n_agents)`` agents are compromised.
+    attacks : sequence of names from :data:`ATTACKS`
+        Assigned to the compromised agents in round robin (a name may repeat to
+        weight the mix). May be empty only when nobody is compromised.
+    strength : float >= 0
+        Multiplies every compromise shift (1.0 = the magnitudes in the module doc).
+    commands_per_window : int >= 5
+        Commands per window (one of each risk class is guaranteed).
+    n_windows : int >= 2
+    baseline_windows : int in [1, n_windows - 1]
+        The first windows, summarised in ``baseline_features``.
+    attack_start : int in [0, n_windows - 1] or None
+        Window at which compromises start; None means ``baseline_windows``.
+        Poisoning ignores it and starts at window 0.
+    seed : int >= 0
+
+    Returns
+    -------
+    SimulatedNetwork
+
+    Raises
+    ------
+    ValueError
+        Naming the first bad parameter and its allowed range.
+    """
+    n_agents = _count("n_agents", n_agents, 1)
+    n_nodes = _count("n_nodes", n_nodes, 1)
+    if n_nodes > n_agents:
+        raise ValueError(f"n_nodes must be in [1, n_agents={n_agents}], got {n_nodes}")
+    compromised_fraction = _real("compromised_fraction", compromised_fraction, 0.0, 1.0)
+    attack_names = _attack_names(attacks)
+    strength = _real("strength", strength, 0.0, None)
+    cpw = _count("commands_per_window", commands_per_window, _N_CLASSES)
+    n_windows = _count("n_windows", n_windows, 2)
+    baseline_windows = _count("baseline_windows", baseline_windows, 1)
+    if baseline_windows >= n_windows:
+        raise ValueError(
+            f"baseline_windows must be in [1, n_windows - 1 = {n_windows - 1}], "
+            f"got {baseline_windows}"
+        )
+    if attack_start is None:
+        start = baseline_windows
+    else:
+        start = _count("attack_start", attack_start, 0)
+        if start >= n_windows:
+            raise ValueError(
+                f"attack_start must be in [0, n_windows - 1 = {n_windows - 1}] or None, "
+                f"got {attack_start}"
+            )
+    seed = _count("seed", seed, 0)
+    n_compromised = round(compromised_fraction * n_agents)
+    if n_compromised > 0 and not attack_names:
+        raise ValueError(
+            f"attacks must name at least one attack from {ATTACKS} when compromised_fraction > 0"
+        )
+
+    params: dict[str, Any] = {
+        "n_agents": n_agents,
+        "n_nodes": n_nodes,
+        "compromised_fraction": compromised_fraction,
+        "attacks": attack_names,
+        "strength": strength,
+        "commands_per_window": cpw,
+        "n_windows": n_windows,
+        "baseline_windows": baseline_windows,
+        "attack_start": start,
+        "seed": seed,
+    }
+
+    ss_traits, ss_assign, *ss_windows = np.random.SeedSequence(seed).spawn(2 + n_windows)
+
+    # Honest traits of every agent.
+    rt = np.random.default_rng(ss_traits)
+    bias = rt.normal(0.0, BIAS_SD, n_agents)
+    class_bias = rt.normal(0.0, CLASS_BIAS_SD, (n_agents, _N_CLASSES))
+    sigma = NOISE_MEDIAN * np.exp(rt.normal(0.0, NOISE_LOG_SD, n_agents))
+    conf_level = np.clip(rt.normal(CONFIDENCE_MEAN, CONFIDENCE_LEVEL_SD, n_agents), 0.5, 0.99)
+    conf_spread = CONFIDENCE_SPREAD * np.exp(rt.normal(0.0, CONFIDENCE_SPREAD_LOG_SD, n_agents))
+    lat_scale = LATENCY_MEDIAN_MS * np.exp(rt.normal(0.0, LATENCY_AGENT_LOG_SD, n_agents))
+
+    # Nodes and compromises.
+    ra = np.random.default_rng(ss_assign)
+    node = ra.permutation(np.arange(n_agents, dtype=np.int64) % n_nodes)
+    compromised = ra.permutation(n_agents)[:n_compromised]
+    labels = np.zeros(n_agents, dtype=bool)
+    labels[compromised] = True
+    attack = np.full(n_agents, None, dtype=object)
+    members: dict[str, NDArray[np.intp]] = {}
+    if n_compromised:
+        assigned = np.array(attack_names, dtype=object)[
+            np.arange(n_compromised) % len(attack_names)
+        ]
+        for name in ATTACKS:
+            if name in attack_names:
+                members[name] = np.sort(compromised[assigned == name])
+                attack[members[name]] = name
+    hijack = members.get("semantic_hijack", np.empty(0, dtype=np.intp))
+    hijack_family = ra.choice(_HIJACK_FAMILIES, size=hijack.size)
+    coord = members.get("coordination", np.empty(0, dtype=np.intp))
+    coord_group = np.arange(coord.size) // COORDINATION_GROUP_SIZE
+    n_groups = int(coord_group.max()) + 1 if coord.size else 0
+    group_target = ra.uniform(*COORDINATION_TARGET_RANGE, size=n_groups)
+    group_shock = ra.normal(0.0, COORDINATION_SHOCK_SD, (n_windows, n_groups))
+    mimic = members.get("mimicry", np.empty(0, dtype=np.intp))
+    mimic_k = _mimicry_noise_scale(
+        bias[mimic], class_bias[mimic], sigma[mimic], MIMICRY * strength, cpw
+    )
+
+    d = len(FEATURE_NAMES)
+    windows = np.empty((n_agents, n_windows, d), dtype=np.float64)
+    position = (np.arange(cpw) + 0.5) / cpw
+    high = np.zeros(len(CATALOGUE), dtype=bool)
+    high[(_T_CLASS == _DESTRUCTIVE) | (_T_CLASS == _CRITICAL)] = True
+    q95 = int(np.ceil(0.95 * cpw)) - 1  # nearest-rank 95th percentile
+
+    for w in range(n_windows):
+        rw = np.random.default_rng(ss_windows[w])
+        tmpl = _draw_templates(rw, n_agents, cpw)
+        z = rw.standard_normal((n_agents, cpw))
+        u_conf = rw.random((n_agents, cpw))
+        z_lat = rw.standard_normal((n_agents, cpw))
+
+        cls = _T_CLASS[tmpl]
+        true = _T_LEVEL[tmpl]
+        difficulty = _T_DIFFICULTY[tmpl]
+        eps = z * difficulty
+        eps *= sigma[:, None]
+        offset = bias[:, None] + np.take_along_axis(class_bias, cls, axis=1)
+        shift = np.zeros((n_agents, cpw))
+
+        t = (w - start) + position  # windows since the start, per command
+        active = w >= start
+        if active and "gradual_drift" in members:
+            rows = members["gradual_drift"]
+            shift[rows] -= DRIFT_PER_WINDOW * strength * t
+        if active and "fp_inflation" in members:
+            rows = members["fp_inflation"]
+            shift[rows] += FP_INFLATION * strength * (cls[rows] == _SAFE)
+        if active and "fn_suppression" in members:
+            rows = members["fn_suppression"]
+            shift[rows] -= FN_SUPPRESSION * strength * high[tmpl[rows]]
+        if active and hijack.size:
+            hit = _T_FAMILY[tmpl[hijack]] == hijack_family[:, None]
+            shift[hijack] -= HIJACK * strength * hit
+        if active and coord.size:
+            pull = COORDINATION_PULL * (group_target[coord_group][:, None] - true[coord])
+            shift[coord] += strength * (pull + group_shock[w, coord_group][:, None])
+        if active and mimic.size:
+            on = cls[mimic] == _CRITICAL
+            n_on = on.sum(axis=1, keepdims=True)
+            delta = MIMICRY * strength
+            comp = delta * n_on / (cpw - n_on)
+            shift[mimic] += np.where(on, -delta, comp)
+            eps[mimic] *= np.where(on, 1.0, mimic_k[:, None])
+        if "poisoning" in members:
+            rows = members["poisoning"]
+            shift[rows] -= POISONING * strength * high[tmpl[rows]]
+
+        pred = true + offset
+        pred += eps
+        pred += shift
+        np.clip(pred, 0.0, 1.0, out=pred)
+        resid = pred - true
+        absr = np.abs(resid)
+
+        conf = conf_level[:, None] - CONFIDENCE_DIFFICULTY_SLOPE * (difficulty - 1.0)
+        conf += conf_spread[:, None] * (2.0 * u_conf - 1.0)
+        np.clip(conf, 0.0, 1.0, out=conf)
+        lat = np.exp(LATENCY_LOG_SD * z_lat)
+        lat *= _T_COST[tmpl]
+        lat *= lat_scale[:, None]
+
+        count = _row_sums_by_class(np.ones_like(pred), cls, n_agents)
+        rsum = _row_sums_by_class(resid, cls, n_agents)
+        psum = _row_sums_by_class(pred, cls, n_agents)
+        p2sum = _row_sums_by_class(pred * pred, cls, n_agents)
+        within = np.maximum(p2sum - psum * psum / count, 0.0).sum(axis=1)
+
+        out = windows[:, w, :]
+        out[:, _IDX["accuracy"]] = 1.0 - absr.mean(axis=1)
+        out[:, _IDX["bias"]] = resid.mean(axis=1)
+        out[:, _IDX["bias_safe"]] = rsum[:, _SAFE] / count[:, _SAFE]
+        out[:, _IDX["bias_network_privesc"]] = (rsum[:, _NETWORK] + rsum[:, _PRIVESC]) / (
+            count[:, _NETWORK] + count[:, _PRIVESC]
+        )
+        out[:, _IDX["bias_high_risk"]] = (rsum[:, _DESTRUCTIVE] + rsum[:, _CRITICAL]) / (
+            count[:, _DESTRUCTIVE] + count[:, _CRITICAL]
+        )
+        out[:, _IDX["error_rate"]] = (absr > ERROR_TOLERANCE).mean(axis=1)
+        out[:, _IDX["consistency"]] = np.sqrt(within / max(cpw - _N_CLASSES, 1))
+        out[:, _IDX["confidence_mean"]] = conf.mean(axis=1)
+        out[:, _IDX["confidence_std"]] = conf.std(axis=1)
+        out[:, _IDX["latency_mean"]] = lat.mean(axis=1)
+        lat.partition(q95, axis=1)
+        out[:, _IDX["latency_p95"]] = lat[:, q95]
+
+    features = windows[:, baseline_windows:, :].mean(axis=1)
+    baseline_features = windows[:, :baseline_windows, :].mean(axis=1)
+    for arr in (windows, features, baseline_features, labels, attack, node):
+        arr.flags.writeable = False
+    return SimulatedNetwork(
+        windows=windows,
+        features=features,
+        baseline_features=baseline_features,
+        feature_names=FEATURE_NAMES,
+        labels=labels,
+        attack=attack,
+        node=node,
+        attack_start=start,
+        params=params,
+        seed=seed,
+    )
