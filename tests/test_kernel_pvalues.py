@@ -1,0 +1,128 @@
+"""p-values and FDR decisions: closed-form chi-square tail, conformal p-values, fast BH."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy import stats
+from statsmodels.stats.multitest import multipletests
+
+from tcpkit.detect.pvalues import bh_reject, chi2_sf, chi2_sf_even, conformal_pvalues
+
+
+@pytest.mark.parametrize("d", [2, 4, 8, 16, 32, 64])
+def test_chi2_closed_form_matches_scipy(d: int) -> None:
+    rng = np.random.default_rng(d)
+    x = np.concatenate([rng.chisquare(d, 2_000), [0.0, 1e-9, 3.0 * d, 10.0 * d, 1_000.0]])
+    got = chi2_sf_even(x, d)
+    want = stats.chi2.sf(x, d)
+    normal = want > 1e-300
+    np.testing.assert_allclose(got[normal], want[normal], rtol=1e-12, atol=0)
+    assert np.all(got[~normal] < 1e-290)
+    np.testing.assert_array_equal(chi2_sf(x, d), got)
+
+
+def test_chi2_float32_distances_give_float64_pvalues() -> None:
+    x = np.array([0.5, 8.0, 40.0], dtype=np.float32)
+    got = chi2_sf(x, 8)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, stats.chi2.sf(x.astype(np.float64), 8), rtol=1e-12)
+
+
+@pytest.mark.parametrize("d", [1, 3, 7])
+def test_chi2_odd_dof_falls_back_to_scipy(d: int) -> None:
+    x = np.linspace(0, 30, 50)
+    np.testing.assert_allclose(chi2_sf(x, d), stats.chi2.sf(x, d), rtol=1e-12)
+    with pytest.raises(ValueError, match="odd"):
+        chi2_sf_even(x, d)
+
+
+@pytest.mark.parametrize(
+    ("d2", "d", "match"),
+    [
+        ([1.0, np.nan], 4, "NaN, infinite or negative"),
+        ([1.0, -1.0], 4, "NaN, infinite or negative"),
+        ([1.0, np.inf], 3, "NaN, infinite or negative"),
+        ([[1.0]], 4, "1-D"),
+        ([1.0], 0, "positive integer"),
+        ([1.0], 2.0, "positive integer"),
+        ([1.0], True, "positive integer"),
+    ],
+)
+def test_chi2_bad_input(d2: list[float], d: int, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        chi2_sf(np.array(d2), d)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    scores=st.lists(st.integers(0, 12), min_size=0, max_size=30),
+    calibration=st.lists(st.integers(0, 12), min_size=1, max_size=30),
+)
+def test_conformal_matches_counting_with_ties(scores: list[int], calibration: list[int]) -> None:
+    s = np.array(scores, dtype=np.float64) / 2
+    cal = np.sort(np.array(calibration, dtype=np.float64) / 2)
+    want = (1 + (cal[None, :] >= s[:, None]).sum(axis=1)) / (cal.size + 1)
+    np.testing.assert_array_equal(conformal_pvalues(s, cal), want.reshape(s.shape))
+
+
+def test_conformal_bad_input() -> None:
+    with pytest.raises(ValueError, match="not sorted"):
+        conformal_pvalues(np.ones(3), np.array([2.0, 1.0]))
+    with pytest.raises(ValueError, match="non-empty"):
+        conformal_pvalues(np.ones(3), np.array([]))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        conformal_pvalues(np.ones(3), np.array([1.0, np.nan]))
+    with pytest.raises(ValueError, match="scores contains NaN"):
+        conformal_pvalues(np.array([1.0, np.nan]), np.array([1.0, 2.0]))
+    with pytest.raises(ValueError, match="1-D"):
+        conformal_pvalues(np.ones((2, 2)), np.array([1.0, 2.0]))
+
+
+_pvalue = st.one_of(
+    st.floats(0, 1, allow_nan=False),
+    st.sampled_from([0.0, 1e-6, 0.001, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    pvalues=st.lists(_pvalue, min_size=1, max_size=80),
+    alpha=st.sampled_from([0.001, 0.01, 0.05, 0.1, 0.2, 0.5]),
+    as_float32=st.booleans(),
+)
+def test_bh_identical_to_statsmodels(pvalues: list[float], alpha: float, as_float32: bool) -> None:
+    p = np.array(pvalues, dtype=np.float32 if as_float32 else np.float64)
+    reject, q = bh_reject(p, alpha, qvalues=True)
+    want_reject, want_q, _, _ = multipletests(p, alpha=alpha, method="fdr_bh")
+    np.testing.assert_array_equal(reject, want_reject)
+    assert q is not None
+    np.testing.assert_allclose(q, want_q, rtol=1e-15, atol=0)
+
+
+def test_bh_identical_on_many_random_inputs_with_ties() -> None:
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        m = int(rng.integers(1, 2_000))
+        p = rng.uniform(size=m) ** rng.uniform(0.3, 10.0)  # from all-null to many signals
+        if trial % 3 == 0:
+            p = np.round(p, 3)  # ties
+        alpha = float(rng.choice([0.01, 0.05, 0.1, 0.25]))
+        reject, q = bh_reject(p, alpha)
+        assert q is None
+        np.testing.assert_array_equal(reject, multipletests(p, alpha, method="fdr_bh")[0])
+
+
+def test_bh_edge_cases() -> None:
+    reject, q = bh_reject(np.array([]), 0.05, qvalues=True)
+    assert reject.shape == (0,) and q is not None and q.shape == (0,)
+    assert bh_reject(np.ones(5), 0.05)[0].sum() == 0
+    assert bh_reject(np.zeros(5), 0.05)[0].all()
+    for bad_alpha in (0.0, 1.0, -0.1, float("nan"), True, "0.05"):
+        with pytest.raises(ValueError, match="alpha"):
+            bh_reject(np.array([0.1]), bad_alpha)  # type: ignore[arg-type]
+    for bad in ([0.1, np.nan], [0.1, 1.5], [-0.1]):
+        with pytest.raises(ValueError, match="pvalues"):
+            bh_reject(np.array(bad), 0.05)
