@@ -219,8 +219,8 @@ class WhiteningKernel:
             raise ValueError(f"out must be an array of shape ({n},) and dtype {np.dtype(dtype).name}")
         if n == 0:
             return result
-        w = self.whitening.astype(dtype)
-        b = self.offset.astype(dtype)[:, None]
+        w: NDArray[np.floating] = self.whitening.astype(dtype)
+        b: NDArray[np.floating] = self.offset.astype(dtype)[:, None]
         rows = int(min(rows, n))
         workers = int(min(workers, -(-n // rows)))
         if workers == 1:
