@@ -220,7 +220,7 @@ class WhiteningKernel:
         if n == 0:
             return result
         w: NDArray[np.floating] = self.whitening.astype(dtype)
-        b: NDArray[np.floating] = self.offset.astype(dtype)[:, None]
+        b: NDArray[np.floating] = self.offset.astype(dtype).reshape(-1, 1)
         rows = int(min(rows, n))
         workers = int(min(workers, -(-n // rows)))
         if workers == 1:
