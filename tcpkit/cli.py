@@ -173,6 +173,342 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
+# --- workspace: lease, backups, restore, status, gc, audit, contributor (issue 7) ------------
+def _ws_common(p: _Parser, *, identity: bool = False, json_flag: bool = False) -> None:
+    p.add_argument("--root", default=".", metavar="DIR", help="workspace root (default: .)")
+    if identity:
+        p.add_argument(
+            "--as", dest="as_user", metavar="NAME", default=None,
+            help="act as researcher NAME (default: $TCPKIT_USER, else the login name)",
+        )
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def _ws_identity(args: argparse.Namespace) -> str:
+    import getpass
+    import os
+
+    name = args.as_user or os.environ.get("TCPKIT_USER") or getpass.getuser()
+    return str(name)
+
+
+def _ws_run(args: argparse.Namespace, action: Callable[[object], int]) -> int:
+    """Open the workspace under --root, run ``action(ws)``, map workspace errors to exit codes."""
+    from pathlib import Path
+
+    from tcpkit.release.names import InvalidNameError
+    from tcpkit.release.store import InvalidDigestError, StoreError
+    from tcpkit.release.workspace import (
+        UnknownComponentError,
+        UnknownVersionError,
+        Workspace,
+        WorkspaceError,
+    )
+
+    root = Path(args.root)
+    if not (root / ".tcpkit" / "tcpkit.db").is_file():
+        raise UsageError(
+            f"no tcpkit workspace in {str(root)!r} (.tcpkit/tcpkit.db is missing); "
+            "run 'tcpkit run' there first, or pass --root"
+        )
+    try:
+        ws = Workspace.open(root)
+    except WorkspaceError as exc:
+        raise CheckFailed(str(exc)) from None
+    try:
+        return action(ws)
+    except (InvalidNameError, InvalidDigestError, UnknownComponentError, UnknownVersionError) as exc:
+        raise UsageError(str(exc)) from None
+    except (WorkspaceError, StoreError) as exc:
+        raise CheckFailed(str(exc)) from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        ws.close()
+
+
+@_registers
+def _add_lease(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "lease", "take, give back or list component leases", _cmd_lease_help)
+    lease_sub = p.add_subparsers(title="lease commands", metavar="ACTION", parser_class=_Parser)
+    acquire = _add_command(lease_sub, "acquire", "take (or renew) the lease on NAME", _cmd_lease_acquire)
+    acquire.add_argument("name", metavar="NAME", help="component")
+    acquire.add_argument("--ttl", type=float, default=3600.0, metavar="SECONDS",
+                         help="time to live (default: 3600)")
+    acquire.add_argument("--reason", default="", help="why, shown to others")
+    acquire.add_argument("--no-pid", action="store_true",
+                         help="bind the lease to its TTL only, not to the calling shell's process")
+    _ws_common(acquire, identity=True)
+    release = _add_command(lease_sub, "release", "give back your lease on NAME", _cmd_lease_release)
+    release.add_argument("name", metavar="NAME", help="component")
+    _ws_common(release, identity=True)
+    listing = _add_command(lease_sub, "list", "show every lease and whether it is live", _cmd_lease_list)
+    _ws_common(listing, json_flag=True)
+
+
+def _cmd_lease_help(args: argparse.Namespace) -> int:
+    raise UsageError("give an action: 'tcpkit lease acquire|release NAME' or 'tcpkit lease list'")
+
+
+def _cmd_lease_acquire(args: argparse.Namespace) -> int:
+    import os
+
+    def act(ws: object) -> int:
+        from tcpkit.release.workspace import Workspace
+
+        assert isinstance(ws, Workspace)
+        # the CLI process ends at once: bind the lease to the shell that called it
+        lease = ws.acquire_lease(args.name, _ws_identity(args), ttl_s=args.ttl, reason=args.reason,
+                                 pid=os.getppid(), bind_process=not args.no_pid)
+        print(f"lease on {lease.component} held by {lease.describe()}")
+        return EXIT_OK
+
+    return _ws_run(args, act)
+
+
+def _cmd_lease_release(args: argparse.Namespace) -> int:
+    def act(ws: object) -> int:
+        from tcpkit.release.workspace import Workspace
+
+        assert isinstance(ws, Workspace)
+        ws.release_lease(args.name, _ws_identity(args))
+        print(f"lease on {args.name} released")
+        return EXIT_OK
+
+    return _ws_run(args, act)
+
+
+def _cmd_lease_list(args: argparse.Namespace) -> int:
+    import json
+    import time
+
+    def act(ws: object) -> int:
+        from tcpkit.release.workspace import Workspace, as_json
+
+        assert isinstance(ws, Workspace)
+        now = time.time()
+        rows = [(lease, lease.stale_reason(now)) for lease in ws.leases()]
+        if args.json:
+            print(json.dumps([{**as_json(lease), "expires": lease.expires_iso, "live": stale is None,
+                               "stale_reason": stale} for lease, stale in rows], indent=2))
+            return EXIT_OK
+        if not rows:
+            print("no leases")
+        for lease, stale in rows:
+            state = "live" if stale is None else f"stale: {stale}"
+            print(f"{lease.component:<20} {lease.describe()}  [{state}]")
+        return EXIT_OK
+
+    return _ws_run(args, act)
+
+
+@_registers
+def _add_backups(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "backups", "list the stored versions of component NAME", _cmd_backups)
+    p.add_argument("name", metavar="NAME", help="component")
+    _ws_common(p, json_flag=True)
+
+
+def _cmd_backups(args: argparse.Namespace) -> int:
+    import json
+
+    def act(ws: object) -> int:
+        from tcpkit.release.workspace import Workspace, as_json
+
+        assert isinstance(ws, Workspace)
+        versions = ws.versions(args.name)
+        if args.json:
+            print(json.dumps([{**as_json(v), "stored": ws.stored(v)} for v in versions], indent=2))
+            return EXIT_OK
+        if not versions:
+            print(f"component {args.name} has no versions yet")
+        print(f"{'SEQ':>4}  {'DIGEST':<16} {'KIND':<8} {'AUTHOR':<16} {'TIME':<32} MESSAGE")
+        for v in versions:
+            mark = "" if ws.stored(v) else " (content removed by gc)"
+            print(f"{v.seq:>4}  {v.digest[:16]} {v.kind:<8} {v.author:<16} {v.created_at:<32} "
+                  f"{v.message}{mark}")
+        return EXIT_OK
+
+    return _ws_run(args, act)
+
+
+@_registers
+def _add_restore(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "restore", "write version DIGEST of NAME back as a new version", _cmd_restore)
+    p.add_argument("name", metavar="NAME", help="component")
+    p.add_argument("digest", metavar="DIGEST", help="digest or unique prefix (see 'tcpkit backups')")
+    _ws_common(p, identity=True)
+
+
+def _cmd_restore(args: argparse.Namespace) -> int:
+    import time
+
+    def act(ws: object) -> int:
+        from tcpkit.release.workspace import Workspace
+
+        assert isinstance(ws, Workspace)
+        start = time.perf_counter()
+        version = ws.restore(args.name, args.digest, _ws_identity(args))
+        elapsed = time.perf_counter() - start
+        print(f"restored {args.name} to {version.digest} as version {version.seq} "
+              f"(notebooks/{ws.component(args.name).notebook}) in {elapsed * 1000:.1f} ms")
+        return EXIT_OK
+
+    return _ws_run(args, act)
+
+
+@_registers
+def _add_status(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "status", "per component: owner, contributors, level, versions, lease", _cmd_status)
+    _ws_common(p, json_flag=True)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    def act(ws: object) -> int:
+        from tcpkit.release.workspace import Workspace, as_json
+
+        assert isinstance(ws, Workspace)
+        rows = ws.status()
+        if args.json:
+            print(json.dumps(as_json(rows), indent=2))
+            return EXIT_OK
+        if not rows:
+            print("no components registered")
+            return EXIT_OK
+        print(f"{'COMPONENT':<16} {'OWNER':<12} {'LEVEL':<12} {'VERSIONS':>8} {'KEPT':>5}  "
+              f"{'LEASE':<12} CONTRIBUTORS")
+        for s in rows:
+            print(f"{s.name:<16} {s.owner:<12} {s.level or '-':<12} {s.versions:>8} {s.versions_kept:>5}  "
+                  f"{s.lease_holder or '-':<12} {', '.join(s.contributors) or '-'}")
+        return EXIT_OK
+
+    return _ws_run(args, act)
+
+
+@_registers
+def _add_gc(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "gc", "remove stored objects that retention no longer keeps", _cmd_gc)
+    p.add_argument("--keep-last", type=int, default=None, metavar="N",
+                   help="versions kept per component (default: the workspace setting, 10)")
+    p.add_argument("--grace", type=float, default=3600.0, metavar="SECONDS",
+                   help="keep unreferenced objects younger than this (default: 3600)")
+    _ws_common(p, identity=True, json_flag=True)
+
+
+def _cmd_gc(args: argparse.Namespace) -> int:
+    import json
+
+    def act(ws: object) -> int:
+        from tcpkit.release.workspace import Workspace, as_json
+
+        assert isinstance(ws, Workspace)
+        report = ws.gc(args.keep_last, grace_s=args.grace, actor=_ws_identity(args))
+        if args.json:
+            print(json.dumps(as_json(report), indent=2))
+            return EXIT_OK
+        print(f"gc (keep last {report.keep_last}): removed {len(report.objects_removed)} objects and "
+              f"{report.temporaries_removed} temporary files, freed {report.bytes_freed} bytes; "
+              f"{len(report.versions_pruned)} old versions no longer stored; "
+              f"{report.objects_kept} objects kept")
+        return EXIT_OK
+
+    return _ws_run(args, act)
+
+
+@_registers
+def _add_audit(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "audit", "the tamper-evident audit log", _cmd_audit_help)
+    audit_sub = p.add_subparsers(title="audit commands", metavar="ACTION", parser_class=_Parser)
+    verify = _add_command(audit_sub, "verify", "check the hash chain; exit 1 at the first broken entry",
+                          _cmd_audit_verify)
+    _ws_common(verify, json_flag=True)
+    show = _add_command(audit_sub, "log", "print the audit log", _cmd_audit_log)
+    _ws_common(show, json_flag=True)
+
+
+def _cmd_audit_help(args: argparse.Namespace) -> int:
+    raise UsageError("give an action: 'tcpkit audit verify' or 'tcpkit audit log'")
+
+
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    import json
+
+    def act(ws: object) -> int:
+        from tcpkit.release.workspace import Workspace, as_json
+
+        assert isinstance(ws, Workspace)
+        broken = ws.verify_audit()
+        count = len(ws.audit_log())
+        if args.json:
+            print(json.dumps({"ok": broken is None, "entries": count,
+                              "first_broken": None if broken is None else as_json(broken)}, indent=2))
+            return EXIT_OK if broken is None else EXIT_FAILED
+        if broken is not None:
+            raise CheckFailed(f"audit chain broken at {broken}")
+        print(f"audit log intact: {count} entries, hash chain verified")
+        return EXIT_OK
+
+    return _ws_run(args, act)
+
+
+def _cmd_audit_log(args: argparse.Namespace) -> int:
+    import json
+
+    def act(ws: object) -> int:
+        from tcpkit.release.workspace import Workspace, as_json
+
+        assert isinstance(ws, Workspace)
+        entries = ws.audit_log()
+        if args.json:
+            print(json.dumps(as_json(entries), indent=2))
+            return EXIT_OK
+        for e in entries:
+            print(f"{e.seq:>6}  {e.at}  {e.actor:<16} {e.action:<16} {json.dumps(e.details, sort_keys=True)}")
+        return EXIT_OK
+
+    return _ws_run(args, act)
+
+
+@_registers
+def _add_contributor(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "contributor", "the owner adds or removes a component's contributors",
+                     _cmd_contributor_help)
+    c_sub = p.add_subparsers(title="contributor commands", metavar="ACTION", parser_class=_Parser)
+    for action, handler in (("add", _cmd_contributor_add), ("remove", _cmd_contributor_remove)):
+        q = _add_command(c_sub, action, f"{action} RESEARCHER as a contributor of NAME", handler)
+        q.add_argument("name", metavar="NAME", help="component")
+        q.add_argument("researcher", metavar="RESEARCHER", help="researcher name")
+        _ws_common(q, identity=True)
+
+
+def _cmd_contributor_help(args: argparse.Namespace) -> int:
+    raise UsageError("give an action: 'tcpkit contributor add|remove NAME RESEARCHER'")
+
+
+def _cmd_contributor_add(args: argparse.Namespace) -> int:
+    return _contributor_change(args, add=True)
+
+
+def _cmd_contributor_remove(args: argparse.Namespace) -> int:
+    return _contributor_change(args, add=False)
+
+
+def _contributor_change(args: argparse.Namespace, *, add: bool) -> int:
+    def act(ws: object) -> int:
+        from tcpkit.release.workspace import Workspace
+
+        assert isinstance(ws, Workspace)
+        change = ws.add_contributor if add else ws.remove_contributor
+        info = change(args.name, args.researcher, _ws_identity(args))
+        print(f"{info.name}: owner {info.owner}, contributors {', '.join(info.contributors) or '-'}")
+        return EXIT_OK
+
+    return _ws_run(args, act)
+
+
 # --- end of subcommands -------------------------------------------------------------------------
 
 
