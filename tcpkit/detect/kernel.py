@@ -27,7 +27,7 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from numpy.typing import NDArray
@@ -220,7 +220,7 @@ class WhiteningKernel:
         if n == 0:
             return result
         w: NDArray[np.floating] = self.whitening.astype(dtype)
-        b: NDArray[np.floating] = self.offset.astype(dtype).reshape(-1, 1)
+        b = cast("NDArray[np.floating]", self.offset.astype(dtype)).reshape(-1, 1)
         rows = int(min(rows, n))
         workers = int(min(workers, -(-n // rows)))
         if workers == 1:
