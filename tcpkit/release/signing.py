@@ -31,6 +31,7 @@ from tcpkit.release.dsse import (
     verify_envelope,
     verify_envelope_signers,
 )
+from tcpkit.release.integrity_eval import TamperReport, signature_benchmark, tamper_trials
 from tcpkit.release.keys import (
     HybridSigner,
     KeyError_,
@@ -54,6 +55,7 @@ __all__ = [
     "KeyError_",
     "PublicKey",
     "PublicKeyRecord",
+    "TamperReport",
     "TrustList",
     "VerificationError",
     "dump_envelope",
@@ -68,6 +70,8 @@ __all__ = [
     "pae",
     "sha256_hex",
     "sign_statement",
+    "signature_benchmark",
+    "tamper_trials",
     "validate_name",
     "verify_artifact",
     "verify_envelope",
