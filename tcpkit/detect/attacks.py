@@ -898,15 +898,19 @@ def evasion_curve(
         evaded += np.asarray(runner(s, det, budget_list, cfg), dtype=np.int64)
     trials = np.full(len(budget_list), cfg.n_attackers * len(seed_list), dtype=np.int64)
     low, high = proportion_confint(evaded, trials, alpha=ci_alpha, method="wilson")
+    rates = evaded / trials
+    # the Wilson bounds at 0 and 1 come back a rounding error inside the rate itself
+    low = np.minimum(np.atleast_1d(low), rates)
+    high = np.maximum(np.atleast_1d(high), rates)
     return EvasionCurve(
         attack=attack,
         detector=det,
         budgets=budget_list,
         evaded=tuple(int(e) for e in evaded),
         trials=tuple(int(t) for t in trials),
-        rates=tuple(float(e / t) for e, t in zip(evaded, trials, strict=True)),
-        ci_low=tuple(float(x) for x in np.atleast_1d(low)),
-        ci_high=tuple(float(x) for x in np.atleast_1d(high)),
+        rates=tuple(float(r) for r in rates),
+        ci_low=tuple(float(x) for x in low),
+        ci_high=tuple(float(x) for x in high),
         seeds=seed_list,
         reference_budget=REFERENCE_BUDGETS[attack],
         ci_alpha=ci_alpha,
