@@ -62,6 +62,46 @@ def _registers(add: Registrar) -> Registrar:
 
 
 @_registers
+def _add_run(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "run", "run the notebooks through the gates (papermill), record, sign, freeze", _cmd_run)
+    p.add_argument("--profile", choices=("quick", "full"), default="full",
+                   help="gate parameters: full (default) or the quick overrides from pipeline.toml")
+    p.add_argument("--component", action="append", default=[], metavar="NAME",
+                   help="run only this component (repeatable; default: all)")
+    p.add_argument("--until", default="PRODUCTION", metavar="GATE",
+                   help="last gate to run: DEVELOPMENT, TESTING, STAGING or PRODUCTION (default)")
+    p.add_argument("--force", action="store_true", help="re-run gates whose inputs are unchanged")
+    p.add_argument("--jobs", type=int, default=2, metavar="N", help="components run in parallel (default 2)")
+    p.add_argument("--root", default=".", metavar="DIR", help="project directory (default: .)")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tcpkit.release.gates import GATES, PipelineError
+    from tcpkit.release.pipeline import RunOptions, run_pipeline, summarize
+
+    if args.until not in GATES:
+        raise UsageError(f"--until {args.until!r} is not a gate: use one of {', '.join(GATES)}")
+    if not 1 <= args.jobs <= 64:
+        raise UsageError(f"--jobs {args.jobs} is out of range: give 1 to 64")
+    root = Path(args.root)
+    if not (root / "notebooks" / "pipeline.toml").is_file():
+        raise UsageError(f"{root / 'notebooks' / 'pipeline.toml'} does not exist: run from the project root or give --root")
+    options = RunOptions(profile=args.profile, components=tuple(dict.fromkeys(args.component)),
+                         until=args.until, force=args.force, jobs=args.jobs)
+    try:
+        result = run_pipeline(root, options)
+    except PipelineError as exc:
+        raise UsageError(str(exc)) from None
+    print(summarize(result))
+    if not result.ok:
+        behind = [c for c, level in result.reached.items() if level != result.until]
+        raise CheckFailed(f"{len(behind)} component(s) did not reach {result.until}: {', '.join(behind)}")
+    return EXIT_OK
+
+
+@_registers
 def _add_keys(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = _add_command(
         sub, "keys", "researcher keys: hybrid Ed25519 + ML-DSA-65, algorithm-agile", _cmd_keys_help

@@ -1,0 +1,300 @@
+"""HTML reports: one standalone page per gate run, and ``reports/index.html``.
+
+A run report is the executed notebook rendered by nbconvert's ``basic``
+template (outputs and embedded plots; the code is hidden until the reader
+ticks "show code", with no JavaScript), under a header that says what was
+decided and why: component, gate, decision, every criterion with its measured
+value and threshold, the failing cell and its error, the input digests and the
+signer. The index gathers the gate matrix, the collaboration figures of the
+workspace and the frozen artifacts with their verification state. Both pages
+carry their own small stylesheet and no external assets, so each file stands
+alone and reads at a laptop's width.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tcpkit.release.atomic import write_atomic
+
+STATUSES = ("passed", "failed", "skipped", "not run")
+
+CSS = """
+:root { --ok: #1a7f37; --bad: #cf222e; --skip: #6e7781; --line: #d0d7de; --bg: #f6f8fa; }
+* { box-sizing: border-box; }
+body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1f2328;
+       margin: 0 auto; padding: 1.5rem; max-width: 72rem; }
+h1 { font-size: 1.5rem; margin: 0 0 .5rem; } h2 { font-size: 1.15rem; margin: 1.75rem 0 .5rem; }
+table { border-collapse: collapse; width: 100%; margin: .5rem 0; font-size: .92rem; }
+th, td { border: 1px solid var(--line); padding: .35rem .5rem; text-align: left; vertical-align: top; }
+th { background: var(--bg); }
+code, .digest { font: .85rem ui-monospace, SFMono-Regular, Menlo, monospace; word-break: break-all; }
+.passed { color: var(--ok); font-weight: 600; } .failed { color: var(--bad); font-weight: 600; }
+.skipped { color: var(--skip); font-weight: 600; } .not-run { color: var(--skip); }
+.badge { display: inline-block; padding: .1rem .6rem; border-radius: 1rem; color: #fff; font-weight: 600; }
+.badge.passed { background: var(--ok); color: #fff; } .badge.failed { background: var(--bad); color: #fff; }
+.badge.skipped { background: var(--skip); color: #fff; }
+.meta { color: #57606a; font-size: .9rem; }
+.error { background: #ffebe9; border: 1px solid #ff818266; padding: .5rem .75rem; overflow-x: auto; }
+.small { font-size: .85rem; color: #57606a; }
+.wrap { overflow-x: auto; }
+pre { white-space: pre-wrap; word-break: break-word; }
+img { max-width: 100%; height: auto; }
+#showcode { margin-right: .3rem; }
+#showcode:not(:checked) ~ .notebook .input { display: none; }
+.notebook .prompt { display: none; }
+.notebook .cell { margin: .75rem 0; }
+.notebook .input_area { background: var(--bg); border: 1px solid var(--line); padding: .25rem .5rem; }
+.notebook .output_error pre { background: #ffebe9; }
+.ansi-red-fg { color: var(--bad); } .ansi-green-fg { color: var(--ok); } .ansi-cyan-fg { color: #0969da; }
+"""
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """What the header of a run report shows; also one cell of the index's gate matrix.
+
+    ``criteria`` are dicts with keys metric/op/threshold/value/ok/reason (as
+    stored with gate runs); ``inputs`` maps input names to sha256 digests.
+    """
+
+    component: str
+    gate: str
+    decision: str
+    profile: str = "full"
+    criteria: tuple[Mapping[str, Any], ...] = ()
+    metrics: Mapping[str, Any] = field(default_factory=dict)
+    inputs: Mapping[str, str] = field(default_factory=dict)
+    input_digest: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=dict)
+    runner: str = ""
+    signer: str = ""
+    started_at: str = ""
+    duration_s: float = 0.0
+    error: str | None = None
+    error_cell: str | None = None
+    report: str | None = None
+    """Path of the HTML report relative to the reports directory (for links)."""
+
+
+@dataclass(frozen=True)
+class FrozenRow:
+    """One frozen artifact in the index: its name, digest and verification state."""
+
+    name: str
+    digest: str
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class IndexData:
+    """Everything ``reports/index.html`` shows; gathered by the pipeline from the workspace."""
+
+    gates: tuple[str, ...]
+    components: tuple[str, ...]
+    owners: Mapping[str, str]
+    cells: Mapping[tuple[str, str], RunSummary]
+    collaboration: tuple[tuple[str, str], ...] = ()
+    frozen: tuple[FrozenRow, ...] = ()
+    notes: tuple[str, ...] = ()
+    generated_at: str = ""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if value is None:
+        return "—"
+    if isinstance(value, list):
+        return "[" + ", ".join(_fmt(v) for v in value[:6]) + (", …" if len(value) > 6 else "") + "]"
+    return str(value)
+
+
+def _status_class(status: str) -> str:
+    return status.replace(" ", "-")
+
+
+def _page(title: str, body: str) -> bytes:
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+        f"<title>{_e(title)}</title><style>{CSS}</style></head>\n<body>\n{body}\n</body></html>\n"
+    ).encode()
+
+
+def criteria_table(criteria: Sequence[Mapping[str, Any]]) -> str:
+    """The criteria of a run as an HTML table: metric, requirement, measured value, verdict."""
+    if not criteria:
+        return "<p class=\"failed\">No criterion was evaluated.</p>"
+    rows = []
+    for c in criteria:
+        ok = bool(c.get("ok"))
+        rows.append(
+            "<tr>"
+            f"<td><code>{_e(c.get('metric'))}</code></td>"
+            f"<td><code>{_e(c.get('op'))} {_e(_fmt(c.get('threshold')))}</code></td>"
+            f"<td>{_e(_fmt(c.get('value')))}</td>"
+            f"<td class=\"{'passed' if ok else 'failed'}\">{'holds' if ok else 'fails'}</td>"
+            f"<td class=\"small\">{_e(c.get('reason', ''))}</td>"
+            "</tr>"
+        )
+    return (
+        "<div class=\"wrap\"><table><tr><th>metric</th><th>required</th><th>measured</th>"
+        "<th>verdict</th><th>reason</th></tr>" + "".join(rows) + "</table></div>"
+    )
+
+
+def _header(summary: RunSummary) -> str:
+    parts = [
+        f"<h1>{_e(summary.component)} · {_e(summary.gate)} "
+        f"<span class=\"badge {_status_class(summary.decision)}\">{_e(summary.decision)}</span></h1>",
+        f"<p class=\"meta\">profile <b>{_e(summary.profile)}</b> · started {_e(summary.started_at)} · "
+        f"{summary.duration_s:.1f} s · runner <b>{_e(summary.runner)}</b> · signed by "
+        f"<b>{_e(summary.signer or 'nobody')}</b></p>",
+    ]
+    if summary.error:
+        cell = f"<p>In cell <code>{_e(summary.error_cell)}</code>:</p>" if summary.error_cell else ""
+        parts.append(f"<h2>Error</h2><div class=\"error\">{cell}<pre>{_e(summary.error)}</pre></div>")
+    parts.append("<h2>Criteria</h2>" + criteria_table(summary.criteria))
+    if summary.parameters:
+        params = "".join(
+            f"<tr><td><code>{_e(k)}</code></td><td><code>{_e(_fmt(v))}</code></td></tr>"
+            for k, v in summary.parameters.items()
+        )
+        parts.append(f"<h2>Parameters</h2><table><tr><th>name</th><th>value</th></tr>{params}</table>")
+    digests = "".join(
+        f"<tr><td>{_e(k)}</td><td class=\"digest\">{_e(v)}</td></tr>" for k, v in summary.inputs.items()
+    )
+    if summary.input_digest:
+        digests += f"<tr><th>combined input digest</th><td class=\"digest\">{_e(summary.input_digest)}</td></tr>"
+    parts.append(f"<h2>Inputs</h2><table><tr><th>input</th><th>sha256</th></tr>{digests}</table>")
+    return "\n".join(parts)
+
+
+def render_notebook(notebook: Mapping[str, Any]) -> str:
+    """The executed notebook as an HTML fragment (nbconvert ``basic`` template, images embedded)."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="basic")
+    exporter.embed_images = True
+    node = nbformat.from_dict(dict(notebook))
+    body, _resources = exporter.from_notebook_node(node)
+    return str(body)
+
+
+def render_run_report(summary: RunSummary, notebook: Mapping[str, Any] | None) -> bytes:
+    """One standalone HTML page for a gate run: header, then the executed notebook.
+
+    The notebook's code is hidden by default (a checkbox shows it); when the
+    notebook could not be rendered, the page says so instead of omitting it.
+    """
+    body = [_header(summary)]
+    if notebook is None:
+        body.append("<h2>Notebook</h2><p class=\"failed\">No executed notebook was produced.</p>")
+    else:
+        try:
+            rendered = render_notebook(notebook)
+        except Exception as exc:  # a report must still be written when nbconvert fails
+            rendered = f"<p class=\"failed\">The notebook could not be rendered: {_e(exc)}</p>"
+        body.append(
+            "<h2>Notebook</h2><label><input type=\"checkbox\" id=\"showcode\">show code</label>"
+            f"<div class=\"notebook\">{rendered}</div>"
+        )
+    return _page(f"{summary.component} {summary.gate}: {summary.decision}", "\n".join(body))
+
+
+def report_path(reports_dir: Path, gate: str, component: str) -> Path:
+    """``reports/<gate>/<component>.html``."""
+    return Path(reports_dir) / gate / f"{component}.html"
+
+
+def write_run_report(reports_dir: Path, summary: RunSummary, page: bytes) -> Path:
+    """Write a rendered run report atomically at :func:`report_path`; return the path."""
+    path = report_path(reports_dir, summary.gate, summary.component)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, page)
+    return path
+
+
+def _key_metrics(summary: RunSummary, limit: int = 3) -> str:
+    shown = []
+    for c in summary.criteria[:limit]:
+        mark = "✓" if c.get("ok") else "✗"
+        shown.append(f"{mark} {_e(c.get('metric'))} {_e(_fmt(c.get('value')))}")
+    more = len(summary.criteria) - limit
+    if more > 0:
+        shown.append(f"+{more} more")
+    return "<br>".join(shown)
+
+
+def render_index(data: IndexData) -> bytes:
+    """``reports/index.html``: gate matrix, collaboration figures, frozen artifacts."""
+    generated = data.generated_at or datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    head = "".join(f"<th>{_e(g)}</th>" for g in data.gates)
+    rows = []
+    for component in data.components:
+        cells = []
+        for gate in data.gates:
+            summary = data.cells.get((component, gate))
+            if summary is None:
+                cells.append("<td class=\"not-run\">not run</td>")
+                continue
+            status = _e(summary.decision)
+            label = (
+                f"<a class=\"{_status_class(summary.decision)}\" href=\"{_e(summary.report)}\">{status}</a>"
+                if summary.report
+                else f"<span class=\"{_status_class(summary.decision)}\">{status}</span>"
+            )
+            cells.append(f"<td>{label}<div class=\"small\">{_key_metrics(summary)}</div></td>")
+        owner = _e(data.owners.get(component, ""))
+        rows.append(f"<tr><th>{_e(component)}<div class=\"small\">{owner}</div></th>{''.join(cells)}</tr>")
+    parts = [
+        "<h1>tcpkit gate pipeline</h1>",
+        f"<p class=\"meta\">generated {_e(generated)}</p>",
+        "<h2>Gate matrix</h2>",
+        f"<div class=\"wrap\"><table><tr><th>component</th>{head}</tr>{''.join(rows)}</table></div>",
+        "<p class=\"small\">passed / failed: decided by this or an earlier run (linked report); "
+        "skipped: inputs identical to an earlier passing run; not run: the component has not "
+        "reached this gate.</p>",
+    ]
+    if data.notes:
+        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in data.notes) + "</ul>")
+    if data.collaboration:
+        figures = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in data.collaboration)
+        parts.append(f"<h2>Collaboration</h2><table>{figures}</table>")
+    parts.append("<h2>Frozen artifacts</h2>")
+    if data.frozen:
+        frozen_rows = "".join(
+            f"<tr><td><code>{_e(f.name)}</code></td><td class=\"digest\">{_e(f.digest)}</td>"
+            f"<td class=\"{'passed' if f.ok else 'failed'}\">{'verified' if f.ok else 'FAILED'}</td>"
+            f"<td class=\"small\">{_e(f.reason)}</td></tr>"
+            for f in data.frozen
+        )
+        parts.append(
+            "<div class=\"wrap\"><table><tr><th>module</th><th>sha256</th><th>state</th><th>detail</th></tr>"
+            f"{frozen_rows}</table></div>"
+        )
+    else:
+        parts.append("<p>No component is frozen yet.</p>")
+    return _page("tcpkit gate pipeline", "\n".join(parts))
+
+
+def write_index(reports_dir: Path, data: IndexData) -> Path:
+    """Write ``reports_dir/index.html`` atomically; return its path."""
+    path = Path(reports_dir) / "index.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, render_index(data))
+    return path
