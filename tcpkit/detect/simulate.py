@@ -251,6 +251,7 @@ _HIJACK_FAMILIES = np.array(
     dtype=np.intp,
 )
 _IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_LEVELS = np.array([RISK_LEVELS[c] for c in RISK_CLASSES], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -342,11 +343,26 @@ def _attack_names(attacks: object) -> tuple[str, ...]:
 # --------------------------------------------------------------------------- model pieces
 
 
-def _expected_abs(mu: NDArray[np.float64], sd: NDArray[np.float64]) -> NDArray[np.float64]:
-    """E|X| for X ~ N(mu, sd^2), elementwise; sd may be 0."""
+def _expected_abs_residual(
+    level: NDArray[np.float64], mu: NDArray[np.float64], sd: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """E|clip(level + X, 0, 1) - level| for X ~ N(mu, sd^2), elementwise (sd may be 0)."""
     sd = np.maximum(sd, 1e-12)
-    r = mu / sd
-    return sd * np.sqrt(2.0 / np.pi) * np.exp(-0.5 * r * r) + mu * special.erf(r / np.sqrt(2.0))
+    low, high = -level, 1.0 - level  # the residual is clipped to [low, high]
+    a = (low - mu) / sd
+    b = (high - mu) / sd
+    c = -mu / sd  # where the residual crosses zero
+
+    def pdf(x: NDArray[np.float64]) -> NDArray[np.float64]:
+        return np.asarray(np.exp(-0.5 * x * x) / np.sqrt(2.0 * np.pi), dtype=np.float64)
+
+    def partial(lo: NDArray[np.float64], hi: NDArray[np.float64]) -> NDArray[np.float64]:
+        # E[X; lo < X < hi] with bounds in standard units
+        return mu * (special.ndtr(hi) - special.ndtr(lo)) + sd * (pdf(lo) - pdf(hi))
+
+    positive = partial(c, b) + high * special.ndtr(-b)
+    negative = -partial(a, c) - low * special.ndtr(a)
+    return np.asarray(positive + negative, dtype=np.float64)
 
 
 def _template_mix(commands_per_window: int) -> NDArray[np.float64]:
@@ -373,13 +389,19 @@ def _mimicry_noise_scale(
     comp = delta * p_t / (1.0 - p_t)
     mu = bias[:, None] + class_bias[:, _T_CLASS]  # (m, T)
     sd = sigma[:, None] * _T_DIFFICULTY[None, :]
-    honest = (_expected_abs(mu, sd) * mix).sum(axis=1)
-    on_target = (_expected_abs(mu[:, target] - delta, sd[:, target]) * mix[target]).sum(axis=1)
+    level = _T_LEVEL[None, :]
+    honest = (_expected_abs_residual(level, mu, sd) * mix).sum(axis=1)
+    on_target = _expected_abs_residual(level[:, target], mu[:, target] - delta, sd[:, target])
+    on_target = (on_target * mix[target]).sum(axis=1)
 
     def others(k: NDArray[np.float64]) -> NDArray[np.float64]:
-        e = _expected_abs(mu[:, ~target] + comp, k[:, None] * sd[:, ~target])
+        e = _expected_abs_residual(
+            level[:, ~target], mu[:, ~target] + comp, k[:, None] * sd[:, ~target]
+        )
         return (e * mix[~target]).sum(axis=1)
 
+    if delta == 0.0 or sigma.size == 0:
+        return np.ones_like(sigma)
     lo = np.zeros_like(sigma)
     hi = np.ones_like(sigma)
     for _ in range(40):  # bisection; the expected error grows with k
@@ -387,30 +409,157 @@ def _mimicry_noise_scale(
         too_big = on_target + others(mid) > honest
         hi = np.where(too_big, mid, hi)
         lo = np.where(too_big, lo, mid)
-    return lo
+    return np.where(on_target + others(hi) <= honest, hi, lo)
+
+
+CHUNK_AGENTS = 1024  # agents per block inside a window (cache-sized temporaries)
+
+
+class _Drift(NamedTuple):
+    shift: NDArray[np.float64]  # (cpw,) shift by position in the window
+
+    def apply(
+        self, pred: NDArray[np.float64], tmpl: NDArray[np.intp], cls: NDArray[np.intp], sel: slice
+    ) -> None:
+        pred += self.shift
+
+
+class _Hijack(NamedTuple):
+    family: NDArray[np.intp]  # (m,) target family per member
+    amount: float
+
+    def apply(
+        self, pred: NDArray[np.float64], tmpl: NDArray[np.intp], cls: NDArray[np.intp], sel: slice
+    ) -> None:
+        pred -= self.amount * (_T_FAMILY[tmpl] == self.family[sel][:, None])
+
+
+class _Compensation(NamedTuple):
+    amount: float  # the CRITICAL shift that the rest of the window compensates
+
+    def apply(
+        self, pred: NDArray[np.float64], tmpl: NDArray[np.intp], cls: NDArray[np.intp], sel: slice
+    ) -> None:
+        on = cls == _CRITICAL
+        n_on = on.sum(axis=1, keepdims=True)
+        pred += np.where(on, 0.0, self.amount * n_on / (cls.shape[1] - n_on))
+
+
+_RowEffect = _Drift | _Hijack | _Compensation
+
+_CONF_DROP = (CONFIDENCE_DIFFICULTY_SLOPE * (_T_DIFFICULTY - 1.0)).astype(np.float32)
+_COST32 = _T_COST.astype(np.float32)
+_TABLE_ALL = np.repeat(np.arange(len(CATALOGUE)), np.rint(_T_WEIGHT * 10).astype(np.intp))
+_TABLE_CLASS = tuple(
+    np.repeat(
+        np.flatnonzero(np.equal(_T_CLASS, c)),
+        np.rint(_T_WEIGHT[np.equal(_T_CLASS, c)] * 10).astype(np.intp),
+    )
+    for c in range(_N_CLASSES)
+)
 
 
 def _draw_templates(rng: np.random.Generator, n: int, cpw: int) -> NDArray[np.intp]:
-    """Template index of every command of a window: one per class at spread positions."""
-    cum_all = np.cumsum(_T_WEIGHT)
-    u = rng.random((n, cpw))
-    tmpl = np.searchsorted(cum_all, u * cum_all[-1], side="right")
+    """Template index of every command: one per class at spread positions, the rest by weight.
+
+    Weights are exact in tenths, so a lookup table of template indices turns the
+    weighted draw into one integer draw and one gather.
+    """
+    tmpl = _TABLE_ALL.take(rng.integers(0, _TABLE_ALL.size, (n, cpw), dtype=np.int16))
     slots = ((np.arange(_N_CLASSES) + 0.5) * cpw / _N_CLASSES).astype(np.intp)
     for c, j in enumerate(slots):
-        members = np.flatnonzero(np.equal(_T_CLASS, c))
-        cum = np.cumsum(_T_WEIGHT[members])
-        tmpl[:, j] = members[np.searchsorted(cum, u[:, j] * cum[-1], side="right")]
-    np.minimum(tmpl, len(CATALOGUE) - 1, out=tmpl)
+        table = _TABLE_CLASS[c]
+        tmpl[:, j] = table.take(rng.integers(0, table.size, n, dtype=np.int16))
     return tmpl
 
 
-def _row_sums_by_class(
-    values: NDArray[np.float64], cls: NDArray[np.intp], n: int
+def _members_in(rows: NDArray[np.intp], lo: int, hi: int) -> tuple[slice, NDArray[np.intp]]:
+    """Positions (in ``rows``, sorted) and chunk-local indices of the rows in [lo, hi)."""
+    a, b = np.searchsorted(rows, [lo, hi])
+    return slice(int(a), int(b)), rows[a:b] - lo
+
+
+def _window_features(
+    rng: np.random.Generator,
+    lo: int,
+    hi: int,
+    cpw: int,
+    class_offset: NDArray[np.float64],
+    class_noise: NDArray[np.float64],
+    conf_level: NDArray[np.float64],
+    conf_spread: NDArray[np.float64],
+    lat_scale: NDArray[np.float64],
+    per_command: list[tuple[NDArray[np.intp], _RowEffect]],
 ) -> NDArray[np.float64]:
-    """(n, 5) sums of ``values`` per agent and class."""
-    key = (np.arange(n, dtype=np.intp)[:, None] * _N_CLASSES + cls).ravel()
-    sums = np.bincount(key, weights=values.ravel(), minlength=n * _N_CLASSES)
-    return np.asarray(sums, dtype=np.float64).reshape(n, _N_CLASSES)
+    """Features of agents ``lo:hi`` in one window, shape (hi - lo, d)."""
+    n = hi - lo
+    tmpl = _draw_templates(rng, n, cpw)
+    # Confidence and latency only need single precision; the risk path stays float64.
+    z = rng.standard_normal((n, cpw), dtype=np.float32)
+    u_conf = rng.random((n, cpw), dtype=np.float32)
+    z_lat = rng.standard_normal((n, cpw), dtype=np.float32)
+
+    cls = _T_CLASS.take(tmpl)
+    flat = cls + (_N_CLASSES * np.arange(lo, hi, dtype=np.intp))[:, None]
+    true = _T_LEVEL.take(tmpl)
+    pred = class_noise.take(flat)
+    pred *= _T_DIFFICULTY.take(tmpl)
+    pred *= z
+    pred += true
+    pred += class_offset.take(flat)
+    for rows, effect in per_command:
+        sel, local = _members_in(rows, lo, hi)
+        if local.size:
+            sub = pred[local]
+            effect.apply(sub, tmpl[local], cls[local], sel)
+            pred[local] = sub
+    np.maximum(pred, 0.0, out=pred)
+    np.minimum(pred, 1.0, out=pred)
+    resid = pred - true
+    absr = np.abs(resid)
+
+    conf = u_conf
+    conf *= 2.0
+    conf -= 1.0
+    conf *= conf_spread[lo:hi, None].astype(np.float32)
+    conf += conf_level[lo:hi, None].astype(np.float32)
+    conf -= _CONF_DROP.take(tmpl)
+    np.maximum(conf, 0.0, out=conf)
+    np.minimum(conf, 1.0, out=conf)
+    lat = z_lat
+    lat *= np.float32(LATENCY_LOG_SD)
+    np.exp(lat, out=lat)
+    lat *= _COST32.take(tmpl)
+    lat *= lat_scale[lo:hi, None].astype(np.float32)
+
+    local_key = (cls + (_N_CLASSES * np.arange(n, dtype=np.intp))[:, None]).ravel()
+    count = np.bincount(local_key, minlength=n * _N_CLASSES).reshape(n, _N_CLASSES)
+    psum_flat = np.bincount(local_key, weights=pred.ravel(), minlength=n * _N_CLASSES)
+    psum = np.asarray(psum_flat, dtype=np.float64).reshape(n, _N_CLASSES)
+    rsum = psum - count * _LEVELS
+    within = np.maximum(np.einsum("ij,ij->i", pred, pred) - (psum * psum / count).sum(axis=1), 0.0)
+
+    out = np.empty((n, len(FEATURE_NAMES)))
+    out[:, _IDX["accuracy"]] = 1.0 - absr.mean(axis=1)
+    out[:, _IDX["bias"]] = resid.mean(axis=1)
+    out[:, _IDX["bias_safe"]] = rsum[:, _SAFE] / count[:, _SAFE]
+    out[:, _IDX["bias_network_privesc"]] = (rsum[:, _NETWORK] + rsum[:, _PRIVESC]) / (
+        count[:, _NETWORK] + count[:, _PRIVESC]
+    )
+    out[:, _IDX["bias_high_risk"]] = (rsum[:, _DESTRUCTIVE] + rsum[:, _CRITICAL]) / (
+        count[:, _DESTRUCTIVE] + count[:, _CRITICAL]
+    )
+    out[:, _IDX["error_rate"]] = (absr > ERROR_TOLERANCE).mean(axis=1)
+    out[:, _IDX["consistency"]] = np.sqrt(within / max(cpw - _N_CLASSES, 1))
+    conf_mean = conf.mean(axis=1, dtype=np.float64)
+    out[:, _IDX["confidence_mean"]] = conf_mean
+    conf -= conf_mean[:, None].astype(np.float32)
+    out[:, _IDX["confidence_std"]] = np.sqrt(np.einsum("ij,ij->i", conf, conf) / cpw)
+    out[:, _IDX["latency_mean"]] = lat.mean(axis=1, dtype=np.float64)
+    q95 = int(np.ceil(0.95 * cpw)) - 1  # nearest-rank 95th percentile
+    lat.partition(q95, axis=1)
+    out[:, _IDX["latency_p95"]] = lat[:, q95]
+    return out
 
 
 # --------------------------------------------------------------------------- simulator
@@ -546,91 +695,55 @@ def simulate_network(
 
     d = len(FEATURE_NAMES)
     windows = np.empty((n_agents, n_windows, d), dtype=np.float64)
-    position = (np.arange(cpw) + 0.5) / cpw
-    high = np.zeros(len(CATALOGUE), dtype=bool)
-    high[(_T_CLASS == _DESTRUCTIVE) | (_T_CLASS == _CRITICAL)] = True
-    q95 = int(np.ceil(0.95 * cpw)) - 1  # nearest-rank 95th percentile
+    base_offset = bias[:, None] + class_bias  # (n, 5) honest offset per class
+    base_noise = np.repeat(sigma[:, None], _N_CLASSES, axis=1)
+    high = np.array([_DESTRUCTIVE, _CRITICAL], dtype=np.intp)
+    not_critical = np.array([_SAFE, _NETWORK, _PRIVESC, _DESTRUCTIVE], dtype=np.intp)
 
     for w in range(n_windows):
-        rw = np.random.default_rng(ss_windows[w])
-        tmpl = _draw_templates(rw, n_agents, cpw)
-        z = rw.standard_normal((n_agents, cpw))
-        u_conf = rw.random((n_agents, cpw))
-        z_lat = rw.standard_normal((n_agents, cpw))
-
-        cls = _T_CLASS[tmpl]
-        true = _T_LEVEL[tmpl]
-        difficulty = _T_DIFFICULTY[tmpl]
-        eps = z * difficulty
-        eps *= sigma[:, None]
-        offset = bias[:, None] + np.take_along_axis(class_bias, cls, axis=1)
-        shift = np.zeros((n_agents, cpw))
-
-        t = (w - start) + position  # windows since the start, per command
+        # Per-agent, per-class offset and noise for this window: most compromises
+        # are a constant shift per class, so they cost one gather per command.
+        class_offset = base_offset.copy()
+        class_noise = base_noise
         active = w >= start
-        if active and "gradual_drift" in members:
-            rows = members["gradual_drift"]
-            shift[rows] -= DRIFT_PER_WINDOW * strength * t
         if active and "fp_inflation" in members:
-            rows = members["fp_inflation"]
-            shift[rows] += FP_INFLATION * strength * (cls[rows] == _SAFE)
+            class_offset[members["fp_inflation"], _SAFE] += FP_INFLATION * strength
         if active and "fn_suppression" in members:
-            rows = members["fn_suppression"]
-            shift[rows] -= FN_SUPPRESSION * strength * high[tmpl[rows]]
-        if active and hijack.size:
-            hit = _T_FAMILY[tmpl[hijack]] == hijack_family[:, None]
-            shift[hijack] -= HIJACK * strength * hit
-        if active and coord.size:
-            pull = COORDINATION_PULL * (group_target[coord_group][:, None] - true[coord])
-            shift[coord] += strength * (pull + group_shock[w, coord_group][:, None])
-        if active and mimic.size:
-            on = cls[mimic] == _CRITICAL
-            n_on = on.sum(axis=1, keepdims=True)
-            delta = MIMICRY * strength
-            comp = delta * n_on / (cpw - n_on)
-            shift[mimic] += np.where(on, -delta, comp)
-            eps[mimic] *= np.where(on, 1.0, mimic_k[:, None])
+            class_offset[np.ix_(members["fn_suppression"], high)] -= FN_SUPPRESSION * strength
         if "poisoning" in members:
-            rows = members["poisoning"]
-            shift[rows] -= POISONING * strength * high[tmpl[rows]]
+            class_offset[np.ix_(members["poisoning"], high)] -= POISONING * strength
+        if active and coord.size:
+            pull = COORDINATION_PULL * (group_target[coord_group][:, None] - _LEVELS[None, :])
+            class_offset[coord] += strength * (pull + group_shock[w, coord_group][:, None])
+        if active and mimic.size:
+            class_offset[mimic, _CRITICAL] -= MIMICRY * strength
+            class_noise = base_noise.copy()
+            class_noise[np.ix_(mimic, not_critical)] *= mimic_k[:, None]
+        # Per-command compromises, applied to the affected rows only.
+        per_command: list[tuple[NDArray[np.intp], _RowEffect]] = []
+        if active and "gradual_drift" in members:
+            drift = -DRIFT_PER_WINDOW * strength * ((w - start) + (np.arange(cpw) + 0.5) / cpw)
+            per_command.append((members["gradual_drift"], _Drift(drift)))
+        if active and hijack.size:
+            per_command.append((hijack, _Hijack(hijack_family, HIJACK * strength)))
+        if active and mimic.size:
+            per_command.append((mimic, _Compensation(MIMICRY * strength)))
 
-        pred = true + offset
-        pred += eps
-        pred += shift
-        np.clip(pred, 0.0, 1.0, out=pred)
-        resid = pred - true
-        absr = np.abs(resid)
-
-        conf = conf_level[:, None] - CONFIDENCE_DIFFICULTY_SLOPE * (difficulty - 1.0)
-        conf += conf_spread[:, None] * (2.0 * u_conf - 1.0)
-        np.clip(conf, 0.0, 1.0, out=conf)
-        lat = np.exp(LATENCY_LOG_SD * z_lat)
-        lat *= _T_COST[tmpl]
-        lat *= lat_scale[:, None]
-
-        count = _row_sums_by_class(np.ones_like(pred), cls, n_agents)
-        rsum = _row_sums_by_class(resid, cls, n_agents)
-        psum = _row_sums_by_class(pred, cls, n_agents)
-        p2sum = _row_sums_by_class(pred * pred, cls, n_agents)
-        within = np.maximum(p2sum - psum * psum / count, 0.0).sum(axis=1)
-
-        out = windows[:, w, :]
-        out[:, _IDX["accuracy"]] = 1.0 - absr.mean(axis=1)
-        out[:, _IDX["bias"]] = resid.mean(axis=1)
-        out[:, _IDX["bias_safe"]] = rsum[:, _SAFE] / count[:, _SAFE]
-        out[:, _IDX["bias_network_privesc"]] = (rsum[:, _NETWORK] + rsum[:, _PRIVESC]) / (
-            count[:, _NETWORK] + count[:, _PRIVESC]
-        )
-        out[:, _IDX["bias_high_risk"]] = (rsum[:, _DESTRUCTIVE] + rsum[:, _CRITICAL]) / (
-            count[:, _DESTRUCTIVE] + count[:, _CRITICAL]
-        )
-        out[:, _IDX["error_rate"]] = (absr > ERROR_TOLERANCE).mean(axis=1)
-        out[:, _IDX["consistency"]] = np.sqrt(within / max(cpw - _N_CLASSES, 1))
-        out[:, _IDX["confidence_mean"]] = conf.mean(axis=1)
-        out[:, _IDX["confidence_std"]] = conf.std(axis=1)
-        out[:, _IDX["latency_mean"]] = lat.mean(axis=1)
-        lat.partition(q95, axis=1)
-        out[:, _IDX["latency_p95"]] = lat[:, q95]
+        rw = np.random.default_rng(ss_windows[w])
+        for lo in range(0, n_agents, CHUNK_AGENTS):
+            hi = min(lo + CHUNK_AGENTS, n_agents)
+            windows[lo:hi, w, :] = _window_features(
+                rw,
+                lo,
+                hi,
+                cpw,
+                class_offset,
+                class_noise,
+                conf_level,
+                conf_spread,
+                lat_scale,
+                per_command,
+            )
 
     features = windows[:, baseline_windows:, :].mean(axis=1)
     baseline_features = windows[:, :baseline_windows, :].mean(axis=1)
