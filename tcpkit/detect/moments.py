@@ -85,6 +85,17 @@ class Moments:
 
     # --- construction -------------------------------------------------------------------
     @classmethod
+    def _trusted(cls, n: int, mean: NDArray[np.float64], m2: NDArray[np.float64]) -> Moments:
+        """Wrap arrays this module just computed (finite, right shapes, owned): no copy, no checks."""
+        mean.setflags(write=False)
+        m2.setflags(write=False)
+        out = object.__new__(cls)
+        object.__setattr__(out, "n", int(n))
+        object.__setattr__(out, "mean", mean)
+        object.__setattr__(out, "m2", m2)
+        return out
+
+    @classmethod
     def empty(cls, n_features: int) -> Moments:
         """The identity of :meth:`merge`: no rows, ``n_features`` columns."""
         if n_features < 1:
@@ -114,7 +125,7 @@ class Moments:
         centred -= shift
         m2 = centred.T @ centred
         m2 = 0.5 * (m2 + m2.T)
-        return cls(n, mean, m2)
+        return cls._trusted(n, mean, m2)
 
     # --- algebra ------------------------------------------------------------------------
     @property
@@ -137,7 +148,9 @@ class Moments:
         delta = other.mean - self.mean
         mean = self.mean + delta * (other.n / n)
         m2 = self.m2 + other.m2 + np.outer(delta, delta) * (self.n * other.n / n)
-        return Moments(n, mean, m2)
+        if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(m2))):
+            raise ValueError("merging these moments overflows float64")
+        return Moments._trusted(n, mean, m2)
 
     def covariance(self, ddof: int = 1) -> NDArray[np.float64]:
         """Covariance ``M2 / (n - ddof)``; ``ddof=1`` matches :func:`numpy.cov`."""
@@ -208,12 +221,10 @@ class Moments:
         body, (crc,) = raw[: -_TRAILER.size], _TRAILER.unpack_from(raw, len(raw) - _TRAILER.size)
         if zlib.crc32(body) != crc:
             raise MomentsFormatError("moments message fails its CRC-32 checksum: garbled in transit")
-        values = np.frombuffer(body, dtype="<f8", offset=_HEADER.size)
-        mean, m2 = values[:d], values[d:].reshape(d, d)
-        try:
-            return cls(int(n), mean, m2)
-        except ValueError as exc:
-            raise MomentsFormatError(f"moments message decodes to invalid moments: {exc}") from None
+        values = np.frombuffer(body, dtype="<f8", offset=_HEADER.size).astype(np.float64)
+        if not np.all(np.isfinite(values)):
+            raise MomentsFormatError("moments message holds NaN or infinite values")
+        return cls._trusted(int(n), values[:d], values[d:].reshape(d, d))
 
 
 def merge_all(parts: Iterable[Moments], n_features: int | None = None) -> Moments:

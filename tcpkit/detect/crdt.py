@@ -1,0 +1,417 @@
+"""The per-node moments map: a state-based CRDT for a coordinator-free baseline.
+
+Every network node K owns exactly one key, its own node id, and publishes
+there its current :class:`~tcpkit.detect.moments.Moments` under a version
+``(incarnation, counter)``. A replica is the map ``node_id -> Entry``; two
+replicas join by keeping, per key, the entry with the higher version (ties, which
+only a misbehaving writer can produce, are broken by the payload digest and then
+the signature bytes). That join is a least upper bound in a total order per key,
+so it is commutative, associative and idempotent: messages may be lost,
+duplicated, reordered or delayed and every replica that has seen the same set of
+entries holds the same map. The global baseline folds the entries in sorted
+node order, so equal maps give bit-identical baselines.
+
+Why a map and not merged messages: a duplicated message merged as moments would
+count its rows twice. Why a persisted incarnation: a node that restarts with its
+counter at zero would otherwise publish versions that lose to its own old ones
+(:func:`bump_incarnation`).
+
+Signatures are optional and pluggable: a :class:`Replica` given a ``verifier``
+callable rejects unsigned and forged entries. The callable receives
+``(node_id, signing_bytes, signature)``; this module never imports the key
+management of :mod:`tcpkit.release`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import tempfile
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from tcpkit.detect.moments import Moments, MomentsFormatError, merge_all
+
+Verifier = Callable[[str, bytes, bytes], bool]
+"""``verifier(node_id, signing_bytes, signature) -> bool``: True only for a valid signature."""
+Signer = Callable[[bytes], bytes]
+"""``signer(signing_bytes) -> signature`` with the publishing node's private key."""
+Combine = Callable[[Sequence[Moments]], Moments]
+"""A global combine over the entries' moments, given in sorted node order."""
+
+STATE_MAGIC = b"TCPS"
+STATE_FORMAT_VERSION = 1
+_SIGNING_DOMAIN = b"tcpkit.crdt.entry.v1\x00"
+_STATE_HEADER = struct.Struct("<4sBI")
+_ENTRY_HEADER = struct.Struct("<HQQII")  # node-id length, incarnation, counter, payload len, sig len
+_TRAILER = struct.Struct("<I")
+MAX_NODE_ID_BYTES = 255
+MAX_SIGNATURE_BYTES = 8192
+
+
+class StateFormatError(ValueError):
+    """A serialised replica state that is truncated, garbled or of an unknown version."""
+
+
+@dataclass(frozen=True, order=True)
+class Version:
+    """``(incarnation, counter)``, ordered lexicographically: a restart outranks all earlier writes."""
+
+    incarnation: int
+    counter: int
+
+    def __post_init__(self) -> None:
+        for name in ("incarnation", "counter"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+                raise ValueError(f"version {name} must be an integer in [0, 2**63), got {value!r}")
+
+
+def _check_node_id(node_id: object) -> str:
+    if not isinstance(node_id, str) or not node_id:
+        raise ValueError(f"node_id must be a non-empty string, got {node_id!r}")
+    if len(node_id.encode("utf-8")) > MAX_NODE_ID_BYTES:
+        raise ValueError(f"node_id {node_id[:20]!r}... is longer than {MAX_NODE_ID_BYTES} bytes")
+    return node_id
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One node's published moments: ``node_id``, ``version``, ``payload`` (Moments wire bytes), ``signature``."""
+
+    node_id: str
+    version: Version
+    payload: bytes
+    signature: bytes | None = None
+    _moments: Moments = field(init=False, repr=False, compare=False)
+    _digest: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _check_node_id(self.node_id)
+        if not isinstance(self.version, Version):
+            raise ValueError(f"version must be a Version, got {type(self.version).__name__}")
+        if not isinstance(self.payload, bytes):
+            raise ValueError(f"payload must be bytes, got {type(self.payload).__name__}")
+        if self.signature is not None and (
+            not isinstance(self.signature, bytes) or len(self.signature) > MAX_SIGNATURE_BYTES
+        ):
+            raise ValueError("signature must be bytes of at most 8192 bytes, or None")
+        object.__setattr__(self, "_moments", Moments.from_bytes(self.payload))
+        object.__setattr__(self, "_digest", hashlib.sha256(self.payload).digest())
+
+    @classmethod
+    def create(
+        cls, node_id: str, version: Version, moments: Moments, signer: Signer | None = None
+    ) -> Entry:
+        """Build (and, with ``signer``, sign) the entry publishing ``moments``."""
+        payload = moments.to_bytes()
+        signature = None
+        if signer is not None:
+            signature = signer(signing_bytes(node_id, version, payload))
+        return cls(node_id, version, payload, signature)
+
+    @property
+    def moments(self) -> Moments:
+        return self._moments
+
+    @property
+    def digest(self) -> bytes:
+        """SHA-256 of the payload."""
+        return self._digest
+
+    @property
+    def order_key(self) -> tuple[int, int, bytes, bytes]:
+        """Total order used by the join: version, then payload digest, then signature."""
+        return (
+            self.version.incarnation,
+            self.version.counter,
+            self._digest,
+            self.signature if self.signature is not None else b"",
+        )
+
+    def signing_bytes(self) -> bytes:
+        return signing_bytes(self.node_id, self.version, self.payload)
+
+
+def signing_bytes(node_id: str, version: Version, payload: bytes) -> bytes:
+    """The exact bytes a node signs: domain tag, node id, version and payload, length-prefixed."""
+    name = _check_node_id(node_id).encode("utf-8")
+    return (
+        _SIGNING_DOMAIN
+        + struct.pack("<H", len(name))
+        + name
+        + struct.pack("<QQI", version.incarnation, version.counter, len(payload))
+        + payload
+    )
+
+
+def _winner(a: Entry, b: Entry) -> Entry:
+    return a if a.order_key >= b.order_key else b
+
+
+@dataclass(frozen=True, eq=False)
+class State:
+    """An immutable replica map ``node_id -> Entry``; the CRDT value.
+
+    Use :meth:`of` to build one and :meth:`join` to merge two.
+    """
+
+    entries: Mapping[str, Entry]
+
+    def __post_init__(self) -> None:
+        checked: dict[str, Entry] = {}
+        for key in sorted(self.entries):
+            entry = self.entries[key]
+            if not isinstance(entry, Entry) or entry.node_id != key:
+                raise ValueError(f"state key {key!r} must map to an Entry written by that node")
+            checked[key] = entry
+        object.__setattr__(self, "entries", MappingProxyType(checked))
+
+    @classmethod
+    def of(cls, entries: Iterable[Entry] = ()) -> State:
+        """The join of the singleton maps of ``entries`` (any order, duplicates harmless)."""
+        best: dict[str, Entry] = {}
+        for entry in entries:
+            old = best.get(entry.node_id)
+            best[entry.node_id] = entry if old is None else _winner(old, entry)
+        return cls(best)
+
+    def join(self, other: State) -> State:
+        """Least upper bound: per key, the entry with the higher version."""
+        if not isinstance(other, State):
+            raise TypeError(f"can only join a State, not {type(other).__name__}")
+        merged = dict(self.entries)
+        changed = False
+        for key, entry in other.entries.items():
+            old = merged.get(key)
+            if old is None or _winner(old, entry) is not old:
+                merged[key] = entry
+                changed = True
+        return State(merged) if changed else self
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, State):
+            return NotImplemented
+        return dict(self.entries) == dict(other.entries)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.entries.items()))
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def moments_in_order(self) -> list[Moments]:
+        """The entries' moments in sorted node order (the order every fold uses)."""
+        return [self.entries[key].moments for key in sorted(self.entries)]
+
+    def baseline(self, combine: Combine | None = None) -> Moments:
+        """Global moments: ``combine`` (default: Chan merge) over entries in sorted node order."""
+        parts = self.moments_in_order()
+        if not parts:
+            raise ValueError("the replica holds no entries yet: no baseline to compute")
+        if combine is None:
+            return merge_all(parts)
+        return combine(parts)
+
+    # --- wire format --------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """Serialise every entry (sorted by node id) with a CRC-32 trailer."""
+        chunks = [_STATE_HEADER.pack(STATE_MAGIC, STATE_FORMAT_VERSION, len(self.entries))]
+        for key in sorted(self.entries):
+            entry = self.entries[key]
+            name = key.encode("utf-8")
+            sig = entry.signature if entry.signature is not None else b""
+            has_sig = entry.signature is not None
+            chunks.append(
+                _ENTRY_HEADER.pack(
+                    len(name),
+                    entry.version.incarnation,
+                    entry.version.counter,
+                    len(entry.payload),
+                    len(sig) | (0x8000_0000 if has_sig else 0),
+                )
+            )
+            chunks += [name, entry.payload, sig]
+        body = b"".join(chunks)
+        return body + _TRAILER.pack(zlib.crc32(body))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> State:
+        """Parse :meth:`to_bytes`; anything truncated or garbled is refused as a whole."""
+        raw = bytes(data)
+        if len(raw) < _STATE_HEADER.size + _TRAILER.size:
+            raise StateFormatError(f"state message is truncated: {len(raw)} bytes")
+        body, (crc,) = raw[: -_TRAILER.size], _TRAILER.unpack_from(raw, len(raw) - _TRAILER.size)
+        magic, version, count = _STATE_HEADER.unpack_from(body)
+        if magic != STATE_MAGIC:
+            raise StateFormatError(f"state message has bad magic {magic!r}, expected {STATE_MAGIC!r}")
+        if version != STATE_FORMAT_VERSION:
+            raise StateFormatError(
+                f"state message has format version {version}, this reader knows "
+                f"{STATE_FORMAT_VERSION}"
+            )
+        if zlib.crc32(body) != crc:
+            raise StateFormatError("state message fails its CRC-32 checksum: truncated or garbled")
+        pos = _STATE_HEADER.size
+        entries: list[Entry] = []
+        try:
+            for _ in range(count):
+                name_len, inc, ctr, pay_len, sig_word = _ENTRY_HEADER.unpack_from(body, pos)
+                pos += _ENTRY_HEADER.size
+                has_sig, sig_len = bool(sig_word & 0x8000_0000), sig_word & 0x7FFF_FFFF
+                end = pos + name_len + pay_len + sig_len
+                if end > len(body):
+                    raise StateFormatError("state message entry runs past the end of the message")
+                name = body[pos : pos + name_len].decode("utf-8")
+                payload = body[pos + name_len : pos + name_len + pay_len]
+                sig = body[pos + name_len + pay_len : end] if has_sig else None
+                pos = end
+                entries.append(Entry(name, Version(inc, ctr), payload, sig))
+        except (struct.error, UnicodeDecodeError, MomentsFormatError, ValueError) as exc:
+            if isinstance(exc, StateFormatError):
+                raise
+            raise StateFormatError(f"state message has a malformed entry: {exc}") from None
+        if pos != len(body):
+            raise StateFormatError(f"state message has {len(body) - pos} trailing bytes")
+        keys = [e.node_id for e in entries]
+        if len(set(keys)) != len(keys):
+            raise StateFormatError("state message lists a node id twice")
+        return cls.of(entries)
+
+
+@dataclass(frozen=True)
+class ReceiveReport:
+    """What :meth:`Replica.receive` did: entries accepted and rejected (with reasons)."""
+
+    accepted: int
+    rejected: tuple[tuple[str, str], ...]
+    changed: bool
+
+
+class Replica:
+    """One node's replica: owns its key, publishes versions, receives and verifies others' states.
+
+    Parameters
+    ----------
+    node_id : str
+        This node's key.
+    incarnation : int
+        Restart generation; use :meth:`open` to read and bump it from a file.
+    verifier : callable, optional
+        ``verifier(node_id, signing_bytes, signature) -> bool``. When given, unsigned
+        entries and entries whose signature does not verify are rejected.
+    signer : callable, optional
+        Signs this node's own entries (``signer(signing_bytes) -> signature``).
+    """
+
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        incarnation: int = 0,
+        verifier: Verifier | None = None,
+        signer: Signer | None = None,
+    ) -> None:
+        self.node_id = _check_node_id(node_id)
+        Version(incarnation, 0)  # validates the incarnation
+        self.incarnation = incarnation
+        self.counter = 0
+        self.verifier = verifier
+        self.signer = signer
+        self.state = State.of()
+
+    @classmethod
+    def open(
+        cls,
+        node_id: str,
+        incarnation_path: str | os.PathLike[str],
+        *,
+        verifier: Verifier | None = None,
+        signer: Signer | None = None,
+    ) -> Replica:
+        """Start (or restart) node ``node_id``: bump the persisted incarnation, start empty."""
+        incarnation = bump_incarnation(incarnation_path)
+        return cls(node_id, incarnation=incarnation, verifier=verifier, signer=signer)
+
+    def publish(self, moments: Moments) -> Entry:
+        """Write this node's key with a fresh version and return the entry."""
+        self.counter += 1
+        entry = Entry.create(self.node_id, Version(self.incarnation, self.counter), moments, self.signer)
+        self.state = self.state.join(State.of([entry]))
+        return entry
+
+    def _check(self, entry: Entry) -> str | None:
+        if self.verifier is None:
+            return None
+        if entry.signature is None:
+            return "unsigned"
+        try:
+            ok = self.verifier(entry.node_id, entry.signing_bytes(), entry.signature)
+        except Exception:  # a verifier that raises has not verified anything
+            ok = False
+        return None if ok is True else "bad signature"
+
+    def receive(self, message: State | bytes) -> ReceiveReport:
+        """Join a peer's state (or its wire bytes) after verifying every entry.
+
+        A message that does not parse is refused as a whole (:class:`StateFormatError`)
+        and changes nothing; individual entries failing verification are dropped.
+        """
+        incoming = State.from_bytes(message) if isinstance(message, bytes | bytearray) else message
+        if not isinstance(incoming, State):
+            raise TypeError(f"receive expects a State or bytes, not {type(message).__name__}")
+        good: list[Entry] = []
+        rejected: list[tuple[str, str]] = []
+        for entry in incoming.entries.values():
+            reason = self._check(entry)
+            if reason is None:
+                good.append(entry)
+            else:
+                rejected.append((entry.node_id, reason))
+        before = self.state
+        self.state = before.join(State.of(good))
+        return ReceiveReport(len(good), tuple(rejected), self.state is not before)
+
+    def baseline(self, combine: Combine | None = None) -> Moments:
+        return self.state.baseline(combine)
+
+
+def bump_incarnation(path: str | os.PathLike[str]) -> int:
+    """Read the incarnation stored at ``path``, add one, write it back atomically, return it.
+
+    A missing file means first start (incarnation 0). The write goes to a temporary
+    file in the same directory, is fsynced and renamed over the old one, so a crash
+    at any instant leaves either the old or the new number, never a torn file.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"incarnation path {target} is a directory, expected a file")
+    current = -1
+    if target.exists():
+        text = target.read_text(encoding="ascii", errors="replace").strip()
+        if not text.isdigit():
+            raise ValueError(f"incarnation file {target} does not hold a non-negative integer")
+        current = int(text)
+    new = current + 1
+    Version(new, 0)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as handle:
+            handle.write(f"{new}\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return new

@@ -1,0 +1,597 @@
+"""A fault-injecting simulator of push-pull anti-entropy over the moments CRDT.
+
+Each round every live node contacts ``fanout`` peers chosen uniformly at
+random; a contact is a push (the initiator's full state to the peer) and a pull
+(the peer's full state back), two messages that fail independently. Faults are
+drawn from ``seed`` before anything else, so they are the same whatever the
+engine and reproducible run to run:
+
+* ``loss`` - a message is dropped with this probability;
+* ``duplicate`` - a delivered message is delivered a second time (0-2 rounds later);
+* ``delay`` - a message is late by ``k`` rounds with probability ``delay**k``;
+* ``reorder`` - a message is held back 1-3 extra rounds so later, fresher states
+  overtake it (in a state-based CRDT reordering is observable only as a stale state
+  arriving after a fresh one, which is what this produces);
+* ``crashes`` - this fraction of nodes crash in rounds 1-4, lose their replica,
+  stay down ``downtime`` rounds, restart with a bumped incarnation and republish
+  their moments (by then including a second batch of observations);
+* ``partitions`` - during ``[start, stop)`` the nodes are split into ``groups``
+  random groups and messages between groups are dropped; the partition then heals;
+* ``lying`` - this fraction of nodes publish extreme moments (a shifted mean, an
+  inflated covariance and an inflated count).
+
+Two engines share that schedule. ``"replica"`` runs real
+:class:`~tcpkit.detect.crdt.Replica` objects exchanging serialised
+:class:`~tcpkit.detect.crdt.State` bytes (with incarnation files on disk): the
+reference for small networks. ``"matrix"`` encodes every replica as a row of
+per-key ranks in the CRDT's total order (0 = unknown), so a join is an
+elementwise maximum and 10,000 nodes fit in a 100 MB ``uint8`` matrix; it
+reports the same convergence and bytes as the replica engine (the tests check
+this) and computes baselines from real ``State`` objects built from its rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import tempfile
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tcpkit.detect.combine import make_combine
+from tcpkit.detect.crdt import (
+    _ENTRY_HEADER,
+    _STATE_HEADER,
+    _TRAILER,
+    Entry,
+    Replica,
+    State,
+    Version,
+)
+from tcpkit.detect.moments import Moments
+
+Engine = Literal["auto", "matrix", "replica"]
+CombineSpec = str | Mapping[str, Any] | Callable[[Sequence[Moments]], Moments]
+
+CRASH_WINDOW = (1, 5)  # crash rounds are drawn from [1, 5)
+LIE_SHIFT_SD = 25.0  # a lying node's mean is shifted by this many standard deviations
+LIE_SCALE = 25.0  # ... its covariance inflated by this factor ...
+LIE_WEIGHT = 10  # ... and its count multiplied by this
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Split the nodes into ``groups`` random groups during rounds ``[start, stop)``."""
+
+    start: int
+    stop: int
+    groups: int = 2
+
+    def __post_init__(self) -> None:
+        if not (0 <= self.start < self.stop):
+            raise ValueError(f"partition rounds must satisfy 0 <= start < stop, got {self}")
+        if self.groups < 2:
+            raise ValueError(f"a partition needs at least 2 groups, got {self.groups}")
+
+
+@dataclass(frozen=True)
+class GossipResult:
+    """Outcome of :func:`simulate_gossip`.
+
+    Attributes
+    ----------
+    converged : bool
+        Every replica holds the same map, and it is the join of every entry ever written.
+    rounds : int
+        Rounds run until convergence (``max_rounds`` when it did not converge).
+    bytes_per_node : float
+        Mean bytes sent per node (full-state push-pull messages).
+    max_bytes_per_node : int
+        The most bytes any single node sent.
+    max_rel_error : float
+        Over all replicas, the largest relative error (``max|a-b| / max|b|``) of the
+        baseline mean and covariance against the pooled batch statistics of the honest
+        nodes' data (``inf`` when a replica has no entries).
+    bit_identical : bool
+        All replicas' baselines have identical bits.
+    coverage : tuple of float
+        Per round, the fraction of (live replica, key) cells holding the final entry.
+    messages : dict
+        Counts of ``sent``, ``lost``, ``duplicated``, ``delivered`` messages.
+    baseline, reference : Moments
+        One replica's baseline and the pooled honest batch moments.
+    """
+
+    n_nodes: int
+    converged: bool
+    rounds: int
+    bytes_per_node: float
+    max_bytes_per_node: int
+    max_rel_error: float
+    bit_identical: bool
+    coverage: tuple[float, ...]
+    messages: Mapping[str, int]
+    baseline: Moments
+    reference: Moments
+    engine: str
+
+
+def relative_error(estimate: Moments, reference: Moments) -> float:
+    """``max(max|dmean|/max|mean_ref|, max|dcov|/max|cov_ref|)``."""
+    if estimate.n < 2:
+        return math.inf
+    err_mean = np.max(np.abs(estimate.mean - reference.mean)) / np.max(np.abs(reference.mean))
+    cov_ref = reference.covariance()
+    err_cov = np.max(np.abs(estimate.covariance() - cov_ref)) / np.max(np.abs(cov_ref))
+    return float(max(err_mean, err_cov))
+
+
+def _node_name(i: int) -> str:
+    return f"n{i:05d}"
+
+
+# --- the workload: per-node data, published entries, pooled reference ---------------------------
+@dataclass(frozen=True)
+class _Workload:
+    first: list[Moments]  # what every node publishes at round 0
+    final: list[Moments]  # what crashed nodes publish after restarting (others: == first)
+    reference: Moments
+    liars: NDArray[np.bool_]
+
+
+def segment_moments(rows: NDArray[np.float64], lengths: NDArray[np.int64]) -> list[Moments]:
+    """Moments of consecutive row segments of the given (positive) lengths, vectorised.
+
+    Same two-pass centring as :meth:`Moments.from_batch`, done for all segments at once.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if lengths.size == 0 or np.any(lengths < 1) or int(lengths.sum()) != rows.shape[0]:
+        raise ValueError("segment lengths must be positive and add up to the number of rows")
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    counts = lengths[:, None].astype(np.float64)
+    mean = np.add.reduceat(rows, starts, axis=0) / counts
+    centred = rows - np.repeat(mean, lengths, axis=0)
+    shift = np.add.reduceat(centred, starts, axis=0) / counts
+    mean += shift
+    centred -= np.repeat(shift, lengths, axis=0)
+    m2 = np.add.reduceat(np.einsum("ni,nj->nij", centred, centred), starts, axis=0)
+    m2 = 0.5 * (m2 + np.swapaxes(m2, 1, 2))
+    return [
+        Moments._trusted(int(k), mean[i].copy(), m2[i].copy())
+        for i, k in enumerate(lengths.tolist())
+    ]
+
+
+def _lie(m: Moments, sd: NDArray[np.float64]) -> Moments:
+    """What a lying node publishes instead of ``m``: shifted, inflated and over-weighted."""
+    return Moments(m.n * LIE_WEIGHT, m.mean + LIE_SHIFT_SD * sd, m.m2 * (LIE_SCALE * LIE_WEIGHT))
+
+
+def _workload(
+    rng: np.random.Generator,
+    n: int,
+    crashed: NDArray[np.bool_],
+    liars: NDArray[np.bool_],
+    agents_per_node: int,
+    n_features: int,
+    offset: float,
+) -> _Workload:
+    d = n_features
+    mix = rng.normal(size=(d, d)) / math.sqrt(d) + np.eye(d)
+    node_shift = rng.normal(scale=0.5, size=(n, d))
+    sizes = rng.integers(max(2, agents_per_node // 2), agents_per_node * 3 // 2 + 3, size=n)
+    extra = np.where(crashed, rng.integers(1, agents_per_node + 2, size=n), 0)
+    total = sizes + extra
+    rows = offset + rng.normal(size=(int(total.sum()), d)) @ mix + np.repeat(node_shift, total, axis=0)
+    # segments in row order: first batch of node i, then its extra batch when it has one
+    seg_len = np.stack([sizes, extra], axis=1).ravel()
+    seg_node = np.repeat(np.arange(n), 2)
+    seg_kind = np.tile([0, 1], n)
+    keep = seg_len > 0
+    parts = segment_moments(rows, seg_len[keep])
+    first: list[Moments] = [Moments.empty(d)] * n
+    final: list[Moments] = [Moments.empty(d)] * n
+    for m, i, kind in zip(parts, seg_node[keep].tolist(), seg_kind[keep].tolist(), strict=True):
+        if kind == 0:
+            first[i] = final[i] = m
+        else:
+            final[i] = first[i].merge(m)
+    sd = np.sqrt(np.diag(mix @ mix.T))
+    for i in np.flatnonzero(liars).tolist():
+        first[i], final[i] = _lie(first[i], sd), _lie(final[i], sd)
+    if liars.all():
+        raise ValueError("every node is lying: there is no honest data to compare against")
+    honest_rows = np.repeat(~liars, total)
+    reference = Moments.from_batch(rows[honest_rows])
+    return _Workload(first, final, reference, liars)
+
+
+# --- the fault schedule ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Messages:
+    src: NDArray[np.int64]
+    dst: NDArray[np.int64]
+    due: NDArray[np.int64]  # delivery round
+
+
+def _round_messages(
+    rng: np.random.Generator,
+    r: int,
+    alive: NDArray[np.bool_],
+    n: int,
+    fanout: int,
+    loss: float,
+    duplicate: float,
+    delay: float,
+    reorder: float,
+    groups: NDArray[np.int64] | None,
+) -> tuple[_Messages, int, int, NDArray[np.int64]]:
+    """Messages sent in round ``r``: returns (delivered copies, n_lost, n_duplicated, senders)."""
+    initiators = np.flatnonzero(alive)
+    peers = rng.integers(0, n - 1, size=(initiators.size, fanout))
+    peers += peers >= initiators[:, None]
+    a = np.repeat(initiators, fanout)
+    b = peers.ravel()
+    # the pull reply exists only when the peer is up (it is computed from its state now)
+    reply = alive[b]
+    src = np.concatenate([a, b[reply]])
+    dst = np.concatenate([b, a[reply]])
+    m = src.size
+    lost = rng.random(m) < loss
+    if groups is not None:
+        lost |= groups[src] != groups[dst]
+    late = rng.geometric(1.0 - delay, size=m) - 1 if delay > 0 else np.zeros(m, dtype=np.int64)
+    held = np.where(rng.random(m) < reorder, rng.integers(1, 4, size=m), 0)
+    due = r + late + held
+    dup = (rng.random(m) < duplicate) & ~lost
+    dup_due = due + rng.integers(0, 3, size=m)
+    keep = ~lost
+    msgs = _Messages(
+        src=np.concatenate([src[keep], src[dup]]),
+        dst=np.concatenate([dst[keep], dst[dup]]),
+        due=np.concatenate([due[keep], dup_due[dup]]),
+    )
+    return msgs, int(lost.sum()), int(dup.sum()), src
+
+
+# --- engines --------------------------------------------------------------------------------
+class _MatrixEngine:
+    """Replicas as rows of per-key ranks; join = elementwise max."""
+
+    def __init__(self, n: int, candidates: list[list[Entry]]) -> None:
+        self.n = n
+        self.candidates = candidates
+        self.state = np.zeros((n, n), dtype=np.uint8)
+        name_len = len(_node_name(0))
+        payload = len(candidates[0][0].payload)
+        self.entry_bytes = _ENTRY_HEADER.size + name_len + payload
+        self.header_bytes = _STATE_HEADER.size + _TRAILER.size
+        self.pending: dict[int, list[tuple[NDArray[np.int64], NDArray[np.uint8]]]] = defaultdict(list)
+
+    def rank_of(self, i: int, entry: Entry) -> int:
+        return self.candidates[i].index(entry) + 1
+
+    def publish(self, i: int, entry: Entry) -> None:
+        self.state[i, i] = max(self.state[i, i], self.rank_of(i, entry))
+
+    def crash(self, i: int) -> None:
+        self.state[i] = 0
+
+    def restart(self, i: int, entry: Entry) -> None:
+        self.state[i] = 0
+        self.publish(i, entry)
+
+    def message_bytes(self, src: NDArray[np.int64]) -> NDArray[np.int64]:
+        known = np.count_nonzero(self.state, axis=1).astype(np.int64)
+        return self.header_bytes + known[src] * self.entry_bytes
+
+    def send(self, r: int, msgs: _Messages) -> None:
+        now = msgs.due == r
+        self._now = (msgs.src[now], msgs.dst[now])
+        for due in np.unique(msgs.due[~now]):
+            sel = msgs.due == due
+            self.pending[int(due)].append((msgs.dst[sel], self.state[msgs.src[sel]].copy()))
+
+    def deliver(self, r: int, alive: NDArray[np.bool_], rng: np.random.Generator) -> None:
+        src, dst = self._now
+        base = self.state.copy()
+        ok = alive[dst]
+        _max_into(self.state, dst[ok], base, src[ok])
+        for dsts, rows in self.pending.pop(r, []):
+            ok = alive[dsts]
+            _max_into(self.state, dsts[ok], rows, np.flatnonzero(ok))
+
+    def coverage(self, final: NDArray[np.uint8], alive: NDArray[np.bool_]) -> tuple[float, bool]:
+        """(fraction of live cells holding the final entry, every row equals ``final``)."""
+        per_row = np.count_nonzero(self.state == final, axis=1)
+        complete = bool(np.all(per_row == self.n))
+        return float(per_row[alive].sum() / (alive.sum() * self.n)), complete
+
+    def states(self) -> list[State]:
+        """One real :class:`State` per distinct row (rows deduplicated by content)."""
+        seen: dict[bytes, State] = {}
+        out = []
+        for row in self.state:
+            key = hashlib.sha256(row.tobytes()).digest()
+            if key not in seen:
+                keys = np.flatnonzero(row)
+                seen[key] = State.of(self.candidates[k][row[k] - 1] for k in keys)
+            out.append(seen[key])
+        return list({id(s): s for s in out}.values())
+
+
+def _max_into(
+    target: NDArray[np.uint8],
+    dst: NDArray[np.int64],
+    source: NDArray[np.uint8],
+    src: NDArray[np.int64],
+    batch: int = 2048,
+) -> None:
+    """``target[dst[k]] = max(target[dst[k]], source[src[k]])`` for all k, repeated dst included."""
+    if dst.size == 0:
+        return
+    order = np.argsort(dst, kind="stable")
+    d_sorted = dst[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(d_sorted)) + 1]
+    counts = np.diff(np.r_[starts, d_sorted.size])
+    occurrence = np.arange(d_sorted.size) - np.repeat(starts, counts)
+    for k in range(int(occurrence.max()) + 1):
+        idx = order[occurrence == k]  # destinations are unique within one occurrence level
+        for s in range(0, idx.size, batch):
+            part = idx[s : s + batch]
+            rows = dst[part]
+            target[rows] = np.maximum(target[rows], source[src[part]])
+
+
+class _ReplicaEngine:
+    """Real :class:`Replica` objects exchanging serialised states."""
+
+    def __init__(self, n: int, workdir: Path, persist: bool) -> None:
+        self.n = n
+        self.workdir = workdir
+        self.persist = persist
+        self.replicas: list[Replica] = [self._start(i) for i in range(n)]
+        self.pending: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
+        self._now: list[tuple[int, bytes]] = []
+
+    def _start(self, i: int) -> Replica:
+        if self.persist:
+            return Replica.open(_node_name(i), self.workdir / f"{_node_name(i)}.incarnation")
+        return Replica(_node_name(i), incarnation=0)
+
+    def publish(self, i: int, moments: Moments) -> Entry:
+        return self.replicas[i].publish(moments)
+
+    def crash(self, i: int) -> None:
+        self.replicas[i] = Replica(_node_name(i))  # memory lost; never used while down
+
+    def restart(self, i: int, moments: Moments) -> None:
+        self.replicas[i] = self._start(i)  # reads and bumps the incarnation file
+        self.replicas[i].publish(moments)
+
+    def message_bytes(self, src: NDArray[np.int64]) -> NDArray[np.int64]:
+        self._wire = {int(i): self.replicas[int(i)].state.to_bytes() for i in np.unique(src)}
+        return np.array([len(self._wire[int(i)]) for i in src], dtype=np.int64)
+
+    def send(self, r: int, msgs: _Messages) -> None:
+        self._now = []
+        for s, d, due in zip(msgs.src.tolist(), msgs.dst.tolist(), msgs.due.tolist(), strict=True):
+            item = (d, self._wire[s])
+            (self._now if due == r else self.pending[due]).append(item)
+
+    def deliver(self, r: int, alive: NDArray[np.bool_], rng: np.random.Generator) -> None:
+        batch = self._now + self.pending.pop(r, [])
+        for k in rng.permutation(len(batch)):  # arrival order within a round is random too
+            d, blob = batch[k]
+            if alive[d]:
+                self.replicas[d].receive(blob)
+
+    def coverage(self, final_entries: list[Entry], alive: NDArray[np.bool_]) -> float:
+        hits = 0
+        for i in np.flatnonzero(alive):
+            entries = self.replicas[i].state.entries
+            hits += sum(entries.get(e.node_id) == e for e in final_entries)
+        return hits / max(1, int(alive.sum()) * self.n)
+
+    def states(self) -> list[State]:
+        return [rep.state for rep in self.replicas]
+
+
+# --- the simulator --------------------------------------------------------------------------
+def _check_probability(name: str, value: float, upper_open: bool = True) -> float:
+    value = float(value)
+    if not (0.0 <= value < 1.0 if upper_open else 0.0 <= value <= 1.0):
+        raise ValueError(f"{name} must be a probability in [0, 1), got {value}")
+    return value
+
+
+def simulate_gossip(
+    n_nodes: int,
+    fanout: int = 1,
+    loss: float = 0.0,
+    duplicate: float = 0.0,
+    reorder: float = 0.0,
+    delay: float = 0.0,
+    crashes: float = 0.0,
+    partitions: Sequence[Partition] = (),
+    lying: float = 0.0,
+    seed: int = 0,
+    *,
+    combine: CombineSpec = "chan",
+    engine: Engine = "auto",
+    agents_per_node: int = 20,
+    n_features: int = 4,
+    offset: float = 1e6,
+    downtime: int = 3,
+    persist_incarnation: bool = True,
+    max_rounds: int = 500,
+) -> GossipResult:
+    """Run push-pull anti-entropy with injected faults until every replica agrees.
+
+    Parameters
+    ----------
+    n_nodes : int
+        Network size (>= 2).
+    fanout : int
+        Peers each live node contacts per round.
+    loss, duplicate, reorder, delay : float
+        Per-message fault probabilities (see the module docstring).
+    crashes : float
+        Fraction of nodes that crash and restart (at least one when > 0).
+    partitions : sequence of Partition
+        Temporary network splits; they heal at ``stop``.
+    lying : float
+        Fraction of nodes that publish extreme moments.
+    seed : int
+        Seeds the data, the faults and the peer choices.
+    combine : "chan", "robust", mapping or callable
+        The global combine each replica applies (see :mod:`tcpkit.detect.combine`).
+    engine : "auto", "matrix" or "replica"
+        ``auto`` uses real replicas up to 64 nodes and the rank matrix above.
+    agents_per_node, n_features, offset : int, int, float
+        The data each node observes (``offset`` is added to every feature).
+    downtime : int
+        Rounds a crashed node stays down.
+    persist_incarnation : bool
+        ``False`` shows what goes wrong without a persisted incarnation.
+    max_rounds : int
+        Give up (``converged=False``) after this many rounds.
+
+    Returns
+    -------
+    GossipResult
+    """
+    if isinstance(n_nodes, bool) or not isinstance(n_nodes, int) or n_nodes < 2:
+        raise ValueError(f"n_nodes must be an integer >= 2, got {n_nodes!r}")
+    if n_nodes > 60_000:
+        raise ValueError(f"n_nodes={n_nodes} is above the simulator's limit of 60,000")
+    if not isinstance(fanout, int) or not 1 <= fanout < n_nodes:
+        raise ValueError(f"fanout must be an integer in [1, n_nodes), got {fanout!r}")
+    loss = _check_probability("loss", loss)
+    duplicate = _check_probability("duplicate", duplicate)
+    reorder = _check_probability("reorder", reorder, upper_open=False)
+    delay = _check_probability("delay", delay)
+    crashes = _check_probability("crashes", crashes, upper_open=False)
+    lying = _check_probability("lying", lying)
+    if engine not in ("auto", "matrix", "replica"):
+        raise ValueError(f"engine must be 'auto', 'matrix' or 'replica', got {engine!r}")
+    if downtime < 1 or max_rounds < 1 or agents_per_node < 2 or n_features < 1:
+        raise ValueError("downtime, max_rounds, agents_per_node (>= 2) and n_features must be positive")
+    parts = tuple(partitions)
+    if not all(isinstance(p, Partition) for p in parts):
+        raise ValueError("partitions must be Partition(start, stop, groups) values")
+    combine_fn = combine if callable(combine) else make_combine(
+        {"method": combine} if isinstance(combine, str) else combine
+    )
+    use = engine if engine != "auto" else ("replica" if n_nodes <= 64 else "matrix")
+
+    rng = np.random.default_rng(seed)
+    n = n_nodes
+    n_crash = 0 if crashes == 0 else max(1, round(crashes * n))
+    crashed = np.zeros(n, dtype=bool)
+    crashed[rng.choice(n, size=n_crash, replace=False)] = True
+    crash_round = np.where(crashed, rng.integers(*CRASH_WINDOW, size=n), -1)
+    restart_round = np.where(crashed, crash_round + downtime, -1)
+    n_liars = round(lying * n)
+    liars = np.zeros(n, dtype=bool)
+    liars[rng.choice(n, size=n_liars, replace=False)] = True
+    work = _workload(rng, n, crashed, liars, agents_per_node, n_features, offset)
+    group_of = [rng.integers(0, p.groups, size=n) for p in parts]
+    fault_rng = np.random.default_rng(rng.integers(2**63))
+    order_rng = np.random.default_rng(rng.integers(2**63))
+    last_event = max([0, *(int(p.stop) for p in parts), *(restart_round[crashed].tolist())])
+
+    with tempfile.TemporaryDirectory(prefix="tcpkit-gossip-") as tmp:
+        # every entry that will ever be written, in the CRDT's order per key
+        restart_inc = 1 if persist_incarnation else 0
+        first = [Entry.create(_node_name(i), Version(0, 1), work.first[i]) for i in range(n)]
+        later = {
+            i: Entry.create(_node_name(i), Version(restart_inc, 1), work.final[i])
+            for i in np.flatnonzero(crashed).tolist()
+        }
+        candidates = [
+            sorted([first[i], *([later[i]] if i in later else [])], key=lambda e: e.order_key)
+            for i in range(n)
+        ]
+        final_entries = [c[-1] for c in candidates]
+        eng: _MatrixEngine | _ReplicaEngine
+        if use == "matrix":
+            eng = _MatrixEngine(n, candidates)
+            for i in range(n):
+                eng.publish(i, first[i])
+            final_rank = np.array([len(c) for c in candidates], dtype=np.uint8)
+        else:
+            eng = _ReplicaEngine(n, Path(tmp), persist_incarnation)
+            for i in range(n):
+                eng.publish(i, work.first[i])
+
+        alive = np.ones(n, dtype=bool)
+        sent_bytes = np.zeros(n, dtype=np.int64)
+        counts = {"sent": 0, "lost": 0, "duplicated": 0}
+        coverage: list[float] = []
+        converged = False
+        rounds = max_rounds
+        for r in range(max_rounds):
+            for i in np.flatnonzero(crash_round == r).tolist():
+                alive[i] = False
+                eng.crash(i)
+            for i in np.flatnonzero(restart_round == r).tolist():
+                alive[i] = True
+                if isinstance(eng, _MatrixEngine):
+                    eng.restart(i, later[i])
+                else:
+                    eng.restart(i, work.final[i])
+            active = [g for p, g in zip(parts, group_of, strict=True) if p.start <= r < p.stop]
+            groups = None
+            if active:
+                groups = np.zeros(n, dtype=np.int64)
+                for g in active:
+                    groups = groups * 64 + g
+            msgs, n_lost, n_dup, senders = _round_messages(
+                fault_rng, r, alive, n, fanout, loss, duplicate, delay, reorder, groups
+            )
+            size = eng.message_bytes(senders)
+            np.add.at(sent_bytes, senders, size)
+            counts["sent"] += int(senders.size)
+            counts["lost"] += n_lost
+            counts["duplicated"] += n_dup
+            eng.send(r, msgs)  # snapshots (and wire bytes) are taken at send time
+            eng.deliver(r, alive, order_rng)
+            if isinstance(eng, _MatrixEngine):
+                frac, done = eng.coverage(final_rank, alive)
+            else:
+                frac = eng.coverage(final_entries, alive)
+                done = frac == 1.0
+            coverage.append(frac)
+            if done and r >= last_event and bool(alive.all()):
+                converged, rounds = True, r + 1
+                break
+
+        states = eng.states()
+    baselines = []
+    for st in states:
+        baselines.append(st.baseline(combine_fn) if len(st) else None)
+    errors = [math.inf if b is None else relative_error(b, work.reference) for b in baselines]
+    blobs = {b.to_bytes() for b in baselines if b is not None}
+    shown = next((b for b in baselines if b is not None), Moments.empty(n_features))
+    counts["delivered"] = counts["sent"] - counts["lost"] + counts["duplicated"]
+    return GossipResult(
+        n_nodes=n,
+        converged=converged,
+        rounds=rounds,
+        bytes_per_node=float(sent_bytes.mean()),
+        max_bytes_per_node=int(sent_bytes.max()),
+        max_rel_error=float(max(errors)),
+        bit_identical=len(blobs) == 1 and all(b is not None for b in baselines),
+        coverage=tuple(coverage),
+        messages=dict(counts),
+        baseline=shown,
+        reference=work.reference,
+        engine=use,
+    )
