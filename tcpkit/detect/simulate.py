@@ -332,7 +332,10 @@ def _attack_names(attacks: object) -> tuple[str, ...]:
     if isinstance(attacks, str):
         attacks = (attacks,)
     if not isinstance(attacks, Sequence):
-        raise ValueError(f"attacks must be a sequence of names from {ATTACKS}, got {attacks!r}")
+        raise ValueError(
+            f"attacks must be a sequence of attack names (allowed names: {ATTACKS}), "
+            f"got {attacks!r}"
+        )
     names = tuple(attacks)
     for a in names:
         if not isinstance(a, str) or a not in ATTACKS:
@@ -638,7 +641,8 @@ def simulate_network(
     n_compromised = round(compromised_fraction * n_agents)
     if n_compromised > 0 and not attack_names:
         raise ValueError(
-            f"attacks must name at least one attack from {ATTACKS} when compromised_fraction > 0"
+            f"attacks must name at least one attack when compromised_fraction > 0 "
+            f"(allowed names: {ATTACKS})"
         )
 
     params: dict[str, Any] = {
