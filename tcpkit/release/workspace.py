@@ -45,7 +45,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +60,29 @@ from tcpkit.release.names import (
     check_notebook,
     check_researcher,
 )
+from tcpkit.release.records import (
+    DECISIONS,
+    GATES,
+    ComponentInfo,
+    ComponentStatus,
+    Conflict,
+    ConflictError,
+    GateRun,
+    GcReport,
+    LeaseError,
+    PermissionDenied,
+    UnknownComponentError,
+    UnknownVersionError,
+    VersionInfo,
+    as_json,
+    check_content,
+    check_gate,
+    check_ttl,
+    component_of,
+    gate_run_of,
+    lease_of,
+    version_of,
+)
 from tcpkit.release.store import (
     CorruptObjectError,
     MissingObjectError,
@@ -70,213 +92,9 @@ from tcpkit.release.store import (
 
 STATE_DIR = ".tcpkit"
 NOTEBOOKS_DIR = "notebooks"
-GATES: tuple[str, ...] = ("DEVELOPMENT", "TESTING", "STAGING", "PRODUCTION")
-DECISIONS: tuple[str, ...] = ("passed", "failed")
 DEFAULT_KEEP_LAST = 10
 DEFAULT_GRACE_S = 3600.0
 SYSTEM_ACTOR = "tcpkit"
-
-
-class ConflictError(WorkspaceError):
-    """The component changed since the ``base`` a modification was made from; nothing was written.
-
-    Attributes
-    ----------
-    component, base, current : str
-        The component, the digest the caller started from, the digest that is current.
-    diff : str
-        What changed from ``base`` to ``current`` (nbdime for notebooks).
-    """
-
-    def __init__(self, message: str, *, component: str, base: str | None, current: str | None,
-                 diff: str) -> None:
-        super().__init__(message)
-        self.component = component
-        self.base = base
-        self.current = current
-        self.diff = diff
-
-
-class LeaseError(WorkspaceError):
-    """The component is leased to someone else (or the caller holds no lease to renew/release)."""
-
-
-class PermissionDenied(WorkspaceError):
-    """The researcher is neither the component's owner nor one of its contributors."""
-
-
-class UnknownComponentError(WorkspaceError, LookupError):
-    """No component of that name is registered."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-class UnknownVersionError(WorkspaceError, LookupError):
-    """The digest (or prefix) names no version of the component."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
-
-
-@dataclass(frozen=True)
-class ComponentInfo:
-    """A registered component: who owns it, who may change it, how far it has come."""
-
-    name: str
-    notebook: str
-    owner: str
-    contributors: tuple[str, ...]
-    level: str | None
-    created_at: str
-    updated_at: str
-
-    def members(self) -> tuple[str, ...]:
-        """Owner first, then contributors: everyone allowed to lease and modify."""
-        return (self.owner, *[c for c in self.contributors if c != self.owner])
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """One recorded version of a component's notebook."""
-
-    component: str
-    seq: int
-    digest: str
-    parent: str | None
-    author: str
-    created_at: str
-    message: str
-    kind: str  # import | modify | backup | restore
-
-
-@dataclass(frozen=True)
-class GateRun:
-    """One execution of a component's notebook at a gate, and its decision.
-
-    ``run_id`` is assigned by :meth:`Workspace.record_gate_run`; leave it None
-    when constructing a run to record.
-    """
-
-    component: str
-    gate: str
-    input_digest: str
-    inputs: dict[str, str]
-    decision: str
-    metrics: dict[str, Any]
-    criteria: list[dict[str, Any]]
-    executed_notebook_digest: str | None
-    report_digest: str | None
-    envelope_digest: str | None
-    runner: str
-    started_at: str
-    duration_s: float
-    run_id: int | None = None
-
-    def digests(self) -> set[str]:
-        """Every digest this run references (kept by :meth:`Workspace.gc`)."""
-        found = {self.input_digest, *self.inputs.values()}
-        for d in (self.executed_notebook_digest, self.report_digest, self.envelope_digest):
-            if d is not None:
-                found.add(d)
-        return found
-
-
-@dataclass(frozen=True)
-class ComponentStatus:
-    """A row of ``tcpkit status``."""
-
-    name: str
-    notebook: str
-    owner: str
-    contributors: tuple[str, ...]
-    level: str | None
-    versions: int
-    versions_kept: int
-    current: str | None
-    lease_holder: str | None
-    lease_expires: str | None
-
-
-@dataclass(frozen=True)
-class GcReport:
-    """What :meth:`Workspace.gc` freed and kept."""
-
-    keep_last: int
-    objects_removed: tuple[str, ...]
-    bytes_freed: int
-    versions_pruned: tuple[tuple[str, int], ...]
-    temporaries_removed: int
-    objects_kept: int
-    protected: dict[str, int] = field(default_factory=dict)
-
-
-class _Conflict(Exception):
-    """Internal: raised inside the transaction so that it rolls back before the diff is built."""
-
-    def __init__(self, current: VersionInfo | None) -> None:
-        super().__init__("conflict")
-        self.current = current
-
-
-def _version(row: sqlite3.Row) -> VersionInfo:
-    return VersionInfo(
-        component=row["component"], seq=int(row["seq"]), digest=row["digest"], parent=row["parent"],
-        author=row["author"], created_at=row["created_at"], message=row["message"], kind=row["kind"],
-    )
-
-
-def _component(row: sqlite3.Row) -> ComponentInfo:
-    return ComponentInfo(
-        name=row["name"], notebook=row["notebook"], owner=row["owner"],
-        contributors=tuple(json.loads(row["contributors"])), level=row["level"],
-        created_at=row["created_at"], updated_at=row["updated_at"],
-    )
-
-
-def _lease(row: sqlite3.Row) -> Lease:
-    return Lease(
-        component=row["component"], holder=row["holder"], host=row["host"],
-        pid=None if row["pid"] is None else int(row["pid"]), proc_start=row["proc_start"],
-        acquired_at=row["acquired_at"], expires_at=float(row["expires_at"]), reason=row["reason"],
-    )
-
-
-def _gate_run(row: sqlite3.Row) -> GateRun:
-    return GateRun(
-        component=row["component"], gate=row["gate"], input_digest=row["input_digest"],
-        inputs=json.loads(row["inputs"]), decision=row["decision"], metrics=json.loads(row["metrics"]),
-        criteria=json.loads(row["criteria"]), executed_notebook_digest=row["executed_notebook_digest"],
-        report_digest=row["report_digest"], envelope_digest=row["envelope_digest"],
-        runner=row["runner"], started_at=row["started_at"], duration_s=float(row["duration_s"]),
-        run_id=int(row["id"]),
-    )
-
-
-def _check_ttl(ttl_s: float) -> float:
-    if not isinstance(ttl_s, int | float) or not math.isfinite(ttl_s) or ttl_s <= 0:
-        raise ValueError(f"lease ttl_s must be a positive number of seconds, got {ttl_s!r}")
-    return float(ttl_s)
-
-
-def _check_gate(gate: object) -> str:
-    if gate not in GATES:
-        raise ValueError(f"gate {gate!r} is unknown: use one of {', '.join(GATES)}")
-    return str(gate)
-
-
-def _check_content(notebook: str, content: object) -> bytes:
-    if not isinstance(content, bytes | bytearray):
-        raise TypeError(f"content must be bytes, got {type(content).__name__}")
-    data = bytes(content)
-    if notebook.endswith(".ipynb"):
-        try:
-            parsed = json.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ValueError(f"content for notebook {notebook!r} is not notebook JSON: {exc}") from None
-        if not isinstance(parsed, dict) or not isinstance(parsed.get("cells"), list):
-            raise ValueError(f"content for notebook {notebook!r} is JSON but not a notebook (no cells list)")
-    return data
 
 
 class Workspace:
@@ -353,7 +171,7 @@ class Workspace:
                 _audit.append(conn, who, "register", {"component": name, "notebook": notebook,
                                                       "owner": owner, "contributors": list(members)})
             else:
-                old = _component(row)
+                old = component_of(row)
                 if (old.notebook, old.owner, old.contributors) != (notebook, owner, members):
                     conn.execute(
                         "UPDATE components SET notebook=?, owner=?, contributors=?, updated_at=?"
@@ -380,11 +198,11 @@ class Workspace:
         row = self.db.query_one("SELECT * FROM components WHERE name = ?", (name,))
         if row is None:
             raise self._unknown(name)
-        return _component(row)
+        return component_of(row)
 
     def components(self) -> list[ComponentInfo]:
         """Every registered component, by name."""
-        return [_component(r) for r in self.db.query("SELECT * FROM components ORDER BY name")]
+        return [component_of(r) for r in self.db.query("SELECT * FROM components ORDER BY name")]
 
     def notebook_path(self, component: str) -> Path:
         """The file whose bytes are the component's content."""
@@ -427,7 +245,7 @@ class Workspace:
     def set_level(self, component: str, gate: str, actor: str) -> None:
         """Record that ``component`` has reached ``gate`` (audited). Gate order is the pipeline's job."""
         check_component(component)
-        _check_gate(gate)
+        check_gate(gate)
         check_researcher(actor)
         with self.db.write() as conn:
             before = self._component_in(conn, component).level
@@ -441,12 +259,12 @@ class Workspace:
         self.component(component)
         row = self.db.query_one(
             "SELECT * FROM versions WHERE component = ? ORDER BY seq DESC LIMIT 1", (component,))
-        return None if row is None else _version(row)
+        return None if row is None else version_of(row)
 
     def versions(self, component: str) -> list[VersionInfo]:
         """Every version of ``component``, oldest first (including those whose content gc removed)."""
         self.component(component)
-        return [_version(r) for r in self.db.query(
+        return [version_of(r) for r in self.db.query(
             "SELECT * FROM versions WHERE component = ? ORDER BY seq", (component,))]
 
     def version(self, component: str, digest: str) -> VersionInfo:
@@ -465,7 +283,7 @@ class Workspace:
                 f"(see 'tcpkit backups {component}')")
         if len({r["digest"] for r in rows}) > 1:
             raise ValueError(f"digest prefix {digest} of component {component!r} is ambiguous; give more characters")
-        return _version(rows[0])
+        return version_of(rows[0])
 
     def modify(self, component: str, researcher: str, content: bytes, base: str | None,
                message: str = "") -> VersionInfo:
@@ -500,7 +318,7 @@ class Workspace:
         if not isinstance(message, str):
             raise TypeError(f"message must be a string, got {type(message).__name__}")
         info = self.component(component)
-        data = _check_content(info.notebook, content)
+        data = check_content(info.notebook, content)
         return self._commit(component, researcher, data, base, message, kind="modify", check_base=True)
 
     def restore(self, component: str, digest: str, researcher: str, message: str | None = None
@@ -532,10 +350,10 @@ class Workspace:
                 lease_mode = self._lease_for_change(conn, info, researcher)
                 row = conn.execute("SELECT * FROM versions WHERE component = ? ORDER BY seq DESC LIMIT 1",
                                    (component,)).fetchone()
-                current = None if row is None else _version(row)
+                current = None if row is None else version_of(row)
                 current_digest = None if current is None else current.digest
                 if check_base and base != current_digest:
-                    raise _Conflict(current)
+                    raise Conflict(current)
                 seq = 0 if current is None else current.seq
                 parent = current_digest
                 path = self.notebooks_dir / info.notebook
@@ -560,7 +378,7 @@ class Workspace:
                 self.notebooks_dir.mkdir(parents=True, exist_ok=True)
                 write_atomic(path, data)
                 return version
-        except _Conflict as conflict:
+        except Conflict as conflict:
             raise self._conflict_error(component, base, conflict.current) from None
 
     def _insert_version(self, conn: sqlite3.Connection, component: str, seq: int, digest: str,
@@ -605,11 +423,11 @@ class Workspace:
         """The lease recorded on ``component`` (possibly stale), or None."""
         self.component(component)
         row = self.db.query_one("SELECT * FROM leases WHERE component = ?", (component,))
-        return None if row is None else _lease(row)
+        return None if row is None else lease_of(row)
 
     def leases(self) -> list[Lease]:
         """Every recorded lease (stale ones included; see :meth:`Lease.stale_reason`)."""
-        return [_lease(r) for r in self.db.query("SELECT * FROM leases ORDER BY component")]
+        return [lease_of(r) for r in self.db.query("SELECT * FROM leases ORDER BY component")]
 
     def acquire_lease(self, component: str, holder: str, ttl_s: float = DEFAULT_TTL_S, reason: str = "",
                       *, pid: int | None = None, bind_process: bool = True) -> Lease:
@@ -622,7 +440,7 @@ class Workspace:
         """
         check_component(component)
         check_researcher(holder)
-        ttl = _check_ttl(ttl_s)
+        ttl = check_ttl(ttl_s)
         owner_pid = (os.getpid() if pid is None else int(pid)) if bind_process else None
         with self.db.write() as conn:
             info = self._component_in(conn, component)
@@ -630,7 +448,7 @@ class Workspace:
             row = conn.execute("SELECT * FROM leases WHERE component = ?", (component,)).fetchone()
             now = time.time()
             if row is not None:
-                existing = _lease(row)
+                existing = lease_of(row)
                 if existing.holder != holder:
                     stale = existing.stale_reason(now)
                     if stale is None:
@@ -653,13 +471,13 @@ class Workspace:
         """Extend ``holder``'s lease to ``ttl_s`` from now (:class:`LeaseError` if not theirs)."""
         check_component(component)
         check_researcher(holder)
-        ttl = _check_ttl(ttl_s)
+        ttl = check_ttl(ttl_s)
         with self.db.write() as conn:
             self._component_in(conn, component)
             row = conn.execute("SELECT * FROM leases WHERE component = ?", (component,)).fetchone()
             if row is None or row["holder"] != holder:
-                raise LeaseError(self._not_holder(component, holder, None if row is None else _lease(row)))
-            existing = _lease(row)
+                raise LeaseError(self._not_holder(component, holder, None if row is None else lease_of(row)))
+            existing = lease_of(row)
             expires = time.time() + ttl
             conn.execute("UPDATE leases SET expires_at = ? WHERE component = ?", (expires, component))
             _audit.append(conn, holder, "lease-renew", {"component": component, "ttl_s": ttl})
@@ -674,7 +492,7 @@ class Workspace:
             self._component_in(conn, component)
             row = conn.execute("SELECT * FROM leases WHERE component = ?", (component,)).fetchone()
             if row is None or row["holder"] != holder:
-                raise LeaseError(self._not_holder(component, holder, None if row is None else _lease(row)))
+                raise LeaseError(self._not_holder(component, holder, None if row is None else lease_of(row)))
             conn.execute("DELETE FROM leases WHERE component = ?", (component,))
             _audit.append(conn, holder, "lease-release", {"component": component})
 
@@ -683,7 +501,7 @@ class Workspace:
         row = conn.execute("SELECT * FROM leases WHERE component = ?", (info.name,)).fetchone()
         if row is None:
             return "transient"
-        existing = _lease(row)
+        existing = lease_of(row)
         stale = existing.stale_reason(time.time())
         if existing.holder == researcher:
             if stale is None:
@@ -721,7 +539,7 @@ class Workspace:
         if not isinstance(run, GateRun):
             raise TypeError(f"record_gate_run needs a GateRun, got {type(run).__name__}")
         check_component(run.component)
-        _check_gate(run.gate)
+        check_gate(run.gate)
         if run.decision not in DECISIONS:
             raise ValueError(f"gate run decision {run.decision!r} is invalid: use 'passed' or 'failed'")
         check_digest(run.input_digest)
@@ -758,12 +576,12 @@ class Workspace:
     def find_passing_run(self, component: str, gate: str, input_digest: str) -> GateRun | None:
         """The latest passing run of ``component`` at ``gate`` with these inputs, or None."""
         check_component(component)
-        _check_gate(gate)
+        check_gate(gate)
         check_digest(input_digest)
         row = self.db.query_one(
             "SELECT * FROM gate_runs WHERE component=? AND gate=? AND input_digest=? AND decision='passed'"
             " ORDER BY id DESC LIMIT 1", (component, gate, input_digest))
-        return None if row is None else _gate_run(row)
+        return None if row is None else gate_run_of(row)
 
     def gate_runs(self, component: str | None = None) -> list[GateRun]:
         """Every recorded gate run (of one component when given), oldest first."""
@@ -772,7 +590,7 @@ class Workspace:
         else:
             check_component(component)
             rows = self.db.query("SELECT * FROM gate_runs WHERE component=? ORDER BY id", (component,))
-        return [_gate_run(r) for r in rows]
+        return [gate_run_of(r) for r in rows]
 
     def pin(self, digest: str, reason: str, *, actor: str = SYSTEM_ACTOR) -> None:
         """Keep object ``digest`` from gc (e.g. referenced by a frozen artifact); audited."""
@@ -852,7 +670,7 @@ class Workspace:
                 keep_versions.add(row[0])
             keep_runs: set[str] = set()
             for row in conn.execute("SELECT * FROM gate_runs"):
-                keep_runs |= _gate_run(row).digests()
+                keep_runs |= gate_run_of(row).digests()
             keep_pins = {row[0] for row in conn.execute("SELECT digest FROM pins")}
             keep = keep_versions | keep_runs | keep_pins
             all_versions = {row[0] for row in conn.execute("SELECT DISTINCT digest FROM versions")}
@@ -922,7 +740,7 @@ class Workspace:
         row = conn.execute("SELECT * FROM components WHERE name = ?", (name,)).fetchone()
         if row is None:
             raise self._unknown(name)
-        return _component(row)
+        return component_of(row)
 
     def _unknown(self, name: str) -> UnknownComponentError:
         known = [r[0] for r in self.db.query("SELECT name FROM components ORDER BY name")]
@@ -936,19 +754,6 @@ class Workspace:
             raise PermissionDenied(
                 f"{researcher} may not {what} component {info.name!r}: only its owner "
                 f"{info.owner}{others} may; ask {info.owner} to add you as a contributor")
-
-
-def as_json(value: Any) -> Any:
-    """Dataclass values of this module as JSON-able dicts (for ``--json`` output)."""
-    from dataclasses import asdict, is_dataclass
-
-    if is_dataclass(value) and not isinstance(value, type):
-        return {k: as_json(v) for k, v in asdict(value).items()}
-    if isinstance(value, list | tuple):
-        return [as_json(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): as_json(v) for k, v in value.items()}
-    return value
 
 
 __all__ = [
