@@ -189,16 +189,29 @@ def _ogk(X: NDArray[np.float64]) -> CovarianceEstimate:
 
 
 def _ledoit_wolf(X: NDArray[np.float64]) -> CovarianceEstimate:
+    """Ledoit-Wolf on standardised columns, scaled back.
+
+    Shrinkage towards a multiple of the identity is not scale invariant: on raw
+    features measured in different units (milliseconds next to probabilities) it
+    would swamp the small-scale features. Standardising first shrinks the
+    *correlation* matrix instead; constant columns keep a tiny floor variance.
+    """
     from sklearn.covariance import LedoitWolf
 
-    fitted = LedoitWolf().fit(X)
-    covariance = np.asarray(fitted.covariance_, dtype=np.float64)
-    if not _well_conditioned(covariance):
+    location = X.mean(axis=0)
+    scale = X.std(axis=0)
+    if not np.any(scale > 0):
         raise ValueError(
             "X has no variance in any feature direction (every column is constant): "
             "a baseline cannot be fitted"
         )
-    return CovarianceEstimate(np.asarray(fitted.location_), covariance, "ledoit_wolf", X.shape[0])
+    floor = 1e-3 * float(scale[scale > 0].min())
+    scale = np.where(scale > 0, scale, floor)
+    fitted = LedoitWolf(assume_centered=True).fit((X - location) / scale)
+    covariance = np.asarray(fitted.covariance_, dtype=np.float64) * np.outer(scale, scale)
+    if not _well_conditioned(covariance):
+        raise ValueError("the Ledoit-Wolf estimate is singular on these data: a baseline cannot be fitted")
+    return CovarianceEstimate(location, covariance, "ledoit_wolf", X.shape[0])
 
 
 def _empirical(X: NDArray[np.float64]) -> CovarianceEstimate:

@@ -37,7 +37,10 @@ def threshold_for_arl(k: float, target_arl: float) -> float:
     """The ``h`` whose Siegmund in-control ARL equals ``target_arl``."""
     if not target_arl > 1:
         raise ValueError(f"target_arl={target_arl!r}: expected a number above 1")
-    return float(optimize.brentq(lambda h: siegmund_arl(k, h) - target_arl, 0.0, 1e4))
+    upper = 1.0
+    while siegmund_arl(k, upper) < target_arl:
+        upper *= 2.0
+    return float(optimize.brentq(lambda h: siegmund_arl(k, h) - target_arl, 0.0, upper))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,91 @@
+"""Tests for the CUSUM, the composite network detector and the ancestor's rule."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tcpkit.detect.ancestor import ancestor_detect
+from tcpkit.detect.baseline import BaselineError
+from tcpkit.detect.composite import NetworkDetector
+from tcpkit.detect.sequential import CusumDetector, siegmund_arl, threshold_for_arl
+
+
+def test_cusum_threshold_meets_target_arl_and_detects_drift() -> None:
+    h = threshold_for_arl(0.5, 500.0)
+    assert siegmund_arl(0.5, h) == pytest.approx(500.0)
+    rng = np.random.default_rng(0)
+    det = CusumDetector(rng.normal(size=20_000), k=0.5, target_arl=500.0)
+    clean = det.run(rng.normal(size=(2000, 50)))
+    # in-control: P(alarm within 50 windows) is about 50/500, certainly below 0.2
+    assert clean.alarms.mean() < 0.2
+    drift = rng.normal(size=(200, 50)) + np.linspace(0, 3, 50)
+    result = det.run(drift)
+    assert result.alarms.mean() > 0.95
+    ttd = result.time_to_detect()
+    assert np.nanmedian(ttd) < 30 and (result.alarm_window[result.alarms] >= 0).all()
+    with pytest.raises(ValueError, match="NaN"):
+        det.run(np.array([[0.0, np.nan]]))
+    with pytest.raises(ValueError, match="at least 20"):
+        CusumDetector(np.zeros(5))
+
+
+def _fleet(rng: np.random.Generator, n: int, shift: np.ndarray | None = None) -> np.ndarray:
+    level = rng.normal(scale=2.0, size=(n, 1, 3))  # heterogeneous agents
+    noise = rng.normal(size=(n, 12, 3)) * np.exp(rng.normal(0, 0.2, size=(n, 1, 1)))
+    w = level + noise
+    if shift is not None:
+        w = w + shift
+    return w
+
+
+def test_network_detector_catches_changes_and_levels_with_valid_fpr() -> None:
+    rng = np.random.default_rng(1)
+    det = NetworkDetector(reference_windows=4, method="ogk").fit(_fleet(rng, 3000))
+    clean = _fleet(rng, 2000)
+    none = det.detect(clean, alpha=0.05, fdr="none")
+    assert 0.03 <= none.flags.mean() <= 0.07  # conformal calibration
+    change = _fleet(rng, 40)
+    change[:, 4:, 0] += 5.0  # shift after the reference windows
+    level = _fleet(rng, 40)
+    level[:, :, 1] += 12.0  # present from window 0: invisible to before/after
+    monitored = np.concatenate([clean[:400], change, level])
+    result = det.detect(monitored, alpha=0.05)
+    assert result.flags[400:440].mean() > 0.9 and result.flags[440:].mean() > 0.9
+    assert result.flags[:400].mean() < 0.03
+    assert (result.components["p_level"][440:] < result.components["p_change"][440:]).mean() > 0.9
+    assert (result.components["alarm_window"][400:440] >= 0).mean() > 0.9
+    assert len(result.explanations) == result.n_flagged
+
+
+def test_network_detector_validates_input() -> None:
+    rng = np.random.default_rng(2)
+    det = NetworkDetector(reference_windows=4, method="ogk")
+    with pytest.raises(BaselineError, match="not fitted"):
+        det.detect(_fleet(rng, 10))
+    with pytest.raises(BaselineError, match="at least 40"):
+        det.fit(_fleet(rng, 10))
+    det.fit(_fleet(rng, 200))
+    bad = _fleet(rng, 10)
+    bad[3, 2, 1] = np.nan
+    with pytest.raises(BaselineError, match=r"agents \[3\]"):
+        det.detect(bad)
+    with pytest.raises(BaselineError, match="windows per agent"):
+        det.detect(_fleet(rng, 10)[:, :8])
+    with pytest.raises(BaselineError, match="features"):
+        det.detect(np.zeros((5, 12, 2)))
+
+
+def test_ancestor_rule_on_window_features() -> None:
+    names = ("accuracy", "bias", "bias_safe", "bias_network_privesc", "bias_high_risk")
+    rng = np.random.default_rng(3)
+    w = rng.normal(0, 0.01, size=(4, 10, 5))
+    w[:, :, 0] += 0.9
+    w[1, 5:, 1] += 0.3  # |mean bias| > 0.15 ...
+    w[1, 5:, 0] -= 0.2  # ... and accuracy drop: two pieces, 0.7 points
+    w[2, 5:, 1] += 0.3  # bias alone: one piece, not flagged
+    result = ancestor_detect(w, names, 5)
+    assert result.flags.tolist() == [False, True, False, False]
+    assert result.score[1] == pytest.approx(0.7) and result.n_evidence[2] == 1
+    with pytest.raises(ValueError, match="lacks"):
+        ancestor_detect(w, ("a", "b", "c", "d", "e"), 5)
