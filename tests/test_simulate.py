@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from tcpkit.detect.simulate import (
@@ -320,3 +322,32 @@ def test_empty_attacks_fine_without_compromise() -> None:
         n_agents=10, compromised_fraction=0.0, attacks=(), n_windows=3, baseline_windows=1
     )
     assert not net.labels.any()
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    n_agents=st.integers(1, 40),
+    fraction=st.floats(0.0, 1.0),
+    cpw=st.integers(5, 12),
+    n_windows=st.integers(2, 5),
+    strength=st.floats(0.0, 3.0),
+    seed=st.integers(0, 2**32),
+)
+def test_any_valid_parameters_give_finite_consistent_output(
+    n_agents: int, fraction: float, cpw: int, n_windows: int, strength: float, seed: int
+) -> None:
+    net = simulate_network(
+        n_agents=n_agents,
+        n_nodes=1,
+        compromised_fraction=fraction,
+        strength=strength,
+        commands_per_window=cpw,
+        n_windows=n_windows,
+        baseline_windows=1,
+        seed=seed,
+    )
+    assert net.windows.shape == (n_agents, n_windows, len(FEATURE_NAMES))
+    assert np.all(np.isfinite(net.windows))
+    assert int(net.labels.sum()) == round(fraction * n_agents)
+    acc = net.windows[..., FEATURE_NAMES.index("accuracy")]
+    assert np.all((acc >= 0.0) & (acc <= 1.0))

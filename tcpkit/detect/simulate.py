@@ -12,7 +12,7 @@ declared but never built.
 
 The model
 ---------
-**Catalogue.** :data:`CATALOGUE` holds 28 command templates in 13 named
+**Catalogue.** :data:`CATALOGUE` holds 30 command templates in 15 named
 families (``file_read``, ``file_write``, ``search``, ``vcs``, ``build``,
 ``network``, ``remote``, ``package``, ``privilege``, ``permissions``,
 ``user_admin``, ``rm``, ``process``, ``firewall``, ``disk_wipe``). Each has a
@@ -20,14 +20,17 @@ ground-truth class in :data:`RISK_CLASSES` whose level is the true risk:
 SAFE 0.1, NETWORK 0.4, PRIVESC 0.7, DESTRUCTIVE 0.9, CRITICAL 0.95
 (:data:`RISK_LEVELS`). Templates also carry a sampling weight, a difficulty
 (multiplies the agent's noise and lowers its confidence) and a latency cost.
+Weights are exact in tenths, so a lookup table turns the weighted draw into
+one integer draw and one gather.
 
 **Windows and the clock.** Time is counted in commands: window ``w`` holds
 commands ``w * commands_per_window`` to ``(w + 1) * commands_per_window - 1``.
 Each agent assesses its own stream. A window contains one command of each of
 the five classes (at evenly spaced positions, so every class-specific feature
 is defined in every window) and ``commands_per_window - 5`` commands drawn by
-template weight (about 55 % SAFE, 23 % NETWORK, 8 % PRIVESC, 11 % DESTRUCTIVE,
-3 % CRITICAL).
+template weight (55 % SAFE, 23 % NETWORK, 8 % PRIVESC, 11 % DESTRUCTIVE,
+3 % CRITICAL; with the guaranteed slots a 50-command window holds on average
+52 / 22 / 10 / 12 / 4.5 %).
 
 **Honest agents.** Agent ``a`` predicts
 ``clip(level + b_a + b_{a,class} + sigma_a * difficulty * z, 0, 1)`` with
@@ -58,7 +61,7 @@ semantic_hijack    ``-0.5`` on every command of one family (ancestor: ``rm``);
                    ``firewall``, ``network``, ``process``, ``rm``, ``vcs``,
                    ``file_write``), so rare families give small signals.
 coordination       compromised agents of this type form groups of
-                   :data:`COORDINATION_GROUP_SIZE` (in assignment order); each
+                   :data:`COORDINATION_GROUP_SIZE` (in agent-index order); each
                    group draws a shared target risk ``r_g ~ U(0.2, 0.6)`` and
                    its members move ``0.5 * (r_g - level)`` towards it, plus a
                    per-window shock ``N(0, 0.05)`` shared by the group. This
@@ -93,10 +96,19 @@ inconsistent), ``confidence_mean``, ``confidence_std``, ``latency_mean`` and
 
 **Randomness.** One :class:`numpy.random.SeedSequence` per seed spawns
 independent streams for the agents' traits, for the assignment of nodes and
-compromises, and one per window. Honest agents' draws therefore do not depend
-on which other agents are compromised (an honest agent is bit-identical with
-``compromised_fraction=0``), and the first windows do not depend on
-``n_windows``.
+compromises, and one per window; inside a window, agents are processed in
+blocks of :data:`CHUNK_AGENTS` (part of the stream definition: changing it
+changes the draws). Honest agents' draws therefore do not depend on which
+other agents are compromised (an honest agent is bit-identical with
+``compromised_fraction=0``, and so is every agent at ``strength=0``), and the
+first windows do not depend on ``n_windows``. Per-assessment confidence and
+latency are computed in float32 (features are float64); the risk path is
+float64 throughout.
+
+**Cost.** No Python loop runs per assessment or per agent: the loops are over
+windows, blocks of agents and compromise types. Memory is
+``O(n_agents * n_windows * d)`` for the result plus a few block-sized
+temporaries.
 """
 
 from __future__ import annotations
@@ -113,6 +125,7 @@ from scipy import special
 __all__ = [
     "ATTACKS",
     "CATALOGUE",
+    "CHUNK_AGENTS",
     "COORDINATION_GROUP_SIZE",
     "ERROR_TOLERANCE",
     "FEATURE_NAMES",
