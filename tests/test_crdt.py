@@ -1,0 +1,207 @@
+"""The per-node moments map: join-semilattice laws, wire format, signatures, incarnations."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+import pytest
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tcpkit.detect.crdt import (
+    Entry,
+    Replica,
+    State,
+    StateFormatError,
+    Version,
+    bump_incarnation,
+)
+from tcpkit.detect.moments import Moments
+
+_RNG = np.random.default_rng(11)
+PAYLOADS = [Moments.from_batch(1e6 + _RNG.normal(size=(k, 3))) for k in (2, 5, 9, 17)]
+
+entries = st.builds(
+    lambda node, inc, ctr, p, sig: Entry(node, Version(inc, ctr), PAYLOADS[p].to_bytes(), sig),
+    st.sampled_from(["a", "b", "c", "d"]),
+    st.integers(0, 2),
+    st.integers(0, 3),
+    st.integers(0, len(PAYLOADS) - 1),
+    st.sampled_from([None, b"s1", b"s2"]),
+)
+states = st.lists(entries, max_size=8).map(State.of)
+
+
+@settings(max_examples=150, deadline=None)
+@given(states, states)
+def test_join_is_commutative(a: State, b: State) -> None:
+    assert a.join(b) == b.join(a)
+
+
+@settings(max_examples=150, deadline=None)
+@given(states, states, states)
+def test_join_is_associative(a: State, b: State, c: State) -> None:
+    assert a.join(b).join(c) == a.join(b.join(c))
+
+
+@settings(max_examples=100, deadline=None)
+@given(states, states)
+def test_join_is_idempotent_and_an_upper_bound(a: State, b: State) -> None:
+    assert a.join(a) == a
+    ab = a.join(b)
+    assert ab.join(a) == ab and ab.join(b) == ab
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(states, min_size=1, max_size=6), st.randoms(use_true_random=False))
+def test_any_delivery_order_of_any_multiset_converges(messages: list[State], rnd) -> None:  # type: ignore[no-untyped-def]
+    # a multiset: some messages duplicated, then delivered in a random order
+    multiset = messages + [rnd.choice(messages) for _ in range(rnd.randint(0, 4))]
+    shuffled = list(multiset)
+    rnd.shuffle(shuffled)
+    expected = functools.reduce(State.join, messages, State.of())
+    replica = Replica("observer")
+    for message in shuffled:
+        replica.receive(message.to_bytes())
+    assert replica.state == expected
+    if len(expected):
+        assert replica.baseline().to_bytes() == expected.baseline().to_bytes()
+
+
+def test_higher_version_wins_and_restart_outranks_old_counters() -> None:
+    old = Entry.create("a", Version(0, 9), PAYLOADS[0])
+    new = Entry.create("a", Version(1, 1), PAYLOADS[1])
+    assert State.of([old]).join(State.of([new])).entries["a"] == new
+    assert State.of([new]).join(State.of([old])).entries["a"] == new
+
+
+def test_baseline_folds_in_sorted_node_order_bit_identically() -> None:
+    es = [Entry.create(k, Version(0, 1), p) for k, p in zip("dcba", PAYLOADS, strict=True)]
+    one = State.of(es)
+    two = State.of(reversed(es))
+    assert one.baseline().to_bytes() == two.baseline().to_bytes()
+    pooled_n = sum(p.n for p in PAYLOADS)
+    assert one.baseline().n == pooled_n
+
+
+def test_state_wire_format_refuses_damage_and_leaves_replica_unchanged() -> None:
+    state = State.of(Entry.create(k, Version(0, 1), PAYLOADS[0], signer=lambda b: b"sig") for k in "abc")
+    blob = state.to_bytes()
+    assert State.from_bytes(blob) == state
+    replica = Replica("z")
+    replica.publish(PAYLOADS[1])
+    before = replica.state
+    for bad in (blob[:-3], blob[:20], b"NOPE" + blob[4:], blob[:4] + b"\x07" + blob[5:]):
+        with pytest.raises(StateFormatError):
+            replica.receive(bad)
+        assert replica.state is before
+    garbled = bytearray(blob)
+    garbled[len(blob) // 2] ^= 0xFF
+    with pytest.raises(StateFormatError, match="checksum"):
+        replica.receive(bytes(garbled))
+    assert replica.state is before
+
+
+def test_entry_validation() -> None:
+    with pytest.raises(ValueError, match="node_id"):
+        Entry.create("", Version(0, 1), PAYLOADS[0])
+    with pytest.raises(ValueError, match="incarnation"):
+        Version(-1, 0)
+    with pytest.raises(ValueError, match="truncated"):
+        Entry("a", Version(0, 1), b"TCPM")
+
+
+# --- signatures: a small Ed25519 verifier built from cryptography directly ------------------
+class _Keys:
+    def __init__(self, names: str) -> None:
+        self.private = {n: Ed25519PrivateKey.generate() for n in names}
+        self.public: dict[str, Ed25519PublicKey] = {n: k.public_key() for n, k in self.private.items()}
+
+    def signer(self, name: str):  # type: ignore[no-untyped-def]
+        return self.private[name].sign
+
+    def verify(self, node_id: str, message: bytes, signature: bytes) -> bool:
+        key = self.public.get(node_id)
+        if key is None:
+            return False
+        try:
+            key.verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
+
+
+def test_verifier_rejects_unsigned_and_forged_entries() -> None:
+    keys = _Keys("abm")
+    a = Replica("a", signer=keys.signer("a"))
+    b = Replica("b", signer=keys.signer("b"))
+    observer = Replica("o", verifier=keys.verify)
+    a.publish(PAYLOADS[0])
+    b.publish(PAYLOADS[1])
+    report = observer.receive(a.state.join(b.state).to_bytes())
+    assert report.accepted == 2 and not report.rejected
+
+    unsigned = Entry.create("c", Version(0, 1), PAYLOADS[2])
+    # mallory signs an entry claiming to be node "a" with a higher version
+    claim = Entry.create("a", Version(5, 1), PAYLOADS[3], signer=keys.signer("m"))
+    # a valid signature of "b" transplanted onto a different payload
+    good_b = b.state.entries["b"]
+    tampered = Entry("b", Version(0, 2), PAYLOADS[3].to_bytes(), good_b.signature)
+    report = observer.receive(State.of([unsigned, claim, tampered]))
+    assert report.accepted == 0
+    assert dict(report.rejected) == {"c": "unsigned", "a": "bad signature", "b": "bad signature"}
+    assert observer.state.entries["a"] == a.state.entries["a"]
+    assert observer.state.entries["b"] == good_b
+    assert "c" not in observer.state.entries
+
+
+def test_verifier_that_raises_counts_as_rejection() -> None:
+    def broken(node_id: str, message: bytes, signature: bytes) -> bool:
+        raise RuntimeError("keyring unavailable")
+
+    observer = Replica("o", verifier=broken)
+    entry = Entry.create("a", Version(0, 1), PAYLOADS[0], signer=lambda m: b"x")
+    report = observer.receive(State.of([entry]))
+    assert report.accepted == 0 and not report.changed
+
+
+# --- incarnations ---------------------------------------------------------------------------
+def test_incarnation_is_persisted_and_bumped(tmp_path: Path) -> None:
+    path = tmp_path / "node" / "a.incarnation"
+    first = Replica.open("a", path)
+    assert first.incarnation == 0
+    for _ in range(5):
+        first.publish(PAYLOADS[0])
+    restarted = Replica.open("a", path)
+    assert restarted.incarnation == 1 and path.read_text().strip() == "1"
+    restarted.publish(PAYLOADS[2])
+    merged = restarted.state.join(first.state)
+    assert merged.entries["a"].version == Version(1, 1)
+    assert merged.entries["a"].moments == PAYLOADS[2]
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_without_persisted_incarnation_the_restart_loses(tmp_path: Path) -> None:
+    old = Replica("a")
+    for _ in range(3):
+        old.publish(PAYLOADS[0])
+    amnesiac = Replica("a")  # incarnation 0 again, counter restarts
+    amnesiac.publish(PAYLOADS[2])
+    assert amnesiac.state.join(old.state).entries["a"].moments == PAYLOADS[0]
+
+
+def test_incarnation_file_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "bad"
+    bad.write_text("not a number")
+    with pytest.raises(ValueError, match="non-negative integer"):
+        bump_incarnation(bad)
+    assert bad.read_text() == "not a number"
+    with pytest.raises(ValueError, match="directory"):
+        bump_incarnation(tmp_path)

@@ -1,0 +1,122 @@
+"""The gossip simulator: fault mixes converge bit-identically and match pooled statistics."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from tcpkit.detect.combine import combine_chan, combine_robust, make_combine
+from tcpkit.detect.gossip import Partition, simulate_gossip
+from tcpkit.detect.moments import Moments
+
+HARSH = dict(loss=0.3, duplicate=0.2, reorder=0.2, delay=0.2, crashes=0.1)
+
+
+@pytest.mark.parametrize("engine, n", [("replica", 24), ("matrix", 300)])
+def test_harsh_faults_converge_bit_identically_to_pooled(engine: str, n: int) -> None:
+    result = simulate_gossip(n, seed=3, engine=engine, **HARSH)  # type: ignore[arg-type]
+    assert result.converged
+    assert result.bit_identical
+    assert result.max_rel_error <= 1e-9
+    assert result.messages["lost"] > 0 and result.messages["duplicated"] > 0
+    assert result.coverage[-1] == 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_matrix_engine_reproduces_the_real_replicas(seed: int) -> None:
+    kwargs = dict(HARSH, partitions=[Partition(2, 6)], seed=seed)
+    real = simulate_gossip(20, engine="replica", **kwargs)  # type: ignore[arg-type]
+    fast = simulate_gossip(20, engine="matrix", **kwargs)  # type: ignore[arg-type]
+    assert real.coverage == fast.coverage
+    assert (real.rounds, real.converged) == (fast.rounds, fast.converged)
+    assert real.bytes_per_node == fast.bytes_per_node  # matrix bytes == len(State.to_bytes())
+    assert real.baseline == fast.baseline
+
+
+def test_same_seed_same_result_and_seeds_differ() -> None:
+    a = simulate_gossip(100, seed=1, **HARSH)  # type: ignore[arg-type]
+    b = simulate_gossip(100, seed=1, **HARSH)  # type: ignore[arg-type]
+    c = simulate_gossip(100, seed=2, **HARSH)  # type: ignore[arg-type]
+    assert a == b
+    assert a.coverage != c.coverage
+
+
+def test_partition_blocks_then_heals() -> None:
+    result = simulate_gossip(200, partitions=[Partition(0, 15)], seed=2)
+    during = result.coverage[:15]
+    assert max(during) < 0.6  # two random halves: at most about half the keys
+    assert result.converged and 15 < result.rounds <= 25
+    assert result.max_rel_error <= 1e-9
+
+
+def test_without_persisted_incarnation_restarted_nodes_can_lose() -> None:
+    ok = simulate_gossip(30, crashes=0.2, seed=0)
+    broken = simulate_gossip(30, crashes=0.2, seed=0, persist_incarnation=False)
+    assert ok.max_rel_error <= 1e-9
+    assert broken.converged  # replicas still agree ...
+    assert broken.max_rel_error > 1e-6  # ... on stale moments of the restarted nodes
+
+
+def test_rounds_grow_logarithmically() -> None:
+    rounds = {n: simulate_gossip(n, seed=0).rounds for n in (16, 128, 1024)}
+    for n, r in rounds.items():
+        assert r <= 2 * math.log2(n) + 4
+    assert rounds[16] < rounds[1024]
+
+
+def test_lying_nodes_poison_naive_but_not_robust_combine() -> None:
+    naive = simulate_gossip(150, lying=0.2, seed=1, combine="chan")
+    robust = simulate_gossip(150, lying=0.2, seed=1, combine="robust")
+    assert naive.converged and robust.converged
+    assert naive.max_rel_error > 1.0
+    assert robust.max_rel_error < 0.05
+    assert robust.bit_identical
+
+
+def test_unreachable_partition_does_not_converge_within_limit() -> None:
+    result = simulate_gossip(50, partitions=[Partition(0, 100)], seed=0, max_rounds=20, engine="matrix")
+    assert not result.converged and result.rounds == 20
+    assert result.max_rel_error > 1e-3
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(n_nodes=1), "n_nodes"),
+        (dict(n_nodes=10, loss=1.0), "loss"),
+        (dict(n_nodes=10, fanout=10), "fanout"),
+        (dict(n_nodes=10, lying=float("nan")), "lying"),
+        (dict(n_nodes=10, engine="gpu"), "engine"),
+        (dict(n_nodes=10, combine="mean"), "combine"),
+        (dict(n_nodes=10, partitions=[(0, 3)]), "Partition"),
+    ],
+)
+def test_bad_parameters_are_refused(kwargs: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(ValueError, match=message):
+        simulate_gossip(**kwargs)
+
+
+def test_partition_validation() -> None:
+    with pytest.raises(ValueError, match="start < stop"):
+        Partition(5, 5)
+    with pytest.raises(ValueError, match="groups"):
+        Partition(0, 3, groups=1)
+
+
+def test_robust_combine_equals_chan_on_honest_nodes_and_resists_liars() -> None:
+    rng = np.random.default_rng(0)
+    honest = [Moments.from_batch(rng.normal(size=(30, 3))) for _ in range(20)]
+    exact = combine_chan(honest)
+    robust = combine_robust(honest)
+    np.testing.assert_allclose(robust.covariance(), exact.covariance(), rtol=0.2)
+    liar = Moments(10**6, np.full(3, 1e3), np.eye(3) * 1e9)
+    poisoned = combine_chan([*honest, liar])
+    defended = combine_robust([*honest, liar])
+    assert np.max(np.abs(poisoned.mean)) > 100
+    assert np.max(np.abs(defended.mean)) < 1
+    with pytest.raises(ValueError, match="unknown combine"):
+        make_combine({"method": "median"})
+    with pytest.raises(ValueError, match="options"):
+        make_combine({"method": "robust", "trim": 0.1})
