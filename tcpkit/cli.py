@@ -549,6 +549,116 @@ def _contributor_change(args: argparse.Namespace, *, add: bool) -> int:
     return _ws_run(args, act)
 
 
+@_registers
+def _add_bench(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(
+        sub,
+        "bench",
+        "benchmark the scoring kernel against scipy, numpy, scikit-learn (and PyOD) on the same data",
+        _cmd_bench,
+    )
+    p.add_argument("--agents", default="1000000", metavar="N", help="agents scored (default 1e6)")
+    p.add_argument("--features", default="8", metavar="D", help="features per agent (default 8)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--repeats", default="5", metavar="R", help="timed repetitions (default 5)")
+    p.add_argument(
+        "--scaling-max",
+        default="10000000",
+        metavar="N",
+        help="largest N of the scaling run 1e3, 1e4, ... (default 1e7; arrays above 512 MiB are skipped)",
+    )
+    p.add_argument(
+        "--stream-agents",
+        default="10000000",
+        metavar="N",
+        help="agents scored as a stream for the resident-memory measurement (default 1e7; 0 skips)",
+    )
+    p.add_argument(
+        "--json",
+        nargs="?",
+        const="-",
+        default=None,
+        metavar="PATH",
+        help="write the full result as JSON to PATH (or stdout when PATH is omitted)",
+    )
+
+
+def _count(value: str, name: str, minimum: int = 1) -> int:
+    """An integer argument that may be written 1e6 or 1_000_000."""
+    try:
+        number = float(value.replace("_", ""))
+    except ValueError:
+        raise UsageError(f"--{name} {value!r} is not a number") from None
+    if not number.is_integer() or number < minimum or number > 10**10:
+        raise UsageError(f"--{name} {value!r}: expected a whole number between {minimum} and 1e10")
+    return int(number)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import tempfile
+
+    from tcpkit.detect.bench import (
+        BenchConfig,
+        BenchError,
+        format_table,
+        main_progress,
+        run_benchmark,
+    )
+
+    agents = _count(args.agents, "agents")
+    features = _count(args.features, "features")
+    repeats = _count(args.repeats, "repeats")
+    scaling_max = _count(args.scaling_max, "scaling-max", minimum=0)
+    stream = _count(args.stream_agents, "stream-agents", minimum=0)
+    if features > 4096:
+        raise UsageError(f"--features {features}: at most 4096")
+    if agents * features > 2 * 10**9:
+        raise UsageError(f"--agents {agents} x --features {features} is more than 2e9 values")
+    scaling = tuple(10**k for k in range(3, 11) if 10**k <= scaling_max)
+    try:
+        config = BenchConfig(
+            agents=agents,
+            features=features,
+            dtype=args.dtype,
+            repeats=repeats,
+            scaling=scaling,
+            stream_agents=stream,
+            fit_rows=max(500, 10 * features),
+        )
+    except BenchError as exc:
+        raise UsageError(str(exc)) from None
+    target = args.json
+    if target not in (None, "-"):
+        folder = os.path.dirname(os.path.abspath(target))
+        if not os.path.isdir(folder):
+            raise UsageError(f"--json {target!r}: directory {folder!r} does not exist")
+    result = run_benchmark(config, progress=main_progress)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    if target is None:
+        print(format_table(result))
+    elif target == "-":
+        print(json.dumps(result, indent=2))
+    else:
+        folder = os.path.dirname(os.path.abspath(target))
+        fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".json", dir=folder)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(result, handle, indent=2)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        print(format_table(result))
+        print(f"\nwrote {target}")
+    return EXIT_OK
+
+
 # --- end of subcommands -------------------------------------------------------------------------
 
 
