@@ -3,10 +3,11 @@
 Eight processes modify four components at random, sometimes under explicit
 leases (short TTLs) and sometimes under the transient lease of a free
 component, rebasing on conflicts. Three of them are killed with SIGKILL in the
-middle of a write: inside the open transaction, after the backup and the new
-object were stored and while the notebook's temporary file is half written
-(and while holding an explicit lease bound to their pid). A fourth is killed
-at a random moment. Afterwards the workspace must show: no lost version, no
+middle of a write, inside the open transaction after the backup and the new
+object were stored, holding an explicit lease bound to their pid: two while
+the notebook's temporary file is half written, one just after the new
+notebook file was renamed into place but before COMMIT (its content must
+survive as a ``backup`` version). A fourth is killed at a random moment. Afterwards the workspace must show: no lost version, no
 torn notebook file, every stored object verifying, gapless sequence numbers,
 and an audit log that accounts for every committed version. The figures are
 printed (run with ``-s`` to see them).
@@ -33,6 +34,7 @@ PROCESSES = 8
 MODIFICATIONS = 40  # per process
 COMPONENTS = ("alpha", "beta", "gamma", "delta")
 HOOK_KILLED = (1, 4, 6)  # killed mid-write at a deliberate point
+AFTER_RENAME = 6  # ... this one after its notebook file was replaced, before COMMIT
 RANDOM_KILLED = 7  # killed at a random moment
 
 pytestmark = [
@@ -63,11 +65,15 @@ def _worker(root: str, index: int, journal: str, hook_at: int | None, stuck: obj
             if calls["n"] < hook_at:
                 real_write(path, data, mode=mode)
                 return
-            tmp = path.with_name(f".{path.name}.tcpkit-tmp-killed{index}")
-            with open(tmp, "wb") as handle:
-                handle.write(data[: len(data) // 2])
-                handle.flush()
-                os.fsync(handle.fileno())
+            if index == AFTER_RENAME:  # the new file is in place, the transaction not committed
+                real_write(path, data, mode=mode)
+                Path(journal + ".uncommitted").write_text(digest_bytes(data))
+            else:  # the temporary file is half written
+                tmp = path.with_name(f".{path.name}.tcpkit-tmp-killed{index}")
+                with open(tmp, "wb") as handle:
+                    handle.write(data[: len(data) // 2])
+                    handle.flush()
+                    os.fsync(handle.fileno())
             stuck.set()  # type: ignore[attr-defined]
             time.sleep(120)  # the parent kills us here
 
@@ -204,15 +210,19 @@ def test_eight_processes_with_sigkills(tmp_path: Path) -> None:
         assert entry.actor == who and entry.details["digest"] == digest
     checks["audit_entries"] = len(log)
     takeovers = sum(e.action == "lease-takeover" for e in log)
-    backups = sum(v == "backup" for v in (e.action for e in log))
     # the writers killed mid-write left only temporaries; a final change per component succeeds
     for i, name in enumerate(COMPONENTS):
         cur = ws.current(name)
         assert cur is not None
         final = ws.modify(name, f"w{i}", _notebook(f"final {name}"), cur.digest, "final check")
         assert digest_bytes(ws.notebook_path(name).read_bytes()) == final.digest
+    # the uncommitted write of the writer killed after its rename was kept as a backup version
+    uncommitted = (tmp_path / f"journal-{AFTER_RENAME}.jsonl.uncommitted").read_text()
+    assert any(v.digest == uncommitted and v.kind == "backup" for name in COMPONENTS
+               for v in ws.versions(name))
+    backups = sum(v.kind == "backup" for name in COMPONENTS for v in ws.versions(name))
     report = ws.gc(grace_s=0.0)
-    assert report.temporaries_removed >= len(HOOK_KILLED)
+    assert report.temporaries_removed >= len(HOOK_KILLED) - 1
     for name in COMPONENTS:
         for v in ws.versions(name)[-10:]:
             ws.store.verify(v.digest)
