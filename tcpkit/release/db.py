@@ -309,7 +309,9 @@ class Database:
                 return
             except sqlite3.OperationalError as exc:
                 if not _is_locked(exc):
-                    raise self._corrupt(exc) from None
+                    raise WorkspaceError(
+                        f"workspace database {str(self.path)!r} cannot be written ({exc}); "
+                        "nothing was changed") from None
                 if time.monotonic() >= deadline:
                     raise self._locked() from None
                 time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
