@@ -351,3 +351,12 @@ def test_any_valid_parameters_give_finite_consistent_output(
     assert int(net.labels.sum()) == round(fraction * n_agents)
     acc = net.windows[..., FEATURE_NAMES.index("accuracy")]
     assert np.all((acc >= 0.0) & (acc <= 1.0))
+
+
+def test_network_pickles_for_workers() -> None:
+    import pickle
+
+    net = simulate_network(**SMALL, compromised_fraction=0.2)
+    back = pickle.loads(pickle.dumps(net))
+    np.testing.assert_array_equal(back.windows, net.windows)
+    assert list(back.attack) == list(net.attack) and back.params == net.params

@@ -267,7 +267,7 @@ _IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _LEVELS = np.array([RISK_LEVELS[c] for c in RISK_CLASSES], dtype=np.float64)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SimulatedNetwork:
     """Behavioural features of a synthetic agent network, with the ground truth.
 
@@ -294,7 +294,8 @@ class SimulatedNetwork:
     seed : int
         The seed.
 
-    All arrays are read-only: copy before modifying.
+    All arrays are read-only: copy before modifying. Equality is identity
+    (comparing arrays element-wise is the caller's choice); instances pickle.
     """
 
     windows: NDArray[np.float64]
