@@ -50,7 +50,7 @@ DEFAULT_TIMEOUT_S = 600.0
 _COMPONENT_KEYS = frozenset({"notebook", "owner", "contributors", "depends_on", "timeout_s", "gates"})
 _GATE_KEYS = frozenset({"parameters", "quick", "criteria", "timeout_s"})
 _CRITERION_KEYS = frozenset({"metric", "op", "threshold"})
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,63}$")  # as tcpkit.release.names
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _METRIC = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}\*?$")
 
@@ -347,6 +347,9 @@ class _Validator:
                 break
         if key is None:
             return start or 1
+        as_table = self._header_line([*table, key])  # the key may itself be a [table]
+        if as_table is not None and nth == 0:
+            return as_table
         found = self._find(key, start or 1, nth)
         if found is None:
             found = self._find(key, 1, 0)
@@ -391,7 +394,7 @@ class _Validator:
     def component(self, name: str, raw: Any) -> ComponentSpec | None:
         table = ["components", name]
         if not _NAME.match(name):
-            self.error(["components"], name, "component names are lower-case letters, digits and '_'")
+            self.error(["components"], name, "component names are a lower-case letter then lower-case letters, digits or '-'")
             return None
         if not isinstance(raw, dict):
             self.error(["components"], name, "must be a table")

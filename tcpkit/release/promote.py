@@ -34,7 +34,7 @@ from tcpkit.release.atomic import write_atomic
 PRODUCTION_DIR = "production"
 ENVELOPE_SUFFIX = ".dsse.json"
 MODULE_PREFIX = "tcpkit_frozen"
-_COMPONENT = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_COMPONENT = re.compile(r"^[a-z][a-z0-9-]{0,63}$")  # as tcpkit.release.names
 _DIRECTIVE = re.compile(r"^\s*#\s*\|\s*export\s*$")
 
 
@@ -70,7 +70,7 @@ def check_component(component: str) -> str:
     """Return ``component`` if it is a valid component name (no path tricks), else raise ValueError."""
     if not isinstance(component, str) or not _COMPONENT.match(component):
         raise ValueError(
-            f"component name {component!r} is invalid: lower-case letters, digits and '_', "
+            f"component name {component!r} is invalid: a lower-case letter then lower-case letters, digits or '-', "
             "starting with a letter"
         )
     return component
