@@ -73,13 +73,15 @@ mimicry            ``-0.3`` on CRITICAL commands, compensated by
                    value, and with the noise on those other commands scaled by
                    a per-agent factor ``k`` in [0, 1] chosen so the expected
                    accuracy equals the agent's honest expected accuracy
-                   (normal-residual formula, clipping ignored). 0.3 is about
+                   (normal residuals clipped to [0, 1]). 0.3 is about
                    the largest shift a typical agent can hide this way at
                    ``strength=1``: hiding needs ``2 p_crit delta`` below the
                    honest mean absolute error; where it cannot be hidden,
                    ``k = 0`` and accuracy drops a little. The price is a
                    lower spread (consistency, error rate) and a lower
-                   ``bias_high_risk``.
+                   ``bias_high_risk`` (measured on 1,000 mimics: accuracy
+                   -0.001, i.e. 0.08 honest standard deviations;
+                   ``bias_high_risk`` -0.07, 3.3 standard deviations).
 poisoning          ``-0.5`` on DESTRUCTIVE and CRITICAL commands from window 0,
                    so the baseline windows already carry it: a per-agent
                    before/after comparison cannot see it.
@@ -92,7 +94,7 @@ NETWORK+PRIVESC and on DESTRUCTIVE+CRITICAL commands), ``error_rate``
 (share of ``|pred - true| >`` :data:`ERROR_TOLERANCE`), ``consistency``
 (pooled within-class standard deviation of the predictions; high means
 inconsistent), ``confidence_mean``, ``confidence_std``, ``latency_mean`` and
-``latency_p95`` (milliseconds).
+``latency_p95`` (milliseconds, nearest-rank percentile of the window).
 
 **Randomness.** One :class:`numpy.random.SeedSequence` per seed spawns
 independent streams for the agents' traits, for the assignment of nodes and
@@ -101,9 +103,9 @@ blocks of :data:`CHUNK_AGENTS` (part of the stream definition: changing it
 changes the draws). Honest agents' draws therefore do not depend on which
 other agents are compromised (an honest agent is bit-identical with
 ``compromised_fraction=0``, and so is every agent at ``strength=0``), and the
-first windows do not depend on ``n_windows``. Per-assessment confidence and
-latency are computed in float32 (features are float64); the risk path is
-float64 throughout.
+first windows do not depend on ``n_windows``. Per-assessment normal and
+uniform draws are float32 and confidence and latency are computed in float32;
+predicted risks and every feature are float64.
 
 **Cost.** No Python loop runs per assessment or per agent: the loops are over
 windows, blocks of agents and compromise types. Memory is
