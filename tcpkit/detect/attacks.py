@@ -14,8 +14,10 @@ Defenders
 ``"tcpkit"``
     Robust (MCD) baseline from :mod:`tcpkit.detect.baseline`; the reference is frozen
     after fitting; per window the same chi-square test; for sequences also a
-    one-sided CUSUM (:class:`tcpkit.detect.baseline.CusumDetector`) of the
-    standardised distance; for queries threshold jitter and a query-rate limit.
+    one-sided CUSUM (:class:`tcpkit.detect.sequential.CusumDetector`) of the
+    normal score of the distance against vetted clean windows; for queries a jittered
+    threshold. The query-rate limit changes time, not queries, and is measured by
+    :func:`probing_cost` in windows rather than folded into the evasion rate.
 
 Attacks and their budgets (``REFERENCE_BUDGETS`` holds the budget at which the
 headline metric ``evasion_<attack>_<detector>`` is read)
