@@ -80,7 +80,7 @@ mimicry            ``-0.3`` on CRITICAL commands, compensated by
                    ``k = 0`` and accuracy drops a little. The price is a
                    lower spread (consistency, error rate) and a lower
                    ``bias_high_risk`` (measured on 1,000 mimics: accuracy
-                   -0.001, i.e. 0.08 honest standard deviations;
+                   -0.001, about 0.1 honest standard deviations;
                    ``bias_high_risk`` -0.07, 3.3 standard deviations).
 poisoning          ``-0.5`` on DESTRUCTIVE and CRITICAL commands from window 0,
                    so the baseline windows already carry it: a per-agent
