@@ -73,6 +73,10 @@ class BenchConfig:
     calibration_rows : clean rows for the conformal variant of the detect.
     baseline_max_agents : the naive, scikit-learn and PyOD methods score at most this
         many rows (their temporaries are N x d).
+    bandwidth_bytes : size of the array copied to measure memory bandwidth (far
+        above the last-level cache).
+    min_seconds : the tcpkit kernel is repeated at least this long (fast calls are
+        noisy); the scaling run uses half of it.
     seed : random seed of the data.
     """
 
@@ -88,10 +92,15 @@ class BenchConfig:
     fit_rows: int = 500
     calibration_rows: int = 2_000
     baseline_max_agents: int = 1_000_000
+    bandwidth_bytes: int = 256 * 1024 * 1024
+    min_seconds: float = 0.2
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("agents", "features", "repeats", "scipy_rows", "stream_chunk_rows"):
+        for name in (
+            "agents", "features", "repeats", "scipy_rows", "stream_chunk_rows",
+            "calibration_rows", "baseline_max_agents", "bandwidth_bytes",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise BenchError(f"{name}={value!r}: expected a positive integer")
@@ -334,11 +343,11 @@ def run_benchmark(
 
     # tcpkit kernel
     say("tcpkit kernel")
-    t_kernel = _timings(lambda: kernel.squared_distances(X), cfg.repeats, 0.2)
+    t_kernel = _timings(lambda: kernel.squared_distances(X), cfg.repeats, cfg.min_seconds)
     peak = _peak_traced(lambda: kernel.squared_distances(X))
     methods.append(_method("tcpkit", "tcpkit kernel", t_kernel, n, peak))
     out = np.empty(n, dtype=dtype)
-    t_out = _timings(lambda: kernel.squared_distances(X, out=out), cfg.repeats, 0.2)
+    t_out = _timings(lambda: kernel.squared_distances(X, out=out), cfg.repeats, cfg.min_seconds)
     peak = _peak_traced(lambda: kernel.squared_distances(X, out=out))
     methods.append(
         _method("tcpkit_out", "tcpkit kernel, preallocated out", t_out, n, peak, "result array reused")
@@ -465,7 +474,7 @@ def run_benchmark(
     }
 
     say("memory bandwidth")
-    bandwidth = measure_bandwidth(repeats=max(3, cfg.repeats))
+    bandwidth = measure_bandwidth(cfg.bandwidth_bytes, repeats=max(3, cfg.repeats))
     bytes_per_agent = (d + 1) * dtype.itemsize
     bound_ns = bytes_per_agent / bandwidth["bytes_per_second"] * 1e9
     bandwidth.update(
@@ -481,7 +490,7 @@ def run_benchmark(
     targets = _targets(cfg, methods, bandwidth, streaming)
     return {
         "schema": SCHEMA,
-        "config": asdict(cfg),
+        "config": {**asdict(cfg), "scaling": list(cfg.scaling)},
         "machine": machine,
         "methods": methods,
         "agreement": agreement,
@@ -524,7 +533,7 @@ def _scaling(
                 )
             data = big[:size]
         say(f"scaling N={size}")
-        times = _timings(partial(kernel.squared_distances, data), cfg.repeats, 0.1)
+        times = _timings(partial(kernel.squared_distances, data), cfg.repeats, cfg.min_seconds / 2)
         results.append({"agents": size, "status": "ok", "repeats": len(times), "ns_per_agent": _stats(times, size)})
     return results
 
