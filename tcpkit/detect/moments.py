@@ -173,6 +173,10 @@ class Moments:
     def __hash__(self) -> int:
         return hash(self.to_bytes())
 
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]:
+        # pickles (e.g. to and from Dask workers) through the validated wire format
+        return (_from_bytes, (self.to_bytes(),))
+
     def digest(self) -> bytes:
         """SHA-256 of the wire format: a content identifier that is equal iff the bits are."""
         import hashlib
@@ -225,6 +229,10 @@ class Moments:
         if not np.all(np.isfinite(values)):
             raise MomentsFormatError("moments message holds NaN or infinite values")
         return cls._trusted(int(n), values[:d], values[d:].reshape(d, d))
+
+
+def _from_bytes(data: bytes) -> Moments:
+    return Moments.from_bytes(data)
 
 
 def merge_all(parts: Iterable[Moments], n_features: int | None = None) -> Moments:
