@@ -120,3 +120,18 @@ def test_robust_combine_equals_chan_on_honest_nodes_and_resists_liars() -> None:
         make_combine({"method": "median"})
     with pytest.raises(ValueError, match="options"):
         make_combine({"method": "robust", "trim": 0.1})
+
+
+def test_lying_node_experiment_naive_collapses_robust_holds() -> None:
+    from tcpkit.detect.byzantine import lying_node_experiment
+
+    rows = lying_node_experiment((0.0, 0.2), n_agents=800, n_nodes=20, lies=("mask",), seed=0)
+    table = {(r.lying_fraction, r.combine, r.pvalues): r for r in rows}
+    assert len(rows) == 2 * 2 * 2
+    clean = table[(0.0, "naive", "conformal")]
+    assert clean.recall > 0.5
+    assert table[(0.2, "naive", "conformal")].recall < 0.5 * clean.recall
+    assert table[(0.2, "robust", "conformal")].recall >= clean.recall - 0.1
+    assert all(r.fpr < 0.05 for r in rows if r.combine == "robust")
+    with pytest.raises(ValueError, match="fractions"):
+        lying_node_experiment((0.6,))
