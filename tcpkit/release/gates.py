@@ -320,6 +320,23 @@ def load_pipeline(path: str | Path, *, require_notebooks: bool = True) -> Pipeli
     return _Validator(path, text, require_notebooks).pipeline(data)
 
 
+def check_notebooks(pipeline: Pipeline, names: Sequence[str]) -> None:
+    """Require the notebooks of components ``names`` to exist (errors name file, line and key).
+
+    Used when only some components run: a missing notebook of another component
+    does not stop them.
+    """
+    text = pipeline.path.read_text(encoding="utf-8", errors="replace")
+    validator = _Validator(pipeline.path, text, require_notebooks=True)
+    for name in names:
+        notebook = pipeline.components[name].notebook
+        if not notebook.is_file():
+            validator.error(["components", name], "notebook",
+                            f"notebook {notebook.name!r} does not exist in {pipeline.path.parent}")
+    if validator.errors:
+        raise PipelineError(validator.errors)
+
+
 class _Validator:
     """Collects every problem of one definition, each located in the text."""
 

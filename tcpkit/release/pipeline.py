@@ -49,6 +49,7 @@ from tcpkit.release.gates import (
     GateSpec,
     Pipeline,
     PipelineError,
+    check_notebooks,
     evaluate,
     gate_index,
     load_pipeline,
@@ -375,7 +376,7 @@ class GatePipeline:
         self.options = options
         self.stream = stream if stream is not None else sys.stdout
         self.progress_enabled = progress
-        self.pipeline: Pipeline = load_pipeline(self.root / PIPELINE_FILE)
+        self.pipeline: Pipeline = load_pipeline(self.root / PIPELINE_FILE, require_notebooks=False)
         unknown = [c for c in options.components if c not in self.pipeline.components]
         if unknown:
             raise PipelineError([
@@ -385,6 +386,7 @@ class GatePipeline:
         self.selected = [c for layer in self.pipeline.order() for c in layer
                          if not options.components or c in options.components]
         self.last = gate_index(options.until)
+        check_notebooks(self.pipeline, self.selected)
 
     def preflight(self) -> None:
         """Check every selected gate's parameters against its notebook before running anything."""
