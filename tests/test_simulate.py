@@ -159,6 +159,7 @@ EFFECTS = [
     ("fp_inflation", "bias_safe", "greater"),
     ("fn_suppression", "bias_high_risk", "less"),
     ("semantic_hijack", "accuracy", "less"),
+    ("semantic_hijack", "family_bias_max", "greater"),
     ("coordination", "bias_safe", "greater"),
     ("coordination", "bias_high_risk", "less"),
     ("mimicry", "bias_high_risk", "less"),
@@ -360,3 +361,28 @@ def test_network_pickles_for_workers() -> None:
     back = pickle.loads(pickle.dumps(net))
     np.testing.assert_array_equal(back.windows, net.windows)
     assert list(back.attack) == list(net.attack) and back.params == net.params
+
+
+def test_family_bias_max_matches_its_definition() -> None:
+    """The vectorised feature equals a per-command loop over the same draws."""
+    from tcpkit.detect import simulate as sim
+
+    rng_args = dict(
+        lo=0, hi=7, cpw=23,
+        class_offset=np.full((7, 5), 0.01), class_noise=np.full((7, 5), 0.06),
+        conf_level=np.full(7, 0.85), conf_spread=np.full(7, 0.15), lat_scale=np.full(7, 120.0),
+    )
+    out = sim._window_features(np.random.default_rng(5), per_command=[], **rng_args)
+    # replay the same draws to recover templates and predictions
+    rng = np.random.default_rng(5)
+    tmpl = sim._draw_templates(rng, 7, 23)
+    z = rng.standard_normal((7, 23), dtype=np.float32)
+    true = sim._T_LEVEL[tmpl]
+    pred = np.clip(true + 0.01 + 0.06 * sim._T_DIFFICULTY[tmpl] * z, 0.0, 1.0)
+    fam = sim._T_FAMILY[tmpl]
+    for a in range(7):
+        stat = [
+            abs((pred[a] - true[a])[fam[a] == f].sum()) / np.sqrt((fam[a] == f).sum())
+            for f in np.unique(fam[a])
+        ]
+        assert out[a, col("family_bias_max")] == pytest.approx(max(stat), rel=1e-9, abs=1e-12)

@@ -94,7 +94,15 @@ NETWORK+PRIVESC and on DESTRUCTIVE+CRITICAL commands), ``error_rate``
 (share of ``|pred - true| >`` :data:`ERROR_TOLERANCE`), ``consistency``
 (pooled within-class standard deviation of the predictions; high means
 inconsistent), ``confidence_mean``, ``confidence_std``, ``latency_mean`` and
-``latency_p95`` (milliseconds, nearest-rank percentile of the window).
+``latency_p95`` (milliseconds, nearest-rank percentile of the window), and
+``family_bias_max``: over the command families seen in the window, the largest
+``|sum of (pred - true)| / sqrt(n_family)``, i.e. a family's mean bias
+standardised by its count (``|mean| * sqrt(n)``, so a one-off noisy command of
+a rare family weighs no more than noise on a frequent one). Class averages
+dilute a shift on one family among its class's other families; this feature
+is the analyst's per-family check (the ancestor's spread within an effect
+type, made a statistic). It reads only the agent's own assessments and uses
+no random draws, so every other feature is unchanged by it.
 
 **Randomness.** One :class:`numpy.random.SeedSequence` per seed spawns
 independent streams for the agents' traits, for the assignment of nodes and
@@ -167,6 +175,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "confidence_std",
     "latency_mean",
     "latency_p95",
+    "family_bias_max",
 )
 ERROR_TOLERANCE = 0.15
 COORDINATION_GROUP_SIZE = 5
@@ -255,6 +264,7 @@ _T_DIFFICULTY = np.array([t.difficulty for t in CATALOGUE], dtype=np.float64)
 _T_COST = np.array([t.cost for t in CATALOGUE], dtype=np.float64)
 _FAMILIES: tuple[str, ...] = tuple(sorted({t.family for t in CATALOGUE}))
 _T_FAMILY = np.array([_FAMILIES.index(t.family) for t in CATALOGUE], dtype=np.intp)
+_N_FAMILIES = len(_FAMILIES)
 _HIJACK_FAMILIES = np.array(
     sorted(
         {
@@ -578,6 +588,12 @@ def _window_features(
     q95 = int(np.ceil(0.95 * cpw)) - 1  # nearest-rank 95th percentile
     lat.partition(q95, axis=1)
     out[:, _IDX["latency_p95"]] = lat[:, q95]
+    # Largest standardised per-family bias: |sum_f resid| / sqrt(n_f); absent families add 0.
+    fam_key = (_T_FAMILY.take(tmpl) + (_N_FAMILIES * np.arange(n, dtype=np.intp))[:, None]).ravel()
+    fam_count = np.bincount(fam_key, minlength=n * _N_FAMILIES).reshape(n, _N_FAMILIES)
+    fam_rsum = np.bincount(fam_key, weights=resid.ravel(), minlength=n * _N_FAMILIES)
+    fam_stat = np.abs(fam_rsum.reshape(n, _N_FAMILIES)) / np.sqrt(np.maximum(fam_count, 1))
+    out[:, _IDX["family_bias_max"]] = fam_stat.max(axis=1)
     return out
 
 
