@@ -194,9 +194,12 @@ def test_unknown_parameter_is_an_error_before_execution(project: Path, first_run
         code = main(["run", "--profile", "quick", "--root", str(project), "--component", "good"])
     finally:
         toml.write_text(original)
-    assert code == 2
-    assert "parameter 'm' is not defined in the parameters cell of good.ipynb" in capsys.readouterr().err
-    assert len(_runs(project)) == before
+    assert code == 1
+    out = capsys.readouterr().out
+    assert "parameter 'm' is not defined in the parameters cell of good.ipynb" in out
+    line = next(i for i, text in enumerate(original.splitlines(), start=1) if "quick = { n = 1 }" in text)
+    assert f"pipeline.toml:{line}: components.good.gates.DEVELOPMENT.quick.m" in out
+    assert len(_runs(project)) == before  # an error before execution: nothing ran
 
 
 def test_tampered_frozen_module_is_refused_and_blocks_dependents(

@@ -320,21 +320,28 @@ def load_pipeline(path: str | Path, *, require_notebooks: bool = True) -> Pipeli
     return _Validator(path, text, require_notebooks).pipeline(data)
 
 
-def check_notebooks(pipeline: Pipeline, names: Sequence[str]) -> None:
-    """Require the notebooks of components ``names`` to exist (errors name file, line and key).
+def locate(path: Path, table: Sequence[str], key: str) -> str:
+    """``"<file>:<line>: <table>.<key>"`` for messages about a definition file's ``key``."""
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    line = _Validator(Path(path), text, require_notebooks=False).line_of(table, key)
+    return f"{path}:{line}: {'.'.join([*table, key])}"
 
-    Used when only some components run: a missing notebook of another component
-    does not stop them.
+
+def missing_notebooks(pipeline: Pipeline, names: Sequence[str]) -> dict[str, str]:
+    """For components ``names`` whose notebook does not exist: the error naming file, line and key.
+
+    A run reports these as failures of their components while the others go on.
     """
     text = pipeline.path.read_text(encoding="utf-8", errors="replace")
     validator = _Validator(pipeline.path, text, require_notebooks=True)
+    missing: dict[str, str] = {}
     for name in names:
         notebook = pipeline.components[name].notebook
         if not notebook.is_file():
             validator.error(["components", name], "notebook",
                             f"notebook {notebook.name!r} does not exist in {pipeline.path.parent}")
-    if validator.errors:
-        raise PipelineError(validator.errors)
+            missing[name] = validator.errors[-1]
+    return missing
 
 
 class _Validator:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import ast
 import concurrent.futures as cf
 import contextlib
+import functools
 import hashlib
 import os
 import re
@@ -34,7 +35,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,10 +50,11 @@ from tcpkit.release.gates import (
     GateSpec,
     Pipeline,
     PipelineError,
-    check_notebooks,
     evaluate,
     gate_index,
     load_pipeline,
+    locate,
+    missing_notebooks,
     sha256_json,
 )
 from tcpkit.release.report import RunSummary
@@ -176,8 +178,12 @@ def notebook_parameters(notebook: Mapping[str, Any]) -> set[str] | None:
     return None
 
 
-def check_parameters(notebook_path: Path, parameters: Mapping[str, Any], where: str) -> list[str]:
-    """Errors for parameters that the notebook does not declare (empty list when all is well)."""
+def check_parameters(notebook_path: Path, parameters: Mapping[str, Any],
+                     where: Callable[[str], str]) -> list[str]:
+    """Errors for parameters that the notebook does not declare (empty list when all is well).
+
+    ``where(name)`` says where parameter ``name`` is defined (file, line, key).
+    """
     import nbformat
 
     if not parameters:
@@ -185,24 +191,21 @@ def check_parameters(notebook_path: Path, parameters: Mapping[str, Any], where: 
     try:
         notebook = nbformat.read(notebook_path, as_version=4)
     except Exception as exc:  # nbformat raises several unrelated types
-        return [f"{where}: notebook {notebook_path} cannot be read: {exc}"]
+        return [f"notebook {notebook_path} cannot be read: {exc}"]
     try:
         declared = notebook_parameters(notebook)
     except ParameterError as exc:
-        return [f"{where}: {notebook_path.name}: {exc}"]
+        return [f"{notebook_path.name}: {exc}"]
     if declared is None:
         return [
-            f"{where}: notebook {notebook_path.name} has no cell tagged 'parameters', "
-            f"so it cannot take {', '.join(sorted(parameters))}"
+            f"{where(sorted(parameters)[0])}: notebook {notebook_path.name} has no cell tagged "
+            f"'parameters', so it cannot take {', '.join(sorted(parameters))}"
         ]
-    unknown = sorted(set(parameters) - declared)
-    if unknown:
-        return [
-            f"{where}: parameter {name!r} is not defined in the parameters cell of "
-            f"{notebook_path.name} (it defines {', '.join(sorted(declared)) or 'nothing'})"
-            for name in unknown
-        ]
-    return []
+    return [
+        f"{where(name)}: parameter {name!r} is not defined in the parameters cell of "
+        f"{notebook_path.name} (it defines {', '.join(sorted(declared)) or 'nothing'})"
+        for name in sorted(set(parameters) - declared)
+    ]
 
 
 # --- identities ---------------------------------------------------------------------------------
@@ -386,19 +389,32 @@ class GatePipeline:
         self.selected = [c for layer in self.pipeline.order() for c in layer
                          if not options.components or c in options.components]
         self.last = gate_index(options.until)
-        check_notebooks(self.pipeline, self.selected)
+        self.missing = missing_notebooks(self.pipeline, self.selected)
 
-    def preflight(self) -> None:
-        """Check every selected gate's parameters against its notebook before running anything."""
-        errors: list[str] = []
+    def preflight(self) -> dict[str, list[str]]:
+        """Check every selected gate's parameters against its notebook before running anything.
+
+        Returns the errors per component; such a component fails without executing.
+        """
+        errors: dict[str, list[str]] = {}
         for name in self.selected:
+            if name in self.missing:
+                continue
             spec = self.pipeline.components[name]
             for gate in GATES[: self.last + 1]:
-                params = spec.gates[gate].parameters_for(self.options.profile)
-                where = f"{self.pipeline.path}: components.{name}.gates.{gate}"
-                errors.extend(check_parameters(spec.notebook, params, where))
-        if errors:
-            raise ParameterError(errors)
+                gspec = spec.gates[gate]
+                params = gspec.parameters_for(self.options.profile)
+                table = ["components", name, "gates", gate]
+
+                quick = set(gspec.quick) if self.options.profile == "quick" else set()
+                where = functools.partial(self._where, table, quick)
+                found = check_parameters(spec.notebook, params, where)
+                if found:
+                    errors.setdefault(name, []).extend(found)
+        return errors
+
+    def _where(self, table: list[str], quick: set[str], param: str) -> str:
+        return locate(self.pipeline.path, [*table, "quick" if param in quick else "parameters"], param)
 
     def run(self) -> PipelineResult:
         """Run the pipeline; returns the outcomes (failures are outcomes, not exceptions)."""
@@ -406,7 +422,8 @@ class GatePipeline:
         from tcpkit.release.workspace import Workspace
 
         start = time.monotonic()
-        self.preflight()
+        for name, problems in self.preflight().items():
+            self.missing[name] = problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
         runner = runner_name()
         trust_dir = self.root / ".tcpkit" / "trust"
         ws = Workspace.open(self.root)
@@ -473,6 +490,11 @@ class GatePipeline:
             for component in self.selected:
                 if state.get(component) is not None:
                     continue
+                if component in self.missing:
+                    state[component] = "stopped"
+                    log(Outcome(component, GATES[0], "failed", self.missing[component]))
+                    progress.advance(self.last)
+                    continue
                 deps = self.pipeline.components[component].depends_on
                 if any(state.get(d) in ("waiting", "running") for d in deps if d in self.selected):
                     state[component] = "waiting"
@@ -515,7 +537,8 @@ class GatePipeline:
             try:
                 verify_frozen(dep, self.root)
             except FrozenModuleError as exc:
-                missing.append(f"{dep} ({exc})")
+                frozen = self.root / "production" / f"{dep}.py"
+                missing.append(f"{dep} (not frozen)" if not frozen.is_file() else f"{dep} ({exc})")
         if missing:
             return "not run: waiting for its dependencies to be frozen and verified: " + "; ".join(missing)
         return ""
