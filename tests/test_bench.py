@@ -38,6 +38,7 @@ METHODS = {
     "tcpkit",
     "tcpkit_out",
     "tcpkit_detect",
+    "tcpkit_detect_all_p",
     "tcpkit_detect_conformal",
     "scipy",
     "numpy",
@@ -84,6 +85,7 @@ def test_machine_bandwidth_and_agreement(result: dict[str, Any]) -> None:
     assert _positive(bw["tcpkit_ratio_to_bound"])
     # float64 scoring agrees with scikit-learn on the same fit
     assert result["agreement"]["max_relative_difference"] < 1e-10
+    assert result["agreement"]["detect_decisions_identical"] is True
 
 
 def test_scaling_streaming_and_targets(result: dict[str, Any]) -> None:

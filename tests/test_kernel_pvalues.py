@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
-from tcpkit.detect.pvalues import bh_reject, chi2_sf, chi2_sf_even, conformal_pvalues
+from tcpkit.detect.pvalues import (
+    bh_reject,
+    chi2_bh_reject,
+    chi2_sf,
+    chi2_sf_even,
+    conformal_pvalues,
+)
 
 
 @pytest.mark.parametrize("d", [2, 4, 8, 16, 32, 64])
@@ -126,3 +132,34 @@ def test_bh_edge_cases() -> None:
     for bad in ([0.1, np.nan], [0.1, 1.5], [-0.1]):
         with pytest.raises(ValueError, match="pvalues"):
             bh_reject(np.array(bad), 0.05)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    n=st.integers(1, 400),
+    d=st.sampled_from([1, 2, 3, 8, 9, 32]),
+    scale=st.sampled_from([1.0, 1.5, 3.0]),
+    alpha=st.sampled_from([0.001, 0.01, 0.05, 0.2]),
+    rounded=st.booleans(),
+    as_float32=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_chi2_bh_reject_identical_to_full_path(
+    n: int, d: int, scale: float, alpha: float, rounded: bool, as_float32: bool, seed: int
+) -> None:
+    x = np.random.default_rng(seed).chisquare(d, n) * scale
+    if rounded:
+        x = np.round(x, 1)  # ties
+    if as_float32:
+        x = x.astype(np.float32)
+    want = multipletests(chi2_sf(x, d), alpha=alpha, method="fdr_bh")[0]
+    np.testing.assert_array_equal(chi2_bh_reject(x, d, alpha), want)
+
+
+def test_chi2_bh_reject_edge_cases() -> None:
+    assert chi2_bh_reject(np.array([]), 4, 0.05).shape == (0,)
+    assert chi2_bh_reject(np.array([1e6, 0.0]), 4, 0.05).tolist() == [True, False]
+    with pytest.raises(ValueError, match="alpha"):
+        chi2_bh_reject(np.array([1.0]), 4, 1.0)
+    with pytest.raises(ValueError, match="NaN"):
+        chi2_bh_reject(np.array([np.nan]), 4, 0.05)

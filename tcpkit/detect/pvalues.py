@@ -14,6 +14,9 @@ a few passes over memory:
 * :func:`bh_reject` -- Benjamini-Hochberg step-up at level ``alpha`` that sorts only
   the p-values that can possibly be rejected; its rejections are identical to
   ``statsmodels.stats.multitest.multipletests(p, alpha, method="fdr_bh")``.
+* :func:`chi2_bh_reject` -- the same decisions on chi-square p-values, computing the
+  p-value only for agents beyond the ``1 - alpha`` quantile (the only ones BH can
+  reject): the fast end-to-end path from distances to decisions.
 """
 
 from __future__ import annotations
@@ -158,11 +161,42 @@ def _check_pvalues(pvalues: ArrayLike, alpha: float) -> tuple[NDArray[np.floatin
         raise ValueError(f"pvalues has shape {p.shape}: expected a 1-D array")
     if p.size and not (p.min() >= 0 and p.max() <= 1):
         raise ValueError("pvalues contains NaN or values outside [0, 1]")
+    return p, _check_alpha(alpha)
+
+
+def _check_alpha(alpha: float) -> np.float64:
     if isinstance(alpha, bool) or not isinstance(alpha, int | float | np.floating):
         raise ValueError(f"alpha={alpha!r}: expected a number in (0, 1)")
     if not 0 < float(alpha) < 1:
         raise ValueError(f"alpha={alpha!r}: expected a number in (0, 1)")
-    return p, np.float64(alpha)
+    return np.float64(alpha)
+
+
+def _bh_among_candidates(
+    cand: NDArray[np.floating], m: int, a: np.float64
+) -> NDArray[np.intp]:
+    """Positions in ``cand`` that BH over ``m`` tests rejects, given all others exceed alpha.
+
+    The i-th smallest p-value is compared with ``t_i = (i/m) * alpha`` (the same
+    floating-point operations as statsmodels). Rejected p-values are at most ``t_c``
+    where c counts the candidates, so the set is shrunk to ``{p <= t_c}`` until it
+    stops changing; only what is left is sorted.
+    """
+    fm = float(m)
+    index = np.arange(cand.size)
+    while index.size:
+        keep = cand[index] <= (index.size / fm) * a
+        if keep.all():
+            break
+        index = index[keep]
+    if index.size == 0:
+        return index
+    order = np.argsort(cand[index], kind="stable")
+    thresholds = (np.arange(1, index.size + 1) / fm) * a
+    passed = np.flatnonzero(cand[index[order]] <= thresholds)
+    if passed.size == 0:
+        return passed
+    return np.asarray(index[order[: passed[-1] + 1]])
 
 
 def bh_reject(
@@ -195,27 +229,52 @@ def bh_reject(
     reject = np.zeros(m, dtype=np.bool_)
     if m == 0:
         return reject, (np.empty(0, dtype=np.float64) if qvalues else None)
-    fm = float(m)
     index = np.flatnonzero(p <= a)  # t_i <= t_m = alpha for every i
-    while index.size:
-        bound = (index.size / fm) * a
-        keep = p[index] <= bound
-        if keep.all():
-            break
-        index = index[keep]
-    if index.size:
-        cand = p[index]
-        order = np.argsort(cand, kind="stable")
-        thresholds = (np.arange(1, index.size + 1) / fm) * a
-        passed = np.flatnonzero(cand[order] <= thresholds)
-        if passed.size:
-            reject[index[order[: passed[-1] + 1]]] = True
+    reject[index[_bh_among_candidates(p[index], m, a)]] = True
     if not qvalues:
         return reject, None
     order_all = np.argsort(p)
-    ranks = np.arange(1, m + 1) / fm
+    ranks = np.arange(1, m + 1) / float(m)
     adjusted = np.minimum.accumulate((p[order_all] / ranks)[::-1])[::-1]
     adjusted[adjusted > 1] = 1
     q = np.empty(m, dtype=np.float64)
     q[order_all] = adjusted
     return reject, q
+
+
+def chi2_bh_reject(d2: ArrayLike, d: int, alpha: float) -> NDArray[np.bool_]:
+    """Benjamini-Hochberg decisions on chi-square p-values, computing only the p-values needed.
+
+    Identical rejections to ``bh_reject(chi2_sf(d2, d), alpha)[0]``: only agents whose
+    p-value can be at most ``alpha`` can be rejected, i.e. those with ``d2`` at or
+    above the chi-square ``1 - alpha`` quantile. Those candidates are found with one
+    comparison per agent (against the quantile lowered by a relative 1e-9 margin,
+    far above the rounding of the survival function); their exact p-values are
+    computed and BH runs over them with all ``n`` tests counted.
+
+    Parameters
+    ----------
+    d2 : (n,) array of non-negative finite squared distances.
+    d : positive integer degrees of freedom.
+    alpha : FDR level in (0, 1).
+
+    Returns
+    -------
+    (n,) bool array of rejections. The p-values assume Gaussian features.
+    """
+    from scipy import stats
+
+    dof = _check_dof(d)
+    values = _as_distances(d2)
+    a = _check_alpha(alpha)
+    n = values.size
+    reject = np.zeros(n, dtype=np.bool_)
+    if n == 0:
+        return reject
+    cutoff = np.float64(stats.chi2.isf(float(a), dof) * (1.0 - 1e-9))
+    index = np.flatnonzero(values >= cutoff)
+    if index.size:
+        p = chi2_sf(values[index], dof)
+        candidates = np.flatnonzero(p <= a)
+        reject[index[candidates[_bh_among_candidates(p[candidates], n, a)]]] = True
+    return reject
