@@ -89,3 +89,47 @@ def test_ancestor_rule_on_window_features() -> None:
     assert result.score[1] == pytest.approx(0.7) and result.n_evidence[2] == 1
     with pytest.raises(ValueError, match="lacks"):
         ancestor_detect(w, ("a", "b", "c", "d", "e"), 5)
+
+
+def test_combined_pvalue_is_exact_full_conformal_rank() -> None:
+    """Each of n + 1 agents judged against the other n gets a distinct rank / (n + 1).
+
+    That is the property that makes the combined p-value exactly uniform under
+    exchangeability: ties in min-p (frequent, it takes few values) are broken by the
+    fixed key instead of being counted as extreme.
+    """
+    from tcpkit.detect.composite import _at_least, _full_conformal_minp
+
+    rng = np.random.default_rng(4)
+    scores = rng.gamma(2.0, size=(61, 3))
+    key = np.log1p(scores).sum(axis=1)
+    ps = []
+    for i in range(scores.shape[0]):
+        cal = np.delete(scores, i, axis=0)
+        cal_sorted = [np.sort(cal[:, j]) for j in range(3)]
+        cal_rank = np.column_stack([_at_least(cal_sorted[j], cal[:, j]) for j in range(3)])
+        own_rank = np.column_stack([_at_least(cal_sorted[j], scores[[i], j]) for j in range(3)])
+        p = _full_conformal_minp(cal, cal_rank, np.delete(key, i), scores[[i]], own_rank, key[[i]])
+        ps.append(p[0])
+    np.testing.assert_allclose(np.sort(ps) * 61, np.arange(1, 62))
+
+
+def test_combined_false_alarm_rate_in_band_over_many_calibrations() -> None:
+    """Clean false-alarm rate at alpha over many independent reference fleets.
+
+    Given one calibration set the rate of an exact full-conformal p-value is
+    Beta(k, n_cal + 1 - k) with ``k = floor(alpha (n_cal + 1))``, so the alarms among
+    ``m`` clean agents judged against it are beta-binomial. Pooled over ``reps``
+    fleets, the rate must lie within 3.5 standard deviations of ``k / (n_cal + 1)``.
+    """
+    alpha, reps, m = 0.05, 100, 20
+    rng = np.random.default_rng(7)
+    alarms = 0
+    for r in range(reps):
+        fleet = _fleet(rng, 160 + m)[:, :6]  # 80 fit, 80 calibrate, m judged
+        det = NetworkDetector(reference_windows=3, method="empirical", random_state=r).fit(fleet[:160])
+        alarms += int(det.detect(fleet[160:], alpha=alpha, fdr="none").flags.sum())
+    n1 = det.n_calibration_ + 1
+    exact = np.floor(alpha * n1) / n1
+    sd = np.sqrt(exact * (1 - exact) * (n1 + m) / (n1 + 1) / (m * reps))
+    assert abs(alarms / (m * reps) - exact) <= 3.5 * sd, (alarms / (m * reps), exact, sd)

@@ -31,16 +31,25 @@ poisoned or absorb a drift).
 The combined p-value
 --------------------
 Each component score is turned into a conformal p-value against the calibration
-half. The combined statistic is ``min_j p_j``; it is itself calibrated conformally:
-the calibration agents' own component p-values are computed leave-one-out, their
-``min_j p_j`` form the null distribution, and an agent's final p-value is
-``(1 + #{cal min-p <= its min-p}) / (n_cal + 1)``. Assumption: a clean monitored agent
-and the calibration agents are exchangeable (same population, same number of windows).
-Under it the p-value is valid whatever the dependence between the three tests, and,
-unlike Bonferroni, no level is wasted. Benjamini-Hochberg then controls the FDR
-across agents; note that conformal p-values are at least ``1 / (n_cal + 1)``, so BH
-at level ``q`` over ``m`` agents can flag ``k`` agents only if
-``n_cal + 1 >= m / (q k)``: size the reference fleet accordingly.
+agents. The combined statistic is ``min_j p_j`` and it is itself calibrated by full
+conformal inference over the calibration agents plus the judged agent: within that
+set of ``n_cal + 1`` agents every agent's component p-values are its ranks
+``#{agents in the set with score >= its own} / (n_cal + 1)``, its statistic is the
+smallest of them, and the judged agent's final p-value is the share of the set whose
+statistic is at least as extreme as its own. ``min_j p_j`` takes few values, so ties
+are broken by a fixed continuous key, ``sum_j log(1 + s_j / m_j)`` with ``m_j`` the
+median component score of the fitting agents (a function of the agent alone, so it
+keeps the symmetry). Assumption: a clean monitored agent and the calibration agents
+are exchangeable (same population, same number of windows). Under it the p-value is
+exactly uniform on ``{1, ..., n_cal + 1} / (n_cal + 1)`` (ties in the key have
+probability zero for continuous scores), whatever the dependence between the three
+tests: ``P(p <= alpha) = floor(alpha (n_cal + 1)) / (n_cal + 1)``. Calibrating the
+min-p against leave-one-out p-values of the calibration agents alone, and counting
+ties in ``min_j p_j`` as extreme, was valid but conservative (0.0068 at alpha = 0.01
+on 5,000 clean agents). Benjamini-Hochberg then controls the FDR across agents; note
+that conformal p-values are at least ``1 / (n_cal + 1)``, so BH at level ``q`` over
+``m`` agents can flag ``k`` agents only if ``n_cal + 1 >= m / (q k)``: size the
+reference fleet accordingly.
 """
 
 from __future__ import annotations
@@ -91,12 +100,45 @@ def _check_windows(windows: ArrayLike, name: str, n_features: int | None = None)
     return w
 
 
-def _loo_pvalues(scores: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Leave-one-out conformal p-values of calibration scores among themselves."""
-    n = scores.size
-    ordered = np.sort(scores)
-    at_least = n - np.searchsorted(ordered, scores, side="left")  # includes itself
-    return np.asarray(at_least / float(n), dtype=np.float64)  # (1 + #{others >= s}) / ((n-1) + 1)
+_CHUNK_ELEMENTS = 4_000_000  # judged agents x calibration agents x components per block
+
+
+def _at_least(sorted_cal: NDArray[np.float64], scores: NDArray[np.float64]) -> NDArray[np.int64]:
+    """``#{calibration scores >= s}`` for every ``s`` (binary search)."""
+    return np.asarray(sorted_cal.size - np.searchsorted(sorted_cal, scores, side="left"), dtype=np.int64)
+
+
+def _full_conformal_minp(
+    cal_scores: NDArray[np.float64],
+    cal_rank: NDArray[np.int64],
+    cal_key: NDArray[np.float64],
+    test_scores: NDArray[np.float64],
+    test_rank: NDArray[np.int64],
+    test_key: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Full-conformal p-value of the min-p statistic, ties broken by a fixed key.
+
+    ``cal_scores`` (n, c) and ``test_scores`` (m, c) are raw component scores;
+    ``cal_rank[i, j] = #{cal >= cal_scores[i, j]}`` (itself included) and
+    ``test_rank[t, j] = #{cal >= test_scores[t, j]}``. With the judged agent added, a
+    calibration agent's rank in component ``j`` grows by one exactly when the judged
+    agent's score is at least its own. Returns ``#{agents of the set at least as
+    extreme} / (n + 1)`` with the judged agent counted.
+    """
+    n = cal_scores.shape[0]
+    m = test_scores.shape[0]
+    out = np.empty(m, dtype=np.float64)
+    t_stat = 1 + test_rank.min(axis=1)
+    block = max(1, _CHUNK_ELEMENTS // max(1, n * cal_scores.shape[1]))
+    for lo in range(0, m, block):
+        hi = min(lo + block, m)
+        bumped = cal_scores[None, :, :] <= test_scores[lo:hi, None, :]
+        stat = (cal_rank[None, :, :] + bumped).min(axis=2)  # (block, n)
+        t = t_stat[lo:hi, None]
+        more = (stat < t).sum(axis=1)
+        tied = ((stat == t) & (cal_key[None, :] >= test_key[lo:hi, None])).sum(axis=1)
+        out[lo:hi] = (1 + more + tied) / (n + 1.0)
+    return out
 
 
 @dataclass(frozen=True)
@@ -138,7 +180,8 @@ class NetworkDetector:
     change_ , level_ : fitted :class:`Baseline` for each static test.
     window_ : :class:`Baseline` of single-window changes (for the CUSUM statistic).
     cusum_ : :class:`CusumDetector` with the frozen in-control reference.
-    calibration_ : dict of sorted calibration scores per component, and ``"combined"``.
+    calibration_ : dict of sorted calibration scores per component.
+    tiebreak_scale_ : (3,) median component score of the fitting agents (tie-break key).
     n_calibration_ : number of calibration agents.
     """
 
@@ -188,12 +231,26 @@ class NetworkDetector:
         self.window_ = self._baseline().fit(feats.per_window[fit_rows].reshape(-1, d))
         in_control = self.window_.mahalanobis(feats.per_window[fit_rows].reshape(-1, d))
         self.cusum_ = CusumDetector(in_control, k=self.cusum_k, target_arl=self.target_arl)
+        fit_scores = self._component_scores(feats, fit_rows)
+        self.tiebreak_scale_ = np.array(
+            [max(float(np.median(fit_scores[name])), 1e-12) for name in COMPONENTS]
+        )
         cal_scores = self._component_scores(feats, cal_rows)
         self.calibration_ = {name: np.sort(s) for name, s in cal_scores.items()}
-        loo = np.column_stack([_loo_pvalues(cal_scores[name]) for name in COMPONENTS])
-        self.calibration_["combined"] = np.sort(-loo.min(axis=1))
+        self._cal_matrix = np.column_stack([cal_scores[name] for name in COMPONENTS])
+        self._cal_rank = self._ranks(self._cal_matrix)
+        self._cal_key = self._tiebreak_key(self._cal_matrix)
         self.n_calibration_ = int(cal_rows.size)
         return self
+
+    def _ranks(self, scores: NDArray[np.float64]) -> NDArray[np.int64]:
+        return np.column_stack(
+            [_at_least(self.calibration_[name], scores[:, j]) for j, name in enumerate(COMPONENTS)]
+        )
+
+    def _tiebreak_key(self, scores: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Fixed continuous key (larger = more extreme) that breaks ties in min-p."""
+        return np.asarray(np.log1p(np.maximum(scores, 0.0) / self.tiebreak_scale_).sum(axis=1))
 
     def _component_scores(
         self, feats: _Features, rows: NDArray[np.intp] | slice
@@ -239,7 +296,11 @@ class NetworkDetector:
             for name in COMPONENTS
         }
         min_p = np.minimum.reduce([p[name] for name in COMPONENTS])
-        combined = conformal_pvalues(-min_p, self.calibration_["combined"], check_sorted=False)
+        matrix = np.column_stack([scores[name] for name in COMPONENTS])
+        combined = _full_conformal_minp(
+            self._cal_matrix, self._cal_rank, self._cal_key,
+            matrix, self._ranks(matrix), self._tiebreak_key(matrix),
+        )
         n_cal = self.n_calibration_
         if fdr == "none" and n_cal + 1 < 1.0 / alpha:
             raise BaselineError(
