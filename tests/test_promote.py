@@ -74,6 +74,7 @@ def test_freeze_then_load_verified(project: tuple[Path, object], tmp_path: Path)
     module = build_module(_notebook(tmp_path / "alpha.ipynb"))
     _freeze(root, signer, module)
     assert (root / "production" / "alpha.py").read_bytes() == module
+    assert (root / "production" / "alpha.py").stat().st_mode & 0o777 == 0o644  # readable by all
     loaded = load_frozen("alpha", root)
     assert loaded.f(4) == 8 and loaded.P().x == 1  # dataclasses work in the loaded module
     assert loaded.__tcpkit_statement__["predicate"]["verificationResult"] == "PASSED"

@@ -627,7 +627,7 @@ class GatePipeline:
 
             report.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(Exception):
-                write_atomic(report, self._store_bytes(previous.report_digest))
+                write_atomic(report, self._store_bytes(previous.report_digest), mode=0o644)
         summary = RunSummary(
             component=job.component, gate=job.gate, decision="skipped", profile=job.profile,
             criteria=tuple(previous.criteria), metrics=dict(previous.metrics), inputs=dict(job.inputs),

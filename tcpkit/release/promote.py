@@ -217,8 +217,8 @@ def freeze(
     envelope_bytes = dump_envelope(envelope)
     module_path, envelope_path = production_paths(Path(root), component)
     module_path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(envelope_path, envelope_bytes)
-    write_atomic(module_path, module)
+    write_atomic(envelope_path, envelope_bytes, mode=0o644)
+    write_atomic(module_path, module, mode=0o644)
     return FrozenArtifact(
         component, module_path, envelope_path, digest, hashlib.sha256(envelope_bytes).hexdigest()
     )

@@ -225,7 +225,7 @@ def write_run_report(reports_dir: Path, summary: RunSummary, page: bytes) -> Pat
     """Write a rendered run report atomically at :func:`report_path`; return the path."""
     path = report_path(reports_dir, summary.gate, summary.component)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, page)
+    write_atomic(path, page, mode=0o644)
     return path
 
 
@@ -296,5 +296,5 @@ def write_index(reports_dir: Path, data: IndexData) -> Path:
     """Write ``reports_dir/index.html`` atomically; return its path."""
     path = Path(reports_dir) / "index.html"
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, render_index(data))
+    write_atomic(path, render_index(data), mode=0o644)
     return path
