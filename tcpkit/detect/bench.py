@@ -462,6 +462,30 @@ def run_benchmark(
             )
         )
 
+    say("tcpkit Baseline.detect")
+    try:
+        from tcpkit.detect.baseline import Baseline
+    except ImportError:
+        methods.append(_method("baseline_detect", "tcpkit Baseline.detect (full API)", None, 0, None, "", "not available"))
+    else:
+        api = Baseline.from_estimate(mcd.location_, mcd.covariance_)
+
+        def baseline_detect() -> object:
+            return api.detect(Xb, cfg.alpha, method="chi2")
+
+        t = _timings(baseline_detect, max(1, min(cfg.repeats, 3)))
+        methods.append(
+            _method(
+                "baseline_detect",
+                "tcpkit Baseline.detect (full API)",
+                t,
+                nb,
+                _peak_traced(baseline_detect),
+                (note_b + "; " if note_b else "")
+                + "chi2 p, float64 validation copy, q-values (full sort), explanations of flags",
+            )
+        )
+
     base_ns = methods[0]["ns_per_agent"]["median"]
     for entry in methods:
         if entry["ns_per_agent"] is not None:
