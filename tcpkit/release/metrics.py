@@ -15,9 +15,10 @@ import math
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nbformat
+if TYPE_CHECKING:  # nbformat pulls in jsonschema: ~1.7 s per kernel that only records
+    import nbformat
 
 METRIC_MIME = "application/vnd.tcpkit.metric+json"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
@@ -92,6 +93,8 @@ def read_metrics(notebook: str | Path | nbformat.NotebookNode | Mapping[str, Any
 
 def _load(notebook: str | Path | nbformat.NotebookNode | Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(notebook, str | Path):
+        import nbformat
+
         path = Path(notebook)
         try:
             return nbformat.read(path, as_version=4)  # type: ignore[no-any-return]
