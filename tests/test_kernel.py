@@ -148,6 +148,21 @@ def test_bad_inputs_are_refused_with_a_clear_error() -> None:
         kernel.squared_distances(bad)
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_rows_are_refused_in_every_worker(value: float) -> None:
+    kernel = WhiteningKernel.from_covariance(np.zeros(3), np.eye(3))
+    X = np.zeros((9_000, 3))
+    X[8_999, 2] = value  # last chunk of the second worker
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        kernel.squared_distances(X, threads=2, chunk_rows=1_000)
+
+
+def test_float32_overflow_is_refused_not_returned_as_inf() -> None:
+    kernel = WhiteningKernel.from_covariance(np.zeros(2), np.eye(2))
+    with pytest.raises(ValueError, match="overflow float32"):
+        kernel.squared_distances(np.full((3, 2), 1e30, dtype=np.float32))
+
+
 def test_kernel_is_frozen() -> None:
     kernel = WhiteningKernel.from_covariance(np.zeros(2), np.eye(2))
     with pytest.raises(AttributeError):

@@ -144,17 +144,25 @@ def _score_rows(
     start: int,
     stop: int,
     rows: int,
-) -> None:
-    """Score rows ``start:stop`` of ``data`` into ``result`` with one private buffer."""
+) -> bool:
+    """Score rows ``start:stop`` of ``data`` into ``result`` with one private buffer.
+
+    Returns False when a distance is NaN or infinite (checked per chunk while it is
+    still in cache; ``max`` propagates NaN).
+    """
+    finite = True
     if stop <= start:
-        return
+        return finite
     buf = np.empty((w.shape[0], min(rows, stop - start)), dtype=w.dtype)
     for lo in range(start, stop, rows):
         hi = min(lo + rows, stop)
         z = buf[:, : hi - lo]
         np.matmul(w, data[lo:hi].T, out=z)
         z -= b
-        np.einsum("ij,ij->j", z, z, out=result[lo:hi])
+        chunk = result[lo:hi]
+        np.einsum("ij,ij->j", z, z, out=chunk)
+        finite = finite and bool(np.isfinite(chunk.max()))
+    return finite
 
 
 @dataclass(frozen=True)
@@ -263,10 +271,10 @@ class WhiteningKernel:
         workers = int(min(workers, -(-n // rows)))
         if n < PIN_BLAS_MIN_ROWS:
             # OpenBLAS runs GEMMs this small on one thread anyway; skip the pinning cost.
-            _score_rows(data, w, b, result, 0, n, rows)
+            finite = _score_rows(data, w, b, result, 0, n, rows)
         elif workers == 1:
             with _single_threaded_blas():
-                _score_rows(data, w, b, result, 0, n, rows)
+                finite = _score_rows(data, w, b, result, 0, n, rows)
         else:
             # Contiguous spans per worker, cut on chunk boundaries.
             chunks = -(-n // rows)
@@ -276,9 +284,8 @@ class WhiteningKernel:
                     _pool(workers).submit(_score_rows, data, w, b, result, lo, hi, rows)
                     for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
                 ]
-                for future in futures:
-                    future.result()
-        if not np.isfinite(result.sum(dtype=np.float64)):
+                finite = all([future.result() for future in futures])
+        if not finite:
             raise ValueError(
                 "X contains NaN or infinite values (or its distances overflow "
                 f"{np.dtype(dtype).name})"
