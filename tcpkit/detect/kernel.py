@@ -154,14 +154,16 @@ def _score_rows(
     if stop <= start:
         return finite
     buf = np.empty((w.shape[0], min(rows, stop - start)), dtype=w.dtype)
-    for lo in range(start, stop, rows):
-        hi = min(lo + rows, stop)
-        z = buf[:, : hi - lo]
-        np.matmul(w, data[lo:hi].T, out=z)
-        z -= b
-        chunk = result[lo:hi]
-        np.einsum("ij,ij->j", z, z, out=chunk)
-        finite = finite and bool(np.isfinite(chunk.max()))
+    # Non-finite input is reported once, as a ValueError, not as RuntimeWarnings.
+    with np.errstate(invalid="ignore", over="ignore"):
+        for lo in range(start, stop, rows):
+            hi = min(lo + rows, stop)
+            z = buf[:, : hi - lo]
+            np.matmul(w, data[lo:hi].T, out=z)
+            z -= b
+            chunk = result[lo:hi]
+            np.einsum("ij,ij->j", z, z, out=chunk)
+            finite = finite and bool(np.isfinite(chunk.max()))
     return finite
 
 
