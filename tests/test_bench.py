@@ -115,7 +115,14 @@ def test_memory_efficiency_is_computed_from_the_shape() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"agents": 0}, {"dtype": "float16"}, {"repeats": 0}, {"fit_rows": 4, "features": 4}, {"alpha": 1.5}],
+    [
+        {"agents": 0},
+        {"dtype": "float16"},
+        {"repeats": 0},
+        {"fit_rows": 4, "features": 4},
+        {"alpha": 1.5},
+        {"stream_chunk_rows": 0},
+    ],
 )
 def test_bad_config_is_refused(kwargs: dict[str, Any]) -> None:
     with pytest.raises(BenchError):
