@@ -135,3 +135,20 @@ def test_lying_node_experiment_naive_collapses_robust_holds() -> None:
     assert all(r.fpr < 0.05 for r in rows if r.combine == "robust")
     with pytest.raises(ValueError, match="fractions"):
         lying_node_experiment((0.6,))
+
+
+def test_segment_moments_equal_per_segment_from_batch() -> None:
+    from tcpkit.detect.gossip import segment_moments
+
+    rng = np.random.default_rng(3)
+    lengths = np.array([1, 5, 2, 40, 3])
+    rows = 1e6 + rng.normal(size=(int(lengths.sum()), 4))
+    parts = segment_moments(rows, lengths)
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    for part, a, b in zip(parts, bounds[:-1], bounds[1:], strict=True):
+        ref = Moments.from_batch(rows[a:b])
+        assert part.n == ref.n
+        np.testing.assert_allclose(part.mean, ref.mean, rtol=1e-15)
+        np.testing.assert_allclose(part.m2, ref.m2, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="segment lengths"):
+        segment_moments(rows, np.array([1, 2]))
