@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -167,3 +170,21 @@ def test_kernel_is_frozen() -> None:
     kernel = WhiteningKernel.from_covariance(np.zeros(2), np.eye(2))
     with pytest.raises(AttributeError):
         kernel.location = np.ones(2)  # type: ignore[misc]
+
+
+def _score_in_child(queue: object) -> None:
+    kernel = WhiteningKernel.from_covariance(np.zeros(2), np.eye(2))
+    queue.put(float(kernel.squared_distances(np.ones((200_000, 2)), threads=2).sum()))  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_worker_pool_survives_fork() -> None:
+    kernel = WhiteningKernel.from_covariance(np.zeros(2), np.eye(2))
+    kernel.squared_distances(np.ones((200_000, 2)), threads=2)  # the parent's pool exists
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_score_in_child, args=(queue,))
+    child.start()
+    assert queue.get(timeout=30) == 400_000.0
+    child.join(timeout=30)
+    assert child.exitcode == 0

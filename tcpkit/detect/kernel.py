@@ -56,6 +56,9 @@ instead of 0.1 ms. One BLAS thread per worker never waits for another thread.
 _POOL_LOCK = threading.Lock()
 _POOL: ThreadPoolExecutor | None = None
 _POOL_SIZE = 0
+_PIN_LOCK = threading.Lock()
+_PIN_DEPTH = 0
+_PIN_CONTEXT: Any = None
 _CONTROLLER: Any = None
 
 
@@ -95,6 +98,17 @@ def _pool(threads: int) -> ThreadPoolExecutor:
         return _POOL
 
 
+def _forget_pool_after_fork() -> None:
+    """A forked child inherits the pool object but not its threads: start afresh."""
+    global _POOL, _POOL_SIZE, _POOL_LOCK, _PIN_LOCK, _PIN_DEPTH, _PIN_CONTEXT
+    _POOL, _POOL_SIZE, _POOL_LOCK = None, 0, threading.Lock()
+    _PIN_LOCK, _PIN_DEPTH, _PIN_CONTEXT = threading.Lock(), 0, None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def _blas_controller() -> Any:
     global _CONTROLLER
     if _CONTROLLER is None:
@@ -104,9 +118,6 @@ def _blas_controller() -> Any:
     return _CONTROLLER
 
 
-_PIN_LOCK = threading.Lock()
-_PIN_DEPTH = 0
-_PIN_CONTEXT: Any = None
 
 
 @contextmanager
