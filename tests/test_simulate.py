@@ -159,7 +159,8 @@ EFFECTS = [
     ("fp_inflation", "bias_safe", "greater"),
     ("fn_suppression", "bias_high_risk", "less"),
     ("semantic_hijack", "accuracy", "less"),
-    ("semantic_hijack", "family_bias_max", "greater"),
+    ("semantic_hijack", "family_underrating", "greater"),
+    ("mimicry", "family_underrating", "greater"),
     ("coordination", "bias_safe", "greater"),
     ("coordination", "bias_high_risk", "less"),
     ("mimicry", "bias_high_risk", "less"),
@@ -363,13 +364,13 @@ def test_network_pickles_for_workers() -> None:
     assert list(back.attack) == list(net.attack) and back.params == net.params
 
 
-def test_family_bias_max_matches_its_definition() -> None:
+def test_family_underrating_matches_its_definition() -> None:
     """The vectorised feature equals a per-command loop over the same draws."""
     from tcpkit.detect import simulate as sim
 
     rng_args = dict(
         lo=0, hi=7, cpw=23,
-        class_offset=np.full((7, 5), 0.01), class_noise=np.full((7, 5), 0.06),
+        class_offset=np.full((7, 5), -0.04), class_noise=np.full((7, 5), 0.06),
         conf_level=np.full(7, 0.85), conf_spread=np.full(7, 0.15), lat_scale=np.full(7, 120.0),
     )
     out = sim._window_features(np.random.default_rng(5), per_command=[], **rng_args)
@@ -378,11 +379,25 @@ def test_family_bias_max_matches_its_definition() -> None:
     tmpl = sim._draw_templates(rng, 7, 23)
     z = rng.standard_normal((7, 23), dtype=np.float32)
     true = sim._T_LEVEL[tmpl]
-    pred = np.clip(true + 0.01 + 0.06 * sim._T_DIFFICULTY[tmpl] * z, 0.0, 1.0)
-    fam = sim._T_FAMILY[tmpl]
+    pred = np.clip(true - 0.04 + 0.06 * sim._T_DIFFICULTY[tmpl] * z, 0.0, 1.0)
+    fam, cls = sim._T_FAMILY[tmpl], sim._T_CLASS[tmpl]
     for a in range(7):
-        stat = [
-            abs((pred[a] - true[a])[fam[a] == f].sum()) / np.sqrt((fam[a] == f).sum())
-            for f in np.unique(fam[a])
-        ]
-        assert out[a, col("family_bias_max")] == pytest.approx(max(stat), rel=1e-9, abs=1e-12)
+        energy = 0.0
+        for f, c in set(zip(fam[a].tolist(), cls[a].tolist(), strict=True)):
+            cell = (fam[a] == f) & (cls[a] == c)
+            energy += max(-(pred[a] - true[a])[cell].sum(), 0.0) ** 2 / cell.sum()
+        assert energy > 0.0
+        assert out[a, col("family_underrating")] == pytest.approx(energy, rel=1e-9, abs=1e-12)
+
+
+def test_family_underrating_is_one_sided() -> None:
+    """Risk rated too high on every command gives no under-rating energy."""
+    from tcpkit.detect import simulate as sim
+
+    out = sim._window_features(
+        np.random.default_rng(1), lo=0, hi=5, cpw=20,
+        class_offset=np.full((5, 5), 0.5), class_noise=np.zeros((5, 5)),
+        conf_level=np.full(5, 0.85), conf_spread=np.full(5, 0.15), lat_scale=np.full(5, 120.0),
+        per_command=[],
+    )
+    np.testing.assert_array_equal(out[:, col("family_underrating")], 0.0)

@@ -95,14 +95,24 @@ NETWORK+PRIVESC and on DESTRUCTIVE+CRITICAL commands), ``error_rate``
 (pooled within-class standard deviation of the predictions; high means
 inconsistent), ``confidence_mean``, ``confidence_std``, ``latency_mean`` and
 ``latency_p95`` (milliseconds, nearest-rank percentile of the window), and
-``family_bias_max``: over the command families seen in the window, the largest
-``|sum of (pred - true)| / sqrt(n_family)``, i.e. a family's mean bias
-standardised by its count (``|mean| * sqrt(n)``, so a one-off noisy command of
-a rare family weighs no more than noise on a frequent one). Class averages
-dilute a shift on one family among its class's other families; this feature
-is the analyst's per-family check (the ancestor's spread within an effect
-type, made a statistic). It reads only the agent's own assessments and uses
-no random draws, so every other feature is unchanged by it.
+``family_underrating``: the under-rating energy of the window's (family,
+class) cells, ``sum_c max(-sum_c (pred - true), 0)**2 / n_c`` over the cells
+``c`` present (``n_c`` commands of one family and one risk class, e.g. ``vcs``
+DESTRUCTIVE). Class averages dilute a shift on one family among its class's
+other families; this is the analyst's per-family check made a statistic.
+Cells rather than families, because a family mixes classes whose residuals
+differ (a hijack of ``vcs`` leaves -0.1 on its SAFE commands, clipped at risk 0,
+and -0.5 on ``git reset --hard``); one-sided, because the danger is risk
+rated too low (over-rating is seen by ``bias_safe`` and ``bias``); squared
+standardised sums, because they add up over cells and over windows, so the
+window mean accumulates the evidence of a rare targeted command (``iptables
+-F`` appears in about half of the windows) where a per-window maximum of
+``|sum| / sqrt(n)`` over families (this feature's first form,
+``family_bias_max``) drowned it in the maximum's honest level: measured over
+20 held-out seeds x 500 agents at strength 1, semantic-hijack recall 0.918 ->
+0.971 and mimicry 0.936 -> 1.000 with the same false-positive rate. It reads
+only the agent's own assessments and uses no random draws, so every other
+feature is unchanged by it.
 
 **Randomness.** One :class:`numpy.random.SeedSequence` per seed spawns
 independent streams for the agents' traits, for the assignment of nodes and
@@ -175,7 +185,7 @@ FEATURE_NAMES: tuple[str, ...] = (
     "confidence_std",
     "latency_mean",
     "latency_p95",
-    "family_bias_max",
+    "family_underrating",
 )
 ERROR_TOLERANCE = 0.15
 COORDINATION_GROUP_SIZE = 5
@@ -275,6 +285,11 @@ _HIJACK_FAMILIES = np.array(
     ),
     dtype=np.intp,
 )
+# (family, class) cells that occur in the catalogue, and the cell of each template
+_T_PAIRS = list(zip(_T_FAMILY.tolist(), _T_CLASS.tolist(), strict=True))
+_CELLS: tuple[tuple[int, int], ...] = tuple(sorted(set(_T_PAIRS)))
+_T_CELL = np.array([_CELLS.index(pair) for pair in _T_PAIRS], dtype=np.intp)
+_N_CELLS = len(_CELLS)
 _IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _LEVELS = np.array([RISK_LEVELS[c] for c in RISK_CLASSES], dtype=np.float64)
 
@@ -297,6 +312,10 @@ class SimulatedNetwork:
         True for compromised agents.
     attack : (n_agents,) object
         Attack name of each compromised agent, None for honest ones.
+    hijack_family : (n_agents,) object
+        Ground truth for evaluation only: the command family targeted by each
+        ``semantic_hijack`` agent, None for every other agent. A detector must
+        never read it (it is what the detector has to find out).
     node : (n_agents,) int64
         Network node of each agent (every node holds at least one agent).
     attack_start : int
@@ -320,6 +339,9 @@ class SimulatedNetwork:
     attack_start: int
     params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    hijack_family: NDArray[np.object_] = field(
+        default_factory=lambda: np.empty(0, dtype=object)
+    )
 
     @property
     def n_agents(self) -> int:
@@ -588,13 +610,30 @@ def _window_features(
     q95 = int(np.ceil(0.95 * cpw)) - 1  # nearest-rank 95th percentile
     lat.partition(q95, axis=1)
     out[:, _IDX["latency_p95"]] = lat[:, q95]
-    # Largest standardised per-family bias: |sum_f resid| / sqrt(n_f); absent families add 0.
-    fam_key = (_T_FAMILY.take(tmpl) + (_N_FAMILIES * np.arange(n, dtype=np.intp))[:, None]).ravel()
-    fam_count = np.bincount(fam_key, minlength=n * _N_FAMILIES).reshape(n, _N_FAMILIES)
-    fam_rsum = np.bincount(fam_key, weights=resid.ravel(), minlength=n * _N_FAMILIES)
-    fam_stat = np.abs(fam_rsum.reshape(n, _N_FAMILIES)) / np.sqrt(np.maximum(fam_count, 1))
-    out[:, _IDX["family_bias_max"]] = fam_stat.max(axis=1)
+    out[:, _IDX["family_underrating"]] = _family_underrating(tmpl, resid)
     return out
+
+
+def _family_underrating(tmpl: NDArray[np.intp], resid: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Under-rating energy of each row: ``sum_c max(-sum_c resid, 0)**2 / n_c`` over cells.
+
+    Cells are the (family, class) pairs of the catalogue (:data:`_T_CELL`); absent
+    cells add 0. Squaring the standardised cell sums makes the statistic additive
+    over cells and over windows (a window mean accumulates the evidence), unlike a
+    per-window maximum, whose honest level absorbs the rare windows that hold a
+    targeted command.
+    """
+    n = tmpl.shape[0]
+    key = (_T_CELL.take(tmpl) + (_N_CELLS * np.arange(n, dtype=np.intp))[:, None]).ravel()
+    count = np.bincount(key, minlength=n * _N_CELLS).astype(np.float64)
+    under: NDArray[np.float64] = np.asarray(
+        np.bincount(key, weights=resid.ravel(), minlength=n * _N_CELLS), dtype=np.float64
+    )
+    np.negative(under, out=under)
+    np.maximum(under, 0.0, out=under)
+    under *= under
+    under /= np.maximum(count, 1.0)
+    return np.asarray(under.reshape(n, _N_CELLS).sum(axis=1), dtype=np.float64)
 
 
 # --------------------------------------------------------------------------- simulator
@@ -783,7 +822,9 @@ def simulate_network(
 
     features = windows[:, baseline_windows:, :].mean(axis=1)
     baseline_features = windows[:, :baseline_windows, :].mean(axis=1)
-    for arr in (windows, features, baseline_features, labels, attack, node):
+    target_family = np.full(n_agents, None, dtype=object)
+    target_family[hijack] = np.array(_FAMILIES, dtype=object)[hijack_family]
+    for arr in (windows, features, baseline_features, labels, attack, node, target_family):
         arr.flags.writeable = False
     return SimulatedNetwork(
         windows=windows,
@@ -796,4 +837,5 @@ def simulate_network(
         attack_start=start,
         params=params,
         seed=seed,
+        hijack_family=target_family,
     )
