@@ -114,7 +114,10 @@ def test_combined_pvalue_is_exact_full_conformal_rank() -> None:
     np.testing.assert_allclose(np.sort(ps) * 61, np.arange(1, 62))
 
 
-def test_combined_false_alarm_rate_in_band_over_many_calibrations() -> None:
+@pytest.mark.parametrize("names", [None, ("a", "b", "family_underrating")])
+def test_combined_false_alarm_rate_in_band_over_many_calibrations(
+    names: tuple[str, ...] | None,
+) -> None:
     """Clean false-alarm rate at alpha over many independent reference fleets.
 
     Given one calibration set the rate of an exact full-conformal p-value is
@@ -127,9 +130,34 @@ def test_combined_false_alarm_rate_in_band_over_many_calibrations() -> None:
     alarms = 0
     for r in range(reps):
         fleet = _fleet(rng, 160 + m)[:, :6]  # 80 fit, 80 calibrate, m judged
-        det = NetworkDetector(reference_windows=3, method="empirical", random_state=r).fit(fleet[:160])
+        det = NetworkDetector(
+            reference_windows=3, method="empirical", random_state=r, feature_names=names
+        ).fit(fleet[:160])
         alarms += int(det.detect(fleet[160:], alpha=alpha, fdr="none").flags.sum())
+    assert len(det.components_) == (3 if names is None else 4)
     n1 = det.n_calibration_ + 1
     exact = np.floor(alpha * n1) / n1
     sd = np.sqrt(exact * (1 - exact) * (n1 + m) / (n1 + 1) / (m * reps))
     assert abs(alarms / (m * reps) - exact) <= 3.5 * sd, (alarms / (m * reps), exact, sd)
+
+
+def test_focus_feature_gets_its_own_one_sided_change_test() -> None:
+    """A shift on the focus feature alone is caught by the ``family`` test, one-sided."""
+    rng = np.random.default_rng(3)
+    names = ("a", "b", "family_underrating")
+    reference = _fleet(rng, 3000)
+    det = NetworkDetector(reference_windows=4, method="ogk", feature_names=names).fit(reference)
+    assert det.components_ == ("change", "level", "cusum", "family") and det.focus_index_ == 2
+    plain = NetworkDetector(reference_windows=4, method="ogk", feature_names=("a", "b", "c"))
+    assert plain.fit(reference).components_ == ("change", "level", "cusum")
+    clean = _fleet(rng, 2000)
+    assert 0.03 <= det.detect(clean, alpha=0.05, fdr="none").flags.mean() <= 0.07
+    up, down = _fleet(rng, 200), _fleet(rng, 200)
+    up[:, 4:, 2] += 2.5  # larger = worse for the focus feature
+    down[:, 4:, 2] -= 2.5
+    p_up = det.detect(up, alpha=0.05, fdr="none").components["p_family"]
+    p_down = det.detect(down, alpha=0.05, fdr="none").components["p_family"]
+    assert np.median(p_up) < 0.01 < 0.9 < np.median(p_down)
+    with_focus = det.detect(up, alpha=0.05, fdr="none").flags.mean()
+    without = plain.detect(up, alpha=0.05, fdr="none").flags.mean()
+    assert with_focus > without
