@@ -152,3 +152,19 @@ def test_segment_moments_equal_per_segment_from_batch() -> None:
         np.testing.assert_allclose(part.m2, ref.m2, rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="segment lengths"):
         segment_moments(rows, np.array([1, 2]))
+
+
+def test_robust_combine_keeps_honest_nodes_when_there_are_few() -> None:
+    """With 4 honest nodes the MAD of 4 summaries is noisy; sampling error bounds the screen."""
+    from tcpkit.detect.combine import screen_mask
+
+    dropped = 0
+    for seed in range(200):
+        rng = np.random.default_rng(seed)
+        parts = [Moments.from_batch(rng.normal(size=(500, 6))) for _ in range(4)]
+        dropped += int((~screen_mask(parts, 5.0)).sum())
+    assert dropped == 0
+    rng = np.random.default_rng(1)
+    parts = [Moments.from_batch(rng.normal(size=(500, 6))) for _ in range(4)]
+    liar = Moments.from_batch(rng.normal(size=(500, 6)) + 3.0)
+    assert not screen_mask([*parts, liar], 5.0)[-1]

@@ -11,9 +11,13 @@ replicas with equal maps still get bit-identical baselines):
 1. **weight cap** - no node counts for more than ``weight_cap`` times the median
    node count (its mean and covariance are kept, its co-moments rescaled);
 2. **screening** - each node is summarised by its mean and its log variances;
-   a node whose summary lies more than ``z_threshold`` robust z-units (median and
-   MAD across nodes) from the median in any coordinate is left out, and the
-   rest are Chan-merged.
+   a node whose summary lies more than ``z_threshold`` robust z-units from the
+   median in any coordinate is left out, and the rest are Chan-merged. The unit
+   is the larger of the spread across nodes (MAD) and the node's own sampling
+   error (``sqrt(var / n)`` for a mean, ``sqrt(2 / (n - 1))`` for a log
+   variance): with few nodes the MAD of a handful of honest summaries can be
+   tiny by chance, and a node must not be dropped for deviating no more than
+   its own sample size explains.
 
 With fewer than half of the nodes lying, the medians stay honest, so gross lies
 are removed and subtle ones can move the result by at most about
@@ -59,8 +63,19 @@ def screen_mask(parts: Sequence[Moments], z_threshold: float) -> np.ndarray:
     # a spread of zero (identical honest summaries) must not turn rounding into outliers
     floor = 1e-9 * np.maximum(np.abs(centre), 1.0)
     spread = np.where(np.isfinite(spread), np.maximum(spread, floor), np.inf)
+    counts = np.array([float(p.n) for p in parts])
+    typical_var = np.nanmedian(variances, axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        sampling = np.concatenate(
+            [
+                np.sqrt(typical_var[None, :] / counts[:, None]),
+                np.repeat(np.sqrt(2.0 / (counts - 1.0))[:, None], means.shape[1], axis=1),
+            ],
+            axis=1,
+        )
+    sampling = np.where(np.isfinite(sampling), sampling, 0.0)
     with np.errstate(invalid="ignore"):
-        z = np.abs(summary - centre) / spread
+        z = np.abs(summary - centre) / np.maximum(spread[None, :], sampling)
     z = np.where(np.isnan(z), 0.0, z)  # nodes with one row have no variance to judge
     return np.asarray(np.max(z, axis=1) <= z_threshold)
 
