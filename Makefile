@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/tcpkit run --profile $(PROFILE)
 
-test: $(STAMP) lint typecheck pytest
+test: $(STAMP) lint typecheck pytest nbval
 
 lint: $(STAMP)
 	$(BIN)/ruff check tcpkit tests
@@ -34,6 +34,10 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+# every notebook top to bottom with its quick defaults; errors fail, outputs are not compared
+nbval: $(STAMP)
+	$(BIN)/pytest -q --nbval-lax -p no:cacheprovider notebooks/
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks
