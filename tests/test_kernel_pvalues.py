@@ -14,6 +14,7 @@ from tcpkit.detect.pvalues import (
     chi2_bh_reject,
     chi2_sf,
     chi2_sf_even,
+    conformal_bh_reject,
     conformal_pvalues,
 )
 
@@ -163,3 +164,136 @@ def test_chi2_bh_reject_edge_cases() -> None:
         chi2_bh_reject(np.array([1.0]), 4, 1.0)
     with pytest.raises(ValueError, match="NaN"):
         chi2_bh_reject(np.array([np.nan]), 4, 0.05)
+
+
+# -- conformal_bh_reject: candidates by one comparison, identical decisions ----------------
+
+_ALPHAS = [0.001, 0.01, 0.05, 0.1, 0.2, 0.25, 0.5]
+
+
+def _full_conformal_path(s: np.ndarray, cal: np.ndarray, alpha: float) -> np.ndarray:
+    p = conformal_pvalues(s, cal)
+    ours = bh_reject(p, alpha)[0]
+    if s.size:
+        np.testing.assert_array_equal(ours, multipletests(p, alpha=alpha, method="fdr_bh")[0])
+    return ours
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    scores=st.lists(st.integers(0, 40), min_size=0, max_size=60),
+    n_signals=st.integers(0, 20),
+    alpha=st.sampled_from(_ALPHAS),
+    n_cal_offset=st.sampled_from([-2, -1, 0, 1, 2, 7, 40]),
+    cal_levels=st.integers(1, 40),
+    seed=st.integers(0, 2**16),
+    dtypes=st.sampled_from(["64/64", "32/32", "32/64", "64/32"]),
+)
+def test_conformal_bh_reject_identical_to_full_path(
+    scores: list[int],
+    n_signals: int,
+    alpha: float,
+    n_cal_offset: int,
+    cal_levels: int,
+    seed: int,
+    dtypes: str,
+) -> None:
+    # n_cal around 1/alpha - 1 and 1/alpha (where the first p-value can reach alpha),
+    # scores and calibration on a coarse grid so that ties across and within them abound.
+    rng = np.random.default_rng(seed)
+    n_cal = max(1, round(1 / alpha) + n_cal_offset)
+    cal = np.sort(rng.integers(0, cal_levels, n_cal).astype(np.float64) / 4)
+    s = np.concatenate([np.array(scores, dtype=np.float64) / 4, 10.0 + rng.integers(0, 3, n_signals)])
+    s_dtype, cal_dtype = (np.float32 if x == "32" else np.float64 for x in dtypes.split("/"))
+    s, cal = s.astype(s_dtype), cal.astype(cal_dtype)
+    want = _full_conformal_path(s, cal, alpha)
+    got = conformal_bh_reject(s, cal, alpha)
+    assert got.dtype == np.bool_ and got.shape == s.shape
+    np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    n=st.integers(1, 3_000),
+    n_cal=st.sampled_from([9, 10, 19, 20, 99, 100, 101, 999, 1_000, 2_000]),
+    alpha=st.sampled_from(_ALPHAS),
+    shift=st.sampled_from([0.0, 2.0, 5.0]),
+    signal_fraction=st.sampled_from([0.0, 0.01, 0.2, 1.0]),
+    seed=st.integers(0, 2**16),
+)
+def test_conformal_bh_reject_identical_on_continuous_scores(
+    n: int, n_cal: int, alpha: float, shift: float, signal_fraction: float, seed: int
+) -> None:
+    rng = np.random.default_rng(seed)
+    cal = np.sort(rng.chisquare(8, n_cal))
+    s = rng.chisquare(8, n)
+    signals = rng.uniform(size=n) < signal_fraction
+    s[signals] += shift * 8
+    np.testing.assert_array_equal(conformal_bh_reject(s, cal, alpha), _full_conformal_path(s, cal, alpha))
+
+
+def test_conformal_bh_reject_at_the_calibration_size_boundary() -> None:
+    # alpha = 0.1: p = c / (n_cal + 1) reaches 0.1 first at n_cal + 1 = 10 (c = 1)
+    far = np.array([100.0])
+    for n_cal, possible in ((8, False), (9, True), (10, True)):
+        cal = np.arange(n_cal, dtype=np.float64)
+        assert conformal_bh_reject(far, cal, 0.1)[0] == possible
+        np.testing.assert_array_equal(conformal_bh_reject(far, cal, 0.1), _full_conformal_path(far, cal, 0.1))
+    # a score equal to the largest calibration score is not beyond it (ties count against it)
+    cal = np.arange(19, dtype=np.float64)
+    assert conformal_bh_reject(np.array([18.0]), cal, 0.05).tolist() == [False]
+    assert conformal_bh_reject(np.array([np.nextafter(18.0, 19.0)]), cal, 0.05).tolist() == [True]
+    # with m = 2 tests BH's first threshold is alpha / 2: 1/20 misses it, 1/100 passes
+    assert conformal_bh_reject(np.array([np.inf, 1.0]), cal, 0.05).tolist() == [False, False]
+    cal = np.arange(99, dtype=np.float64)
+    assert conformal_bh_reject(np.array([np.inf, 1.0]), cal, 0.05).tolist() == [True, False]
+
+
+def test_float64_calibration_for_float32_scores_keeps_exact_comparisons() -> None:
+    # calibration values that float32 cannot represent (or that overflow it), and float32
+    # scores on both sides of each of them
+    c = np.array([0.1, 1 / 3, 2.5, 1e-45, 3.0e38, 4.0e38])
+    cal = np.sort(np.concatenate([c, np.nextafter(c, 0), np.nextafter(c, np.inf)]))
+    with np.errstate(over="ignore"):
+        near = cal.astype(np.float32)
+    s32 = np.concatenate(
+        [near, np.nextafter(near, np.float32(np.inf)), np.nextafter(near, np.float32(-np.inf)), [np.float32(0)]]
+    ).astype(np.float32)
+    want = (1 + (cal[None, :] >= s32.astype(np.float64)[:, None]).sum(axis=1)) / (cal.size + 1)
+    np.testing.assert_array_equal(conformal_pvalues(s32, cal), want)
+    for alpha in (0.05, 0.1, 0.5):
+        np.testing.assert_array_equal(conformal_bh_reject(s32, cal, alpha), bh_reject(want, alpha)[0])
+    # float32 calibration, float64 scores: the calibration is widened exactly
+    cal32 = np.sort(np.array([0.1, 1 / 3, 2.5, 7.0], dtype=np.float32))
+    s64 = np.concatenate([cal32.astype(np.float64), np.nextafter(cal32.astype(np.float64), np.inf), [0.1, 1 / 3]])
+    want = (1 + (cal32.astype(np.float64)[None, :] >= s64[:, None]).sum(axis=1)) / (cal32.size + 1)
+    np.testing.assert_array_equal(conformal_pvalues(s64, cal32), want)
+
+
+def test_conformal_bh_reject_bad_input() -> None:
+    cal = np.arange(100.0)
+    assert conformal_bh_reject(np.array([]), cal, 0.05).shape == (0,)
+    with pytest.raises(ValueError, match="not sorted"):
+        conformal_bh_reject(np.ones(3), cal[::-1], 0.05)
+    with pytest.raises(ValueError, match="non-empty"):
+        conformal_bh_reject(np.ones(3), np.array([]), 0.05)
+    with pytest.raises(ValueError, match="scores contains NaN"):
+        conformal_bh_reject(np.array([1.0, np.nan]), cal, 0.05)
+    with pytest.raises(ValueError, match="1-D"):
+        conformal_bh_reject(np.ones((2, 2)), cal, 0.05)
+    for bad_alpha in (0.0, 1.0, float("nan"), True):
+        with pytest.raises(ValueError, match="alpha"):
+            conformal_bh_reject(np.ones(3), cal, bad_alpha)  # type: ignore[arg-type]
+
+
+def test_candidate_count_matches_the_pvalue_division_exactly() -> None:
+    from tcpkit.detect.pvalues import _largest_count_at_most
+
+    base = [0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 1 / 3, 0.7]
+    alphas = sorted({x for a in base for x in (a, np.nextafter(a, 0.0), np.nextafter(a, 1.0))})
+    for n_cal in range(1, 1_200):
+        n1 = n_cal + 1
+        p_levels = np.arange(n1 + 1, dtype=np.float64) / float(n1)  # the values conformal p can take
+        for alpha in alphas:
+            want = int(np.flatnonzero(p_levels <= alpha)[-1])
+            assert _largest_count_at_most(np.float64(alpha), n_cal) == want, (n_cal, alpha)

@@ -17,6 +17,15 @@ a few passes over memory:
 * :func:`chi2_bh_reject` -- the same decisions on chi-square p-values, computing the
   p-value only for agents beyond the ``1 - alpha`` quantile (the only ones BH can
   reject): the fast end-to-end path from distances to decisions.
+* :func:`conformal_bh_reject` -- the same for conformal p-values: a conformal p-value
+  is at most ``alpha`` only above one calibration score of known rank, so one
+  comparison per agent selects the candidates and the binary search runs only for
+  them.
+
+Scores and calibration scores are compared in the scores' own floating-point type:
+float32 scores are searched in a float32 copy of the calibration scores rounded
+towards minus infinity (which preserves every ``calibration < score`` comparison
+exactly), so no float64 copy of the scores is ever made.
 """
 
 from __future__ import annotations
@@ -116,6 +125,49 @@ def chi2_sf(d2: ArrayLike, d: int) -> NDArray[np.float64]:
     return np.asarray(special.chdtrc(float(dof), values.astype(np.float64, copy=False)))
 
 
+def _as_scores(scores: ArrayLike) -> NDArray[np.floating]:
+    s = np.asarray(scores)
+    if s.dtype not in (np.float32, np.float64):
+        s = s.astype(np.float64)
+    if s.ndim != 1:
+        raise ValueError(f"scores has shape {s.shape}: expected a 1-D array")
+    if s.size and np.isnan(s.max()):
+        raise ValueError("scores contains NaN values")
+    return s
+
+
+def _as_calibration(sorted_calibration: ArrayLike, check_sorted: bool) -> NDArray[np.floating]:
+    cal = np.asarray(sorted_calibration)
+    if cal.dtype not in (np.float32, np.float64):
+        cal = cal.astype(np.float64)
+    if cal.ndim != 1 or cal.size == 0:
+        raise ValueError(f"sorted_calibration has shape {cal.shape}: expected a non-empty 1-D array")
+    if not np.all(np.isfinite(cal)):
+        raise ValueError("sorted_calibration contains NaN or infinite values")
+    if check_sorted and cal.size > 1 and np.any(cal[1:] < cal[:-1]):
+        raise ValueError("sorted_calibration is not sorted in ascending order")
+    return cal
+
+
+def _in_dtype_of(cal: NDArray[np.floating], dtype: np.dtype[np.floating]) -> NDArray[np.floating]:
+    """``cal`` in ``dtype`` such that ``cal' < s`` iff ``cal < s`` for every ``s`` of ``dtype``.
+
+    float32 -> float64 is exact. float64 -> float32 rounds towards minus infinity: for
+    float32 ``s`` and real ``c``, ``s > c`` iff ``s`` is at least the smallest float32
+    above ``c``, iff ``s > floor32(c)``. The rounding is monotone, so the order is kept.
+    O(n_cal), instead of a float64 copy of all scores inside ``np.searchsorted``.
+    """
+    if cal.dtype == dtype:
+        return cal
+    if dtype == np.float64:
+        return cal.astype(np.float64)
+    with np.errstate(over="ignore"):
+        down = cal.astype(np.float32)
+    above = down.astype(np.float64) > cal
+    down[above] = np.nextafter(down[above], np.float32(-np.inf))
+    return down
+
+
 def conformal_pvalues(
     scores: ArrayLike, sorted_calibration: ArrayLike, *, check_sorted: bool = True
 ) -> NDArray[np.float64]:
@@ -133,20 +185,22 @@ def conformal_pvalues(
     (n,) float64 p-values in ``[1/(n_cal+1), 1]``. Valid (super-uniform) when the
     calibration scores and a clean test score are exchangeable; p < alpha is only
     possible when ``n_cal + 1 > 1/alpha``.
+
+    Notes
+    -----
+    The search runs in the scores' dtype (see :func:`_in_dtype_of`): comparisons are
+    exact whatever the two dtypes, and float32 scores are never copied to float64.
+    To decide at an FDR level, :func:`conformal_bh_reject` gives the same decisions
+    while searching only for the agents that can be rejected.
     """
-    s = np.asarray(scores)
-    cal = np.asarray(sorted_calibration)
-    if s.ndim != 1:
-        raise ValueError(f"scores has shape {s.shape}: expected a 1-D array")
-    if cal.ndim != 1 or cal.size == 0:
-        raise ValueError(f"sorted_calibration has shape {cal.shape}: expected a non-empty 1-D array")
-    if not np.all(np.isfinite(cal)):
-        raise ValueError("sorted_calibration contains NaN or infinite values")
-    if check_sorted and cal.size > 1 and np.any(cal[1:] < cal[:-1]):
-        raise ValueError("sorted_calibration is not sorted in ascending order")
-    if s.size and np.isnan(s.max()):
-        raise ValueError("scores contains NaN values")
-    n_cal = cal.size
+    cal = _as_calibration(sorted_calibration, check_sorted)
+    s = _as_scores(scores)
+    return _conformal_unchecked(s, _in_dtype_of(cal, s.dtype), cal.size)
+
+
+def _conformal_unchecked(
+    s: NDArray[np.floating], cal: NDArray[np.floating], n_cal: int
+) -> NDArray[np.float64]:
     below = np.searchsorted(cal, s, side="left")  # #{cal < s}
     out = np.subtract(n_cal + 1, below, dtype=np.float64)
     out /= float(n_cal + 1)
@@ -277,4 +331,64 @@ def chi2_bh_reject(d2: ArrayLike, d: int, alpha: float) -> NDArray[np.bool_]:
         p = chi2_sf(values[index], dof)
         candidates = np.flatnonzero(p <= a)
         reject[index[candidates[_bh_among_candidates(p[candidates], n, a)]]] = True
+    return reject
+
+
+def _largest_count_at_most(alpha: np.float64, n_cal: int) -> int:
+    """Largest ``c`` in ``[0, n_cal + 1]`` with ``float(c) / float(n_cal + 1) <= alpha``.
+
+    The same floating-point division as :func:`conformal_pvalues`, so the candidate set
+    below is exactly ``{p <= alpha}`` with no margin. Division by a positive number is
+    monotone in IEEE arithmetic, so stepping from ``floor(alpha * (n_cal + 1))`` finds it.
+    """
+    n1 = n_cal + 1
+    denominator = float(n1)
+    count = min(max(int(np.floor(float(alpha) * n1)), 0), n1)
+    while count < n1 and (count + 1) / denominator <= alpha:
+        count += 1
+    while count > 0 and count / denominator > alpha:
+        count -= 1
+    return count
+
+
+def conformal_bh_reject(
+    scores: ArrayLike, sorted_calibration: ArrayLike, alpha: float, *, check_sorted: bool = True
+) -> NDArray[np.bool_]:
+    """Benjamini-Hochberg decisions on conformal p-values, searching only for possible rejections.
+
+    Identical rejections to ``bh_reject(conformal_pvalues(scores, cal), alpha)[0]``.
+    BH at level ``alpha`` rejects only p-values ``<= alpha``; the conformal p-value
+    ``(n_cal + 1 - #{cal < s}) / (n_cal + 1)`` is at most ``alpha`` exactly when
+    ``#{cal < s} >= r`` with ``r = n_cal + 1 - c`` (``c`` the largest count whose
+    p-value is ``<= alpha``), i.e. when ``s > cal[r - 1]``. One comparison per agent
+    against that score selects the candidates; their exact p-values come from the
+    binary search, and BH runs over them with all ``n`` tests counted.
+
+    Parameters
+    ----------
+    scores : (n,) array of test scores (larger = more anomalous), float32 or float64.
+    sorted_calibration : (n_cal,) ascending scores of held-out clean agents.
+    alpha : FDR level in (0, 1).
+    check_sorted : verify the calibration order (O(n_cal)).
+
+    Returns
+    -------
+    (n,) bool array of rejections. Nothing can be rejected when
+    ``n_cal + 1 < 1/alpha`` (no p-value reaches ``alpha``): size the calibration set
+    to at least ``1/alpha`` points, and far more for power under FDR control.
+    """
+    cal = _as_calibration(sorted_calibration, check_sorted)
+    s = _as_scores(scores)
+    a = _check_alpha(alpha)
+    n, n_cal = s.size, cal.size
+    reject = np.zeros(n, dtype=np.bool_)
+    count = _largest_count_at_most(a, n_cal)
+    if n == 0 or count == 0:
+        return reject
+    searched = _in_dtype_of(cal, s.dtype)
+    threshold = searched[n_cal - count]  # cal[r - 1] with r = n_cal + 1 - count >= 1
+    index = np.flatnonzero(s > threshold)
+    if index.size:
+        p = _conformal_unchecked(s[index], searched, n_cal)
+        reject[index[_bh_among_candidates(p, n, a)]] = True
     return reject
