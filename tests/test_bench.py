@@ -40,6 +40,7 @@ METHODS = {
     "tcpkit_detect",
     "tcpkit_detect_all_p",
     "tcpkit_detect_conformal",
+    "tcpkit_detect_conformal_all_p",
     "scipy",
     "numpy",
     "sklearn",
@@ -88,6 +89,8 @@ def test_machine_bandwidth_and_agreement(result: dict[str, Any]) -> None:
     # float64 scoring agrees with scikit-learn on the same fit
     assert result["agreement"]["max_relative_difference"] < 1e-10
     assert result["agreement"]["detect_decisions_identical"] is True
+    rejections = result["agreement"]["detect_rejections"]
+    assert set(rejections) == {"chi2", "conformal"} and all(0 <= v <= 3_000 for v in rejections.values())
 
 
 def test_scaling_streaming_and_targets(result: dict[str, Any]) -> None:
@@ -100,6 +103,7 @@ def test_scaling_streaming_and_targets(result: dict[str, Any]) -> None:
     assert stream["within_budget"] is True
     names = [t["name"] for t in result["targets"]]
     assert "speedup_vs_sklearn" in names and "ratio_to_bandwidth_bound" in names
+    assert "end_to_end_conformal_ns_per_agent" in names
     assert all(t["applies"] is False for t in result["targets"])
     table = format_table(result)
     for label in ("tcpkit kernel", "scikit-learn", "bandwidth", "scaling", "memory efficiency"):
