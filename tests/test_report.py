@@ -62,3 +62,48 @@ def test_index_matrix_links_and_frozen(tmp_path: Path) -> None:
     assert _external(page) == []
     path = write_index(tmp_path / "reports", data)
     assert path.read_bytes() == render_index(data) or path.name == "index.html"
+
+
+def test_code_is_hidden_by_default_by_a_sibling_checkbox() -> None:
+    """The CSS hides `.input` inside `.notebook` unless the checkbox before it is ticked."""
+    from html.parser import HTMLParser
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("secret_code = 1")]
+    page = render_run_report(SUMMARY, nb).decode()
+    assert "#showcode:not(:checked) ~ .notebook .input" in page
+
+    class Siblings(HTMLParser):
+        def __init__(self) -> None:
+            super().__init__()
+            self.depth = 0
+            self.checkbox_depth: int | None = None
+            self.notebook_depth: int | None = None
+            self.code_in_input = False
+            self._in_input: int | None = None
+
+        def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+            a = dict(attrs)
+            if tag == "input" and a.get("id") == "showcode":
+                self.checkbox_depth = self.depth
+                return  # void element
+            classes = (a.get("class") or "").split()
+            if "notebook" in classes:
+                self.notebook_depth = self.depth
+            if "input" in classes and self._in_input is None:
+                self._in_input = self.depth
+            self.depth += 1
+
+        def handle_endtag(self, tag: str) -> None:
+            self.depth -= 1
+            if self._in_input is not None and self.depth == self._in_input:
+                self._in_input = None
+
+        def handle_data(self, data: str) -> None:
+            if self._in_input is not None and "secret_code" in data:
+                self.code_in_input = True
+
+    parser = Siblings()
+    parser.feed(page)
+    assert parser.checkbox_depth is not None and parser.checkbox_depth == parser.notebook_depth
+    assert parser.code_in_input

@@ -210,7 +210,9 @@ def render_run_report(summary: RunSummary, notebook: Mapping[str, Any] | None) -
         except Exception as exc:  # a report must still be written when nbconvert fails
             rendered = f"<p class=\"failed\">The notebook could not be rendered: {_e(exc)}</p>"
         body.append(
-            "<h2>Notebook</h2><label><input type=\"checkbox\" id=\"showcode\">show code</label>"
+            # the checkbox must be a sibling of .notebook for the CSS `~` rule to hide the code
+            "<h2>Notebook</h2><input type=\"checkbox\" id=\"showcode\">"
+            "<label for=\"showcode\">show code</label>"
             f"<div class=\"notebook\">{rendered}</div>"
         )
     return _page(f"{summary.component} {summary.gate}: {summary.decision}", "\n".join(body))
