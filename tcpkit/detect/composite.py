@@ -62,6 +62,7 @@ reference fleet accordingly.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -81,6 +82,16 @@ from tcpkit.detect.sequential import CusumDetector, CusumResult
 
 COMPONENTS = ("change", "level", "cusum")
 FAMILY_COMPONENT = "family"
+ESTIMATED_BASELINES = ("change", "level", "window")
+
+
+class KernelLike(Protocol):
+    """A scorer of squared Mahalanobis distances (e.g. :class:`tcpkit.detect.kernel.WhiteningKernel`)."""
+
+    def squared_distances(self, X: NDArray[np.float64]) -> NDArray[np.floating]: ...
+
+
+KernelFactory = Callable[[NDArray[np.float64], NDArray[np.float64]], KernelLike]
 
 
 class NetworkLike(Protocol):
@@ -185,11 +196,15 @@ class NetworkDetector:
     feature_names : names used in explanations.
     focus_feature : name of a feature given its own one-sided change test (component
         ``family``), larger = worse; ignored when ``feature_names`` does not contain it.
+    kernel_factory : optional ``factory(location, covariance) -> kernel`` whose
+        ``squared_distances(X)`` scores the three baselines (e.g. a deployment's tuned
+        production kernel). Default: each :class:`Baseline`'s own whitening kernel.
 
     Attributes (after fit)
     ----------------------
     change_ , level_ : fitted :class:`Baseline` for each static test.
     window_ : :class:`Baseline` of single-window changes (for the CUSUM statistic).
+    estimated_ : names of the baselines taken from ``fit``'s ``estimates`` (not fitted here).
     cusum_ : :class:`CusumDetector` with the frozen in-control reference.
     calibration_ : dict of sorted calibration scores per component.
     components_ : names of the tests run (COMPONENTS, plus "family" when used).
@@ -210,6 +225,7 @@ class NetworkDetector:
         feature_names: tuple[str, ...] | None = None,
         max_fit_agents: int = 1000,
         focus_feature: str | None = "family_underrating",
+        kernel_factory: KernelFactory | None = None,
     ) -> None:
         if isinstance(reference_windows, bool) or not isinstance(reference_windows, int | np.integer) or reference_windows < 1:
             raise BaselineError(f"reference_windows={reference_windows!r}: expected a positive integer")
@@ -221,12 +237,69 @@ class NetworkDetector:
         self.feature_names = feature_names
         self.max_fit_agents = int(max_fit_agents)
         self.focus_feature = focus_feature
+        self.kernel_factory = kernel_factory
 
     def _baseline(self) -> Baseline:
         return Baseline(self.method, random_state=self.random_state, feature_names=self.feature_names)
 
-    def fit(self, reference: ArrayLike) -> NetworkDetector:
-        """Fit on half of a vetted clean fleet's windows (n, n_windows, d); calibrate on the rest."""
+    def split(self, n_agents: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+        """The (fitting rows, calibration rows) that :meth:`fit` uses for ``n_agents`` reference agents.
+
+        Deterministic given ``random_state``: use it to compute baselines elsewhere (e.g.
+        per-node moments merged through the CRDT) on exactly the fitting agents.
+        """
+        if isinstance(n_agents, bool) or not isinstance(n_agents, int | np.integer) or n_agents < 40:
+            raise BaselineError(
+                f"reference has {n_agents!r} agents: at least 40 are needed (half fit, half calibrate)"
+            )
+        order = np.random.default_rng(self.random_state).permutation(int(n_agents))
+        n_fit = min(int(n_agents) // 2, self.max_fit_agents)
+        return np.sort(order[:n_fit]), np.sort(order[n_fit:])
+
+    def baseline_features(self, windows: ArrayLike) -> dict[str, NDArray[np.float64]]:
+        """The per-agent rows each baseline is fitted on, keyed like ``fit``'s ``estimates``.
+
+        ``change`` and ``level`` are (n, d); ``window`` is (n, n_windows - reference_windows, d),
+        one row per window after the reference period (its baseline is fitted on all of them).
+        """
+        w = _check_windows(windows, "windows")
+        if w.shape[1] <= self.reference_windows:
+            raise BaselineError(
+                f"windows has {w.shape[1]} windows: more than reference_windows={self.reference_windows} are needed"
+            )
+        feats = _features(w, self.reference_windows)
+        return {"change": feats.change, "level": feats.level, "window": feats.per_window}
+
+    def _given_baseline(self, name: str, estimate: tuple[ArrayLike, ArrayLike], d: int) -> Baseline:
+        try:
+            location, covariance = estimate
+        except (TypeError, ValueError):
+            raise BaselineError(f"estimates[{name!r}] must be a (location, covariance) pair") from None
+        try:
+            base = Baseline.from_estimate(location, covariance, feature_names=self.feature_names)
+        except BaselineError as exc:
+            raise BaselineError(f"estimates[{name!r}]: {exc}") from None
+        if base.n_features_in_ != d:
+            raise BaselineError(f"estimates[{name!r}] has {base.n_features_in_} features: the reference has {d}")
+        return base
+
+    def fit(
+        self,
+        reference: ArrayLike,
+        estimates: Mapping[str, tuple[ArrayLike, ArrayLike]] | None = None,
+    ) -> NetworkDetector:
+        """Fit on half of a vetted clean fleet's windows (n, n_windows, d); calibrate on the rest.
+
+        Parameters
+        ----------
+        reference : (n_agents, n_windows, d) windows of the vetted clean reference fleet.
+        estimates : optional ``{"change" | "level" | "window": (location, covariance)}``
+            computed elsewhere on the fitting agents of :meth:`split` (rows as given by
+            :meth:`baseline_features`), e.g. exact pooled moments of per-node summaries
+            merged through the CRDT. Baselines given here replace the ``method`` fit; the
+            others are fitted as usual. Calibration always uses the held-out agents, so the
+            p-values stay valid whatever estimate is given (a poor one costs power only).
+        """
         w = _check_windows(reference, "reference")
         if w.shape[1] <= self.reference_windows:
             raise BaselineError(
@@ -235,18 +308,33 @@ class NetworkDetector:
         n = w.shape[0]
         if n < 40:
             raise BaselineError(f"reference has {n} agents: at least 40 are needed (half fit, half calibrate)")
-        rng = np.random.default_rng(self.random_state)
-        order = rng.permutation(n)
-        n_fit = min(n // 2, self.max_fit_agents)
-        fit_rows, cal_rows = np.sort(order[:n_fit]), np.sort(order[n_fit:])
+        given = dict(estimates or {})
+        unknown = sorted(set(given) - set(ESTIMATED_BASELINES))
+        if unknown:
+            raise BaselineError(
+                f"estimates has unknown baselines {unknown}: choose from {', '.join(ESTIMATED_BASELINES)}"
+            )
+        fit_rows, cal_rows = self.split(n)
         feats = _features(w, self.reference_windows)
         d = w.shape[2]
+        rows = {
+            "change": feats.change[fit_rows],
+            "level": feats.level[fit_rows],
+            "window": feats.per_window[fit_rows].reshape(-1, d),
+        }
+        fitted = {
+            name: self._given_baseline(name, given[name], d) if name in given else self._baseline().fit(rows[name])
+            for name in ESTIMATED_BASELINES
+        }
         self.n_features_in_ = d
         self.n_windows_ = int(w.shape[1])
-        self.change_ = self._baseline().fit(feats.change[fit_rows])
-        self.level_ = self._baseline().fit(feats.level[fit_rows])
-        self.window_ = self._baseline().fit(feats.per_window[fit_rows].reshape(-1, d))
-        in_control = self.window_.mahalanobis(feats.per_window[fit_rows].reshape(-1, d))
+        self.change_, self.level_, self.window_ = fitted["change"], fitted["level"], fitted["window"]
+        self.estimated_ = tuple(name for name in ESTIMATED_BASELINES if name in given)
+        self._kernels: dict[str, KernelLike] = {}
+        if self.kernel_factory is not None:
+            for name, base in fitted.items():
+                self._kernels[name] = self.kernel_factory(base.location_, base.covariance_)
+        in_control = self._distances("window", rows["window"])
         self.cusum_ = CusumDetector(in_control, k=self.cusum_k, target_arl=self.target_arl)
         names = tuple(self.feature_names or ())
         self.focus_index_ = names.index(self.focus_feature) if self.focus_feature in names else -1
@@ -269,6 +357,14 @@ class NetworkDetector:
         self.n_calibration_ = int(cal_rows.size)
         return self
 
+    def _distances(self, name: str, X: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Squared distances to baseline ``name``: the injected kernel when given, else the Baseline's."""
+        kernel = self._kernels.get(name)
+        if kernel is None:
+            base: Baseline = getattr(self, f"{name}_")
+            return base.mahalanobis(X)
+        return np.asarray(kernel.squared_distances(np.ascontiguousarray(X, dtype=np.float64)), dtype=np.float64)
+
     def _ranks(self, scores: NDArray[np.float64]) -> NDArray[np.int64]:
         return np.column_stack(
             [_at_least(self.calibration_[name], scores[:, j]) for j, name in enumerate(self.components_)]
@@ -281,10 +377,10 @@ class NetworkDetector:
     def _component_scores(
         self, feats: _Features, rows: NDArray[np.intp] | slice
     ) -> dict[str, NDArray[np.float64]]:
-        change = self.change_.mahalanobis(feats.change[rows])
-        level = self.level_.mahalanobis(feats.level[rows])
+        change = self._distances("change", feats.change[rows])
+        level = self._distances("level", feats.level[rows])
         pw = feats.per_window[rows]
-        stream = self.window_.mahalanobis(pw.reshape(-1, pw.shape[2])).reshape(pw.shape[:2])
+        stream = self._distances("window", pw.reshape(-1, pw.shape[2])).reshape(pw.shape[:2])
         cusum = self.cusum_.run(stream)
         out = {"change": change, "level": level, "cusum": cusum.max_statistic}
         if self.focus_index_ >= 0:
@@ -297,7 +393,7 @@ class NetworkDetector:
         self._check_fitted()
         w = _check_windows(windows, "windows", self.n_features_in_)
         pw = _features(w, self.reference_windows).per_window
-        stream = self.window_.mahalanobis(pw.reshape(-1, pw.shape[2])).reshape(pw.shape[:2])
+        stream = self._distances("window", pw.reshape(-1, pw.shape[2])).reshape(pw.shape[:2])
         return self.cusum_.run(stream)
 
     def _check_fitted(self) -> None:
