@@ -179,7 +179,7 @@ def _cmd_keys_list(args: argparse.Namespace) -> int:
 @_registers
 def _add_verify(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = _add_command(
-        sub, "verify", "check every frozen module against its signed attestation", _cmd_verify
+        sub, "verify", "check every frozen module and every recorded gate run against its signed attestation", _cmd_verify
     )
     p.add_argument("--json", action="store_true", help="machine-readable result on stdout")
     p.add_argument("--root", default=".", metavar="DIR", help="workspace root (default: .)")
@@ -189,18 +189,22 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from tcpkit.release.runcheck import verify_gate_runs
     from tcpkit.release.signing import KeyError_, verify_workspace
+    from tcpkit.release.workspace import WorkspaceError
 
     try:
-        checks = verify_workspace(Path(args.root))
+        checks = verify_workspace(Path(args.root)) + verify_gate_runs(Path(args.root))
     except KeyError_ as exc:
         raise CheckFailed(f"trust list unusable: {exc}") from None
+    except WorkspaceError as exc:
+        raise CheckFailed(f"workspace unusable: {exc}") from None
     ok = all(check.ok for check in checks)
     if args.json:
         print(json.dumps({"ok": ok, "artifacts": [c.to_dict() for c in checks]}, indent=2))
         return EXIT_OK if ok else EXIT_FAILED
     if not checks:
-        print("no frozen artifacts in production/: nothing to verify (ok)")
+        print("no frozen artifacts in production/ and no gate runs: nothing to verify (ok)")
         return EXIT_OK
     for check in checks:
         if check.ok:

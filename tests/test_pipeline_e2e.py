@@ -202,6 +202,38 @@ def test_unknown_parameter_is_an_error_before_execution(project: Path, first_run
     assert len(_runs(project)) == before  # an error before execution: nothing ran
 
 
+def test_verify_checks_frozen_modules_and_every_gate_run(
+    project: Path, first_run: tuple[int, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from tcpkit.release.workspace import Workspace
+
+    capsys.readouterr()
+    assert main(["verify", "--json", "--root", str(project)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    names = [a["name"] for a in report["artifacts"]]
+    assert report["ok"] and "production/good.py" in names
+    assert sum(n.startswith("gate-run/") for n in names) == len(_runs(project))
+
+    # a report edited in the store after the fact is caught, named, and exit status 1
+    with Workspace.open(project) as ws:
+        run = next(r for r in ws.gate_runs() if r.component == "weak")
+        path = ws.store.path_of(run.report_digest)
+    original = path.read_bytes()
+    mode = path.stat().st_mode
+    try:
+        path.chmod(0o644)
+        path.write_bytes(original + b"<!-- edited -->")
+        assert main(["verify", "--root", str(project)]) == 1
+        err = capsys.readouterr().err
+        assert f"gate-run/weak/{run.gate}/{run.run_id}" in err and "corrupt" in err
+    finally:
+        path.write_bytes(original)
+        path.chmod(mode)
+    assert main(["verify", "--root", str(project)]) == 0
+
+
 def test_tampered_frozen_module_is_refused_and_blocks_dependents(
     project: Path, first_run: tuple[int, str], capsys: pytest.CaptureFixture[str]
 ) -> None:
