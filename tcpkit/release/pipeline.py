@@ -62,6 +62,10 @@ from tcpkit.release.report import RunSummary
 PIPELINE_FILE = Path("notebooks") / "pipeline.toml"
 REPORTS_DIR = "reports"
 KERNEL = "python3"
+# The kernel's own log (a TCP-transport warning on every start, a note when it is
+# interrupted at shutdown) would be printed between the progress lines; what a run
+# did or why it failed comes from the executed notebook, never from that log.
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
 START_TIMEOUT_S = 120.0
 _RUNNER = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
 
@@ -276,6 +280,7 @@ def execute(job: _Job, signer_label: str) -> _Execution:
             start_timeout=int(START_TIMEOUT_S),
             execution_timeout=int(max(1, round(job.spec.timeout_s))),
             cwd=str(job.notebook.parent),
+            extra_arguments=list(KERNEL_ARGUMENTS),
         )
     except Exception as exc:  # every failure mode of a run is a failed gate, never a crash
         error, error_cell = _describe_error(exc, job.spec.timeout_s)
