@@ -27,8 +27,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import nbformat
-
 from tcpkit.release.atomic import write_atomic
 
 PRODUCTION_DIR = "production"
@@ -118,6 +116,8 @@ def build_module(notebook_path: str | Path, *, display_name: str | None = None) 
     PromotionError
         The notebook cannot be read or an export cell is not valid Python.
     """
+    import nbformat  # here, not at import: load_frozen in every kernel must stay cheap
+
     path = Path(notebook_path)
     try:
         raw = path.read_bytes()
