@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tcpkit.detect.ancestor import ancestor_detect
 from tcpkit.detect.baseline import BaselineError
@@ -161,3 +163,85 @@ def test_focus_feature_gets_its_own_one_sided_change_test() -> None:
     with_focus = det.detect(up, alpha=0.05, fdr="none").flags.mean()
     without = plain.detect(up, alpha=0.05, fdr="none").flags.mean()
     assert with_focus > without
+
+
+def _reference_full_conformal_minp(
+    cal_scores: np.ndarray,
+    cal_rank: np.ndarray,
+    cal_key: np.ndarray,
+    test_scores: np.ndarray,
+    test_rank: np.ndarray,
+    test_key: np.ndarray,
+) -> np.ndarray:
+    """The O(n_cal) per agent definition (the implementation before _MinpIndex), kept as the oracle."""
+    n = cal_scores.shape[0]
+    t_stat = 1 + test_rank.min(axis=1)
+    bumped = cal_scores[None, :, :] <= test_scores[:, None, :]
+    stat = (cal_rank[None, :, :] + bumped).min(axis=2)
+    t = t_stat[:, None]
+    more = (stat < t).sum(axis=1)
+    tied = ((stat == t) & (cal_key[None, :] >= test_key[:, None])).sum(axis=1)
+    return (1 + more + tied) / (n + 1.0)
+
+
+@st.composite
+def _minp_case(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Calibration and judged scores on a coarse grid (many ties), judged rows partly copies of calibration rows."""
+    k = draw(st.sampled_from([1, 2, 3, 4]))
+    n = draw(st.integers(1, 30))
+    m = draw(st.integers(1, 30))
+    levels = draw(st.integers(1, 6))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    cal = rng.integers(0, levels, size=(n, k)).astype(np.float64)
+    test = rng.integers(-1, levels + 1, size=(m, k)).astype(np.float64)
+    copies = rng.random(m) < draw(st.sampled_from([0.0, 0.5, 1.0]))
+    test[copies] = cal[rng.integers(0, n, size=int(copies.sum()))]
+    if draw(st.booleans()):  # keys with ties too (in production a continuous function of the scores)
+        cal_key = rng.integers(0, 3, size=n).astype(np.float64)
+        test_key = rng.integers(0, 3, size=m).astype(np.float64)
+    else:
+        cal_key, test_key = np.log1p(cal).sum(axis=1), np.log1p(np.maximum(test, 0)).sum(axis=1)
+    return cal, test, cal_key, test_key
+
+
+@settings(max_examples=400, deadline=None)
+@given(_minp_case())
+def test_minp_index_equals_the_per_agent_definition(case: tuple[np.ndarray, ...]) -> None:
+    """The binary-search p-values equal the O(n_cal) definition exactly, ties included."""
+    from tcpkit.detect.composite import _at_least, _full_conformal_minp, _MinpIndex
+
+    cal, test, cal_key, test_key = case
+    cols = [np.sort(cal[:, j]) for j in range(cal.shape[1])]
+    cal_rank = np.column_stack([_at_least(c, cal[:, j]) for j, c in enumerate(cols)])
+    test_rank = np.column_stack([_at_least(c, test[:, j]) for j, c in enumerate(cols)])
+    expected = _reference_full_conformal_minp(cal, cal_rank, cal_key, test, test_rank, test_key)
+    index = _MinpIndex.build(cal, cal_rank, cal_key)
+    np.testing.assert_array_equal(index.pvalues(test, test_key), expected)
+    np.testing.assert_array_equal(
+        _full_conformal_minp(cal, cal_rank, cal_key, test, test_rank, test_key), expected
+    )
+
+
+@pytest.mark.parametrize("names", [None, ("a", "b", "family_underrating")])
+def test_detector_combined_pvalue_equals_the_per_agent_definition(names: tuple[str, ...] | None) -> None:
+    """End to end (3 and 4 components, CUSUM maxima tied at 0): detect's p-values match the oracle."""
+    from tcpkit.detect.composite import _features
+
+    rng = np.random.default_rng(11)
+    fleet = _fleet(rng, 260)[:, :6]
+    det = NetworkDetector(reference_windows=3, method="empirical", random_state=3, feature_names=names).fit(
+        fleet[:200]
+    )
+    judged = np.concatenate([fleet[200:], fleet[:200]])  # includes the calibration agents themselves
+    result = det.detect(judged, alpha=0.05)
+    _, cal_rows = det.split(200)
+    feats = _features(fleet[:200], 3)
+    cal_scores = det._component_scores(feats, cal_rows)
+    cal = np.column_stack([cal_scores[c] for c in det.components_])
+    test = np.column_stack([result.components[f"score_{c}"] for c in det.components_])
+    assert (cal[:, det.components_.index("cusum")] == 0).sum() > 1  # ties really occur
+    expected = _reference_full_conformal_minp(
+        cal, det._ranks(cal), det._tiebreak_key(cal), test, det._ranks(test), det._tiebreak_key(test)
+    )
+    np.testing.assert_array_equal(result.pvalues, expected)

@@ -120,12 +120,100 @@ def _check_windows(windows: ArrayLike, name: str, n_features: int | None = None)
     return w
 
 
-_CHUNK_ELEMENTS = 4_000_000  # judged agents x calibration agents x components per block
-
-
 def _at_least(sorted_cal: NDArray[np.float64], scores: NDArray[np.float64]) -> NDArray[np.int64]:
     """``#{calibration scores >= s}`` for every ``s`` (binary search)."""
     return np.asarray(sorted_cal.size - np.searchsorted(sorted_cal, scores, side="left"), dtype=np.int64)
+
+
+_MAX_MINP_COMPONENTS = 10  # the index holds up to 2**K - 1 copies of each calibration agent
+
+
+@dataclass(frozen=True)
+class _MinpIndex:
+    """Calibration agents arranged so the full-conformal min-p p-value costs O(K log n) per agent.
+
+    Why it is exact: let ``a_ij = #{cal >= c_ij}`` (agent ``i``'s rank in component ``j``),
+    ``m_i = min_j a_ij`` and ``M_i`` the components attaining it. When a judged agent
+    with scores ``s`` and ranks ``r_j = #{cal >= s_j}`` joins, ``a_ij`` grows by
+    ``b_ij = [c_ij <= s_j]``, so agent ``i``'s statistic is ``m_i`` or ``m_i + 1``. With
+    ``R = min_j r_j`` the judged agent's statistic is ``R + 1``, and only agents with
+    ``m_i`` in ``{R, R + 1}`` can change side; for them ``b_ij`` depends on ``j`` and
+    the judged agent alone:
+
+    * ``a_ij = R``: ``b_ij = 1`` iff ``c_ij = s_j``, i.e. iff ``e_j``: ``r_j = R`` and
+      ``s_j`` occurs in calibration column ``j`` (distinct values have distinct ranks);
+    * ``a_ij = R + 1``: ``b_ij = 1`` iff ``f_j``: ``r_j = R``, or ``r_j = R + 1`` and
+      ``s_j`` occurs in column ``j``.
+
+    Hence ``#{stat_i < R + 1} = #{m_i < R} + #{m_i = R, M_i meets not-e}`` and
+    ``#{stat_i = R + 1, key_i >= key} = #{m_i = R + 1, M_i meets not-f, key_i >= key}
+    + #{m_i = R, M_i inside e, key_i >= key}``. Each count is a range count over the
+    agents whose ``M_i`` meets a given component subset ``g``: ``codes`` holds, sorted,
+    ``g * stride**2 + m_i * stride + q_i`` for every such pair (``q_i`` = rank of
+    ``key_i`` among the calibration keys, ``stride = n + 1``), and one binary search
+    answers each bound.
+    """
+
+    sorted_columns: tuple[NDArray[np.float64], ...]  # each calibration column, ascending
+    sorted_keys: NDArray[np.float64]
+    codes: NDArray[np.int64]
+    n: int
+
+    @classmethod
+    def build(
+        cls, cal_scores: NDArray[np.float64], cal_rank: NDArray[np.int64], cal_key: NDArray[np.float64]
+    ) -> _MinpIndex:
+        n, k = cal_scores.shape
+        if not 1 <= k <= _MAX_MINP_COMPONENTS:
+            raise BaselineError(f"{k} components: the min-p calibration supports 1 to {_MAX_MINP_COMPONENTS}")
+        rank = np.asarray(cal_rank, dtype=np.int64)
+        m = rank.min(axis=1)
+        attains = (rank == m[:, None]).astype(np.int64) @ (np.int64(1) << np.arange(k, dtype=np.int64))
+        sorted_keys = np.sort(cal_key)
+        q = np.searchsorted(sorted_keys, cal_key, side="left").astype(np.int64)
+        stride = np.int64(n + 1)
+        subsets = np.arange(1, 1 << k, dtype=np.int64)
+        rows, cols = np.nonzero((attains[:, None] & subsets[None, :]) != 0)
+        codes = np.sort(subsets[cols] * stride * stride + m[rows] * stride + q[rows])
+        columns = tuple(np.sort(cal_scores[:, j]) for j in range(k))
+        return cls(columns, sorted_keys, codes, int(n))
+
+    def _count(self, subset: NDArray[np.int64], lo: NDArray[np.int64], hi: NDArray[np.int64]) -> NDArray[np.int64]:
+        """Per agent, the calibration agents whose ``M_i`` meets ``subset`` with ``lo <= m * stride + q < hi``."""
+        base = subset * np.int64(self.n + 1) ** 2
+        return np.asarray(
+            np.searchsorted(self.codes, base + hi, side="left") - np.searchsorted(self.codes, base + lo, side="left"),
+            dtype=np.int64,
+        )
+
+    def pvalues(self, test_scores: NDArray[np.float64], test_key: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``#{agents of calibration + judged at least as extreme} / (n + 1)`` for each judged agent."""
+        n = self.n
+        k = len(self.sorted_columns)
+        ranks = np.empty((test_scores.shape[0], k), dtype=np.int64)
+        present = np.empty(ranks.shape, dtype=bool)
+        for j, col in enumerate(self.sorted_columns):
+            left = np.searchsorted(col, test_scores[:, j], side="left")
+            ranks[:, j] = n - left
+            present[:, j] = np.searchsorted(col, test_scores[:, j], side="right") > left
+        r = ranks.min(axis=1)
+        bits = np.int64(1) << np.arange(k, dtype=np.int64)
+        e = (ranks == r[:, None]) & present
+        f = (ranks == r[:, None]) | ((ranks == r[:, None] + 1) & present)
+        not_e = (~e).astype(np.int64) @ bits
+        not_f = (~f).astype(np.int64) @ bits
+        every = np.full(r.shape, (1 << k) - 1, dtype=np.int64)
+        q = np.searchsorted(self.sorted_keys, test_key, side="left").astype(np.int64)
+        stride = np.int64(n + 1)
+        at_r, at_r1, at_r2 = r * stride, (r + 1) * stride, (r + 2) * stride
+        zero = np.zeros_like(r)
+        more = self._count(every, zero, at_r) + self._count(not_e, at_r, at_r1)
+        tied = (
+            self._count(not_f, at_r1 + q, at_r2)
+            + self._count(every, at_r + q, at_r1)
+            - self._count(not_e, at_r + q, at_r1)
+        )
+        return np.asarray((1 + more + tied) / (n + 1.0), dtype=np.float64)
 
 
 def _full_conformal_minp(
@@ -140,25 +228,15 @@ def _full_conformal_minp(
 
     ``cal_scores`` (n, c) and ``test_scores`` (m, c) are raw component scores;
     ``cal_rank[i, j] = #{cal >= cal_scores[i, j]}`` (itself included) and
-    ``test_rank[t, j] = #{cal >= test_scores[t, j]}``. With the judged agent added, a
+    ``test_rank[t, j] = #{cal >= test_scores[t, j]}`` (recomputed from the sorted
+    columns, accepted for the caller's convenience). With the judged agent added, a
     calibration agent's rank in component ``j`` grows by one exactly when the judged
     agent's score is at least its own. Returns ``#{agents of the set at least as
-    extreme} / (n + 1)`` with the judged agent counted.
+    extreme} / (n + 1)`` with the judged agent counted. Builds a :class:`_MinpIndex`;
+    callers judging many batches against one calibration should build it once.
     """
-    n = cal_scores.shape[0]
-    m = test_scores.shape[0]
-    out = np.empty(m, dtype=np.float64)
-    t_stat = 1 + test_rank.min(axis=1)
-    block = max(1, _CHUNK_ELEMENTS // max(1, n * cal_scores.shape[1]))
-    for lo in range(0, m, block):
-        hi = min(lo + block, m)
-        bumped = cal_scores[None, :, :] <= test_scores[lo:hi, None, :]
-        stat = (cal_rank[None, :, :] + bumped).min(axis=2)  # (block, n)
-        t = t_stat[lo:hi, None]
-        more = (stat < t).sum(axis=1)
-        tied = ((stat == t) & (cal_key[None, :] >= test_key[lo:hi, None])).sum(axis=1)
-        out[lo:hi] = (1 + more + tied) / (n + 1.0)
-    return out
+    del test_rank
+    return _MinpIndex.build(cal_scores, cal_rank, cal_key).pvalues(test_scores, test_key)
 
 
 @dataclass(frozen=True)
@@ -351,9 +429,8 @@ class NetworkDetector:
         )
         cal_scores = self._component_scores(feats, cal_rows)
         self.calibration_ = {name: np.sort(s) for name, s in cal_scores.items()}
-        self._cal_matrix = np.column_stack([cal_scores[name] for name in self.components_])
-        self._cal_rank = self._ranks(self._cal_matrix)
-        self._cal_key = self._tiebreak_key(self._cal_matrix)
+        cal_matrix = np.column_stack([cal_scores[name] for name in self.components_])
+        self._minp_index = _MinpIndex.build(cal_matrix, self._ranks(cal_matrix), self._tiebreak_key(cal_matrix))
         self.n_calibration_ = int(cal_rows.size)
         return self
 
@@ -423,10 +500,7 @@ class NetworkDetector:
         }
         min_p = np.minimum.reduce([p[name] for name in self.components_])
         matrix = np.column_stack([scores[name] for name in self.components_])
-        combined = _full_conformal_minp(
-            self._cal_matrix, self._cal_rank, self._cal_key,
-            matrix, self._ranks(matrix), self._tiebreak_key(matrix),
-        )
+        combined = self._minp_index.pvalues(matrix, self._tiebreak_key(matrix))
         n_cal = self.n_calibration_
         if fdr == "none" and n_cal + 1 < 1.0 / alpha:
             raise BaselineError(
