@@ -53,6 +53,13 @@ MAX_NODE_ID_BYTES = 255
 MAX_SIGNATURE_BYTES = 8192
 
 
+DIGEST_MAGIC = b"TCPD"
+DIGEST_FORMAT_VERSION = 1
+_DIGEST_HEADER = struct.Struct("<4sBI")
+_DIGEST_ENTRY = struct.Struct("<QQ8s")  # after a 1-byte name length and the name
+FINGERPRINT_BYTES = 8
+
+
 class StateFormatError(ValueError):
     """A serialised replica state that is truncated, garbled or of an unknown version."""
 
@@ -136,6 +143,15 @@ class Entry:
     def signing_bytes(self) -> bytes:
         return signing_bytes(self.node_id, self.version, self.payload)
 
+    @property
+    def summary(self) -> tuple[int, int, bytes]:
+        """``(incarnation, counter, payload-digest prefix)``: what a :class:`Digest` carries.
+
+        Ordered like :attr:`order_key` except between entries that share a version and a
+        64-bit payload-digest prefix, which only a misbehaving writer produces.
+        """
+        return (self.version.incarnation, self.version.counter, self._digest[:FINGERPRINT_BYTES])
+
 
 def signing_bytes(node_id: str, version: Version, payload: bytes) -> bytes:
     """The exact bytes a node signs: domain tag, node id, version and payload, length-prefixed."""
@@ -217,6 +233,26 @@ class State:
             return merge_all(parts)
         return combine(parts)
 
+    def digest(self) -> Digest:
+        """The version vector of this map (what a peer needs to compute a delta for us)."""
+        return Digest({key: e.summary for key, e in self.entries.items()})
+
+    def delta(self, digest: Digest) -> State:
+        """The entries a peer holding ``digest`` is missing or holds in an older version.
+
+        Joining the result into the peer's map gives the same map as joining the whole
+        state: every entry left out is one the peer already has at least as new.
+        """
+        if not isinstance(digest, Digest):
+            raise TypeError(f"delta needs a Digest, not {type(digest).__name__}")
+        known = digest.versions
+        keep = {
+            key: e
+            for key, e in self.entries.items()
+            if key not in known or e.summary > known[key]
+        }
+        return State(keep)
+
     # --- wire format --------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """Serialise every entry (sorted by node id) with a CRC-32 trailer."""
@@ -281,6 +317,93 @@ class State:
         if len(set(keys)) != len(keys):
             raise StateFormatError("state message lists a node id twice")
         return cls.of(entries)
+
+
+@dataclass(frozen=True, eq=False)
+class Digest:
+    """A replica's version vector: ``node_id -> (incarnation, counter, fingerprint)``.
+
+    The first message of a delta anti-entropy exchange: it is much smaller than the
+    state (no moments payloads), and lets the peer answer with :meth:`State.delta`.
+    The fingerprint is the first 8 bytes of the entry's payload digest, so two entries
+    of one version with different payloads are told apart.
+    """
+
+    versions: Mapping[str, tuple[int, int, bytes]]
+
+    def __post_init__(self) -> None:
+        checked: dict[str, tuple[int, int, bytes]] = {}
+        for key in sorted(self.versions):
+            _check_node_id(key)
+            inc, ctr, fp = self.versions[key]
+            Version(inc, ctr)
+            if not isinstance(fp, bytes) or len(fp) != FINGERPRINT_BYTES:
+                raise ValueError(f"digest fingerprint of {key!r} must be {FINGERPRINT_BYTES} bytes")
+            checked[key] = (inc, ctr, fp)
+        object.__setattr__(self, "versions", MappingProxyType(checked))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Digest):
+            return NotImplemented
+        return dict(self.versions) == dict(other.versions)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.versions.items()))
+
+    def __len__(self) -> int:
+        return len(self.versions)
+
+    def to_bytes(self) -> bytes:
+        """Header, then per key (sorted): name length (1 byte), name, incarnation, counter,
+        fingerprint; a CRC-32 trailer."""
+        chunks = [_DIGEST_HEADER.pack(DIGEST_MAGIC, DIGEST_FORMAT_VERSION, len(self.versions))]
+        for key, (inc, ctr, fp) in self.versions.items():
+            name = key.encode("utf-8")
+            chunks += [bytes([len(name)]), name, _DIGEST_ENTRY.pack(inc, ctr, fp)]
+        body = b"".join(chunks)
+        return body + _TRAILER.pack(zlib.crc32(body))
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Digest:
+        """Parse :meth:`to_bytes`; anything truncated or garbled is refused as a whole."""
+        raw = bytes(data)
+        if len(raw) < _DIGEST_HEADER.size + _TRAILER.size:
+            raise StateFormatError(f"digest message is truncated: {len(raw)} bytes")
+        body, (crc,) = raw[: -_TRAILER.size], _TRAILER.unpack_from(raw, len(raw) - _TRAILER.size)
+        magic, version, count = _DIGEST_HEADER.unpack_from(body)
+        if magic != DIGEST_MAGIC:
+            raise StateFormatError(f"digest message has bad magic {magic!r}, expected {DIGEST_MAGIC!r}")
+        if version != DIGEST_FORMAT_VERSION:
+            raise StateFormatError(
+                f"digest message has format version {version}, this reader knows {DIGEST_FORMAT_VERSION}"
+            )
+        if zlib.crc32(body) != crc:
+            raise StateFormatError("digest message fails its CRC-32 checksum: truncated or garbled")
+        pos = _DIGEST_HEADER.size
+        versions: dict[str, tuple[int, int, bytes]] = {}
+        try:
+            for _ in range(count):
+                name_len = body[pos]
+                name = body[pos + 1 : pos + 1 + name_len].decode("utf-8")
+                pos += 1 + name_len
+                inc, ctr, fp = _DIGEST_ENTRY.unpack_from(body, pos)
+                pos += _DIGEST_ENTRY.size
+                if name in versions:
+                    raise StateFormatError("digest message lists a node id twice")
+                versions[name] = (inc, ctr, fp)
+        except (IndexError, struct.error, UnicodeDecodeError) as exc:
+            raise StateFormatError(f"digest message has a malformed entry: {exc}") from None
+        if pos != len(body):
+            raise StateFormatError(f"digest message has {len(body) - pos} trailing bytes")
+        try:
+            return cls(versions)
+        except ValueError as exc:
+            raise StateFormatError(f"digest message has an invalid entry: {exc}") from None
+
+
+def digest_message_size(n_entries: int, name_bytes: int) -> int:
+    """Bytes of a :meth:`Digest.to_bytes` message with ``n_entries`` names of ``name_bytes`` each."""
+    return _DIGEST_HEADER.size + _TRAILER.size + n_entries * (1 + name_bytes + _DIGEST_ENTRY.size)
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,12 @@ from __future__ import annotations
 
 import hashlib
 import math
+import struct
 import tempfile
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,14 +52,18 @@ from tcpkit.detect.crdt import (
     _ENTRY_HEADER,
     _STATE_HEADER,
     _TRAILER,
+    Digest,
     Entry,
     Replica,
     State,
+    StateFormatError,
     Version,
+    digest_message_size,
 )
 from tcpkit.detect.moments import Moments
 
 Engine = Literal["auto", "matrix", "replica"]
+Exchange = Literal["delta", "full"]
 CombineSpec = str | Mapping[str, Any] | Callable[[Sequence[Moments]], Moments]
 
 CRASH_WINDOW = (1, 5)  # crash rounds are drawn from [1, 5)
@@ -92,7 +98,8 @@ class GossipResult:
     rounds : int
         Rounds run until convergence (``max_rounds`` when it did not converge).
     bytes_per_node : float
-        Mean bytes sent per node (full-state push-pull messages).
+        Mean bytes sent per node: every message's serialised size (digests, deltas and
+        replies in ``delta`` mode, whole states in ``full`` mode), lost ones included.
     max_bytes_per_node : int
         The most bytes any single node sent.
     max_rel_error : float
@@ -121,6 +128,7 @@ class GossipResult:
     baseline: Moments
     reference: Moments
     engine: str
+    exchange: str = "delta"
 
 
 def relative_error(estimate: Moments, reference: Moments) -> float:
@@ -219,6 +227,53 @@ class _Messages:
     src: NDArray[np.int64]
     dst: NDArray[np.int64]
     due: NDArray[np.int64]  # delivery round
+    idx: NDArray[np.int64]  # which sent message this copy is
+
+
+def _faults(
+    rng: np.random.Generator,
+    r: int,
+    src: NDArray[np.int64],
+    dst: NDArray[np.int64],
+    loss: float,
+    duplicate: float,
+    delay: float,
+    reorder: float,
+    groups: NDArray[np.int64] | None,
+) -> tuple[_Messages, int, int]:
+    """Draw the fate of messages ``src[k] -> dst[k]`` sent in round ``r``.
+
+    Returns the delivered copies (``idx`` points back at the sent message), and the
+    numbers lost and duplicated.
+    """
+    m = src.size
+    lost = rng.random(m) < loss
+    if groups is not None:
+        lost |= groups[src] != groups[dst]
+    late = rng.geometric(1.0 - delay, size=m) - 1 if delay > 0 else np.zeros(m, dtype=np.int64)
+    held = np.where(rng.random(m) < reorder, rng.integers(1, 4, size=m), 0)
+    due = r + late + held
+    dup = (rng.random(m) < duplicate) & ~lost
+    dup_due = due + rng.integers(0, 3, size=m)
+    keep = ~lost
+    idx = np.arange(m)
+    msgs = _Messages(
+        src=np.concatenate([src[keep], src[dup]]),
+        dst=np.concatenate([dst[keep], dst[dup]]),
+        due=np.concatenate([due[keep], dup_due[dup]]),
+        idx=np.concatenate([idx[keep], idx[dup]]),
+    )
+    return msgs, int(lost.sum()), int(dup.sum())
+
+
+def _contacts(
+    rng: np.random.Generator, alive: NDArray[np.bool_], n: int, fanout: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """(initiator, peer) pairs of one round: every live node picks ``fanout`` other nodes."""
+    initiators = np.flatnonzero(alive)
+    peers = rng.integers(0, n - 1, size=(initiators.size, fanout))
+    peers += peers >= initiators[:, None]
+    return np.repeat(initiators, fanout), peers.ravel()
 
 
 def _round_messages(
@@ -233,32 +288,14 @@ def _round_messages(
     reorder: float,
     groups: NDArray[np.int64] | None,
 ) -> tuple[_Messages, int, int, NDArray[np.int64]]:
-    """Messages sent in round ``r``: returns (delivered copies, n_lost, n_duplicated, senders)."""
-    initiators = np.flatnonzero(alive)
-    peers = rng.integers(0, n - 1, size=(initiators.size, fanout))
-    peers += peers >= initiators[:, None]
-    a = np.repeat(initiators, fanout)
-    b = peers.ravel()
+    """Full-state messages sent in round ``r``: (delivered copies, n_lost, n_duplicated, senders)."""
+    a, b = _contacts(rng, alive, n, fanout)
     # the pull reply exists only when the peer is up (it is computed from its state now)
     reply = alive[b]
     src = np.concatenate([a, b[reply]])
     dst = np.concatenate([b, a[reply]])
-    m = src.size
-    lost = rng.random(m) < loss
-    if groups is not None:
-        lost |= groups[src] != groups[dst]
-    late = rng.geometric(1.0 - delay, size=m) - 1 if delay > 0 else np.zeros(m, dtype=np.int64)
-    held = np.where(rng.random(m) < reorder, rng.integers(1, 4, size=m), 0)
-    due = r + late + held
-    dup = (rng.random(m) < duplicate) & ~lost
-    dup_due = due + rng.integers(0, 3, size=m)
-    keep = ~lost
-    msgs = _Messages(
-        src=np.concatenate([src[keep], src[dup]]),
-        dst=np.concatenate([dst[keep], dst[dup]]),
-        due=np.concatenate([due[keep], dup_due[dup]]),
-    )
-    return msgs, int(lost.sum()), int(dup.sum()), src
+    msgs, n_lost, n_dup = _faults(rng, r, src, dst, loss, duplicate, delay, reorder, groups)
+    return msgs, n_lost, n_dup, src
 
 
 # --- engines --------------------------------------------------------------------------------
@@ -280,6 +317,11 @@ class _MatrixEngine:
         name_len = len(_node_name(0))
         payload = len(candidates[0][0].payload)
         self.entry_bytes = _ENTRY_HEADER.size + name_len + payload
+        self.name_len = name_len
+        self.digest_entry = digest_message_size(1, name_len) - digest_message_size(0, name_len)
+        summaries = [[e.summary for e in c] for c in candidates]
+        if any(len(set(c)) != len(c) for c in summaries):
+            raise ValueError("two versions of one key share a version and a payload fingerprint")
         self.header_bytes = _STATE_HEADER.size + _TRAILER.size
         self.pending: dict[int, list[tuple[NDArray[np.int64], NDArray[np.uint8]]]] = defaultdict(list)
 
@@ -325,6 +367,53 @@ class _MatrixEngine:
             ok = alive[dsts]
             _or_into(self.state, dsts[ok], rows, np.flatnonzero(ok))
 
+    # --- delta exchange: digest, reply (delta + digest), ack (delta) -----------------------
+    def _known(self, rows: NDArray[np.uint8]) -> NDArray[np.int64]:
+        return np.bitwise_count(rows[:, : self.width]).sum(axis=1, dtype=np.int64)
+
+    def _delta(
+        self, have: NDArray[np.uint8], digest: NDArray[np.uint8]
+    ) -> tuple[NDArray[np.uint8], NDArray[np.int64]]:
+        """Rows of ``have`` restricted to keys whose rank exceeds the digest's, and their counts."""
+        k = have.shape[0]
+        out = np.empty_like(have)
+        counts = np.empty(k, dtype=np.int64)
+        for s in range(0, k, 4096):
+            h, d = have[s : s + 4096], digest[s : s + 4096]
+            newer = np.bitwise_and(h, np.bitwise_not(d)).reshape(-1, self.planes, self.width)
+            mask = np.bitwise_or.reduce(newer, axis=1)
+            out[s : s + 4096] = np.bitwise_and(h, np.tile(mask, (1, self.planes)))
+            counts[s : s + 4096] = np.bitwise_count(mask).sum(axis=1, dtype=np.int64)
+        return out, counts
+
+    def _state_size(self, count: NDArray[np.int64]) -> NDArray[np.int64]:
+        return self.header_bytes + count * self.entry_bytes
+
+    def _digest_size(self, known: NDArray[np.int64]) -> NDArray[np.int64]:
+        return np.asarray(digest_message_size(0, self.name_len) + known * self.digest_entry, np.int64)
+
+    def make_digests(self, src: NDArray[np.int64]) -> tuple[Any, NDArray[np.int64]]:
+        rows = self.state[src]
+        return rows, self._digest_size(self._known(rows))
+
+    def make_replies(
+        self, digests: NDArray[np.uint8], responders: NDArray[np.int64]
+    ) -> tuple[Any, NDArray[np.int64]]:
+        have = self.state[responders]
+        delta, count = self._delta(have, digests)
+        size = _REPLY_PREFIX.size + self._state_size(count) + self._digest_size(self._known(have))
+        return (delta, have), size
+
+    def make_acks(
+        self, replies: tuple[NDArray[np.uint8], NDArray[np.uint8]], receivers: NDArray[np.int64]
+    ) -> tuple[Any, NDArray[np.int64]]:
+        delta, count = self._delta(self.state[receivers], replies[1])
+        return delta, self._state_size(count)
+
+    def apply(self, deltas: Any, dst: NDArray[np.int64], rng: np.random.Generator, reply: bool) -> None:
+        rows = deltas[0] if reply else deltas
+        _or_into(self.state, dst, rows, np.arange(dst.size))
+
     def coverage(self, final: NDArray[np.uint8], alive: NDArray[np.bool_]) -> tuple[float, bool]:
         """(fraction of live cells holding the final entry, every row equals ``final``)."""
         diff = np.bitwise_xor(self.state, final).reshape(self.n, self.planes, self.width)
@@ -366,6 +455,18 @@ def _or_into(
             part = idx[s : s + batch]
             rows = dst[part]
             target[rows] = np.bitwise_or(target[rows], source[src[part]])
+
+
+_REPLY_PREFIX = struct.Struct("<I")  # a reply is: len(delta state) | delta state | digest
+
+
+def _split_reply(blob: bytes) -> tuple[bytes, bytes]:
+    """(delta state bytes, digest bytes) of a reply message."""
+    (length,) = _REPLY_PREFIX.unpack_from(blob)
+    end = _REPLY_PREFIX.size + length
+    if end > len(blob):
+        raise StateFormatError("reply message is truncated")
+    return blob[_REPLY_PREFIX.size : end], blob[end:]
 
 
 class _ReplicaEngine:
@@ -411,6 +512,32 @@ class _ReplicaEngine:
             if alive[d]:
                 self.replicas[d].receive(blob)
 
+    # --- delta exchange on the wire --------------------------------------------------------
+    def make_digests(self, src: NDArray[np.int64]) -> tuple[Any, NDArray[np.int64]]:
+        wire = {int(i): self.replicas[int(i)].state.digest().to_bytes() for i in np.unique(src)}
+        blobs = [wire[int(i)] for i in src]
+        return blobs, np.array([len(b) for b in blobs], dtype=np.int64)
+
+    def make_replies(self, digests: list[bytes], responders: NDArray[np.int64]) -> tuple[Any, NDArray[np.int64]]:
+        blobs = []
+        for blob, i in zip(digests, responders.tolist(), strict=True):
+            state = self.replicas[i].state
+            delta = state.delta(Digest.from_bytes(blob)).to_bytes()
+            blobs.append(_REPLY_PREFIX.pack(len(delta)) + delta + state.digest().to_bytes())
+        return blobs, np.array([len(b) for b in blobs], dtype=np.int64)
+
+    def make_acks(self, replies: list[bytes], receivers: NDArray[np.int64]) -> tuple[Any, NDArray[np.int64]]:
+        blobs = []
+        for blob, i in zip(replies, receivers.tolist(), strict=True):
+            _, digest = _split_reply(blob)
+            blobs.append(self.replicas[i].state.delta(Digest.from_bytes(digest)).to_bytes())
+        return blobs, np.array([len(b) for b in blobs], dtype=np.int64)
+
+    def apply(self, deltas: list[bytes], dst: NDArray[np.int64], rng: np.random.Generator, reply: bool) -> None:
+        for k in rng.permutation(len(deltas)):  # arrival order within a phase is random too
+            blob = _split_reply(deltas[k])[0] if reply else deltas[k]
+            self.replicas[int(dst[k])].receive(blob)
+
     def coverage(self, final_entries: list[Entry], alive: NDArray[np.bool_]) -> float:
         hits = 0
         for i in np.flatnonzero(alive):
@@ -420,6 +547,81 @@ class _ReplicaEngine:
 
     def states(self) -> list[State]:
         return [rep.state for rep in self.replicas]
+
+
+def _gather(parts: list[tuple[Any, NDArray[np.int64]]]) -> Any:
+    """Concatenate the messages ``batch[pos]`` of several sent batches (rows, row pairs or blobs)."""
+    first = parts[0][0]
+    if isinstance(first, tuple):
+        return tuple(np.concatenate([b[j][p] for b, p in parts]) for j in range(len(first)))
+    if isinstance(first, np.ndarray):
+        return np.concatenate([b[p] for b, p in parts])
+    return [b[k] for b, p in parts for k in p.tolist()]
+
+
+@dataclass
+class _DeltaExchange:
+    """Scuttlebutt-style three-message anti-entropy, each message subject to the faults.
+
+    Per contact ``a -> b``: ``a`` sends its digest; ``b``, on arrival, replies with the
+    entries ``a`` lacks or holds older (a delta) plus its own digest; ``a``, on arrival,
+    sends back the delta ``b`` lacks. A message arriving at a node that is down is lost.
+    Within a round the three kinds are delivered in that order, each phase computing its
+    answers from the states before the phase's joins, so the outcome does not depend on
+    the arrival order inside a phase; a message due in a later round waits for it.
+    """
+
+    eng: Any
+    fault: Callable[[int, NDArray[np.int64], NDArray[np.int64]], tuple[_Messages, int, int]]
+    sent_bytes: NDArray[np.int64]
+    counts: dict[str, int]
+    pending: dict[tuple[int, int], list[tuple[Any, _Messages]]]
+
+    def _send(self, r: int, kind: int, batch: Any, src: NDArray[np.int64], dst: NDArray[np.int64],
+              size: NDArray[np.int64]) -> None:
+        np.add.at(self.sent_bytes, src, size)
+        self.counts["sent"] += int(src.size)
+        msgs, n_lost, n_dup = self.fault(r, src, dst)
+        self.counts["lost"] += n_lost
+        self.counts["duplicated"] += n_dup
+        for due in np.unique(msgs.due).tolist():
+            sel = msgs.due == due
+            part = _Messages(msgs.src[sel], msgs.dst[sel], msgs.due[sel], msgs.idx[sel])
+            self.pending[(int(due), kind)].append((batch, part))
+
+    def _arrivals(self, r: int, kind: int, alive: NDArray[np.bool_]) -> tuple[Any, NDArray[np.int64], NDArray[np.int64]] | None:
+        parts: list[tuple[Any, NDArray[np.int64]]] = []
+        src: list[NDArray[np.int64]] = []
+        dst: list[NDArray[np.int64]] = []
+        for batch, m in self.pending.pop((r, kind), []):
+            ok = alive[m.dst]
+            if ok.any():
+                parts.append((batch, m.idx[ok]))
+                src.append(m.src[ok])
+                dst.append(m.dst[ok])
+        if not parts:
+            return None
+        return _gather(parts), np.concatenate(src), np.concatenate(dst)
+
+    def round(self, r: int, a: NDArray[np.int64], b: NDArray[np.int64], alive: NDArray[np.bool_],
+              rng: np.random.Generator) -> None:
+        batch, size = self.eng.make_digests(a)
+        self._send(r, 0, batch, a, b, size)
+        got = self._arrivals(r, 0, alive)
+        if got is not None:  # digests in: answer with delta + own digest
+            digests, src, dst = got
+            batch, size = self.eng.make_replies(digests, dst)
+            self._send(r, 1, batch, dst, src, size)
+        got = self._arrivals(r, 1, alive)
+        if got is not None:  # replies in: answer with the delta the peer lacks, then join
+            replies, src, dst = got
+            batch, size = self.eng.make_acks(replies, dst)
+            self._send(r, 2, batch, dst, src, size)
+            self.eng.apply(replies, dst, rng, True)
+        got = self._arrivals(r, 2, alive)
+        if got is not None:
+            acks, _, dst = got
+            self.eng.apply(acks, dst, rng, False)
 
 
 # --- the simulator --------------------------------------------------------------------------
@@ -450,6 +652,7 @@ def simulate_gossip(
     downtime: int = 3,
     persist_incarnation: bool = True,
     max_rounds: int = 500,
+    exchange: Exchange = "delta",
 ) -> GossipResult:
     """Run push-pull anti-entropy with injected faults until every replica agrees.
 
@@ -481,6 +684,10 @@ def simulate_gossip(
         ``False`` shows what goes wrong without a persisted incarnation.
     max_rounds : int
         Give up (``converged=False``) after this many rounds.
+    exchange : "delta" or "full"
+        ``delta`` (default): digest, then only the missing or newer entries (three
+        messages per contact, see :class:`_DeltaExchange`); ``full``: push and pull of
+        the whole state (two messages per contact), kept for comparison.
 
     Returns
     -------
@@ -498,6 +705,8 @@ def simulate_gossip(
     delay = _check_probability("delay", delay)
     crashes = _check_probability("crashes", crashes, upper_open=False)
     lying = _check_probability("lying", lying)
+    if exchange not in ("delta", "full"):
+        raise ValueError(f"exchange must be 'delta' or 'full', got {exchange!r}")
     if engine not in ("auto", "matrix", "replica"):
         raise ValueError(f"engine must be 'auto', 'matrix' or 'replica', got {engine!r}")
     if downtime < 1 or max_rounds < 1 or agents_per_node < 2 or n_features < 1:
@@ -554,6 +763,12 @@ def simulate_gossip(
         sent_bytes = np.zeros(n, dtype=np.int64)
         counts = {"sent": 0, "lost": 0, "duplicated": 0}
         coverage: list[float] = []
+        delta = None
+        if exchange == "delta":
+            no_split = partial(
+                _faults, fault_rng, loss=loss, duplicate=duplicate, delay=delay, reorder=reorder, groups=None
+            )
+            delta = _DeltaExchange(eng, no_split, sent_bytes, counts, defaultdict(list))
         converged = False
         rounds = max_rounds
         for r in range(max_rounds):
@@ -572,16 +787,24 @@ def simulate_gossip(
                 groups = np.zeros(n, dtype=np.int64)
                 for g in active:
                     groups = groups * 64 + g
-            msgs, n_lost, n_dup, senders = _round_messages(
-                fault_rng, r, alive, n, fanout, loss, duplicate, delay, reorder, groups
-            )
-            size = eng.message_bytes(senders)
-            np.add.at(sent_bytes, senders, size)
-            counts["sent"] += int(senders.size)
-            counts["lost"] += n_lost
-            counts["duplicated"] += n_dup
-            eng.send(r, msgs)  # snapshots (and wire bytes) are taken at send time
-            eng.deliver(r, alive, order_rng)
+            if delta is not None:
+                delta.fault = partial(
+                    _faults, fault_rng, loss=loss, duplicate=duplicate, delay=delay,
+                    reorder=reorder, groups=groups,
+                )
+                a, b = _contacts(fault_rng, alive, n, fanout)
+                delta.round(r, a, b, alive, order_rng)
+            else:
+                msgs, n_lost, n_dup, senders = _round_messages(
+                    fault_rng, r, alive, n, fanout, loss, duplicate, delay, reorder, groups
+                )
+                size = eng.message_bytes(senders)
+                np.add.at(sent_bytes, senders, size)
+                counts["sent"] += int(senders.size)
+                counts["lost"] += n_lost
+                counts["duplicated"] += n_dup
+                eng.send(r, msgs)  # snapshots (and wire bytes) are taken at send time
+                eng.deliver(r, alive, order_rng)
             if isinstance(eng, _MatrixEngine):
                 frac, done = eng.coverage(final_rank, alive)
             else:
@@ -613,4 +836,5 @@ def simulate_gossip(
         baseline=shown,
         reference=work.reference,
         engine=use,
+        exchange=exchange,
     )
