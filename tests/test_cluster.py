@@ -6,15 +6,25 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import chi2
+from statsmodels.stats.multitest import multipletests
 
 from tcpkit.detect.cluster import (
     SCHEDULER_ENV,
     ClusterError,
     DaskBackend,
+    _sample_rows,
+    bh_cutoff,
     generate_chunk,
+    initial_estimate,
     run_out_of_core,
+    truncation_consistency,
 )
+from tcpkit.detect.kernel import WhiteningKernel
 from tcpkit.detect.moments import Moments, chunked_moments
+from tcpkit.detect.pvalues import chi2_sf
 
 
 @pytest.fixture(scope="module")
@@ -45,23 +55,91 @@ def test_moments_equal_single_process(backend: DaskBackend) -> None:
     assert _rel(dist.covariance(), whole.covariance()) <= 1e-12
 
 
-def test_out_of_core_matches_local_run_and_detects(backend: DaskBackend) -> None:
-    kwargs = dict(n_features=8, chunk_rows=20_000, compromised_fraction=0.002, shift=12.0, seed=4)
-    dist = run_out_of_core(100_000, backend, **kwargs)  # type: ignore[arg-type]
-    local = run_out_of_core(100_000, None, **kwargs)  # type: ignore[arg-type]
-    assert dist.baseline == local.baseline
-    assert (dist.n_flagged, dist.true_positives, dist.n_compromised) == (
-        local.n_flagged,
-        local.true_positives,
-        local.n_compromised,
+def _true_covariance(seed: int, d: int) -> np.ndarray:
+    """Covariance of the honest agents of generate_chunk (same construction)."""
+    population = np.random.default_rng([seed, 0])
+    mix = population.normal(size=(d, d)) / np.sqrt(d) + np.eye(d)
+    return mix @ mix.T
+
+
+def test_out_of_core_equals_local_and_in_memory_robust_bh(backend: DaskBackend) -> None:
+    n, rows, d, alpha = 60_000, 20_000, 8, 0.05
+    kwargs = dict(
+        n_features=d, chunk_rows=rows, compromised_fraction=0.02, shift=8.0, seed=4, alpha=alpha,
+        initial="ogk",
     )
-    assert dist.n_agents == 100_000 and dist.n_chunks == 5
-    assert dist.recall > 0.9 and dist.fpr < 1e-4
+    dist = run_out_of_core(n, backend, return_flagged=True, **kwargs)  # type: ignore[arg-type]
+    local = run_out_of_core(n, None, return_flagged=True, **kwargs)  # type: ignore[arg-type]
+    # the cluster and the single-process loop over the same chunks give the same bits
+    assert dist.baseline == local.baseline and dist.pooled == local.pooled
+    assert np.array_equal(dist.covariance, local.covariance)
+    assert dist.flagged is not None and local.flagged is not None
+    assert np.array_equal(dist.flagged, local.flagged)
+    assert dist.n_agents == n and dist.n_chunks == 3 and dist.n_flagged == dist.flagged.size
+
+    # in memory: every row at once
+    chunks = [generate_chunk(4, i, rows, d, 0.02, 8.0) for i in range(3)]
+    X = np.concatenate([c[0] for c in chunks])
+    labels = np.concatenate([c[1] for c in chunks])
+    sample = np.concatenate([c[0][_sample_rows(4, i, rows, -(-2_000 // 3))] for i, c in enumerate(chunks)])
+    assert sample.shape[0] == dist.n_subsample
+    loc0, cov0 = initial_estimate(sample, "ogk", 4)
+    assert _rel(dist.initial_location, loc0) <= 1e-12 and _rel(dist.initial_covariance, cov0) <= 1e-12
+    d2 = WhiteningKernel.from_covariance(loc0, cov0).squared_distances(X)
+    kept = X[d2 <= chi2.ppf(0.975, d)]
+    assert kept.shape[0] == dist.baseline.n
+    assert _rel(dist.location, kept.mean(axis=0)) <= 1e-12
+    assert _rel(dist.covariance, np.cov(kept.T) * truncation_consistency(d)) <= 1e-12
+    assert _rel(dist.pooled.covariance(), np.cov(X.T)) <= 1e-12
+    # BH over all N p-values in memory (statsmodels) flags exactly the same agents
+    p = chi2_sf(WhiteningKernel.from_covariance(dist.location, dist.covariance).squared_distances(X), d)
+    reject = multipletests(p, alpha=alpha, method="fdr_bh")[0]
+    assert np.array_equal(np.flatnonzero(reject), dist.flagged)
+    assert dist.true_positives == int((reject & labels).sum()) and dist.n_compromised == int(labels.sum())
+    assert dist.n_candidates == int((p <= alpha).sum())
     # the generated chunks never reach the client: its peak is far below one chunk (1.28 MB)
-    assert dist.client_peak_bytes < 20_000 * 8 * 8
-    X, labels = generate_chunk(4, 0, 20_000, 8, 0.002, 12.0)
-    assert Moments.from_batch(X) == Moments.from_batch(generate_chunk(4, 0, 20_000, 8, 0.002, 12.0)[0])
-    assert 0 < labels.sum() < 200
+    assert dist.client_peak_bytes < rows * d * 8
+
+
+def test_robust_baseline_unmasks_two_percent_contamination(backend: DaskBackend) -> None:
+    d = 8
+    res = run_out_of_core(
+        200_000, backend, n_features=d, chunk_rows=50_000, compromised_fraction=0.02, shift=8.0, alpha=0.01, seed=1
+    )
+    assert 3_500 < res.n_compromised < 4_500
+    assert res.recall >= 0.95
+    assert res.fdp <= 0.02  # BH at 1 %: one run's false discovery proportion, with slack
+    # the pooled covariance is inflated by the compromised agents; the robust one is not
+    true = _true_covariance(1, d)
+    robust_err = _rel(res.covariance, true)
+    pooled_err = _rel(res.pooled.covariance(), true)
+    assert robust_err < 0.05 < pooled_err
+    # the plain pooled baseline masks: with it, far fewer compromised agents clear the same BH level
+    X, labels = generate_chunk(1, 0, 50_000, d, 0.02, 8.0)
+    p_pooled = chi2_sf(
+        WhiteningKernel.from_covariance(res.pooled.mean, res.pooled.covariance()).squared_distances(X), d
+    )
+    recall_pooled = float((multipletests(p_pooled, alpha=0.01, method="fdr_bh")[0] & labels).sum() / labels.sum())
+    assert recall_pooled < res.recall - 0.2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.sampled_from([0.0, 1e-6, 1e-4, 2e-4, 1e-3, 0.004, 0.01, 0.02, 0.3, 0.9, 1.0]), min_size=1, max_size=60),
+    st.sampled_from([0.01, 0.05, 0.2]),
+)
+def test_bh_cutoff_equals_statsmodels(values: list[float], alpha: float) -> None:
+    p = np.array(values)
+    cutoff = bh_cutoff(p[p <= alpha], p.size, alpha)
+    assert np.array_equal(p <= cutoff, multipletests(p, alpha=alpha, method="fdr_bh")[0])
+
+
+def test_truncation_consistency_makes_the_kept_covariance_unbiased() -> None:
+    X = np.random.default_rng(3).standard_normal(size=(400_000, 4))
+    kept = X[(X**2).sum(axis=1) <= chi2.ppf(0.975, 4)]
+    cov = np.cov(kept.T) * truncation_consistency(4)
+    assert np.max(np.abs(cov - np.eye(4))) < 0.01
+    assert np.max(np.abs(np.cov(kept.T) - np.eye(4))) > 0.05  # without the factor it is biased
 
 
 def test_bad_inputs(backend: DaskBackend, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -76,6 +154,14 @@ def test_bad_inputs(backend: DaskBackend, monkeypatch: pytest.MonkeyPatch) -> No
         backend.moments(np.array([[1.0, np.nan]]))
     with pytest.raises(ClusterError, match="n_agents"):
         run_out_of_core(1, backend)
+    with pytest.raises(ClusterError, match="initial"):
+        run_out_of_core(100, None, initial="median")
+    with pytest.raises(ClusterError, match="reweight_steps"):
+        run_out_of_core(100, None, reweight_steps=3)
+    with pytest.raises(ClusterError, match="subsample"):
+        run_out_of_core(100, None, subsample=5)
+    with pytest.raises(ClusterError, match="alpha"):
+        run_out_of_core(100, None, alpha=0.0)
     with pytest.raises(ClusterError, match="not started"):
         _ = DaskBackend(scheduler="tcp://127.0.0.1:1").client
 

@@ -1,7 +1,8 @@
 """Dask backend: moments and detection over data that does not fit one process.
 
 Every chunk is reduced to :class:`~tcpkit.detect.moments.Moments` on a worker;
-the client gathers only those small summaries (or flag counts) and merges them
+the client gathers only those small summaries (moments, a few thousand subsample rows,
+the p-values that BH could reject) and merges them
 in chunk order with the same Chan merge as everywhere else, so the result has
 the same bits as the single-process loop over the same chunks
 (:func:`run_out_of_core` with ``backend=None``).
@@ -29,8 +30,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from tcpkit.detect.covariance import estimate_covariance
 from tcpkit.detect.kernel import WhiteningKernel
 from tcpkit.detect.moments import Moments, merge_all
+from tcpkit.detect.pvalues import chi2_sf
 
 SCHEDULER_ENV = "TCPKIT_DASK_SCHEDULER"
 _ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc)://[A-Za-z0-9_.\-\[\]:]+(:\d{1,5})?$")
@@ -74,19 +77,6 @@ def generate_chunk(
 def _chunk_moments(spec: tuple[int, int, int, int, float, float]) -> Moments:
     X, _ = generate_chunk(*spec)
     return Moments.from_batch(X)
-
-
-def _chunk_flags(
-    spec: tuple[int, int, int, int, float, float],
-    location: NDArray[np.float64],
-    covariance: NDArray[np.float64],
-    threshold: float,
-) -> tuple[int, int, int, int]:
-    """(rows, flagged, true positives, compromised) of one regenerated chunk."""
-    X, labels = generate_chunk(*spec)
-    d2 = WhiteningKernel.from_covariance(location, covariance).squared_distances(X)
-    flags = d2 > threshold
-    return X.shape[0], int(flags.sum()), int((flags & labels).sum()), int(labels.sum())
 
 
 def _batch_moments(X: NDArray[np.float64]) -> Moments:
@@ -211,40 +201,154 @@ class DaskBackend:
         return merge_all(parts)
 
 
-# --- out-of-core generation, baseline and flags -----------------------------------------------
+# --- out-of-core generation, robust baseline and BH flags -------------------------------------
+REWEIGHT_QUANTILE = 0.975
+INITIAL_METHODS = ("mcd", "ogk")
+Spec = tuple[int, int, int, int, float, float]
+
+
+def truncation_consistency(n_features: int, quantile: float = REWEIGHT_QUANTILE) -> float:
+    """Factor that makes the covariance of Gaussian rows with ``d2 <= chi2_d(quantile)`` consistent.
+
+    For ``X ~ N(mu, S)`` and ``q = chi2_d^{-1}(quantile)``, the rows with ``d2 <= q`` have
+    covariance ``S * F_{d+2}(q) / quantile`` (``F_k`` the chi-square cdf with ``k`` degrees
+    of freedom; Croux and Haesbroeck 1999), so the truncated covariance is multiplied by
+    ``quantile / F_{d+2}(q)`` (about 1.16 for d = 8 at 0.975), as in MCD's reweighting step.
+    """
+    from scipy.stats import chi2
+
+    q = chi2.ppf(quantile, n_features)
+    return float(quantile / chi2.cdf(q, n_features + 2))
+
+
+def _sample_rows(seed: int, index: int, rows: int, k: int) -> NDArray[np.intp]:
+    """The ``k`` row positions of chunk ``index`` that enter the initial subsample (sorted)."""
+    rng = np.random.default_rng([seed, 2, index])
+    return np.sort(rng.choice(rows, size=min(k, rows), replace=False))
+
+
+def _chunk_sample(spec: Spec, k: int) -> NDArray[np.float64]:
+    X, _ = generate_chunk(*spec)
+    return X[_sample_rows(spec[0], spec[1], spec[2], k)]
+
+
+def _chunk_trimmed(
+    spec: Spec,
+    location: NDArray[np.float64],
+    covariance: NDArray[np.float64],
+    cutoff: float,
+) -> tuple[Moments, Moments]:
+    """(moments of all rows, moments of the rows with squared distance <= cutoff) of one chunk."""
+    X, _ = generate_chunk(*spec)
+    d2 = WhiteningKernel.from_covariance(location, covariance).squared_distances(X)
+    return Moments.from_batch(X), Moments.from_batch(X[d2 <= cutoff])
+
+
+def _chunk_candidates(
+    spec: Spec,
+    offset: int,
+    location: NDArray[np.float64],
+    covariance: NDArray[np.float64],
+    alpha: float,
+) -> tuple[int, int, NDArray[np.float64], NDArray[np.int64], NDArray[np.bool_]]:
+    """(rows, compromised, p-values <= alpha, their global indices, their labels) of one chunk.
+
+    Only agents with ``p <= alpha`` can be rejected by BH at level ``alpha``; their p-values
+    are computed exactly (the cheap ``d2`` pre-filter sits 1e-9 below the quantile, far
+    outside the rounding of the survival function), everything else stays on the worker.
+    """
+    from scipy.stats import chi2
+
+    X, labels = generate_chunk(*spec)
+    d2 = WhiteningKernel.from_covariance(location, covariance).squared_distances(X)
+    index = np.flatnonzero(d2 >= chi2.isf(alpha, X.shape[1]) * (1.0 - 1e-9))
+    p = chi2_sf(d2[index], X.shape[1])
+    keep = p <= alpha
+    return (
+        X.shape[0],
+        int(labels.sum()),
+        p[keep],
+        (index[keep] + offset).astype(np.int64),
+        labels[index[keep]],
+    )
+
+
+def bh_cutoff(candidates: NDArray[np.float64], n_tests: int, alpha: float) -> float:
+    """Benjamini-Hochberg p-value cut-off over ``n_tests`` tests from the p-values <= alpha.
+
+    Sorting the candidates and comparing the i-th smallest with ``(i / n_tests) * alpha``
+    (statsmodels' floating-point operations) gives the same largest passing rank as BH
+    over all ``n_tests`` p-values, because every p-value above ``alpha`` fails. Returns
+    the largest rejected p-value, or ``-1.0`` when nothing is rejected; BH rejects
+    exactly the p-values ``<= cutoff``.
+    """
+    p = np.sort(np.asarray(candidates, dtype=np.float64))
+    if p.size == 0:
+        return -1.0
+    passed = np.flatnonzero(p <= (np.arange(1, p.size + 1) / float(n_tests)) * alpha)
+    return float(p[passed[-1]]) if passed.size else -1.0
+
+
 @dataclass(frozen=True)
 class OutOfCoreResult:
     """Outcome of :func:`run_out_of_core`.
 
-    ``recall`` and ``fpr`` are against the generator's labels; ``client_peak_bytes`` is
-    the peak of Python/numpy allocations on the client (tracemalloc) during the run.
+    ``baseline`` holds the moments of the rows kept by the last reweighting step and
+    ``location`` / ``covariance`` the robust estimate used for the flags (``covariance``
+    is ``baseline.covariance()`` times :func:`truncation_consistency`). ``pooled`` is the
+    plain pooled moments of every row (non-robust, for comparison). ``alpha`` is the BH
+    false discovery rate level over all agents and ``p_cutoff`` the BH cut-off (agents
+    with ``p <= p_cutoff`` are flagged; ``-1`` when none). ``recall``, ``fpr`` and
+    ``fdp`` (false discovery proportion) are against the generator's labels;
+    ``client_peak_bytes`` is the peak of Python/numpy allocations on the client
+    (tracemalloc) during the run. ``flagged`` holds the sorted global indices of the
+    flagged agents when asked for.
     """
 
     n_agents: int
     n_features: int
     n_chunks: int
     baseline: Moments
-    threshold: float
+    location: NDArray[np.float64]
+    covariance: NDArray[np.float64]
+    initial_location: NDArray[np.float64]
+    initial_covariance: NDArray[np.float64]
+    pooled: Moments
+    initial_method: str
+    n_subsample: int
+    reweight_steps: int
     alpha: float
+    p_cutoff: float
+    n_candidates: int
     n_flagged: int
     true_positives: int
     n_compromised: int
     recall: float
     fpr: float
+    fdp: float
     seconds: float
     agents_per_second: float
     client_peak_bytes: int
     backend: str
+    flagged: NDArray[np.int64] | None = None
 
 
 def _chunk_specs(
     n_agents: int, chunk_rows: int, seed: int, n_features: int, fraction: float, shift: float
-) -> list[tuple[int, int, int, int, float, float]]:
+) -> list[Spec]:
     specs = []
     for index, start in enumerate(range(0, n_agents, chunk_rows)):
         rows = min(chunk_rows, n_agents - start)
         specs.append((seed, index, rows, n_features, fraction, shift))
     return specs
+
+
+def initial_estimate(
+    sample: NDArray[np.float64], method: str = "mcd", seed: int = 0
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Robust (location, covariance) of the gathered subsample: MCD or OGK, both reweighted."""
+    estimate = estimate_covariance(sample, method, random_state=seed, max_fit_rows=max(2, sample.shape[0]))
+    return estimate.location, estimate.covariance
 
 
 def run_out_of_core(
@@ -255,17 +359,34 @@ def run_out_of_core(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     compromised_fraction: float = 0.01,
     shift: float = 8.0,
-    alpha: float = 1e-6,
+    alpha: float = 0.01,
     seed: int = 0,
+    subsample: int = 2_000,
+    initial: str = "mcd",
+    reweight_steps: int = 1,
+    return_flagged: bool = False,
 ) -> OutOfCoreResult:
-    """Generate ``n_agents`` agents in chunks on the workers, fit the baseline, flag agents.
+    """Generate ``n_agents`` agents in chunks on the workers, fit a robust baseline, flag with BH.
 
-    Pass 1 reduces every generated chunk to moments (merged on the client, in chunk
-    order); pass 2 regenerates each chunk from its seed and counts the agents whose
-    squared Mahalanobis distance exceeds the chi-square ``1 - alpha`` quantile (each
-    agent tested at level ``alpha``; assumes Gaussian honest features, which holds for
-    this generator). No chunk ever travels to the client. ``backend=None`` runs the same
-    chunks in this process, for comparison.
+    Every pass regenerates the chunks on the workers from ``(seed, chunk index)``; only
+    small summaries travel to the client:
+
+    0. a seeded subsample of about ``subsample`` rows drawn from every chunk; the client
+       fits a robust initial estimate on it (``initial="mcd"``: reweighted FAST-MCD;
+       ``"ogk"``: statsmodels' OGK), fitted on a worker;
+    1. ``reweight_steps`` passes (1 or 2) that merge the moments of only the rows whose
+       squared distance under the current estimate is at most the chi-square 0.975
+       quantile, then correct the truncated covariance for consistency
+       (:func:`truncation_consistency`): MCD's one-step reweighting, done out of core.
+       The first of these passes also returns the plain pooled moments;
+    2. a last pass computes chi-square p-values under the robust estimate and returns
+       those ``<= alpha`` (the only ones Benjamini-Hochberg can reject); the client
+       finds the BH cut-off over all ``n_agents`` tests (:func:`bh_cutoff`) and flags
+       ``p <= cutoff``. This equals ``multipletests(p, alpha, "fdr_bh")`` on all agents.
+
+    The p-values assume Gaussian honest features (true for this generator); BH controls
+    the FDR at ``alpha`` for independent agents. ``backend=None`` runs the same chunks in
+    this process, for comparison (same bits).
     """
     from scipy.stats import chi2
 
@@ -275,8 +396,16 @@ def run_out_of_core(
         raise ClusterError("chunk_rows must be >= 2 and n_features >= 1")
     if not 0 <= compromised_fraction < 1 or not 0 < alpha < 1 or not math.isfinite(shift):
         raise ClusterError("compromised_fraction must be in [0, 1), alpha in (0, 1), shift finite")
+    if initial not in INITIAL_METHODS:
+        raise ClusterError(f"initial={initial!r} is unknown: choose one of {', '.join(INITIAL_METHODS)}")
+    if reweight_steps not in (1, 2):
+        raise ClusterError(f"reweight_steps must be 1 or 2, got {reweight_steps!r}")
+    if isinstance(subsample, bool) or not isinstance(subsample, int) or subsample < 10 * n_features:
+        raise ClusterError(f"subsample must be an integer >= 10 * n_features, got {subsample!r}")
     specs = _chunk_specs(n_agents, chunk_rows, seed, n_features, compromised_fraction, shift)
-    threshold = float(chi2.isf(alpha, n_features))
+    n = len(specs)
+    cutoff = float(chi2.ppf(REWEIGHT_QUANTILE, n_features))
+    factor = truncation_consistency(n_features)
 
     mapper: Callable[..., list[Any]]
     if backend is None:
@@ -293,31 +422,67 @@ def run_out_of_core(
     tracemalloc.reset_peak()
     started = time.perf_counter()
     try:
-        baseline = merge_all(mapper(_chunk_moments, specs))
-        location, covariance = baseline.mean, baseline.covariance()
-        n = len(specs)
-        counts = mapper(_chunk_flags, specs, [location] * n, [covariance] * n, [threshold] * n)
+        per_chunk = -(-subsample // n)
+        sample = np.concatenate(mapper(_chunk_sample, specs, [per_chunk] * n))
+        # the robust fit runs on a worker too (MCD's scratch memory stays off the client)
+        location0, covariance0 = mapper(initial_estimate, [sample], [initial], [seed])[0]
+        location, covariance = location0, covariance0
+        pooled: Moments | None = None
+        kept = Moments.empty(n_features)
+        for _ in range(reweight_steps):
+            parts = mapper(_chunk_trimmed, specs, [location] * n, [covariance] * n, [cutoff] * n)
+            if pooled is None:
+                pooled = merge_all([whole for whole, _ in parts])
+            kept = merge_all([trimmed for _, trimmed in parts])
+            if kept.n <= n_features:
+                raise ClusterError(
+                    f"only {kept.n} rows fall inside the robust estimate's 0.975 ellipsoid: "
+                    "too few to estimate a covariance"
+                )
+            location, covariance = kept.mean, kept.covariance() * factor
+        offsets = [index * chunk_rows for index in range(n)]
+        found = mapper(_chunk_candidates, specs, offsets, [location] * n, [covariance] * n, [alpha] * n)
+        p_all = np.concatenate([f[2] for f in found])
+        p_cutoff = bh_cutoff(p_all, n_agents, alpha)
+        flags = p_all <= p_cutoff
+        labels_all = np.concatenate([f[4] for f in found])
+        flagged = np.concatenate([f[3] for f in found])[flags] if return_flagged else None
         seconds = time.perf_counter() - started
         _, peak = tracemalloc.get_traced_memory()
     finally:
         if not tracing:
             tracemalloc.stop()
-    rows, flagged, tp, compromised = (int(v) for v in np.sum(np.array(counts, dtype=np.int64), axis=0))
+    assert pooled is not None
+    rows = int(sum(f[0] for f in found))
+    compromised = int(sum(f[1] for f in found))
+    n_flagged = int(flags.sum())
+    tp = int((flags & labels_all).sum())
     honest = rows - compromised
     return OutOfCoreResult(
         n_agents=rows,
         n_features=n_features,
-        n_chunks=len(specs),
-        baseline=baseline,
-        threshold=threshold,
+        n_chunks=n,
+        baseline=kept,
+        location=np.asarray(location, dtype=np.float64),
+        covariance=np.asarray(covariance, dtype=np.float64),
+        initial_location=np.asarray(location0, dtype=np.float64),
+        initial_covariance=np.asarray(covariance0, dtype=np.float64),
+        pooled=pooled,
+        initial_method=initial,
+        n_subsample=int(sample.shape[0]),
+        reweight_steps=reweight_steps,
         alpha=alpha,
-        n_flagged=flagged,
+        p_cutoff=p_cutoff,
+        n_candidates=int(p_all.size),
+        n_flagged=n_flagged,
         true_positives=tp,
         n_compromised=compromised,
         recall=tp / compromised if compromised else float("nan"),
-        fpr=(flagged - tp) / honest if honest else float("nan"),
+        fpr=(n_flagged - tp) / honest if honest else float("nan"),
+        fdp=(n_flagged - tp) / n_flagged if n_flagged else 0.0,
         seconds=seconds,
         agents_per_second=rows / seconds,
         client_peak_bytes=int(peak),
         backend="local" if backend is None else ("dask:" + (backend.scheduler or "LocalCluster")),
+        flagged=flagged,
     )
