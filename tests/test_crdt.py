@@ -205,3 +205,50 @@ def test_incarnation_file_errors(tmp_path: Path) -> None:
     assert bad.read_text() == "not a number"
     with pytest.raises(ValueError, match="directory"):
         bump_incarnation(tmp_path)
+
+
+# --- digests and deltas (the delta anti-entropy exchange) ------------------------------------
+@settings(max_examples=60, deadline=None)
+@given(states, states)
+def test_joining_the_delta_equals_joining_the_whole_state(a: State, b: State) -> None:
+    from tcpkit.detect.crdt import Digest
+
+    wire = Digest.from_bytes(b.digest().to_bytes())
+    assert wire == b.digest()
+    delta = a.delta(wire)
+    assert b.join(delta) == b.join(a)
+    assert set(delta.entries) <= set(a.entries)
+    assert len(a.delta(a.digest())) == 0  # nothing to send to a peer that has it all
+
+
+def test_delta_leaves_out_what_the_peer_has_and_digest_is_small() -> None:
+    from tcpkit.detect.crdt import Digest
+
+    old = Entry.create("a", Version(0, 1), PAYLOADS[0])
+    new = Entry.create("a", Version(1, 1), PAYLOADS[1])
+    other = Entry.create("b", Version(0, 1), PAYLOADS[2])
+    mine = State.of([new, other])
+    theirs = State.of([old, other])
+    assert dict(mine.delta(theirs.digest()).entries) == {"a": new}
+    assert len(theirs.delta(mine.digest())) == 0  # their older "a" is not sent back
+    assert len(mine.digest().to_bytes()) < len(mine.to_bytes()) / 5
+    with pytest.raises(TypeError, match="Digest"):
+        mine.delta(theirs)  # type: ignore[arg-type]
+    assert Digest.from_bytes(Digest({}).to_bytes()) == Digest({})
+
+
+def test_digest_wire_format_refuses_damage() -> None:
+    from tcpkit.detect.crdt import Digest
+
+    blob = State.of([Entry.create("a", Version(3, 300), PAYLOADS[0])]).digest().to_bytes()
+    assert Digest.from_bytes(blob).versions["a"][:2] == (3, 300)  # multi-byte varint
+    with pytest.raises(StateFormatError, match="truncated"):
+        Digest.from_bytes(blob[:5])
+    with pytest.raises(StateFormatError, match="CRC"):
+        Digest.from_bytes(blob[:-6] + bytes([blob[-6] ^ 1]) + blob[-5:])
+    with pytest.raises(StateFormatError, match="magic"):
+        Digest.from_bytes(b"XXXX" + blob[4:])
+    with pytest.raises(StateFormatError, match="truncated"):
+        Digest.from_bytes(State.of([Entry.create("a", Version(0, 1), PAYLOADS[0])]).to_bytes()[:3])
+    with pytest.raises(ValueError, match="fingerprint"):
+        Digest({"a": (0, 1, b"short", bytes(4))})

@@ -24,15 +24,36 @@ def test_harsh_faults_converge_bit_identically_to_pooled(engine: str, n: int) ->
     assert result.coverage[-1] == 1.0
 
 
-@pytest.mark.parametrize("seed", [0, 5])
-def test_matrix_engine_reproduces_the_real_replicas(seed: int) -> None:
-    kwargs = dict(HARSH, partitions=[Partition(2, 6)], seed=seed)
+@pytest.mark.parametrize("seed, exchange", [(0, "delta"), (5, "delta"), (0, "full")])
+def test_matrix_engine_reproduces_the_real_replicas(seed: int, exchange: str) -> None:
+    kwargs = dict(HARSH, partitions=[Partition(2, 6)], seed=seed, exchange=exchange)
     real = simulate_gossip(20, engine="replica", **kwargs)  # type: ignore[arg-type]
     fast = simulate_gossip(20, engine="matrix", **kwargs)  # type: ignore[arg-type]
     assert real.coverage == fast.coverage
     assert (real.rounds, real.converged) == (fast.rounds, fast.converged)
-    assert real.bytes_per_node == fast.bytes_per_node  # matrix bytes == len(State.to_bytes())
+    assert real.bytes_per_node == fast.bytes_per_node  # matrix bytes == real serialised sizes
+    assert real.max_bytes_per_node == fast.max_bytes_per_node
+    assert real.messages == fast.messages
     assert real.baseline == fast.baseline
+    assert real.converged and real.bit_identical and real.max_rel_error <= 1e-9
+
+
+def test_delta_exchange_sends_fewer_bytes_than_full_state() -> None:
+    for kwargs in ({}, HARSH):
+        full = simulate_gossip(200, seed=4, exchange="full", **kwargs)  # type: ignore[arg-type]
+        delta = simulate_gossip(200, seed=4, **kwargs)  # type: ignore[arg-type]
+        assert delta.exchange == "delta" and full.exchange == "full"
+        assert full.converged and delta.converged and delta.bit_identical
+        assert delta.max_rel_error <= 1e-9
+        assert delta.bytes_per_node < full.bytes_per_node / 2.5
+        assert delta.messages["sent"] > full.messages["sent"]  # three messages per contact
+
+
+def test_delta_mode_repairs_a_lost_delta_in_later_rounds() -> None:
+    """With 60 % loss most three-message exchanges break; later rounds still converge."""
+    result = simulate_gossip(24, loss=0.6, seed=7, engine="replica")
+    assert result.converged and result.bit_identical and result.max_rel_error <= 1e-9
+    assert result.messages["lost"] > 0.5 * result.messages["sent"]
 
 
 def test_same_seed_same_result_and_seeds_differ() -> None:
@@ -89,6 +110,7 @@ def test_unreachable_partition_does_not_converge_within_limit() -> None:
         (dict(n_nodes=10, fanout=10), "fanout"),
         (dict(n_nodes=10, lying=float("nan")), "lying"),
         (dict(n_nodes=10, engine="gpu"), "engine"),
+        (dict(n_nodes=10, exchange="push"), "exchange"),
         (dict(n_nodes=10, combine="mean"), "combine"),
         (dict(n_nodes=10, partitions=[(0, 3)]), "Partition"),
     ],

@@ -56,8 +56,9 @@ MAX_SIGNATURE_BYTES = 8192
 DIGEST_MAGIC = b"TCPD"
 DIGEST_FORMAT_VERSION = 1
 _DIGEST_HEADER = struct.Struct("<4sBI")
-_DIGEST_ENTRY = struct.Struct("<QQ8s")  # after a 1-byte name length and the name
+_DIGEST_TAIL = struct.Struct("<8s4s")  # fingerprint, signature tag
 FINGERPRINT_BYTES = 8
+SIGNATURE_TAG_BYTES = 4
 
 
 class StateFormatError(ValueError):
@@ -145,12 +146,20 @@ class Entry:
 
     @property
     def summary(self) -> tuple[int, int, bytes]:
-        """``(incarnation, counter, payload-digest prefix)``: what a :class:`Digest` carries.
+        """``(incarnation, counter, payload-digest prefix)``, ordered like :attr:`order_key`.
 
-        Ordered like :attr:`order_key` except between entries that share a version and a
-        64-bit payload-digest prefix, which only a misbehaving writer produces.
+        Only entries sharing a version and a 64-bit payload-digest prefix compare equal
+        here while differing in :attr:`order_key`; :attr:`signature_tag` tells apart the
+        ones that differ in their signature.
         """
         return (self.version.incarnation, self.version.counter, self._digest[:FINGERPRINT_BYTES])
+
+    @property
+    def signature_tag(self) -> bytes:
+        """First 4 bytes of SHA-256 of the signature (zeros when unsigned)."""
+        if self.signature is None:
+            return bytes(SIGNATURE_TAG_BYTES)
+        return hashlib.sha256(self.signature).digest()[:SIGNATURE_TAG_BYTES]
 
 
 def signing_bytes(node_id: str, version: Version, payload: bytes) -> bytes:
@@ -235,22 +244,25 @@ class State:
 
     def digest(self) -> Digest:
         """The version vector of this map (what a peer needs to compute a delta for us)."""
-        return Digest({key: e.summary for key, e in self.entries.items()})
+        return Digest({key: (*e.summary, e.signature_tag) for key, e in self.entries.items()})
 
     def delta(self, digest: Digest) -> State:
         """The entries a peer holding ``digest`` is missing or holds in an older version.
 
         Joining the result into the peer's map gives the same map as joining the whole
-        state: every entry left out is one the peer already has at least as new.
+        state: every entry left out is one the peer already has at least as new. An entry
+        whose summary equals the peer's but whose signature tag differs is sent too (the
+        join then picks the winner), so signature ties resolve as in a full exchange.
         """
         if not isinstance(digest, Digest):
             raise TypeError(f"delta needs a Digest, not {type(digest).__name__}")
         known = digest.versions
-        keep = {
-            key: e
-            for key, e in self.entries.items()
-            if key not in known or e.summary > known[key]
-        }
+        keep: dict[str, Entry] = {}
+        for key, e in self.entries.items():
+            theirs = known.get(key)
+            mine = e.summary
+            if theirs is None or mine > theirs[:3] or (mine == theirs[:3] and e.signature_tag != theirs[3]):
+                keep[key] = e
         return State(keep)
 
     # --- wire format --------------------------------------------------------------------
@@ -321,25 +333,28 @@ class State:
 
 @dataclass(frozen=True, eq=False)
 class Digest:
-    """A replica's version vector: ``node_id -> (incarnation, counter, fingerprint)``.
+    """A replica's version vector: ``node_id -> (incarnation, counter, fingerprint, sig tag)``.
 
     The first message of a delta anti-entropy exchange: it is much smaller than the
     state (no moments payloads), and lets the peer answer with :meth:`State.delta`.
     The fingerprint is the first 8 bytes of the entry's payload digest, so two entries
-    of one version with different payloads are told apart.
+    of one version with different payloads are told apart (and ordered as the join
+    orders them); the signature tag tells apart entries differing only in signature.
     """
 
-    versions: Mapping[str, tuple[int, int, bytes]]
+    versions: Mapping[str, tuple[int, int, bytes, bytes]]
 
     def __post_init__(self) -> None:
-        checked: dict[str, tuple[int, int, bytes]] = {}
+        checked: dict[str, tuple[int, int, bytes, bytes]] = {}
         for key in sorted(self.versions):
             _check_node_id(key)
-            inc, ctr, fp = self.versions[key]
+            inc, ctr, fp, tag = self.versions[key]
             Version(inc, ctr)
             if not isinstance(fp, bytes) or len(fp) != FINGERPRINT_BYTES:
                 raise ValueError(f"digest fingerprint of {key!r} must be {FINGERPRINT_BYTES} bytes")
-            checked[key] = (inc, ctr, fp)
+            if not isinstance(tag, bytes) or len(tag) != SIGNATURE_TAG_BYTES:
+                raise ValueError(f"digest signature tag of {key!r} must be {SIGNATURE_TAG_BYTES} bytes")
+            checked[key] = (inc, ctr, fp, tag)
         object.__setattr__(self, "versions", MappingProxyType(checked))
 
     def __eq__(self, other: object) -> bool:
@@ -354,12 +369,12 @@ class Digest:
         return len(self.versions)
 
     def to_bytes(self) -> bytes:
-        """Header, then per key (sorted): name length (1 byte), name, incarnation, counter,
-        fingerprint; a CRC-32 trailer."""
+        """Header, then per key (sorted): name length (1 byte), name, incarnation and counter
+        (LEB128 varints: one byte each below 128), fingerprint, signature tag; a CRC-32 trailer."""
         chunks = [_DIGEST_HEADER.pack(DIGEST_MAGIC, DIGEST_FORMAT_VERSION, len(self.versions))]
-        for key, (inc, ctr, fp) in self.versions.items():
+        for key, (inc, ctr, fp, tag) in self.versions.items():
             name = key.encode("utf-8")
-            chunks += [bytes([len(name)]), name, _DIGEST_ENTRY.pack(inc, ctr, fp)]
+            chunks += [bytes([len(name)]), name, _varint(inc), _varint(ctr), _DIGEST_TAIL.pack(fp, tag)]
         body = b"".join(chunks)
         return body + _TRAILER.pack(zlib.crc32(body))
 
@@ -380,17 +395,19 @@ class Digest:
         if zlib.crc32(body) != crc:
             raise StateFormatError("digest message fails its CRC-32 checksum: truncated or garbled")
         pos = _DIGEST_HEADER.size
-        versions: dict[str, tuple[int, int, bytes]] = {}
+        versions: dict[str, tuple[int, int, bytes, bytes]] = {}
         try:
             for _ in range(count):
                 name_len = body[pos]
                 name = body[pos + 1 : pos + 1 + name_len].decode("utf-8")
                 pos += 1 + name_len
-                inc, ctr, fp = _DIGEST_ENTRY.unpack_from(body, pos)
-                pos += _DIGEST_ENTRY.size
+                inc, pos = _read_varint(body, pos)
+                ctr, pos = _read_varint(body, pos)
+                fp, tag = _DIGEST_TAIL.unpack_from(body, pos)
+                pos += _DIGEST_TAIL.size
                 if name in versions:
                     raise StateFormatError("digest message lists a node id twice")
-                versions[name] = (inc, ctr, fp)
+                versions[name] = (inc, ctr, fp, tag)
         except (IndexError, struct.error, UnicodeDecodeError) as exc:
             raise StateFormatError(f"digest message has a malformed entry: {exc}") from None
         if pos != len(body):
@@ -401,9 +418,27 @@ class Digest:
             raise StateFormatError(f"digest message has an invalid entry: {exc}") from None
 
 
-def digest_message_size(n_entries: int, name_bytes: int) -> int:
-    """Bytes of a :meth:`Digest.to_bytes` message with ``n_entries`` names of ``name_bytes`` each."""
-    return _DIGEST_HEADER.size + _TRAILER.size + n_entries * (1 + name_bytes + _DIGEST_ENTRY.size)
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _read_varint(body: bytes, pos: int) -> tuple[int, int]:
+    """Decode a LEB128 varint at ``pos``; returns (value, next position)."""
+    value = shift = 0
+    while True:
+        if shift > 63:
+            raise StateFormatError("digest message has a varint longer than 64 bits")
+        byte = body[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,6 @@ from tcpkit.detect.crdt import (
     State,
     StateFormatError,
     Version,
-    digest_message_size,
 )
 from tcpkit.detect.moments import Moments
 
@@ -317,8 +316,12 @@ class _MatrixEngine:
         name_len = len(_node_name(0))
         payload = len(candidates[0][0].payload)
         self.entry_bytes = _ENTRY_HEADER.size + name_len + payload
-        self.name_len = name_len
-        self.digest_entry = digest_message_size(1, name_len) - digest_message_size(0, name_len)
+        # digest sizes are the real serialised sizes; the rank matrix models one size per entry
+        self.digest_header = len(Digest({}).to_bytes())
+        sizes = {len(State.of([e]).digest().to_bytes()) - self.digest_header for c in candidates for e in c}
+        if len(sizes) != 1:
+            raise ValueError("the matrix engine needs digest entries of one size (use engine='replica')")
+        (self.digest_entry,) = sizes
         summaries = [[e.summary for e in c] for c in candidates]
         if any(len(set(c)) != len(c) for c in summaries):
             raise ValueError("two versions of one key share a version and a payload fingerprint")
@@ -390,7 +393,7 @@ class _MatrixEngine:
         return self.header_bytes + count * self.entry_bytes
 
     def _digest_size(self, known: NDArray[np.int64]) -> NDArray[np.int64]:
-        return np.asarray(digest_message_size(0, self.name_len) + known * self.digest_entry, np.int64)
+        return np.asarray(self.digest_header + known * self.digest_entry, np.int64)
 
     def make_digests(self, src: NDArray[np.int64]) -> tuple[Any, NDArray[np.int64]]:
         rows = self.state[src]
