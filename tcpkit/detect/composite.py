@@ -44,7 +44,9 @@ conformal inference over the calibration agents plus the judged agent: within th
 set of ``n_cal + 1`` agents every agent's component p-values are its ranks
 ``#{agents in the set with score >= its own} / (n_cal + 1)``, its statistic is the
 smallest of them, and the judged agent's final p-value is the share of the set whose
-statistic is at least as extreme as its own. ``min_j p_j`` takes few values, so ties
+statistic is at least as extreme as its own (computed exactly by binary searches in
+structures built once at fit time, O(K log n_cal) per judged agent for K tests: see
+``_MinpIndex``). ``min_j p_j`` takes few values, so ties
 are broken by a fixed continuous key, ``sum_j log(1 + s_j / m_j)`` with ``m_j`` the
 median component score of the fitting agents (a function of the agent alone, so it
 keeps the symmetry). Assumption: a clean monitored agent and the calibration agents
