@@ -40,11 +40,12 @@ from tcpkit.release.algorithms import (
     public_pem,
     raw_public_bytes,
 )
+from tcpkit.release.names import COMPONENT_PATTERN
 
 TRUST_FORMAT = "tcpkit-trust/v1"
 """Value of the ``format`` field of every ``.tcpkit/trust/NAME.pub`` record."""
 
-_NAME = re.compile(r"[a-z][a-z0-9-]{0,63}")
+_NAME = re.compile(COMPONENT_PATTERN)  # key names follow the component-name rule
 
 
 class KeyError_(ValueError):  # noqa: N801 - trailing underscore keeps it apart from the builtin

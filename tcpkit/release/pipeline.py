@@ -57,6 +57,7 @@ from tcpkit.release.gates import (
     missing_notebooks,
     sha256_json,
 )
+from tcpkit.release.names import COMPONENT_PATTERN
 from tcpkit.release.report import RunSummary
 
 PIPELINE_FILE = Path("notebooks") / "pipeline.toml"
@@ -67,7 +68,7 @@ KERNEL = "python3"
 # did or why it failed comes from the executed notebook, never from that log.
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
 START_TIMEOUT_S = 120.0
-_RUNNER = re.compile(r"^[a-z][a-z0-9-]{0,63}$")
+_RUNNER = re.compile(rf"^{COMPONENT_PATTERN}$")  # a runner is a key name
 
 
 class ParameterError(PipelineError):

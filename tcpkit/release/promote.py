@@ -28,11 +28,11 @@ from types import ModuleType
 from typing import Any
 
 from tcpkit.release.atomic import write_atomic
+from tcpkit.release.names import check_component
 
 PRODUCTION_DIR = "production"
 ENVELOPE_SUFFIX = ".dsse.json"
 MODULE_PREFIX = "tcpkit_frozen"
-_COMPONENT = re.compile(r"^[a-z][a-z0-9-]{0,63}$")  # as tcpkit.release.names
 _DIRECTIVE = re.compile(r"^\s*#\s*\|\s*export\s*$")
 
 
@@ -62,16 +62,6 @@ class FrozenArtifact:
     envelope_path: Path
     digest: str
     envelope_digest: str
-
-
-def check_component(component: str) -> str:
-    """Return ``component`` if it is a valid component name (no path tricks), else raise ValueError."""
-    if not isinstance(component, str) or not _COMPONENT.match(component):
-        raise ValueError(
-            f"component name {component!r} is invalid: a lower-case letter then lower-case letters, digits or '-', "
-            "starting with a letter"
-        )
-    return component
 
 
 def export_cells(notebook: Mapping[str, Any]) -> list[ExportCell]:
