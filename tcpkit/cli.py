@@ -601,7 +601,7 @@ def _count(value: str, name: str, minimum: int = 1) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
     import os
-    import tempfile
+    from pathlib import Path
 
     from tcpkit.detect.bench import (
         BenchConfig,
@@ -610,6 +610,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         main_progress,
         run_benchmark,
     )
+    from tcpkit.release.atomic import write_atomic
 
     agents = _count(args.agents, "agents")
     features = _count(args.features, "features")
@@ -646,18 +647,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     elif target == "-":
         print(json.dumps(result, indent=2))
     else:
-        folder = os.path.dirname(os.path.abspath(target))
-        fd, tmp = tempfile.mkstemp(prefix=".bench-", suffix=".json", dir=folder)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(result, handle, indent=2)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_atomic(Path(target), json.dumps(result, indent=2).encode("utf-8"))
         print(format_table(result))
         print(f"\nwrote {target}")
     return EXIT_OK
