@@ -11,9 +11,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from tcpkit import __version__
+
+if TYPE_CHECKING:  # the handlers import tcpkit.release lazily, so --help stays fast
+    from tcpkit.release.workspace import Workspace
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -237,7 +240,7 @@ def _ws_identity(args: argparse.Namespace) -> str:
     return str(name)
 
 
-def _ws_run(args: argparse.Namespace, action: Callable[[object], int]) -> int:
+def _ws_run(args: argparse.Namespace, action: Callable[[Workspace], int]) -> int:
     """Open the workspace under --root, run ``action(ws)``, map workspace errors to exit codes."""
     from pathlib import Path
 
@@ -298,10 +301,7 @@ def _cmd_lease_help(args: argparse.Namespace) -> int:
 def _cmd_lease_acquire(args: argparse.Namespace) -> int:
     import os
 
-    def act(ws: object) -> int:
-        from tcpkit.release.workspace import Workspace
-
-        assert isinstance(ws, Workspace)
+    def act(ws: Workspace) -> int:
         # the CLI process ends at once: bind the lease to the shell that called it
         lease = ws.acquire_lease(args.name, _ws_identity(args), ttl_s=args.ttl, reason=args.reason,
                                  pid=os.getppid(), bind_process=not args.no_pid)
@@ -312,10 +312,7 @@ def _cmd_lease_acquire(args: argparse.Namespace) -> int:
 
 
 def _cmd_lease_release(args: argparse.Namespace) -> int:
-    def act(ws: object) -> int:
-        from tcpkit.release.workspace import Workspace
-
-        assert isinstance(ws, Workspace)
+    def act(ws: Workspace) -> int:
         ws.release_lease(args.name, _ws_identity(args))
         print(f"lease on {args.name} released")
         return EXIT_OK
@@ -327,10 +324,9 @@ def _cmd_lease_list(args: argparse.Namespace) -> int:
     import json
     import time
 
-    def act(ws: object) -> int:
-        from tcpkit.release.workspace import Workspace, as_json
+    def act(ws: Workspace) -> int:
+        from tcpkit.release.workspace import as_json
 
-        assert isinstance(ws, Workspace)
         now = time.time()
         rows = [(lease, lease.stale_reason(now)) for lease in ws.leases()]
         if args.json:
@@ -357,10 +353,9 @@ def _add_backups(sub: argparse._SubParsersAction[_Parser]) -> None:
 def _cmd_backups(args: argparse.Namespace) -> int:
     import json
 
-    def act(ws: object) -> int:
-        from tcpkit.release.workspace import Workspace, as_json
+    def act(ws: Workspace) -> int:
+        from tcpkit.release.workspace import as_json
 
-        assert isinstance(ws, Workspace)
         versions = ws.versions(args.name)
         if args.json:
             print(json.dumps([{**as_json(v), "stored": ws.stored(v)} for v in versions], indent=2))
@@ -388,10 +383,7 @@ def _add_restore(sub: argparse._SubParsersAction[_Parser]) -> None:
 def _cmd_restore(args: argparse.Namespace) -> int:
     import time
 
-    def act(ws: object) -> int:
-        from tcpkit.release.workspace import Workspace
-
-        assert isinstance(ws, Workspace)
+    def act(ws: Workspace) -> int:
         start = time.perf_counter()
         version = ws.restore(args.name, args.digest, _ws_identity(args))
         elapsed = time.perf_counter() - start
@@ -411,10 +403,9 @@ def _add_status(sub: argparse._SubParsersAction[_Parser]) -> None:
 def _cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    def act(ws: object) -> int:
-        from tcpkit.release.workspace import Workspace, as_json
+    def act(ws: Workspace) -> int:
+        from tcpkit.release.workspace import as_json
 
-        assert isinstance(ws, Workspace)
         rows = ws.status()
         if args.json:
             print(json.dumps(as_json(rows), indent=2))
@@ -445,10 +436,9 @@ def _add_gc(sub: argparse._SubParsersAction[_Parser]) -> None:
 def _cmd_gc(args: argparse.Namespace) -> int:
     import json
 
-    def act(ws: object) -> int:
-        from tcpkit.release.workspace import Workspace, as_json
+    def act(ws: Workspace) -> int:
+        from tcpkit.release.workspace import as_json
 
-        assert isinstance(ws, Workspace)
         report = ws.gc(args.keep_last, grace_s=args.grace, actor=_ws_identity(args))
         if args.json:
             print(json.dumps(as_json(report), indent=2))
@@ -480,10 +470,9 @@ def _cmd_audit_help(args: argparse.Namespace) -> int:
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     import json
 
-    def act(ws: object) -> int:
-        from tcpkit.release.workspace import Workspace, as_json
+    def act(ws: Workspace) -> int:
+        from tcpkit.release.workspace import as_json
 
-        assert isinstance(ws, Workspace)
         broken = ws.verify_audit()
         count = len(ws.audit_log())
         if args.json:
@@ -501,10 +490,9 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 def _cmd_audit_log(args: argparse.Namespace) -> int:
     import json
 
-    def act(ws: object) -> int:
-        from tcpkit.release.workspace import Workspace, as_json
+    def act(ws: Workspace) -> int:
+        from tcpkit.release.workspace import as_json
 
-        assert isinstance(ws, Workspace)
         entries = ws.audit_log()
         if args.json:
             print(json.dumps(as_json(entries), indent=2))
@@ -541,10 +529,7 @@ def _cmd_contributor_remove(args: argparse.Namespace) -> int:
 
 
 def _contributor_change(args: argparse.Namespace, *, add: bool) -> int:
-    def act(ws: object) -> int:
-        from tcpkit.release.workspace import Workspace
-
-        assert isinstance(ws, Workspace)
+    def act(ws: Workspace) -> int:
         change = ws.add_contributor if add else ws.remove_contributor
         info = change(args.name, args.researcher, _ws_identity(args))
         print(f"{info.name}: owner {info.owner}, contributors {', '.join(info.contributors) or '-'}")
