@@ -40,6 +40,7 @@ from tcpkit.release.algorithms import (
     public_pem,
     raw_public_bytes,
 )
+from tcpkit.release.atomic import fsync_dir
 from tcpkit.release.names import COMPONENT_PATTERN
 
 TRUST_FORMAT = "tcpkit-trust/v1"
@@ -314,14 +315,6 @@ def trust_path(name: str, trust_dir: Path) -> Path:
     return Path(trust_dir) / f"{name}.pub"
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_new(path: Path, data: bytes, mode: int) -> None:
     """Write ``path`` atomically, refusing to replace an existing file.
 
@@ -344,7 +337,7 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
             raise KeyError_(f"{path} already exists; tcpkit never overwrites keys") from None
     finally:
         tmp.unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _ensure_private_dir(directory: Path) -> None:
