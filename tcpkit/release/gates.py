@@ -28,6 +28,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from tcpkit.release.names import COMPONENT_PATTERN
+
 GATES: tuple[str, ...] = ("DEVELOPMENT", "TESTING", "STAGING", "PRODUCTION")
 """The gate levels, in the order a component passes them (never skipped)."""
 
@@ -50,7 +52,7 @@ DEFAULT_TIMEOUT_S = 600.0
 _COMPONENT_KEYS = frozenset({"notebook", "owner", "contributors", "depends_on", "timeout_s", "gates"})
 _GATE_KEYS = frozenset({"parameters", "quick", "criteria", "timeout_s"})
 _CRITERION_KEYS = frozenset({"metric", "op", "threshold"})
-_NAME = re.compile(r"^[a-z][a-z0-9-]{0,63}$")  # as tcpkit.release.names
+_NAME = re.compile(rf"^{COMPONENT_PATTERN}$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _METRIC = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}\*?$")
 
