@@ -453,14 +453,19 @@ class NetworkDetector:
         """Fixed continuous key (larger = more extreme) that breaks ties in min-p."""
         return np.asarray(np.log1p(np.maximum(scores, 0.0) / self.tiebreak_scale_).sum(axis=1))
 
+    def _window_cusum(self, per_window: NDArray[np.float64]) -> CusumResult:
+        """CUSUM over the (n_agents, n_after, d) single-window changes, scored by the window baseline."""
+        stream = self._distances("window", per_window.reshape(-1, per_window.shape[2]))
+        return self.cusum_.run(stream.reshape(per_window.shape[:2]))
+
     def _component_scores(
-        self, feats: _Features, rows: NDArray[np.intp] | slice
+        self, feats: _Features, rows: NDArray[np.intp] | slice, cusum: CusumResult | None = None
     ) -> dict[str, NDArray[np.float64]]:
+        """Raw component scores of ``rows``; ``cusum`` is their CUSUM result when already run."""
         change = self._distances("change", feats.change[rows])
         level = self._distances("level", feats.level[rows])
-        pw = feats.per_window[rows]
-        stream = self._distances("window", pw.reshape(-1, pw.shape[2])).reshape(pw.shape[:2])
-        cusum = self.cusum_.run(stream)
+        if cusum is None:
+            cusum = self._window_cusum(feats.per_window[rows])
         out = {"change": change, "level": level, "cusum": cusum.max_statistic}
         if self.focus_index_ >= 0:
             focus = feats.change[rows, self.focus_index_]
@@ -471,9 +476,7 @@ class NetworkDetector:
         """CUSUM paths over the windows after the reference period (window 0 = first after it)."""
         self._check_fitted()
         w = _check_windows(windows, "windows", self.n_features_in_)
-        pw = _features(w, self.reference_windows).per_window
-        stream = self._distances("window", pw.reshape(-1, pw.shape[2])).reshape(pw.shape[:2])
-        return self.cusum_.run(stream)
+        return self._window_cusum(_features(w, self.reference_windows).per_window)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "calibration_"):
@@ -495,7 +498,8 @@ class NetworkDetector:
                 "the calibration is only exchangeable for equal lengths"
             )
         feats = _features(w, self.reference_windows)
-        scores = self._component_scores(feats, slice(None))
+        cusum = self._window_cusum(feats.per_window)
+        scores = self._component_scores(feats, slice(None), cusum)
         p = {
             name: conformal_pvalues(scores[name], self.calibration_[name], check_sorted=False)
             for name in self.components_
@@ -510,7 +514,6 @@ class NetworkDetector:
                 f"{int(np.ceil(1.0 / alpha))} are needed"
             )
         flags, q = decide(combined, alpha, fdr)
-        cusum = self.cusum(w)
         rows = np.flatnonzero(flags)
         # Explain with the test that flagged: the smallest component p-value.
         which = np.argmin(np.column_stack([p[name] for name in self.components_]), axis=1)
