@@ -28,7 +28,6 @@ import ast
 import concurrent.futures as cf
 import contextlib
 import functools
-import hashlib
 import os
 import re
 import socket
@@ -59,6 +58,7 @@ from tcpkit.release.gates import (
 )
 from tcpkit.release.names import COMPONENT_PATTERN
 from tcpkit.release.report import RunSummary
+from tcpkit.release.store import digest_bytes
 
 PIPELINE_FILE = Path("notebooks") / "pipeline.toml"
 REPORTS_DIR = "reports"
@@ -227,10 +227,6 @@ def runner_name() -> str:
         return env
     host = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower()).strip("-") or "local"
     return f"runner-{host}"[:64].rstrip("-")
-
-
-def _sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _now() -> str:
@@ -558,16 +554,16 @@ class GatePipeline:
         notebook_bytes = spec.notebook.read_bytes()
         module = build_module(spec.notebook, display_name=f"notebooks/{spec.notebook.name}")
         inputs = {
-            "notebook": _sha(notebook_bytes),
+            "notebook": digest_bytes(notebook_bytes),
             "parameters": sha256_json(params),
-            "module": _sha(module),
-            "tcpkit": _sha(__version__.encode("utf-8")),
+            "module": digest_bytes(module),
+            "tcpkit": digest_bytes(__version__.encode("utf-8")),
             "gate": gspec.digest(self.options.profile),
         }
         for dep in spec.depends_on:
             frozen = self.root / "production" / f"{dep}.py"
             if frozen.is_file():
-                inputs[f"frozen:{dep}"] = _sha(frozen.read_bytes())
+                inputs[f"frozen:{dep}"] = digest_bytes(frozen.read_bytes())
         return _Job(spec.name, gate, spec.notebook, params, gspec, inputs, sha256_json(inputs), module,
                     self.options.profile, runner, workdir)
 
@@ -656,7 +652,7 @@ class GatePipeline:
 
         try:
             data, _ = verify_frozen(job.component, self.root)
-            if _sha(data) == job.inputs["module"]:
+            if digest_bytes(data) == job.inputs["module"]:
                 return True
         except FrozenModuleError:
             pass
