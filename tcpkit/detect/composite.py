@@ -78,7 +78,7 @@ from tcpkit.detect.baseline import (
     _check_alpha,
     decide,
 )
-from tcpkit.detect.explain import explain
+from tcpkit.detect.explain import Explanation, explain
 from tcpkit.detect.pvalues import conformal_pvalues
 from tcpkit.detect.sequential import CusumDetector, CusumResult
 
@@ -517,17 +517,15 @@ class NetworkDetector:
         rows = np.flatnonzero(flags)
         # Explain with the test that flagged: the smallest component p-value.
         which = np.argmin(np.column_stack([p[name] for name in self.components_]), axis=1)
-        explanations = []
+        explanations: list[Explanation] = []
         names = self.change_.feature_names_
         for r in rows:
-            comp = self.components_[which[r]]
             # a CUSUM alarm is a change too: explain it against the change baseline
-            if comp == "level":
-                base, x = self.level_, feats.level[[r]]
+            if self.components_[which[r]] == "level":
+                base, x = self.level_, feats.level
             else:
-                base, x = self.change_, feats.change[[r]]
-            (e,) = explain(x, base.location_, base.covariance_, np.array([0]), names)
-            explanations.append(e.__class__(int(r), e.score, e.contributions, e.z, names))
+                base, x = self.change_, feats.change
+            explanations.extend(explain(x, base.location_, base.covariance_, np.array([r]), names))
         components: dict[str, NDArray[Any]] = {f"p_{name}": p[name] for name in self.components_}
         components.update({f"score_{name}": scores[name] for name in self.components_})
         components["alarm_window"] = cusum.alarm_window
