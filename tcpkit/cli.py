@@ -119,11 +119,11 @@ def _add_keys(sub: argparse._SubParsersAction[_Parser]) -> None:
         metavar="VAR",
         help="encrypt the private keys with the passphrase held in environment variable VAR",
     )
-    init.add_argument("--root", default=".", metavar="DIR", help="workspace root (default: .)")
+    _ws_common(init)
     listing = _add_command(
         keys_sub, "list", "show trusted keys: names, algorithms, fingerprints", _cmd_keys_list
     )
-    listing.add_argument("--root", default=".", metavar="DIR", help="workspace root (default: .)")
+    _ws_common(listing)
 
 
 def _cmd_keys_help(args: argparse.Namespace) -> int:
@@ -185,7 +185,7 @@ def _add_verify(sub: argparse._SubParsersAction[_Parser]) -> None:
         sub, "verify", "check every frozen module and every recorded gate run against its signed attestation", _cmd_verify
     )
     p.add_argument("--json", action="store_true", help="machine-readable result on stdout")
-    p.add_argument("--root", default=".", metavar="DIR", help="workspace root (default: .)")
+    _ws_common(p)
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
