@@ -33,7 +33,7 @@ from numpy.typing import NDArray
 from tcpkit.detect.covariance import estimate_covariance
 from tcpkit.detect.kernel import WhiteningKernel
 from tcpkit.detect.moments import Moments, merge_all
-from tcpkit.detect.pvalues import chi2_sf
+from tcpkit.detect.pvalues import _bh_among_candidates, chi2_sf
 
 SCHEDULER_ENV = "TCPKIT_DASK_SCHEDULER"
 _ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc)://[A-Za-z0-9_.\-\[\]:]+(:\d{1,5})?$")
@@ -72,11 +72,6 @@ def generate_chunk(
     X = X @ mix.T
     X += centre
     return X, labels
-
-
-def _chunk_moments(spec: tuple[int, int, int, int, float, float]) -> Moments:
-    X, _ = generate_chunk(*spec)
-    return Moments.from_batch(X)
 
 
 def _batch_moments(X: NDArray[np.float64]) -> Moments:
@@ -276,17 +271,17 @@ def _chunk_candidates(
 def bh_cutoff(candidates: NDArray[np.float64], n_tests: int, alpha: float) -> float:
     """Benjamini-Hochberg p-value cut-off over ``n_tests`` tests from the p-values <= alpha.
 
-    Sorting the candidates and comparing the i-th smallest with ``(i / n_tests) * alpha``
-    (statsmodels' floating-point operations) gives the same largest passing rank as BH
-    over all ``n_tests`` p-values, because every p-value above ``alpha`` fails. Returns
+    BH over the candidates with all ``n_tests`` tests counted (the step of
+    :func:`tcpkit.detect.pvalues.bh_reject`: the i-th smallest compared with
+    ``(i / n_tests) * alpha``, statsmodels' floating-point operations) gives the same
+    rejections as BH over all ``n_tests`` p-values, because every p-value above
+    ``alpha`` fails. Returns
     the largest rejected p-value, or ``-1.0`` when nothing is rejected; BH rejects
     exactly the p-values ``<= cutoff``.
     """
-    p = np.sort(np.asarray(candidates, dtype=np.float64))
-    if p.size == 0:
-        return -1.0
-    passed = np.flatnonzero(p <= (np.arange(1, p.size + 1) / float(n_tests)) * alpha)
-    return float(p[passed[-1]]) if passed.size else -1.0
+    p = np.asarray(candidates, dtype=np.float64)
+    rejected = _bh_among_candidates(p, n_tests, np.float64(alpha))
+    return float(p[rejected].max()) if rejected.size else -1.0
 
 
 @dataclass(frozen=True)
