@@ -274,7 +274,6 @@ _T_DIFFICULTY = np.array([t.difficulty for t in CATALOGUE], dtype=np.float64)
 _T_COST = np.array([t.cost for t in CATALOGUE], dtype=np.float64)
 _FAMILIES: tuple[str, ...] = tuple(sorted({t.family for t in CATALOGUE}))
 _T_FAMILY = np.array([_FAMILIES.index(t.family) for t in CATALOGUE], dtype=np.intp)
-_N_FAMILIES = len(_FAMILIES)
 _HIJACK_FAMILIES = np.array(
     sorted(
         {
