@@ -36,7 +36,7 @@ from tcpkit.detect.moments import Moments, merge_all
 from tcpkit.detect.pvalues import _bh_among_candidates, chi2_sf
 
 SCHEDULER_ENV = "TCPKIT_DASK_SCHEDULER"
-_ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc)://[A-Za-z0-9_.\-\[\]:]+(:\d{1,5})?$")
+_ADDRESS = re.compile(r"^(tcp|tls|ucx|inproc)://[A-Za-z0-9_.\-\[\]:]+(:\d{1,5})?\Z")
 DEFAULT_CHUNK_ROWS = 500_000
 
 

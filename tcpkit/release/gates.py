@@ -52,9 +52,9 @@ DEFAULT_TIMEOUT_S = 600.0
 _COMPONENT_KEYS = frozenset({"notebook", "owner", "contributors", "depends_on", "timeout_s", "gates"})
 _GATE_KEYS = frozenset({"parameters", "quick", "criteria", "timeout_s"})
 _CRITERION_KEYS = frozenset({"metric", "op", "threshold"})
-_NAME = re.compile(rf"^{COMPONENT_PATTERN}$")
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_METRIC = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}\*?$")
+_NAME = re.compile(rf"^{COMPONENT_PATTERN}\Z")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
+_METRIC = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}\*?\Z")
 
 Threshold = float | int | bool
 

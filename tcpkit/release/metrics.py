@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # nbformat pulls in jsonschema: ~1.7 s per kernel that only r
     import nbformat
 
 METRIC_MIME = "application/vnd.tcpkit.metric+json"
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}\Z")
 
 MetricValue = bool | int | float | str | list[Any] | None
 

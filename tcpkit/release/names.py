@@ -13,9 +13,9 @@ COMPONENT_PATTERN = r"[a-z][a-z0-9-]{0,63}"
 RESEARCHER_PATTERN = r"[A-Za-z_][A-Za-z0-9_.-]{0,63}"
 NOTEBOOK_PATTERN = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"
 
-_COMPONENT = re.compile(rf"^{COMPONENT_PATTERN}$")
-_RESEARCHER = re.compile(rf"^{RESEARCHER_PATTERN}$")
-_NOTEBOOK = re.compile(rf"^{NOTEBOOK_PATTERN}$")
+_COMPONENT = re.compile(rf"^{COMPONENT_PATTERN}\Z")
+_RESEARCHER = re.compile(rf"^{RESEARCHER_PATTERN}\Z")
+_NOTEBOOK = re.compile(rf"^{NOTEBOOK_PATTERN}\Z")
 
 
 class InvalidNameError(ValueError):

@@ -68,7 +68,7 @@ KERNEL = "python3"
 # did or why it failed comes from the executed notebook, never from that log.
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
 START_TIMEOUT_S = 120.0
-_RUNNER = re.compile(rf"^{COMPONENT_PATTERN}$")  # a runner is a key name
+_RUNNER = re.compile(rf"^{COMPONENT_PATTERN}\Z")  # a runner is a key name
 
 
 class ParameterError(PipelineError):

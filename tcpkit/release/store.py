@@ -26,7 +26,7 @@ from pathlib import Path
 from tcpkit.release.atomic import TMP_MARK, fsync_dir, write_atomic
 
 ALGORITHM = "sha256"
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_DIGEST = re.compile(r"^[0-9a-f]{64}\Z")
 _CHUNK = 1 << 20
 
 
