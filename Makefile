@@ -40,7 +40,7 @@ nbval: $(STAMP)
 	$(BIN)/pytest -q --nbval-lax -p no:cacheprovider notebooks/
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=notebooks
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 bench: $(STAMP)
 	$(BIN)/tcpkit bench --json
