@@ -1,4 +1,4 @@
-"""The whole tcpkit detector over an agent network: change + level + CUSUM, one p-value each.
+"""The whole tcpkit detector over an agent network: change, level, CUSUM and per-family tests, one p-value each.
 
 Honest agents are heterogeneous (each has its own bias, noise and latency), so one
 population baseline mixes between-agent differences with compromise. Three tests,
