@@ -433,3 +433,115 @@ def test_cli_commands(ws: Workspace, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["keep_last"] == 1
     assert main(["status", "--root", str(tmp_path / "nowhere")]) == 2
     assert "no tcpkit workspace" in capsys.readouterr().err
+
+
+# --- the workspace as a group shares it -----------------------------------------------------------
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_modify_and_restore_keep_the_notebook_mode(ws: Workspace) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        v1 = ws.modify("stats", "alice", nb("x = 1"), None, "first")
+        path = ws.notebooks_dir / "stats.ipynb"
+        assert _mode(path) == 0o644  # a new file: what the umask gives, not mkstemp's 0600
+        os.chmod(path, 0o664)  # a group-writable notebook stays group-writable
+        v2 = ws.modify("stats", "bob", nb("x = 2"), v1.digest, "second")
+        assert _mode(path) == 0o664
+        ws.restore("stats", v1.digest, "bob", v2.digest)
+        assert _mode(path) == 0o664
+    finally:
+        os.umask(old_umask)
+
+
+def test_restore_has_the_same_base_check_as_modify(ws: Workspace) -> None:
+    v1 = ws.modify("stats", "alice", nb("x = 1"), None, "first")
+    v2 = ws.modify("stats", "alice", nb("x = 2"), v1.digest, "second")
+    ws.modify("stats", "bob", nb("x = 3"), v2.digest, "third, by someone else meanwhile")
+    before = snapshot(ws)
+    with pytest.raises(ConflictError, match=f"changed since your base {v2.digest}") as err:
+        ws.restore("stats", v1.digest, "alice", v2.digest)
+    assert "x = 3" in err.value.diff
+    assert snapshot(ws) == before
+
+
+def test_missing_content_is_a_workspace_error_naming_the_retention_rule(ws: Workspace) -> None:
+    cur = None
+    for i in range(4):
+        cur = ws.modify("stats", "alice", nb(f"x = {i}"), cur and cur.digest, f"v{i}")
+    first = ws.versions("stats")[0]
+    ws.gc(keep_last=2, grace_s=0, actor="alice")
+    before = snapshot(ws)
+    with pytest.raises(WorkspaceError) as err:  # a caller catching the workspace's errors sees it
+        ws.restore("stats", first.digest, "alice", cur.digest)  # type: ignore[union-attr]
+    assert isinstance(err.value, MissingObjectError)
+    message = str(err.value)
+    assert f"version 1 ({first.digest})" in message
+    assert "retention removed its content" in message and "keep_last=2" in message
+    assert "only the last 2 versions of each component" in message
+    assert snapshot(ws) == before
+
+
+def test_conflict_with_an_unreadable_current_version_blames_the_current_side(ws: Workspace) -> None:
+    v1 = ws.modify("stats", "alice", nb("x = 1"), None, "first")
+    v2 = ws.modify("stats", "alice", nb("x = 2"), v1.digest, "second")
+    path = ws.store.path_of(v2.digest)
+    os.chmod(path, 0o644)
+    path.write_bytes(b"damaged")
+    with pytest.raises(ConflictError) as err:
+        ws.modify("stats", "bob", nb("x = 9"), v1.digest, "stale")
+    assert f"content of current {v2.digest[:12]} is not available" in err.value.diff
+    assert "base" not in err.value.diff
+
+
+def test_audit_chain_recomputes_from_the_documented_recipe(ws: Workspace) -> None:
+    """Someone outside tcpkit recomputes every hash from the module docstring alone."""
+    import base64
+    import re
+
+    from tcpkit.release import audit as audit_module
+    from tcpkit.release.dsse import pae
+
+    ws.modify("stats", "alice", nb("x = 1"), None, "first ü")  # non-ASCII kept as is
+    doc = audit_module.__doc__ or ""
+    block = re.search(r"::\n\n(.*?\})\n", doc, re.S)
+    assert block is not None, "the docstring shows the hashed object as a literal block"
+    documented = re.findall(r'"(\w+)":', block.group(1))
+    rows = ws.db.query("SELECT * FROM audit ORDER BY seq")
+    columns = {"action": "action", "actor": "actor", "at": "at", "details": "details",
+               "prev": "prev_hash", "seq": "seq"}
+    assert sorted(documented) == sorted(columns)
+    trust = {r.name: r for r in __import__("tcpkit.release.keys", fromlist=["TrustList"]).TrustList.load(
+        ws.trust_dir)}
+    for row in rows:
+        obj = {key: row[columns[key]] for key in documented}
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert hashlib.sha256(text.encode("utf-8")).hexdigest() == row["hash"]
+        message = pae(audit_module.AUDIT_PAYLOAD_TYPE, row["hash"].encode("ascii"))
+        [ed] = [s for s in json.loads(row["signatures"]) if s["algorithm"] == "ed25519"]
+        trust[row["actor"]].key("ed25519").key.verify(base64.b64decode(ed["sig"]), message)
+
+
+def test_cli_restore_says_what_it_backed_up_and_where(ws: Workspace, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    v1 = ws.modify("stats", "alice", nb("x = 1"), None, "first")
+    ws.modify("stats", "alice", nb("x = 2"), v1.digest, "second")
+    (ws.notebooks_dir / "stats.ipynb").write_bytes(nb("edited by hand"))
+    capsys.readouterr()
+    assert main(["restore", "stats", v1.digest[:12], "--as", "alice", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    backup = ws.versions("stats")[-2]
+    assert backup.kind == "backup" and backup.digest == sha(nb("edited by hand"))
+    where = ws.store.path_of(backup.digest)
+    assert (f"backed up notebooks/stats.ipynb as found on disk first: version {backup.seq} "
+            f"({backup.digest[:12]}), stored at {where}") in out
+    assert where.is_file()
+    # unchanged on disk: the current version is the backup, and the message says so
+    assert main(["restore", "stats", v1.digest[:12], "--as", "alice", "--root", str(tmp_path),
+                 "--base", ws.current("stats").digest[:12]]) == 0  # type: ignore[union-attr]
+    assert "on disk was version" in capsys.readouterr().out
+    # a stale --base is refused like a stale modify
+    assert main(["restore", "stats", v1.digest[:12], "--as", "alice", "--root", str(tmp_path),
+                 "--base", backup.digest[:12]]) == 1
+    assert "changed since your base" in capsys.readouterr().err
