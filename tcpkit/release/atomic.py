@@ -77,11 +77,11 @@ def current_umask() -> int:
     and restoring it (``os.umask`` has no read-only form), which is brief but
     not thread-safe.
     """
-    with contextlib.suppress(OSError, ValueError):
-        with open("/proc/self/status", encoding="ascii", errors="replace") as handle:
-            for line in handle:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
+    with contextlib.suppress(OSError, ValueError), open(
+            "/proc/self/status", encoding="ascii", errors="replace") as handle:
+        for line in handle:
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
     old = os.umask(0o022)
     os.umask(old)
     return old

@@ -25,7 +25,8 @@ What "the content" of a component is
     the notebook file atomically and record the version in one transaction.
 
 How a modification stays safe among several researchers and processes
-    Every change runs in one ``BEGIN IMMEDIATE`` transaction, so concurrent
+    The actor's key is proven first (see "Who acts"). Then every change runs
+    in one ``BEGIN IMMEDIATE`` transaction, so concurrent
     writers are serialised by SQLite's file lock (released by the kernel when a
     process dies). Inside it, in this order: permission (owner or contributor),
     lease (the researcher's own live lease, or a transient one when the
