@@ -233,7 +233,12 @@ def _ws_common(p: _Parser, *, identity: bool = False, json_flag: bool = False) -
     if identity:
         p.add_argument(
             "--as", dest="as_user", metavar="NAME", default=None,
-            help="act as researcher NAME (default: $TCPKIT_USER, else the login name)",
+            help="act as researcher NAME (default: $TCPKIT_USER, else the login name); needs "
+                 "NAME's private key in $TCPKIT_KEYS and NAME on the trust list",
+        )
+        p.add_argument(
+            "--passphrase-env", metavar="VAR", default=None,
+            help="the private key is encrypted with the passphrase held in environment variable VAR",
         )
     if json_flag:
         p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
@@ -245,6 +250,22 @@ def _ws_identity(args: argparse.Namespace) -> str:
 
     name = args.as_user or os.environ.get("TCPKIT_USER") or getpass.getuser()
     return str(name)
+
+
+def _ws_unlock(ws: Workspace, args: argparse.Namespace) -> None:
+    """Load the acting researcher's passphrase-protected key (--passphrase-env) into ``ws``."""
+    import os
+
+    from tcpkit.release.signing import KeyError_, load_signer
+
+    value = os.environ.get(args.passphrase_env)
+    if not value:
+        raise UsageError(f"environment variable {args.passphrase_env} is unset or empty")
+    name = _ws_identity(args)
+    try:
+        ws.add_signer(load_signer(name, keys_dir=ws.keys_dir, passphrase=value.encode("utf-8")))
+    except KeyError_ as exc:
+        raise CheckFailed(f"cannot act as {name}: {exc}") from None
 
 
 def _ws_run(args: argparse.Namespace, action: Callable[[Workspace], int]) -> int:
@@ -271,6 +292,8 @@ def _ws_run(args: argparse.Namespace, action: Callable[[Workspace], int]) -> int
     except WorkspaceError as exc:
         raise CheckFailed(str(exc)) from None
     try:
+        if getattr(args, "passphrase_env", None) is not None:
+            _ws_unlock(ws, args)
         return action(ws)
     except (InvalidNameError, InvalidDigestError, UnknownComponentError, UnknownVersionError) as exc:
         raise UsageError(str(exc)) from None

@@ -259,3 +259,43 @@ def test_pipeline_refuses_an_unknown_runner_once_a_trust_list_exists(
     assert "runner key 'runner-new' is not on the trust list" in err
     assert "tcpkit trust add" in err and "runner-new.pub" in err
     assert TrustList.load(tmp_path / ".tcpkit" / "trust").names == ("alice",)
+
+
+def test_an_encrypted_key_acts_with_its_passphrase(ws: Workspace, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    init_keys("bob", trust_dir=ws.trust_dir, keys_dir=ws.keys_dir, passphrase=b"s3cret")
+    root = str(tmp_path)
+    assert main(["lease", "acquire", "stats", "--as", "bob", "--root", root]) == 1
+    assert "is encrypted" in _one_line(capsys.readouterr().err)
+    monkeypatch.setenv("BOB_PASS", "wrong")
+    assert main(["lease", "acquire", "stats", "--as", "bob", "--passphrase-env", "BOB_PASS",
+                 "--root", root]) == 1
+    assert "wrong passphrase" in _one_line(capsys.readouterr().err)
+    monkeypatch.setenv("BOB_PASS", "s3cret")
+    assert main(["lease", "acquire", "stats", "--as", "bob", "--passphrase-env", "BOB_PASS",
+                 "--root", root]) == 0
+    assert ws.leases()[0].holder == "bob" and ws.verify_audit() is None
+
+
+def test_a_schema_1_database_migrates_and_its_unsigned_entries_are_named(
+        tmp_path: Path, researchers: Researchers, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tcpkit.release import db as db_module
+
+    researchers(tmp_path, "alice")
+    monkeypatch.setattr(db_module, "SCHEMA_VERSION", 1)  # a workspace made by the previous tcpkit
+    with Workspace.open(tmp_path) as old:
+        assert old.db.schema_version() == 1
+        digest = _audit.entry_hash(1, "2025-01-01T00:00:00+00:00", "alice", "note", "{}", _audit.GENESIS)
+        old.db.conn.execute(
+            "INSERT INTO audit (seq, at, actor, action, details, prev_hash, hash) VALUES (?,?,?,?,?,?,?)",
+            (1, "2025-01-01T00:00:00+00:00", "alice", "note", "{}", _audit.GENESIS, digest))
+    monkeypatch.setattr(db_module, "SCHEMA_VERSION", len(db_module.MIGRATIONS))
+    with Workspace.open(tmp_path) as ws:
+        assert ws.db.schema_version() == db_module.SCHEMA_VERSION == 2
+        ws.audit("note", "alice", {"after": "migration"})
+        entries = ws.audit_log()
+        assert entries[0].signatures == () and len(entries[1].signatures) == 2
+        assert entries[1].prev_hash == digest  # the chain continues across the migration
+        broken = ws.verify_audit()
+        assert broken is not None and broken.seq == 1 and "unsigned" in broken.reason
