@@ -507,7 +507,9 @@ def ensure_signer(
 
     If the keys exist, they are loaded and their public record is added to ``trust_dir``
     when absent. A record already there that differs from the keys raises KeyError_: a
-    pinned trust entry is never replaced silently.
+    pinned trust entry is never replaced silently. This trusts the key unconditionally,
+    so it is for tests and scratch trust directories; the pipeline uses
+    :func:`runner_signer`, which only trusts itself on an empty trust list.
     """
     validate_name(name)
     directory = _resolve_keys_dir(keys_dir)
