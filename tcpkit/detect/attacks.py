@@ -345,6 +345,15 @@ def whitebox_signs(stat: NDArray[np.float64], sd: NDArray[np.float64], goal: int
     return np.asarray(patterns[int(np.argmin(norms))], dtype=np.float64)
 
 
+def shift_distance(stat: NDArray[np.float64], sd: NDArray[np.float64],
+                   signs: NDArray[np.float64]) -> float:
+    """Mahalanobis length of the budget-1 shift ``signs * sd`` under the clean agents'
+    own (classical) covariance of ``stat``: what a budget means as one distance."""
+    z = np.asarray(stat, dtype=np.float64) / sd
+    precision = np.linalg.pinv(np.atleast_2d(np.cov(z, rowvar=False)))
+    return float(np.sqrt(signs @ precision @ signs))
+
+
 @dataclass(frozen=True, eq=False)
 class World:
     """One seed's fleets, the clean spread that sets the budget units, and the attackers.
@@ -357,6 +366,7 @@ class World:
     feature_names : the simulator's feature names.
     change_sd, level_sd : per-feature robust SD of the reference agents' change and level.
     change_signs, level_signs : the white-box attacker's sign pattern for each statistic.
+    change_distance, level_distance : :func:`shift_distance` of each budget-1 shift.
     attacked : rows of the monitored (and replay) fleet under the attacker's control.
     poisoned : rows of the reference fleet under the poisoning attacker's control.
     """
@@ -370,6 +380,8 @@ class World:
     level_sd: NDArray[np.float64]
     change_signs: NDArray[np.float64]
     level_signs: NDArray[np.float64]
+    change_distance: float
+    level_distance: float
     attacked: NDArray[np.intp]
     poisoned: NDArray[np.intp]
 
@@ -417,11 +429,13 @@ def make_world(seed: int, config: AttackConfig) -> World:
     attacked = np.sort(rng.choice(config.n_monitored, size=config.n_attacked, replace=False))
     n_poison = int(round(config.poison_fraction * config.n_reference))
     poisoned = np.sort(rng.choice(config.n_reference, size=n_poison, replace=False))
+    change_signs = whitebox_signs(change, change_sd, goal)
+    level_signs = whitebox_signs(level, level_sd, goal)
     return World(
         seed=seed, reference=reference, monitored=monitored, replay=replay, feature_names=names,
-        change_sd=change_sd, level_sd=level_sd,
-        change_signs=whitebox_signs(change, change_sd, goal),
-        level_signs=whitebox_signs(level, level_sd, goal),
+        change_sd=change_sd, level_sd=level_sd, change_signs=change_signs, level_signs=level_signs,
+        change_distance=shift_distance(change, change_sd, change_signs),
+        level_distance=shift_distance(level, level_sd, level_signs),
         attacked=attacked.astype(np.intp), poisoned=poisoned.astype(np.intp),
     )
 
@@ -764,7 +778,12 @@ def _attack_world(
     probe_shift: dict[str, dict[float, list[float]]],
 ) -> None:
     """All attacks of one seed against one detector (fitted once on the clean reference)."""
-    det = _fit(factory, world.reference, name)
+    fitted: list[Detector] = []
+
+    def clean() -> Detector:  # fitted on first use: a poisoning-only sweep never needs it
+        if not fitted:
+            fitted.append(_fit(factory, world.reference, name))
+        return fitted[0]
 
     def flags(d: Detector, w: NDArray[np.float64]) -> NDArray[np.bool_]:
         return np.asarray(d.detect(w).flags, dtype=bool)
@@ -773,20 +792,21 @@ def _attack_world(
     for attack, sweep in sweeps.items():
         if attack == "mimicry":
             for b in sweep:
-                tally.judge((attack, name, b, s), world, flags(det, mimicry_windows(world, b, cfg)))
+                tally.judge((attack, name, b, s), world, flags(clean(), mimicry_windows(world, b, cfg)))
         elif attack == "drift":
             for b in sweep:
-                tally.judge((attack, name, b, s), world, flags(det, drift_windows(world, b, cfg)))
+                tally.judge((attack, name, b, s), world, flags(clean(), drift_windows(world, b, cfg)))
         elif attack == "coordination":
             for b in sweep:
                 w = coordination_windows(world, int(b), cfg)
-                tally.judge((attack, name, b, s), world, flags(det, w))
+                tally.judge((attack, name, b, s), world, flags(clean(), w))
         elif attack == "poisoning":
             for b in sweep:
                 reference, monitored = poisoned_windows(world, b)
-                fitted = det if b == 0 else _fit(factory, reference, name)
-                tally.judge((attack, name, b, s), world, flags(fitted, monitored))
+                poisoned = clean() if b == 0 else _fit(factory, reference, name)
+                tally.judge((attack, name, b, s), world, flags(poisoned, monitored))
         else:  # probing
+            det = clean()
             known = probe(det, world, int(max(sweep)), cfg)
             for b in sweep:
                 shift = known[int(b)]
