@@ -24,6 +24,7 @@ from tcpkit.detect.attacks import (
     poisoned_windows,
     probe,
     robust_sd,
+    shift_distance,
     whitebox_signs,
 )
 from tcpkit.detect.baseline import DetectionResult
@@ -306,3 +307,25 @@ def test_a_detector_with_wrong_flags_or_no_fit_result_is_refused() -> None:
         evaluate_attacks({"short": Short}, [0], config=TINY, attacks=["mimicry"])
     with pytest.raises(AttackError, match="must return the fitted detector"):
         evaluate_attacks({"noself": NoSelf}, [0], config=TINY, attacks=["mimicry"])
+
+
+def test_shift_distance_is_the_mahalanobis_length_of_the_unit_shift() -> None:
+    stat = np.random.default_rng(6).standard_normal((20000, 4))
+    sd = robust_sd(stat)
+    assert shift_distance(stat, sd, np.ones(4)) == pytest.approx(2.0, rel=0.03)
+
+
+def test_poisoning_refits_a_fresh_detector_per_budget_and_the_clean_fit_only_when_needed() -> None:
+    made: list[Never] = []
+
+    def factory() -> Never:
+        made.append(Never())
+        return made[-1]
+
+    evaluate_attacks({"n": factory}, [0], config=TINY, attacks=["poisoning"],
+                     budgets={"poisoning": [1.0, 3.0]})
+    assert len(made) == 2  # one per poisoned budget, no clean fit
+    made.clear()
+    evaluate_attacks({"n": factory}, [0], config=TINY, attacks=["poisoning", "mimicry"],
+                     budgets={"poisoning": [0.0, 3.0], "mimicry": [3.0]})
+    assert len(made) == 2  # the clean fit (budget 0 and mimicry) and the poisoned one
