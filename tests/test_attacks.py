@@ -329,3 +329,15 @@ def test_poisoning_refits_a_fresh_detector_per_budget_and_the_clean_fit_only_whe
     evaluate_attacks({"n": factory}, [0], config=TINY, attacks=["poisoning", "mimicry"],
                      budgets={"poisoning": [0.0, 3.0], "mimicry": [3.0]})
     assert len(made) == 2  # the clean fit (budget 0 and mimicry) and the poisoned one
+
+
+def test_seed_interval_resamples_worlds_not_agents() -> None:
+    rates = (0.0, 1.0, 0.0, 1.0)
+    c = EvasionCurve("mimicry", "x", (3.0,), (20,), (40,), (0.5,), (0.35,), (0.65,),
+                     (rates,), (0, 1, 2, 3), 3.0)
+    low, high = c.seed_interval(3.0)
+    assert low <= 0.25 and high >= 0.75  # far wider than the Wilson interval over agents
+    one = EvasionCurve("mimicry", "x", (3.0,), (5,), (10,), (0.5,), (0.2,), (0.8,), ((0.5,),), (0,), 3.0)
+    assert all(math.isnan(x) for x in one.seed_interval(3.0))
+    with pytest.raises(AttackError, match="not swept"):
+        c.seed_interval(1.0)

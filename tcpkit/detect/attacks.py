@@ -62,9 +62,10 @@ Attacks and their budgets
 Evasion and the half-evasion budget
 -----------------------------------
 The evasion rate at a budget is the share of attacker-controlled agents that the
-detector does not flag (over seeds), with a Wilson interval. Agents of one seed
-share one fit, one calibration set and one BH cut, so that interval is too narrow;
-the per-seed rates are kept beside it. :attr:`EvasionCurve.half_budget` is the
+detector does not flag (over seeds), with a Wilson interval over agents and a
+cluster-bootstrap interval over seeds. Agents of one seed share one fit, one
+calibration set and one BH cut, so the Wilson interval is too narrow; the seed
+interval (the world as the unit) is the honest one once there are several seeds. :attr:`EvasionCurve.half_budget` is the
 budget at which evasion crosses 0.5: for shift attacks (evasion falls with the
 budget) the largest shift the attacker can make and still evade half the time
 (linear interpolation; ``inf`` when evasion stays above 0.5 over the sweep); for
@@ -529,7 +530,7 @@ class EvasionCurve:
     evaded, trials : per budget, attacker agents not flagged (that reached their goal),
         and attacker agents.
     rates, ci_low, ci_high : ``evaded / trials`` and its Wilson interval (too narrow:
-        the agents of one seed share a fit; see ``per_seed``).
+        the agents of one seed share a fit; see ``per_seed`` and :meth:`seed_interval`).
     per_seed : (n_budgets, n_seeds) evasion rate of each seed.
     seeds : the evaluation seeds.
     reference_budget : the budget of the gated number.
@@ -563,6 +564,24 @@ class EvasionCurve:
     def reference_rate(self) -> float:
         return self.at(self.reference_budget)[0]
 
+    def seed_interval(self, budget: float, n_boot: int = 2000) -> tuple[float, float]:
+        """Cluster-bootstrap interval of the rate at ``budget``, resampling seeds.
+
+        The unit is the simulated world (one fit, one calibration, one BH cut each), so
+        the interval respects the dependence that the Wilson interval ignores. Every seed
+        has the same number of attackers, so the pooled rate is the mean of the seeds'
+        rates. ``(nan, nan)`` with fewer than two seeds.
+        """
+        self.at(budget)
+        i = next(j for j, b in enumerate(self.budgets) if math.isclose(b, budget))
+        rates = np.asarray(self.per_seed[i], dtype=np.float64)
+        if rates.size < 2:
+            return math.nan, math.nan
+        rng = np.random.default_rng(0)
+        means = rates[rng.integers(0, rates.size, size=(n_boot, rates.size))].mean(axis=1)
+        low, high = np.quantile(means, [self.ci_alpha / 2, 1 - self.ci_alpha / 2])
+        return float(low), float(high)
+
     @property
     def half_budget(self) -> float:
         """The budget at which evasion crosses 0.5 (see the module docstring); inf if never."""
@@ -581,15 +600,17 @@ class EvasionCurve:
 
     def summary(self) -> str:
         lines = [
-            f"{self.attack} vs {self.detector} (budget: {self.unit}); {len(self.seeds)} seeds, "
-            f"Wilson {100 * (1 - self.ci_alpha):.0f}% over agents",
-            f"{'budget':>8} {'evaded':>11} {'rate':>6}  interval         per seed",
+            f"{self.attack} vs {self.detector} (budget: {self.unit}); {len(self.seeds)} seeds; "
+            f"{100 * (1 - self.ci_alpha):.0f}% intervals: Wilson over agents, bootstrap over seeds",
+            f"{'budget':>8} {'evaded':>11} {'rate':>6}  {'Wilson':<16} {'over seeds':<16} per seed",
         ]
         for i, b in enumerate(self.budgets):
             seeds = " ".join(f"{x:.2f}" for x in self.per_seed[i])
+            lo, hi = self.seed_interval(b)
+            over = f"[{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) else "(one seed)"
             lines.append(
                 f"{b:>8g} {self.evaded[i]:>5d}/{self.trials[i]:<5d} {self.rates[i]:6.3f}  "
-                f"[{self.ci_low[i]:.3f}, {self.ci_high[i]:.3f}]  {seeds}"
+                f"[{self.ci_low[i]:.3f}, {self.ci_high[i]:.3f}] {over:<16} {seeds}"
             )
         hb = self.half_budget
         lines.append(f"evasion crosses 0.5 at budget {hb:.3g}" if math.isfinite(hb)
@@ -642,6 +663,7 @@ class SecurityEvaluation:
             rate, _, high = c.at(c.reference_budget)
             out[f"evasion_{attack}_{det}"] = rate
             out[f"evasion_{attack}_{det}_ci_high"] = high
+            out[f"evasion_{attack}_{det}_seed_ci_high"] = c.seed_interval(c.reference_budget)[1]
             out[f"half_evasion_budget_{attack}_{det}"] = c.half_budget
             out[f"budget_{attack}"] = c.reference_budget
             out[f"evasion_trials_{attack}"] = c.trials[c.budgets.index(c.reference_budget)]
