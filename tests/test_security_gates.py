@@ -36,6 +36,7 @@ GUARDS = ["budget_mimicry", "budget_poisoning", "budget_drift", "budget_probing"
           "budget_coordination", "probe_goal", "attacked_fraction", "poison_fraction",
           "coordination_total"]
 TESTED = {*EVASION, *GUARDS, "false_alarm_rate_shipped", "tamper_detected_rate"}
+pytestmark = [pytest.mark.breaks("security", metric) for metric in sorted(TESTED)]
 
 
 def _criteria(metric: str) -> Iterator[Criterion]:
