@@ -181,6 +181,23 @@ def signing_bytes(node_id: str, version: Version, payload: bytes) -> bytes:
     )
 
 
+def entry_wire(entry: Entry) -> bytes:
+    """One entry's record in the state wire format: header, node id, payload, signature."""
+    name = entry.node_id.encode("utf-8")
+    sig = entry.signature if entry.signature is not None else b""
+    flags = 0x8000_0000 if entry.signature is not None else 0
+    header = _ENTRY_HEADER.pack(
+        len(name), entry.version.incarnation, entry.version.counter, len(entry.payload), len(sig) | flags
+    )
+    return header + name + entry.payload + sig
+
+
+def state_wire(records: Sequence[bytes]) -> bytes:
+    """A whole state message from entry records already in sorted node order (see :meth:`State.to_bytes`)."""
+    body = _STATE_HEADER.pack(STATE_MAGIC, STATE_FORMAT_VERSION, len(records)) + b"".join(records)
+    return body + _TRAILER.pack(zlib.crc32(body))
+
+
 def _winner(a: Entry, b: Entry) -> Entry:
     return a if a.order_key >= b.order_key else b
 
@@ -275,24 +292,7 @@ class State:
     # --- wire format --------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """Serialise every entry (sorted by node id) with a CRC-32 trailer."""
-        chunks = [_STATE_HEADER.pack(STATE_MAGIC, STATE_FORMAT_VERSION, len(self.entries))]
-        for key in sorted(self.entries):
-            entry = self.entries[key]
-            name = key.encode("utf-8")
-            sig = entry.signature if entry.signature is not None else b""
-            has_sig = entry.signature is not None
-            chunks.append(
-                _ENTRY_HEADER.pack(
-                    len(name),
-                    entry.version.incarnation,
-                    entry.version.counter,
-                    len(entry.payload),
-                    len(sig) | (0x8000_0000 if has_sig else 0),
-                )
-            )
-            chunks += [name, entry.payload, sig]
-        body = b"".join(chunks)
-        return body + _TRAILER.pack(zlib.crc32(body))
+        return state_wire([entry_wire(self.entries[key]) for key in sorted(self.entries)])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> State:
