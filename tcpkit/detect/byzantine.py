@@ -51,6 +51,8 @@ DEFAULT_COMBINES: Mapping[str, Mapping[str, Any]] = {
     "robust": {"method": "robust", "weight_cap": 3.0, "z_threshold": 5.0},
 }
 CLAIMED_WEIGHT = 10
+SHIFT_SD = 25.0  # the gross lie's mean shift, in honest agent SDs (covariance x this too)
+MASK_SD_SCALE = 30.0  # the mask lie's SD inflation on the attacked features
 
 
 def lie(m: Moments, strategy: str, sd: NDArray[np.float64], targets: NDArray[np.intp]) -> Moments:
@@ -59,10 +61,10 @@ def lie(m: Moments, strategy: str, sd: NDArray[np.float64], targets: NDArray[np.
     ``alie`` depends on every honest node's summary, not on one node's: see :func:`alie_lie`.
     """
     if strategy == "shift":
-        return Moments(m.n * CLAIMED_WEIGHT, m.mean + 25.0 * sd, m.m2 * (25.0 * CLAIMED_WEIGHT))
+        return Moments(m.n * CLAIMED_WEIGHT, m.mean + SHIFT_SD * sd, m.m2 * (SHIFT_SD * CLAIMED_WEIGHT))
     if strategy == "mask":
         scale = np.ones(m.n_features)
-        scale[targets] = 30.0
+        scale[targets] = MASK_SD_SCALE
         return Moments(m.n * CLAIMED_WEIGHT, m.mean, m.m2 * np.outer(scale, scale) * CLAIMED_WEIGHT)
     raise ValueError(f"unknown lie {strategy!r}; choose one of {LIES[:2]} (alie: use alie_lie)")
 
@@ -206,3 +208,41 @@ def lying_node_experiment(
                         )
                     )
     return rows
+
+
+def recall_drop(
+    rows: Sequence[LyingRow],
+    combine: str = "robust",
+    *,
+    max_fraction: float = 0.3,
+    pvalues: str = "conformal",
+    lies: Sequence[str] = LIES,
+) -> float:
+    """Largest recall lost against no liars, over ``lies`` and fractions up to ``max_fraction``.
+
+    Raises when a needed row is missing (a fraction of 0 is the reference).
+    """
+    by = {(r.lie, r.lying_fraction, r.combine, r.pvalues): r for r in rows}
+    drops = []
+    for name in lies:
+        clean = by.get((name, 0.0, combine, pvalues))
+        if clean is None:
+            raise ValueError(f"no row for lie {name!r} at 0 % liars with combine {combine!r} and {pvalues!r}")
+        drops += [
+            clean.recall - r.recall
+            for (lie_, f, c, p), r in by.items()
+            if lie_ == name and c == combine and p == pvalues and 0.0 < f <= max_fraction + 1e-12
+        ]
+    if not drops:
+        raise ValueError(f"no rows with liars at fractions <= {max_fraction} for combine {combine!r}")
+    return float(max(drops))
+
+
+def row_at(
+    rows: Sequence[LyingRow], lie_name: str, fraction: float, combine: str = "robust", pvalues: str = "conformal"
+) -> LyingRow:
+    """The row of one (lie, fraction, combine, p-value method); raises naming what is missing."""
+    for r in rows:
+        if (r.lie, r.combine, r.pvalues) == (lie_name, combine, pvalues) and abs(r.lying_fraction - fraction) < 1e-12:
+            return r
+    raise ValueError(f"no row for lie {lie_name!r} at {fraction:.0%} liars, combine {combine!r}, {pvalues!r}")

@@ -224,7 +224,7 @@ def truncation_consistency(n_features: int, quantile: float = REWEIGHT_QUANTILE)
     For ``X ~ N(mu, S)`` and ``q = chi2_d^{-1}(quantile)``, the rows with ``d2 <= q`` have
     covariance ``S * F_{d+2}(q) / quantile`` (``F_k`` the chi-square cdf with ``k`` degrees
     of freedom; Croux and Haesbroeck 1999), so the truncated covariance is multiplied by
-    ``quantile / F_{d+2}(q)`` (about 1.16 for d = 8 at 0.975), as in MCD's reweighting step.
+    ``quantile / F_{d+2}(q)``, as in MCD's reweighting step.
     """
     from scipy.stats import chi2
 
@@ -557,3 +557,65 @@ def run_out_of_core(
         df=float(df),
         shift=float(shift),
     )
+
+
+def same_result(a: OutOfCoreResult, b: OutOfCoreResult) -> bool:
+    """Bitwise the same baseline, robust estimate, BH cut-off and flagged agents (flags required)."""
+    if a.flagged is None or b.flagged is None:
+        raise ClusterError("same_result needs both runs with return_flagged=True")
+    return bool(
+        a.baseline == b.baseline
+        and a.pooled == b.pooled
+        and np.array_equal(a.location, b.location)
+        and np.array_equal(a.covariance, b.covariance)
+        and a.p_cutoff == b.p_cutoff
+        and np.array_equal(a.flagged, b.flagged)
+    )
+
+
+def oracle_recall(
+    shifts: Sequence[float],
+    *,
+    df: float = math.inf,
+    n_features: int = 8,
+    compromised_fraction: float = 0.01,
+    alpha: float = 0.01,
+    seed: int = 0,
+    n_honest: int = 1_000_000,
+    n_compromised: int = 100_000,
+) -> list[float]:
+    """Best recall any threshold on the true Mahalanobis distance can reach at FDR ``alpha``.
+
+    The oracle knows the honest distribution of :func:`generate_chunk` exactly (its
+    whitened noise and the compromised direction): for each shift it draws ``n_honest``
+    honest and ``n_compromised`` compromised whitened rows, and returns the largest
+    true-positive rate over thresholds ``t`` whose population false discovery rate
+    ``pi0 * fpr(t) / (pi0 * fpr(t) + pi1 * tpr(t))`` is at most ``alpha``. A fitted
+    pipeline cannot beat it by scoring distances; it says where recall is contested.
+    """
+    if not 0 < compromised_fraction < 1 or not 0 < alpha < 1 or not (df > 2.0):
+        raise ClusterError("need 0 < compromised_fraction < 1, 0 < alpha < 1 and df > 2")
+    population = np.random.default_rng([seed, 0])
+    population.normal(size=(n_features, n_features))
+    direction = population.normal(size=n_features)
+    direction /= np.linalg.norm(direction)
+    rng = np.random.default_rng([seed, 4])
+
+    def noise(rows: int) -> NDArray[np.float64]:
+        if math.isinf(df):
+            return rng.standard_normal(size=(rows, n_features))
+        return rng.standard_t(df, size=(rows, n_features)) * math.sqrt((df - 2.0) / df)
+
+    honest = np.sort(np.einsum("ij,ij->i", h := noise(n_honest), h))
+    pi1 = compromised_fraction
+    out = []
+    for shift in shifts:
+        c = noise(n_compromised) + float(shift) * direction
+        comp = np.sort(np.einsum("ij,ij->i", c, c))
+        grid = np.unique(np.concatenate([honest[-20_000:], comp]))
+        fpr = 1.0 - np.searchsorted(honest, grid, side="left") / honest.size
+        tpr = 1.0 - np.searchsorted(comp, grid, side="left") / comp.size
+        fdr = (1 - pi1) * fpr / np.maximum((1 - pi1) * fpr + pi1 * tpr, np.finfo(float).tiny)
+        ok = (fdr <= alpha) & (tpr > 0)
+        out.append(float(tpr[ok].max()) if ok.any() else 0.0)
+    return out

@@ -964,3 +964,11 @@ def simulate_gossip(
         engine=use,
         exchange=exchange,
     )
+
+
+def rounds_per_log2_n(sizes: Sequence[int], rounds: Sequence[int]) -> float:
+    """Least-squares slope of rounds to converge against ``log2(n)`` (``O(log n)`` gossip: a constant)."""
+    if len(sizes) != len(rounds) or len(sizes) < 2 or len(set(sizes)) < 2:
+        raise ValueError("need rounds for at least two different network sizes")
+    slope, _ = np.polyfit(np.log2(np.asarray(sizes, dtype=np.float64)), np.asarray(rounds, dtype=np.float64), 1)
+    return float(slope)
