@@ -143,3 +143,39 @@ def test_unconverged_run_is_not_bit_identical_and_audit_off_is_not_evaluated() -
     skipped = simulate_gossip(100, seed=0, audit=False)
     assert skipped.bit_identical is None and skipped.distinct_states is None
     assert not _gate_passes("bit_identical", skipped.bit_identical)  # None is "not evaluated"
+
+
+# --- the other gated gossip metrics, each broken once -----------------------------------------
+def test_a_partition_that_never_heals_fails_converged() -> None:
+    result = simulate_gossip(60, partitions=[gossip.Partition(0, 1000)], seed=0, max_rounds=25)
+    assert not result.converged
+    assert not _gate_passes("converged", result.converged)
+    assert not _gate_passes("all_mixes_converged", all([True, result.converged]))
+    assert _gate_passes("converged", simulate_gossip(60, seed=0).converged)
+
+
+def test_forgotten_incarnations_fail_max_rel_error() -> None:
+    ok = simulate_gossip(60, crashes=0.2, seed=0)
+    broken = simulate_gossip(60, crashes=0.2, seed=0, persist_incarnation=False)
+    assert _gate_passes("max_rel_error", ok.max_rel_error)
+    assert not _gate_passes("max_rel_error", broken.max_rel_error)
+
+
+def test_gossip_through_one_initiator_fails_rounds_per_log2_n(monkeypatch: pytest.MonkeyPatch) -> None:
+    sizes = [8, 16, 32, 64]
+    good = [simulate_gossip(n, seed=0, audit=False).rounds for n in sizes]
+    assert _gate_passes("rounds_per_log2_n", gossip.rounds_per_log2_n(sizes, good))
+    real = gossip._contacts
+
+    def one_initiator(rng: np.random.Generator, alive: Any, n: int, fanout: int) -> Any:
+        a, b = real(rng, alive, n, fanout)
+        keep = a == a.min()  # only the lowest live node starts contacts: no epidemic spread
+        return a[keep], b[keep]
+
+    monkeypatch.setattr(gossip, "_contacts", one_initiator)
+    slow = [simulate_gossip(n, seed=0, audit=False).rounds for n in sizes]
+    slope = gossip.rounds_per_log2_n(sizes, slow)
+    assert slope > 2.0
+    assert not _gate_passes("rounds_per_log2_n", slope)
+    with pytest.raises(ValueError, match="two different"):
+        gossip.rounds_per_log2_n([8], [3])
