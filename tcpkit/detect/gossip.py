@@ -27,8 +27,15 @@ reference for small networks. ``"matrix"`` encodes every replica as a row of
 per-key ranks in the CRDT's total order (0 = unknown), so a join is an
 elementwise maximum and 10,000 nodes fit in 12.5 MB per version level; it
 reports the same convergence and bytes as the replica engine (the tests check
-this) and computes baselines from real ``State`` objects built from its rows.
-Ranks are stored as bit-packed thermometer codes, so the join is a bitwise OR.
+this). Ranks are stored as bit-packed thermometer codes, so the join is a bitwise OR.
+
+At the end of a run (:func:`audit_replicas`) every live replica's state is
+serialised on its own, in the wire format of :meth:`State.to_bytes` (the matrix
+engine serialises each replica's own row; nothing is deduplicated), the SHA-256
+digests are compared, each distinct state is parsed back and combined, and a few
+replicas are parsed and combined again from their own bytes: ``bit_identical``
+is the outcome of that comparison, so one replica holding one different bit
+makes it false.
 """
 
 from __future__ import annotations
