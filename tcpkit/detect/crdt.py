@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+import numpy as np
+
 from tcpkit.detect.moments import Moments, MomentsFormatError, merge_all
 
 Verifier = Callable[[str, bytes, bytes], bool]
@@ -638,11 +640,8 @@ def _spec_key(entry: Entry) -> tuple[int, int, bytes, bool, bytes]:
     )
 
 
-def _perturbed(moments: Moments, rng: object) -> Moments:
+def _perturbed(moments: Moments, rng: np.random.Generator) -> Moments:
     """Other moments of the same shape (a different payload for the same node)."""
-    import numpy as np
-
-    assert isinstance(rng, np.random.Generator)
     mean = np.asarray(moments.mean) + rng.normal(size=moments.n_features) * (
         1e-6 * (1.0 + np.abs(np.asarray(moments.mean)))
     )
@@ -651,7 +650,7 @@ def _perturbed(moments: Moments, rng: object) -> Moments:
 
 def order_independence_trials(
     entries: Sequence[Entry],
-    rng: object,
+    rng: np.random.Generator,
     trials: int = 20,
     *,
     tie_fraction: float = 0.25,
@@ -684,8 +683,6 @@ def order_independence_trials(
     trials : int
         Random orders (>= 2).
     """
-    import numpy as np
-
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
     base = list(entries)
