@@ -94,6 +94,7 @@ def _flip_raw_byte(blob: bytes) -> bytes:
     return bytes(body) + _TRAILER.pack(zlib.crc32(bytes(body)))
 
 
+@pytest.mark.breaks("distributed", "bit_identical")
 @pytest.mark.parametrize("engine, n", [("matrix", 300), ("replica", 24)])
 @pytest.mark.parametrize("damage", [_drop_one_entry, _flip_one_bit, _flip_raw_byte])
 def test_one_damaged_replica_makes_bit_identical_false(
@@ -145,6 +146,8 @@ def test_unconverged_run_is_not_bit_identical_and_audit_off_is_not_evaluated() -
     assert not _gate_passes("bit_identical", skipped.bit_identical)  # None is "not evaluated"
 
 
+@pytest.mark.breaks("distributed", "converged")
+@pytest.mark.breaks("distributed", "all_mixes_converged")
 # --- the other gated gossip metrics, each broken once -----------------------------------------
 def test_a_partition_that_never_heals_fails_converged() -> None:
     result = simulate_gossip(60, partitions=[gossip.Partition(0, 1000)], seed=0, max_rounds=25)
@@ -154,6 +157,7 @@ def test_a_partition_that_never_heals_fails_converged() -> None:
     assert _gate_passes("converged", simulate_gossip(60, seed=0).converged)
 
 
+@pytest.mark.breaks("distributed", "max_rel_error")
 def test_forgotten_incarnations_fail_max_rel_error() -> None:
     ok = simulate_gossip(60, crashes=0.2, seed=0)
     broken = simulate_gossip(60, crashes=0.2, seed=0, persist_incarnation=False)
@@ -161,6 +165,7 @@ def test_forgotten_incarnations_fail_max_rel_error() -> None:
     assert not _gate_passes("max_rel_error", broken.max_rel_error)
 
 
+@pytest.mark.breaks("distributed", "rounds_per_log2_n")
 def test_gossip_through_one_initiator_fails_rounds_per_log2_n(monkeypatch: pytest.MonkeyPatch) -> None:
     sizes = [8, 16, 32, 64]
     good = [simulate_gossip(n, seed=0, audit=False).rounds for n in sizes]
