@@ -192,12 +192,14 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from tcpkit.release.chain import verify_chains
     from tcpkit.release.runcheck import verify_gate_runs
     from tcpkit.release.signing import KeyError_, verify_workspace
     from tcpkit.release.workspace import WorkspaceError
 
+    root = Path(args.root)
     try:
-        checks = verify_workspace(Path(args.root)) + verify_gate_runs(Path(args.root))
+        checks = verify_workspace(root) + verify_chains(root) + verify_gate_runs(root)
     except KeyError_ as exc:
         raise CheckFailed(f"trust list unusable: {exc}") from None
     except WorkspaceError as exc:

@@ -12,13 +12,25 @@ on a pass; a failure stops that component while the others go on. Passing
 PRODUCTION freezes the component's exported module (:mod:`tcpkit.release.promote`).
 
 A run whose combined input digest (notebook, parameters, exported module,
-tcpkit version, gate definition, and the frozen modules of the components it
-depends on) equals that of an earlier passing run is skipped, so an unchanged
+tcpkit version, gate definition, the frozen modules of the components it
+depends on, and the environment of :mod:`tcpkit.release.runkey`: every source
+file of the tcpkit package, every installed distribution, Python, the kernel
+spec) equals that of an earlier passing run is skipped, so an unchanged
 re-run costs seconds; ``force`` re-runs. Components that depend on others start
 only once every dependency is frozen and verifies.
 
+Each run signs two statements over the notebook and the module and model it
+would freeze (a SLSA verification summary and a gate result, see
+:mod:`tcpkit.release.attestation`), kept as one bundle in the object store; each
+names the previous gate's summary, so a component's four gates form one chain,
+which freezing writes beside the frozen module (:mod:`tcpkit.release.chain`).
+PRODUCTION freezes the module and the model its run recorded
+(:func:`tcpkit.release.metrics.record_model`).
+
 Components run in parallel (``jobs`` threads, each driving one papermill
-kernel process); the recording (database, store, signatures) happens on the
+kernel process), except runs marked ``exclusive`` in the pipeline file, which
+run with nothing else in parallel; every run records the 1-minute load average
+before and after it. The recording (database, store, signatures) happens on the
 calling thread, one run at a time.
 """
 
@@ -137,6 +149,7 @@ class _Job:
     profile: str
     runner: str
     workdir: Path
+    details: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -151,6 +164,7 @@ class _Execution:
     error_cell: str | None
     passed: bool
     page: bytes = field(repr=False, default=b"")
+    model: bytes | None = field(repr=False, default=None)
 
 
 # --- parameters ---------------------------------------------------------------------------------
@@ -257,10 +271,11 @@ def execute(job: _Job, signer_label: str) -> _Execution:
     import nbformat
     import papermill
 
-    from tcpkit.release.metrics import MetricError, read_metrics
+    from tcpkit.release.metrics import MetricError, read_metrics, read_model
     from tcpkit.release.report import render_run_report
 
     started_at = _now()
+    load_before = _load1()
     start = time.monotonic()
     output = job.workdir / f"{job.component}-{job.gate}.ipynb"
     error: str | None = None
@@ -282,15 +297,20 @@ def execute(job: _Job, signer_label: str) -> _Execution:
     except Exception as exc:  # every failure mode of a run is a failed gate, never a crash
         error, error_cell = _describe_error(exc, job.spec.timeout_s)
     duration = time.monotonic() - start
+    load_after = _load1()
     executed = output.read_bytes() if output.is_file() else None
     notebook = None
-    metrics: Mapping[str, Any] = {}
+    metrics: dict[str, Any] = {}
+    model: bytes | None = None
     if executed is not None:
         try:
             notebook = nbformat.reads(executed.decode("utf-8"), as_version=4)
             metrics = read_metrics(notebook)
+            model = read_model(notebook)
         except (MetricError, ValueError) as exc:
             error = error or f"the executed notebook cannot be read: {exc}"
+    metrics.update({"tcpkit.exclusive": job.spec.exclusive, "tcpkit.load1_before": load_before,
+                    "tcpkit.load1_after": load_after})
     results = list(evaluate(job.spec.criteria, metrics).results)
     if job.gate == "PRODUCTION" and not job.module:
         results.append(CriterionResult(
@@ -302,7 +322,15 @@ def execute(job: _Job, signer_label: str) -> _Execution:
                        "passed" if passed else "failed", signer_label)
     page = render_run_report(summary, notebook)
     return _Execution(job, started_at, duration, executed, metrics, tuple(results), error, error_cell,
-                      passed, page)
+                      passed, page, model)
+
+
+def _load1() -> float | None:
+    """The 1-minute load average of the machine (None where the OS does not report it)."""
+    try:
+        return round(os.getloadavg()[0], 3)
+    except (OSError, AttributeError):
+        return None
 
 
 def _summary(job: _Job, started_at: str, duration: float, metrics: Mapping[str, Any],
@@ -317,6 +345,7 @@ def _summary(job: _Job, started_at: str, duration: float, metrics: Mapping[str, 
         metrics=dict(metrics),
         inputs=dict(job.inputs),
         input_digest=job.input_digest,
+        input_details=dict(job.details),
         parameters=dict(job.parameters),
         runner=job.runner,
         signer=signer,
@@ -392,6 +421,8 @@ class GatePipeline:
                          if not options.components or c in options.components]
         self.last = gate_index(options.until)
         self.missing = missing_notebooks(self.pipeline, self.selected)
+        self._bundles: dict[str, list[bytes]] = {}
+        """Per component, the bundles of the gates passed (or skipped) so far in this run."""
 
     def preflight(self) -> dict[str, list[str]]:
         """Check every selected gate's parameters against its notebook before running anything.
@@ -459,7 +490,10 @@ class GatePipeline:
         state: dict[str, str] = {}  # component -> waiting | running | done | stopped
         next_gate: dict[str, int] = dict.fromkeys(self.selected, 0)
         futures: dict[cf.Future[_Execution], str] = {}
+        exclusive: set[cf.Future[_Execution]] = set()
+        pending: list[_Job] = []
         counter = [0]
+        self._bundles = {name: [] for name in self.selected}
 
         def log(outcome: Outcome) -> None:
             counter[0] += 1
@@ -474,19 +508,37 @@ class GatePipeline:
             progress.advance(self.last + 1 - next_gate[component] - 1)
 
         def advance(pool: cf.ThreadPoolExecutor, component: str) -> None:
-            """Skip what can be skipped; submit the next gate that must run."""
+            """Skip what can be skipped; queue the next gate that must run."""
             spec = self.pipeline.components[component]
             while next_gate[component] <= self.last:
                 gate = GATES[next_gate[component]]
                 job = self._job(spec, gate, runner, workdir)
                 previous = None if self.options.force else ws.find_passing_run(component, gate, job.input_digest)
-                if previous is None or (gate == "PRODUCTION" and not self._refreeze(ws, signer, job)):
+                bundle = self._stored_bundle(ws, previous) if previous is not None else None
+                if bundle is not None and gate == "PRODUCTION" and not self._refreeze(
+                        ws, signer, job, previous, bundle):
+                    bundle = None
+                if bundle is None:
                     state[component] = "running"
-                    futures[pool.submit(execute, job, signer.name)] = component
+                    pending.append(job)
                     return
+                self._bundles[component].append(bundle)
                 log(self._skipped(job, previous))
                 next_gate[component] += 1
             state[component] = "done"
+
+        def dispatch(pool: cf.ThreadPoolExecutor) -> None:
+            """Submit queued runs in order; an exclusive run waits for a idle machine and holds
+            back everything behind it until it is done."""
+            while pending and not exclusive:
+                job = pending[0]
+                if job.spec.exclusive and futures:
+                    return
+                pending.pop(0)
+                future = pool.submit(execute, job, signer.name)
+                futures[future] = job.component
+                if job.spec.exclusive:
+                    exclusive.add(future)
 
         def start_ready(pool: cf.ThreadPoolExecutor) -> None:
             for component in self.selected:
@@ -511,10 +563,12 @@ class GatePipeline:
 
         with cf.ThreadPoolExecutor(max_workers=self.options.jobs, thread_name_prefix="tcpkit-gate") as pool:
             start_ready(pool)
+            dispatch(pool)
             while futures:
                 done, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
                 for future in done:
                     component = futures.pop(future)
+                    exclusive.discard(future)
                     execution = future.result()
                     outcome = self._record(ws, signer, runner, execution)
                     log(outcome)
@@ -528,6 +582,7 @@ class GatePipeline:
                     if status == "waiting":
                         del state[component]
                 start_ready(pool)
+                dispatch(pool)
         progress.close()
         return outcomes
 
@@ -548,6 +603,7 @@ class GatePipeline:
     # -- inputs --------------------------------------------------------------------------------
     def _job(self, spec: ComponentSpec, gate: str, runner: str, workdir: Path) -> _Job:
         from tcpkit.release.promote import build_module
+        from tcpkit.release.runkey import environment_inputs
 
         gspec = spec.gates[gate]
         params = gspec.parameters_for(self.options.profile)
@@ -560,18 +616,41 @@ class GatePipeline:
             "tcpkit": digest_bytes(__version__.encode("utf-8")),
             "gate": gspec.digest(self.options.profile),
         }
+        groups = environment_inputs(KERNEL, KERNEL_ARGUMENTS)
+        inputs.update({group.name: group.digest for group in groups})
+        details = {group.name: group.items for group in groups}
         for dep in spec.depends_on:
-            frozen = self.root / "production" / f"{dep}.py"
-            if frozen.is_file():
-                inputs[f"frozen:{dep}"] = digest_bytes(frozen.read_bytes())
+            for suffix in (".py", ".model.npz"):
+                frozen = self.root / "production" / f"{dep}{suffix}"
+                if frozen.is_file():
+                    key = f"frozen:{dep}" if suffix == ".py" else f"frozen-model:{dep}"
+                    inputs[key] = digest_bytes(frozen.read_bytes())
         return _Job(spec.name, gate, spec.notebook, params, gspec, inputs, sha256_json(inputs), module,
-                    self.options.profile, runner, workdir)
+                    self.options.profile, runner, workdir, details)
 
     # -- recording (calling thread) ------------------------------------------------------------
+    def _previous(self, job: _Job) -> tuple[str, str] | None:
+        """The previous gate and the digest of its summary statement in this chain (None first)."""
+        from tcpkit.release.attestation import payload_digest
+        from tcpkit.release.chain import load_bundle
+
+        index = gate_index(job.gate)
+        bundles = self._bundles.get(job.component, [])
+        if index == 0 or len(bundles) != index:
+            return None
+        return GATES[index - 1], payload_digest(load_bundle(bundles[-1])[0])
+
     def _record(self, ws: Any, signer: Any, runner: str, ex: _Execution) -> Outcome:
-        from tcpkit.release.promote import freeze
+        from tcpkit.release.attestation import (
+            frozen_model_subject_name,
+            frozen_subject_name,
+            make_gate_result,
+            payload_digest,
+            statement_uri,
+        )
+        from tcpkit.release.chain import dump_bundle
         from tcpkit.release.report import write_run_report
-        from tcpkit.release.signing import dump_envelope, make_statement, sign_statement
+        from tcpkit.release.signing import make_statement, sign_statement
         from tcpkit.release.workspace import GateRun
 
         job = ex.job
@@ -580,26 +659,47 @@ class GatePipeline:
         write_run_report(self.root / REPORTS_DIR, _summary(
             job, ex.started_at, ex.duration_s, ex.metrics, ex.results, ex.error, ex.error_cell,
             "passed" if ex.passed else "failed", signer.name), ex.page)
-        attested = {f"tcpkit:input/{k}": v for k, v in job.inputs.items()}
-        attested[f"reports/{job.gate}/{job.component}.html"] = report_digest
+        evidence = {f"reports/{job.gate}/{job.component}.html": report_digest}
         if executed_digest is not None:
-            attested[f"tcpkit:executed/{job.component}-{job.gate}.ipynb"] = executed_digest
-        statement = make_statement(
+            evidence[f"tcpkit:executed/{job.component}-{job.gate}.ipynb"] = executed_digest
+        previous = self._previous(job)
+        if previous is not None:
+            evidence[statement_uri(job.component, previous[0])] = previous[1]
+        subjects: dict[str, str] = {}
+        if job.module:
+            subjects[frozen_subject_name(job.component)] = job.inputs["module"]
+        if ex.model is not None:
+            subjects[frozen_model_subject_name(job.component)] = digest_bytes(ex.model)
+        decided_at = _now()
+        policy_uri = self.pipeline.policy_uri(job.component, job.gate)
+        summary_statement = make_statement(
             f"notebooks/{job.notebook.name}",
             job.inputs["notebook"],
             gate=job.gate,
-            policy_uri=self.pipeline.policy_uri(job.component, job.gate),
+            policy_uri=policy_uri,
             policy_digest=job.inputs["gate"],
-            inputs=attested,
+            inputs=evidence,
             passed=ex.passed,
             verifier_id=runner,
+            time=decided_at,
             resource_uri=f"tcpkit:component/{job.component}",
+            extra_subjects=subjects,
         )
-        envelope_digest = ws.store.put_bytes(dump_envelope(sign_statement(statement, [signer])))
+        summary_envelope = sign_statement(summary_statement, [signer])
+        criteria = [r.as_dict() for r in ex.results]
+        result_statement = make_gate_result(
+            summary_statement["subject"], component=job.component, gate=job.gate, profile=job.profile,
+            passed=ex.passed, policy=summary_statement["predicate"]["policy"], criteria=criteria,
+            metrics=ex.metrics, inputs=job.inputs, input_digest=job.input_digest, previous=previous,
+            summary_digest=payload_digest(summary_envelope), error=ex.error, verifier_id=runner,
+            time=decided_at,
+        )
+        bundle = dump_bundle([summary_envelope, sign_statement(result_statement, [signer])])
+        envelope_digest = ws.store.put_bytes(bundle)
         ws.record_gate_run(GateRun(
             component=job.component, gate=job.gate, input_digest=job.input_digest,
             inputs=dict(job.inputs), decision="passed" if ex.passed else "failed",
-            metrics=dict(ex.metrics), criteria=[r.as_dict() for r in ex.results],
+            metrics=dict(ex.metrics), criteria=criteria,
             executed_notebook_digest=executed_digest, report_digest=report_digest,
             envelope_digest=envelope_digest, runner=runner, started_at=ex.started_at,
             duration_s=ex.duration_s,
@@ -608,19 +708,49 @@ class GatePipeline:
                            ex.error_cell, "passed" if ex.passed else "failed", signer.name)
         if not ex.passed:
             return Outcome(job.component, job.gate, "failed", _failure_reason(ex), summary, ex.duration_s)
+        self._bundles.setdefault(job.component, []).append(bundle)
         ws.set_level(job.component, job.gate, runner)
         reason = _key_values(ex.results)
         if job.gate == "PRODUCTION":
-            artifact = freeze(
-                self.root, job.component, job.module, signer=signer,
-                policy_uri=self.pipeline.policy_uri(job.component, job.gate),
-                policy_digest=job.inputs["gate"],
-                inputs={**attested, "tcpkit:gate-run-envelope": envelope_digest},
-                verifier_id=runner, backup=ws.store.put_bytes,
-                pin=lambda digest, why: ws.pin(digest, why, actor=runner),
-            )
+            artifact = self._freeze(ws, signer, job, ex.model, payload_digest(summary_envelope),
+                                    evidence)
             reason += f"; frozen production/{job.component}.py sha256 {artifact.digest[:12]}"
+            if artifact.model_digest is not None:
+                reason += f" with its model sha256 {artifact.model_digest[:12]}"
         return Outcome(job.component, job.gate, "passed", reason, summary, ex.duration_s)
+
+    def _freeze(self, ws: Any, signer: Any, job: _Job, model: bytes | None, statement_digest: str,
+                evidence: Mapping[str, str]) -> Any:
+        """Freeze the module and model the PRODUCTION run measured, with the chain that led here."""
+        from tcpkit.release.attestation import statement_uri
+        from tcpkit.release.promote import freeze
+
+        inputs = {k: v for k, v in evidence.items() if not k.startswith("tcpkit:statement/")}
+        inputs[statement_uri(job.component, "PRODUCTION")] = statement_digest
+        return freeze(
+            self.root, job.component, job.module, signer=signer,
+            policy_uri=self.pipeline.policy_uri(job.component, job.gate),
+            policy_digest=job.inputs["gate"], inputs=inputs, verifier_id=job.runner,
+            model=model, chain=b"".join(self._bundles[job.component]),
+            backup=ws.store.put_bytes, pin=lambda digest, why: ws.pin(digest, why, actor=job.runner),
+        )
+
+    def _stored_bundle(self, ws: Any, run: Any) -> bytes | None:
+        """The bundle of a recorded run, or None when it is missing or not a two-statement bundle
+        (then the run cannot stand in the chain and the gate runs again)."""
+        from tcpkit.release.chain import load_bundle
+        from tcpkit.release.signing import VerificationError
+        from tcpkit.release.store import StoreError
+
+        if not run.envelope_digest:
+            return None
+        try:
+            raw: bytes = ws.store.get_bytes(run.envelope_digest)
+            if len(load_bundle(raw)) != 2:
+                return None
+        except (StoreError, VerificationError):
+            return None
+        return raw
 
     def _skipped(self, job: _Job, previous: Any) -> Outcome:
         report = self.root / REPORTS_DIR / job.gate / f"{job.component}.html"
@@ -633,7 +763,8 @@ class GatePipeline:
         summary = RunSummary(
             component=job.component, gate=job.gate, decision="skipped", profile=job.profile,
             criteria=tuple(previous.criteria), metrics=dict(previous.metrics), inputs=dict(job.inputs),
-            input_digest=job.input_digest, parameters=dict(job.parameters), runner=previous.runner,
+            input_digest=job.input_digest, input_details=dict(job.details),
+            parameters=dict(job.parameters), runner=previous.runner,
             started_at=previous.started_at, duration_s=previous.duration_s,
             report=f"{job.gate}/{job.component}.html" if report.is_file() else None,
         )
@@ -645,28 +776,53 @@ class GatePipeline:
 
         return ObjectStore(self.root / ".tcpkit" / "objects").get_bytes(digest)
 
-    def _refreeze(self, ws: Any, signer: Any, job: _Job) -> bool:
-        """For a skipped PRODUCTION: the frozen module must be there and verify, else re-freeze it
-        from the (identical) module the passing run attested. False when that is impossible."""
-        from tcpkit.release.promote import FrozenModuleError, PromotionError, freeze, verify_frozen
+    def _refreeze(self, ws: Any, signer: Any, job: _Job, previous: Any, bundle: bytes) -> bool:
+        """For a skipped PRODUCTION: the frozen files must be those of the passing run ``previous``
+        (module, model, chain) and verify, else they are frozen again from what that run recorded.
+        False when that is impossible (then PRODUCTION runs again)."""
+        import nbformat
 
+        from tcpkit.release.attestation import payload_digest, statement_uri
+        from tcpkit.release.chain import load_bundle
+        from tcpkit.release.metrics import MetricError, read_model
+        from tcpkit.release.promote import (
+            FrozenModuleError,
+            PromotionError,
+            chain_path,
+            verify_component,
+        )
+        from tcpkit.release.store import StoreError
+
+        chain = b"".join([*self._bundles.get(job.component, []), bundle])
+        statement_digest = payload_digest(load_bundle(bundle)[0])
         try:
-            data, _ = verify_frozen(job.component, self.root)
-            if digest_bytes(data) == job.inputs["module"]:
+            frozen = verify_component(job.component, self.root)
+            links = [a.get("digest", {}).get("sha256")
+                     for a in frozen.statement["predicate"].get("inputAttestations", [])
+                     if a.get("uri") == statement_uri(job.component, "PRODUCTION")]
+            path = chain_path(self.root, job.component)
+            if (digest_bytes(frozen.module) == job.inputs["module"] and links == [statement_digest]
+                    and path.is_file() and path.read_bytes() == chain):
                 return True
         except FrozenModuleError:
             pass
-        if not job.module:
+        if not job.module or not previous.executed_notebook_digest:
             return False
         try:
-            freeze(self.root, job.component, job.module, signer=signer,
-                   policy_uri=self.pipeline.policy_uri(job.component, job.gate),
-                   policy_digest=job.inputs["gate"],
-                   inputs={f"tcpkit:input/{k}": v for k, v in job.inputs.items()},
-                   verifier_id=job.runner, backup=ws.store.put_bytes,
-                   pin=lambda digest, why: ws.pin(digest, why, actor=job.runner))
+            executed = ws.store.get_bytes(previous.executed_notebook_digest)
+            model = read_model(nbformat.reads(executed.decode("utf-8"), as_version=4))
+        except (StoreError, MetricError, ValueError):
+            return False
+        evidence = {f"reports/{job.gate}/{job.component}.html": previous.report_digest,
+                    f"tcpkit:executed/{job.component}-{job.gate}.ipynb": previous.executed_notebook_digest}
+        self._bundles.setdefault(job.component, []).append(bundle)
+        try:
+            self._freeze(ws, signer, job, model, statement_digest,
+                         {k: v for k, v in evidence.items() if v})
         except PromotionError:
             return False
+        finally:
+            self._bundles[job.component].pop()
         return True
 
     def _reached(self, outcomes: Sequence[Outcome]) -> dict[str, str | None]:
