@@ -8,8 +8,8 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
-
 from chainkit import freeze_with_chain, write_statement
+
 from tcpkit.release.metrics import (
     MODEL_MIME,
     MetricError,
