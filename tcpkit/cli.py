@@ -472,17 +472,28 @@ def _cmd_audit_help(args: argparse.Namespace) -> int:
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     import json
 
+    from tcpkit.release.runcheck import check_recorded_runs
+
     def act(ws: Workspace) -> int:
+        from tcpkit.release.keys import TrustList
         from tcpkit.release.workspace import as_json
 
+        # the gate runs the log records: metrics and criteria in the database = the signed ones
+        runs = check_recorded_runs(ws, TrustList.load(ws.root / ".tcpkit" / "trust")) \
+            if ws.gate_runs() else []
+        bad_runs = [f"{c.name}: {c.reason}" for c in runs if not c.ok]
         broken = ws.verify_audit()
         count = len(ws.audit_log())
         if args.json:
-            print(json.dumps({"ok": broken is None, "entries": count,
-                              "first_broken": None if broken is None else as_json(broken)}, indent=2))
-            return EXIT_OK if broken is None else EXIT_FAILED
+            print(json.dumps({"ok": broken is None and not bad_runs, "entries": count,
+                              "first_broken": None if broken is None else as_json(broken),
+                              "gate_runs": len(runs), "gate_run_failures": bad_runs}, indent=2))
+            return EXIT_OK if broken is None and not bad_runs else EXIT_FAILED
         if broken is not None:
             raise CheckFailed(f"audit chain broken at {broken}")
+        if bad_runs:
+            raise CheckFailed("recorded gate runs differ from their signed statements: "
+                              + "; ".join(bad_runs))
         print(f"audit log intact: {count} entries, hash chain verified")
         return EXIT_OK
 

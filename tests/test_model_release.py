@@ -242,6 +242,9 @@ def test_edited_metric_in_the_database_fails_verify_by_name(
         assert code == 1
         reason = _failures(report)[f"gate-run/fitted/STAGING/{run_id}"]
         assert "metric 'within_4'" in reason and "in the database but" in reason
+        capsys.readouterr()
+        assert main(["audit", "verify", "--root", str(project)]) == 1
+        assert "metric 'within_4'" in capsys.readouterr().err
         with contextlib.closing(sqlite3.connect(db)) as conn, conn:
             edited_criteria = json.loads(criteria)
             edited_criteria[0]["threshold"] = 0.5
@@ -255,6 +258,7 @@ def test_edited_metric_in_the_database_fails_verify_by_name(
             conn.execute("UPDATE gate_runs SET metrics = ?, criteria = ? WHERE id = ?",
                          (metrics, criteria, run_id))
     assert _verify(project, capsys)[0] == 0
+    assert main(["audit", "verify", "--root", str(project)]) == 0
 
 
 def test_development_statement_presented_as_production_fails(

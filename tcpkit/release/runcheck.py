@@ -161,13 +161,18 @@ def verify_gate_runs(root: Path) -> list[ArtifactCheck]:
         return []
     trust = TrustList.load(root / ".tcpkit" / "trust")
     with Workspace.open(root) as ws:
-        runs = ws.gate_runs()
-        opened = [_open(run, ws.store, trust) for run in runs]
-        passing: dict[tuple[str, str], set[str]] = {}
-        for run, (attestation, _) in zip(runs, opened, strict=True):
-            if attestation is not None and run.decision == "passed":
-                passing.setdefault((run.component, run.gate), set()).add(attestation.digest)
-        return [
-            failure if failure is not None else _check_run(run, attestation, ws.store, passing)
-            for run, (attestation, failure) in zip(runs, opened, strict=True)
-        ]
+        return check_recorded_runs(ws, trust)
+
+
+def check_recorded_runs(ws: Any, trust: TrustList) -> list[ArtifactCheck]:
+    """One check per gate run recorded in the open workspace ``ws`` (see the module docstring)."""
+    runs = ws.gate_runs()
+    opened = [_open(run, ws.store, trust) for run in runs]
+    passing: dict[tuple[str, str], set[str]] = {}
+    for run, (attestation, _) in zip(runs, opened, strict=True):
+        if attestation is not None and run.decision == "passed":
+            passing.setdefault((run.component, run.gate), set()).add(attestation.digest)
+    return [
+        failure if failure is not None else _check_run(run, attestation, ws.store, passing)
+        for run, (attestation, failure) in zip(runs, opened, strict=True)
+    ]
