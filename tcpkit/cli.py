@@ -192,14 +192,20 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from tcpkit.release.chain import verify_chains
+    from tcpkit.release.chain import current_policies, verify_chains
+    from tcpkit.release.gates import PipelineError
     from tcpkit.release.runcheck import verify_gate_runs
     from tcpkit.release.signing import KeyError_, verify_workspace
     from tcpkit.release.workspace import WorkspaceError
 
     root = Path(args.root)
     try:
-        checks = verify_workspace(root) + verify_chains(root) + verify_gate_runs(root)
+        policy = current_policies(root / "notebooks" / "pipeline.toml")
+    except PipelineError as exc:
+        raise CheckFailed(f"notebooks/pipeline.toml is invalid, so the gate policies cannot be "
+                          f"checked: {exc.errors[0]}") from None
+    try:
+        checks = verify_workspace(root) + verify_chains(root, policy) + verify_gate_runs(root)
     except KeyError_ as exc:
         raise CheckFailed(f"trust list unusable: {exc}") from None
     except WorkspaceError as exc:

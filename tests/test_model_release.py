@@ -297,6 +297,19 @@ def test_broken_chain_fails_verify(project: Path, capsys: pytest.CaptureFixture[
     assert _verify(project, capsys)[0] == 0
 
 
+def test_a_gate_changed_after_it_was_measured_fails_verify(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toml = project / "notebooks" / "pipeline.toml"
+    text = toml.read_text()
+    loosened = text.replace("threshold = 0.95", "threshold = 0.5")
+    with edited(toml, loosened.encode()):
+        code, report = _verify(project, capsys)
+        assert code == 1
+        assert "changed since it was measured" in _failures(report)["production/fitted.chain.intoto.jsonl"]
+    assert _verify(project, capsys)[0] == 0
+
+
 def test_rerun_skips_and_restores_a_deleted_model(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = project / "production" / "fitted.model.npz"
     original = model.read_bytes()

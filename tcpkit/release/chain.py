@@ -18,7 +18,7 @@ all four gates, and the frozen module, model and policy equal to what PRODUCTION
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,7 @@ class GateAttestation:
     summary: dict[str, Any]
     result: dict[str, Any]
     digest: str
+    signers: tuple[str, ...] = ()
 
 
 def open_run_bundle(raw: bytes, trust: TrustList, what: str = "bundle") -> GateAttestation:
@@ -97,7 +98,7 @@ def open_run_bundle(raw: bytes, trust: TrustList, what: str = "bundle") -> GateA
 
 def _pair(vsa_env: Mapping[str, Any], result_env: Mapping[str, Any], trust: TrustList,
           what: str) -> GateAttestation:
-    summary, _ = verify_envelope_signers(vsa_env, trust)
+    summary, signers = verify_envelope_signers(vsa_env, trust)
     result, _ = verify_envelope_signers(result_env, trust)
     if summary.get("predicateType") != VSA_PREDICATE:
         raise VerificationError(f"{what}: the first statement is not a SLSA verification summary")
@@ -123,7 +124,7 @@ def _pair(vsa_env: Mapping[str, Any], result_env: Mapping[str, Any], trust: Trus
     if predicate.get("result") != decided:
         raise VerificationError(f"{what}: the {gate} summary says {decided!r}, its gate result "
                                 f"{predicate.get('result')!r}")
-    return GateAttestation(gate, summary, result, digest)
+    return GateAttestation(gate, summary, result, digest, tuple(signers))
 
 
 def previous_link(attestation: GateAttestation) -> str | None:
@@ -164,8 +165,40 @@ def check_passed(attestation: GateAttestation) -> None:
         raise VerificationError(f"the {attestation.gate} gate result signs failed criteria: {failed}")
 
 
-def verify_chain(component: str, frozen: Mapping[str, Any], raw: bytes, trust: TrustList) -> list[str]:
+PolicyLookup = Callable[[str, str, str], str | None]
+"""``(component, gate, profile) -> sha256`` of the gate's current definition (None: not defined)."""
+
+
+def current_policies(pipeline_file: Path) -> PolicyLookup | None:
+    """The policy digests ``pipeline_file`` defines now; None when there is no such file.
+
+    Raises
+    ------
+    tcpkit.release.gates.PipelineError
+        The file exists but is not a valid pipeline definition.
+    """
+    from tcpkit.release.gates import load_pipeline
+
+    if not Path(pipeline_file).is_file():
+        return None
+    pipeline = load_pipeline(pipeline_file, require_notebooks=False)
+
+    def lookup(component: str, gate: str, profile: str) -> str | None:
+        spec = pipeline.components.get(component)
+        if spec is None or gate not in spec.gates or profile not in ("quick", "full"):
+            return None
+        return spec.gates[gate].digest(profile)
+
+    return lookup
+
+
+def verify_chain(component: str, frozen: Mapping[str, Any], raw: bytes, trust: TrustList,
+                 policy: PolicyLookup | None = None) -> list[str]:
     """Check the chain file of a frozen component against its verified frozen statement.
+
+    With ``policy`` (see :func:`current_policies`), every gate's signed policy digest must
+    also equal the definition the pipeline file holds now: a gate whose criteria or
+    parameters changed after it was measured no longer vouches for the artifact.
 
     Returns
     -------
@@ -195,6 +228,7 @@ def verify_chain(component: str, frozen: Mapping[str, Any], raw: bytes, trust: T
         if previous is not None and named != previous.digest:
             raise VerificationError(f"broken chain: the {link.gate} statements follow a "
                                     f"{previous.gate} statement other than the one in the chain")
+        _check_policy(component, link, policy)
         if previous is not None:
             for subject in (_notebook_name(previous), frozen_subject_name(component)):
                 if subject_digest(previous.summary, subject) != subject_digest(link.summary, subject):
@@ -218,13 +252,28 @@ def verify_chain(component: str, frozen: Mapping[str, Any], raw: bytes, trust: T
     return [link.gate for link in chain]
 
 
+def _check_policy(component: str, link: GateAttestation, policy: PolicyLookup | None) -> None:
+    if policy is None:
+        return
+    predicate = link.result["predicate"]
+    now = policy(component, link.gate, str(predicate.get("profile")))
+    signed = (predicate.get("policy") or {}).get("digest", {}).get("sha256")
+    if now is not None and now != signed:
+        raise VerificationError(
+            f"the {link.gate} gate of {component} changed since it was measured: pipeline.toml now "
+            f"defines it with digest {now[:12]}, the chain signed {str(signed)[:12]} (run the "
+            "pipeline again)"
+        )
+
+
 def _notebook_name(attestation: GateAttestation) -> str:
     subjects = attestation.summary.get("subject") or [{}]
     return str(subjects[0].get("name"))
 
 
-def verify_chains(root: Path) -> list[ArtifactCheck]:
-    """One check per frozen component: its chain file against its verified frozen statement.
+def verify_chains(root: Path, policy: PolicyLookup | None = None) -> list[ArtifactCheck]:
+    """One check per frozen component: its chain file against its verified frozen statement
+    (and, given ``policy``, against the gate definitions the pipeline file holds now).
 
     A component whose frozen files do not verify is reported by
     :func:`tcpkit.release.attestation.verify_workspace`; here it is skipped.
@@ -250,7 +299,7 @@ def verify_chains(root: Path) -> list[ArtifactCheck]:
             continue
         raw = path.read_bytes()
         try:
-            gates = verify_chain(component, frozen.statement, raw, trust)
+            gates = verify_chain(component, frozen.statement, raw, trust, policy)
         except VerificationError as exc:
             checks.append(ArtifactCheck(name, "sha256:" + sha256_hex(raw), False, exc.reason))
             continue

@@ -834,6 +834,7 @@ class GatePipeline:
 
     # -- index ---------------------------------------------------------------------------------
     def _write_index(self, ws: Any, outcomes: Sequence[Outcome]) -> Path:
+        from tcpkit.release.chain import verify_chains
         from tcpkit.release.report import FrozenRow, IndexData, write_index
         from tcpkit.release.signing import verify_workspace
 
@@ -855,7 +856,7 @@ class GatePipeline:
                 notes.append(f"{outcome.component} {outcome.gate} {outcome.status}: {outcome.reason}")
         frozen: list[FrozenRow] = []
         try:
-            checks = verify_workspace(self.root)
+            checks = verify_workspace(self.root) + verify_chains(self.root)
             frozen = [FrozenRow(c.name, c.digest, c.ok, c.reason) for c in checks]
         except ValueError as exc:
             notes.append(f"frozen artifacts could not be verified: {exc}")

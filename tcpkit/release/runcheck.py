@@ -17,7 +17,7 @@ reported by name; nothing is silently accepted.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -142,14 +142,9 @@ def _check_run(run: Any, attestation: Any, store: Any, passing: Mapping[tuple[st
             store.get_bytes(recorded)  # verifies the bytes against their digest
         except StoreError as exc:
             return ArtifactCheck(name, digest, False, f"{label}: {exc}")
-    signers = ", ".join(_signers(attestation))
-    return ArtifactCheck(name, digest, True, f"verified summary and gate result, metrics and criteria "
-                         f"equal to the database{', signed by ' + signers if signers else ''}")
-
-
-def _signers(attestation: Any) -> Sequence[str]:
-    verifier = attestation.summary.get("predicate", {}).get("verifier", {})
-    return [str(verifier.get("id"))] if verifier.get("id") else []
+    return ArtifactCheck(name, digest, True, "verified summary and gate result, metrics and criteria "
+                         f"equal to the database, signed by {', '.join(attestation.signers)}",
+                         attestation.signers)
 
 
 def verify_gate_runs(root: Path) -> list[ArtifactCheck]:
