@@ -6,6 +6,13 @@ the tcpkit MIME type; after papermill has executed the notebook,
 notebook's own outputs (rather than a side file) means the executed notebook is
 the single, self-contained evidence of what was measured. When a name is
 recorded twice, the later value wins.
+
+``record_model(arrays)`` stores the fitted state of the notebook's detector the same
+way: numeric, bool or fixed-width unicode numpy arrays only (nothing that needs
+pickle), saved with ``numpy.savez`` and emitted as a base64 display output of type
+:data:`MODEL_MIME`; ``read_model`` gives the ``.npz`` bytes back. The pipeline freezes
+the model of the PRODUCTION run beside the module
+(:func:`tcpkit.release.promote.load_detector` rebuilds the detector from it).
 """
 
 from __future__ import annotations
