@@ -32,13 +32,15 @@ kernel process), except runs marked ``exclusive`` in the pipeline file, which
 run with nothing else in parallel; every run records the 1-minute load average
 before and after it. The recording (database, store, signatures) happens on the
 calling thread, one run at a time.
+
+This module schedules; the parts live in :mod:`tcpkit.release.run` (parameters,
+execution, recording and freezing, the index), and every path comes from one
+:class:`tcpkit.release.project.Project`.
 """
 
 from __future__ import annotations
 
-import ast
 import concurrent.futures as cf
-import contextlib
 import functools
 import os
 import re
@@ -46,9 +48,8 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -57,11 +58,8 @@ from tcpkit.release.gates import (
     GATES,
     PROFILES,
     ComponentSpec,
-    CriterionResult,
-    GateSpec,
     Pipeline,
     PipelineError,
-    evaluate,
     gate_index,
     load_pipeline,
     locate,
@@ -69,22 +67,41 @@ from tcpkit.release.gates import (
     sha256_json,
 )
 from tcpkit.release.names import COMPONENT_PATTERN
-from tcpkit.release.report import RunSummary
+from tcpkit.release.project import PIPELINE_FILE, REPORTS_DIR, Project
+from tcpkit.release.run.execute import (
+    KERNEL,
+    KERNEL_ARGUMENTS,
+    START_TIMEOUT_S,
+    Execution,
+    Job,
+    execute,
+)
+from tcpkit.release.run.execute import kernel_environment as _kernel_environment
+from tcpkit.release.run.index import write_index
+from tcpkit.release.run.params import ParameterError, check_parameters, notebook_parameters
+from tcpkit.release.run.record import Outcome, Recorder
 from tcpkit.release.store import digest_bytes
 
-PIPELINE_FILE = Path("notebooks") / "pipeline.toml"
-REPORTS_DIR = "reports"
-KERNEL = "python3"
-# The kernel's own log (a TCP-transport warning on every start, a note when it is
-# interrupted at shutdown) would be printed between the progress lines; what a run
-# did or why it failed comes from the executed notebook, never from that log.
-KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
-START_TIMEOUT_S = 120.0
+__all__ = [
+    "KERNEL",
+    "KERNEL_ARGUMENTS",
+    "PIPELINE_FILE",
+    "REPORTS_DIR",
+    "START_TIMEOUT_S",
+    "GatePipeline",
+    "Outcome",
+    "ParameterError",
+    "PipelineResult",
+    "RunOptions",
+    "check_parameters",
+    "execute",
+    "notebook_parameters",
+    "run_pipeline",
+    "runner_name",
+    "summarize",
+]
+
 _RUNNER = re.compile(rf"^{COMPONENT_PATTERN}\Z")  # a runner is a key name
-
-
-class ParameterError(PipelineError):
-    """Gate parameters that a notebook's ``parameters`` cell does not declare."""
 
 
 # --- values -------------------------------------------------------------------------------------
@@ -108,16 +125,6 @@ class RunOptions:
             raise ValueError(f"jobs must be an integer from 1 to 64, got {self.jobs!r}")
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one component at one gate in this invocation."""
-
-    component: str
-    gate: str
-    status: str  # passed | failed | skipped | blocked
-    reason: str
-    summary: RunSummary | None = None
-    duration_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -136,96 +143,6 @@ class PipelineResult:
         return all(level == self.until for level in self.reached.values())
 
 
-@dataclass(frozen=True)
-class _Job:
-    component: str
-    gate: str
-    notebook: Path
-    parameters: Mapping[str, Any]
-    spec: GateSpec
-    inputs: Mapping[str, str]
-    input_digest: str
-    module: bytes
-    profile: str
-    runner: str
-    workdir: Path
-    details: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class _Execution:
-    job: _Job
-    started_at: str
-    duration_s: float
-    executed: bytes | None
-    metrics: Mapping[str, Any]
-    results: tuple[CriterionResult, ...]
-    error: str | None
-    error_cell: str | None
-    passed: bool
-    page: bytes = field(repr=False, default=b"")
-    model: bytes | None = field(repr=False, default=None)
-
-
-# --- parameters ---------------------------------------------------------------------------------
-
-
-def notebook_parameters(notebook: Mapping[str, Any]) -> set[str] | None:
-    """Names assigned in the notebook's cell tagged ``parameters``; None when it has none."""
-    for cell in notebook.get("cells", []):
-        if cell.get("cell_type") != "code" or "parameters" not in (cell.get("metadata", {}).get("tags") or []):
-            continue
-        source = cell.get("source", "")
-        if isinstance(source, list):
-            source = "".join(source)
-        try:
-            tree = ast.parse(source)
-        except SyntaxError as exc:
-            raise ParameterError([f"the parameters cell is not valid Python: {exc.msg} (line {exc.lineno})"]) from None
-        names: set[str] = set()
-        for node in tree.body:
-            targets: list[ast.expr] = []
-            if isinstance(node, ast.Assign):
-                targets = list(node.targets)
-            elif isinstance(node, ast.AnnAssign | ast.AugAssign):
-                targets = [node.target]
-            for target in targets:
-                for sub in ast.walk(target):
-                    if isinstance(sub, ast.Name):
-                        names.add(sub.id)
-        return names
-    return None
-
-
-def check_parameters(notebook_path: Path, parameters: Mapping[str, Any],
-                     where: Callable[[str], str]) -> list[str]:
-    """Errors for parameters that the notebook does not declare (empty list when all is well).
-
-    ``where(name)`` says where parameter ``name`` is defined (file, line, key).
-    """
-    import nbformat
-
-    if not parameters:
-        return []
-    try:
-        notebook = nbformat.read(notebook_path, as_version=4)
-    except Exception as exc:  # nbformat raises several unrelated types
-        return [f"notebook {notebook_path} cannot be read: {exc}"]
-    try:
-        declared = notebook_parameters(notebook)
-    except ParameterError as exc:
-        return [f"{notebook_path.name}: {exc}"]
-    if declared is None:
-        return [
-            f"{where(sorted(parameters)[0])}: notebook {notebook_path.name} has no cell tagged "
-            f"'parameters', so it cannot take {', '.join(sorted(parameters))}"
-        ]
-    return [
-        f"{where(name)}: parameter {name!r} is not defined in the parameters cell of "
-        f"{notebook_path.name} (it defines {', '.join(sorted(declared)) or 'nothing'})"
-        for name in sorted(set(parameters) - declared)
-    ]
-
 
 # --- identities ---------------------------------------------------------------------------------
 
@@ -241,120 +158,6 @@ def runner_name() -> str:
         return env
     host = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower()).strip("-") or "local"
     return f"runner-{host}"[:64].rstrip("-")
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# --- execution (worker threads) -----------------------------------------------------------------
-
-
-def _describe_error(exc: BaseException, timeout_s: float) -> tuple[str, str | None]:
-    from papermill.exceptions import PapermillExecutionError
-
-    if isinstance(exc, PapermillExecutionError):
-        source = exc.source if isinstance(exc.source, str) else "".join(exc.source or [])
-        lines = source.strip().splitlines()
-        shown = "\n".join(lines[:12]) + ("\n..." if len(lines) > 12 else "")
-        return f"{exc.ename}: {exc.evalue}", f"#{exc.cell_index} (In [{exc.exec_count}])\n{shown}"
-    name = type(exc).__name__
-    if "Timeout" in name or isinstance(exc, TimeoutError):
-        return f"{name}: a cell ran longer than the gate's limit of {timeout_s:g} s ({exc})", None
-    if "DeadKernel" in name:
-        return f"{name}: the kernel died during execution ({exc})", None
-    return f"{name}: {exc}", None
-
-
-def execute(job: _Job, signer_label: str) -> _Execution:
-    """Run one gate: papermill, metrics, criteria, and the rendered report (no recording)."""
-    import nbformat
-    import papermill
-
-    from tcpkit.release.metrics import MetricError, read_metrics, read_model
-    from tcpkit.release.report import render_run_report
-
-    started_at = _now()
-    load_before = _load1()
-    start = time.monotonic()
-    output = job.workdir / f"{job.component}-{job.gate}.ipynb"
-    error: str | None = None
-    error_cell: str | None = None
-    try:
-        papermill.execute_notebook(
-            str(job.notebook),
-            str(output),
-            parameters=dict(job.parameters),
-            kernel_name=KERNEL,
-            progress_bar=False,
-            log_output=False,
-            request_save_on_cell_execute=False,
-            start_timeout=int(START_TIMEOUT_S),
-            execution_timeout=int(max(1, round(job.spec.timeout_s))),
-            cwd=str(job.notebook.parent),
-            extra_arguments=list(KERNEL_ARGUMENTS),
-        )
-    except Exception as exc:  # every failure mode of a run is a failed gate, never a crash
-        error, error_cell = _describe_error(exc, job.spec.timeout_s)
-    duration = time.monotonic() - start
-    load_after = _load1()
-    executed = output.read_bytes() if output.is_file() else None
-    notebook = None
-    metrics: dict[str, Any] = {}
-    model: bytes | None = None
-    if executed is not None:
-        try:
-            notebook = nbformat.reads(executed.decode("utf-8"), as_version=4)
-            metrics = read_metrics(notebook)
-            model = read_model(notebook)
-        except (MetricError, ValueError) as exc:
-            error = error or f"the executed notebook cannot be read: {exc}"
-    metrics.update({"tcpkit.exclusive": job.spec.exclusive, "tcpkit.load1_before": load_before,
-                    "tcpkit.load1_after": load_after})
-    results = list(evaluate(job.spec.criteria, metrics).results)
-    if job.gate == "PRODUCTION" and not job.module:
-        results.append(CriterionResult(
-            "export module", "!=", False, None, False,
-            "not evaluated: the notebook has no '#| export' cells, so there is nothing to freeze",
-        ))
-    passed = error is None and bool(results) and all(r.ok for r in results)
-    summary = _summary(job, started_at, duration, metrics, tuple(results), error, error_cell,
-                       "passed" if passed else "failed", signer_label)
-    page = render_run_report(summary, notebook)
-    return _Execution(job, started_at, duration, executed, metrics, tuple(results), error, error_cell,
-                      passed, page, model)
-
-
-def _load1() -> float | None:
-    """The 1-minute load average of the machine (None where the OS does not report it)."""
-    try:
-        return round(os.getloadavg()[0], 3)
-    except (OSError, AttributeError):
-        return None
-
-
-def _summary(job: _Job, started_at: str, duration: float, metrics: Mapping[str, Any],
-             results: Sequence[CriterionResult], error: str | None, error_cell: str | None,
-             decision: str, signer: str) -> RunSummary:
-    return RunSummary(
-        component=job.component,
-        gate=job.gate,
-        decision=decision,
-        profile=job.profile,
-        criteria=tuple(r.as_dict() for r in results),
-        metrics=dict(metrics),
-        inputs=dict(job.inputs),
-        input_digest=job.input_digest,
-        input_details=dict(job.details),
-        parameters=dict(job.parameters),
-        runner=job.runner,
-        signer=signer,
-        started_at=started_at,
-        duration_s=duration,
-        error=error,
-        error_cell=error_cell,
-        report=f"{job.gate}/{job.component}.html",
-    )
 
 
 # --- progress -----------------------------------------------------------------------------------
@@ -406,11 +209,12 @@ class GatePipeline:
 
     def __init__(self, root: Path, options: RunOptions, stream: TextIO | None = None,
                  progress: bool | None = None) -> None:
-        self.root = Path(root).resolve()
+        self.project = Project.at(root)
+        self.root = self.project.root
         self.options = options
         self.stream = stream if stream is not None else sys.stdout
         self.progress_enabled = progress
-        self.pipeline: Pipeline = load_pipeline(self.root / PIPELINE_FILE, require_notebooks=False)
+        self.pipeline: Pipeline = load_pipeline(self.project.pipeline_file, require_notebooks=False)
         unknown = [c for c in options.components if c not in self.pipeline.components]
         if unknown:
             raise PipelineError([
@@ -421,8 +225,7 @@ class GatePipeline:
                          if not options.components or c in options.components]
         self.last = gate_index(options.until)
         self.missing = missing_notebooks(self.pipeline, self.selected)
-        self._bundles: dict[str, list[bytes]] = {}
-        """Per component, the bundles of the gates passed (or skipped) so far in this run."""
+        self.recorder = Recorder(self.project, self.pipeline)
 
     def preflight(self) -> dict[str, list[str]]:
         """Check every selected gate's parameters against its notebook before running anything.
@@ -489,11 +292,11 @@ class GatePipeline:
         progress = _Progress(steps, self.stream, self.progress_enabled)
         state: dict[str, str] = {}  # component -> waiting | running | done | stopped
         next_gate: dict[str, int] = dict.fromkeys(self.selected, 0)
-        futures: dict[cf.Future[_Execution], str] = {}
-        exclusive: set[cf.Future[_Execution]] = set()
-        pending: list[_Job] = []
+        futures: dict[cf.Future[Execution], str] = {}
+        exclusive: set[cf.Future[Execution]] = set()
+        pending: list[Job] = []
         counter = [0]
-        self._bundles = {name: [] for name in self.selected}
+        self.recorder.bundles = {name: [] for name in self.selected}
 
         def log(outcome: Outcome) -> None:
             counter[0] += 1
@@ -514,16 +317,16 @@ class GatePipeline:
                 gate = GATES[next_gate[component]]
                 job = self._job(spec, gate, runner, workdir)
                 previous = None if self.options.force else ws.find_passing_run(component, gate, job.input_digest)
-                bundle = self._stored_bundle(ws, previous) if previous is not None else None
-                if bundle is not None and gate == "PRODUCTION" and not self._refreeze(
+                bundle = self.recorder.stored_bundle(ws, previous) if previous is not None else None
+                if bundle is not None and gate == "PRODUCTION" and not self.recorder.refreeze(
                         ws, signer, job, previous, bundle):
                     bundle = None
                 if bundle is None:
                     state[component] = "running"
                     pending.append(job)
                     return
-                self._bundles[component].append(bundle)
-                log(self._skipped(job, previous))
+                self.recorder.bundles[component].append(bundle)
+                log(self.recorder.skipped(job, previous))
                 next_gate[component] += 1
             state[component] = "done"
 
@@ -570,7 +373,7 @@ class GatePipeline:
                     component = futures.pop(future)
                     exclusive.discard(future)
                     execution = future.result()
-                    outcome = self._record(ws, signer, runner, execution)
+                    outcome = self.recorder.record(ws, signer, runner, execution)
                     log(outcome)
                     if outcome.status == "passed":
                         next_gate[component] += 1
@@ -594,14 +397,14 @@ class GatePipeline:
             try:
                 verify_frozen(dep, self.root)
             except FrozenModuleError as exc:
-                frozen = self.root / "production" / f"{dep}.py"
+                frozen = self.project.frozen_module(dep)
                 missing.append(f"{dep} (not frozen)" if not frozen.is_file() else f"{dep} ({exc})")
         if missing:
             return "not run: waiting for its dependencies to be frozen and verified: " + "; ".join(missing)
         return ""
 
     # -- inputs --------------------------------------------------------------------------------
-    def _job(self, spec: ComponentSpec, gate: str, runner: str, workdir: Path) -> _Job:
+    def _job(self, spec: ComponentSpec, gate: str, runner: str, workdir: Path) -> Job:
         from tcpkit.release.promote import build_module
         from tcpkit.release.runkey import environment_inputs
 
@@ -620,211 +423,12 @@ class GatePipeline:
         inputs.update({group.name: group.digest for group in groups})
         details = {group.name: group.items for group in groups}
         for dep in spec.depends_on:
-            for suffix in (".py", ".model.npz"):
-                frozen = self.root / "production" / f"{dep}{suffix}"
+            for key, frozen in ((f"frozen:{dep}", self.project.frozen_module(dep)),
+                                (f"frozen-model:{dep}", self.project.frozen_model(dep))):
                 if frozen.is_file():
-                    key = f"frozen:{dep}" if suffix == ".py" else f"frozen-model:{dep}"
                     inputs[key] = digest_bytes(frozen.read_bytes())
-        return _Job(spec.name, gate, spec.notebook, params, gspec, inputs, sha256_json(inputs), module,
+        return Job(spec.name, gate, spec.notebook, params, gspec, inputs, sha256_json(inputs), module,
                     self.options.profile, runner, workdir, details)
-
-    # -- recording (calling thread) ------------------------------------------------------------
-    def _previous(self, job: _Job) -> tuple[str, str] | None:
-        """The previous gate and the digest of its summary statement in this chain (None first)."""
-        from tcpkit.release.attestation import payload_digest
-        from tcpkit.release.chain import load_bundle
-
-        index = gate_index(job.gate)
-        bundles = self._bundles.get(job.component, [])
-        if index == 0 or len(bundles) != index:
-            return None
-        return GATES[index - 1], payload_digest(load_bundle(bundles[-1])[0])
-
-    def _record(self, ws: Any, signer: Any, runner: str, ex: _Execution) -> Outcome:
-        from tcpkit.release.attestation import (
-            frozen_model_subject_name,
-            frozen_subject_name,
-            make_gate_result,
-            payload_digest,
-            statement_uri,
-        )
-        from tcpkit.release.chain import dump_bundle
-        from tcpkit.release.report import write_run_report
-        from tcpkit.release.signing import make_statement, sign_statement
-        from tcpkit.release.workspace import GateRun
-
-        job = ex.job
-        executed_digest = ws.store.put_bytes(ex.executed) if ex.executed is not None else None
-        report_digest = ws.store.put_bytes(ex.page)
-        write_run_report(self.root / REPORTS_DIR, _summary(
-            job, ex.started_at, ex.duration_s, ex.metrics, ex.results, ex.error, ex.error_cell,
-            "passed" if ex.passed else "failed", signer.name), ex.page)
-        evidence = {f"reports/{job.gate}/{job.component}.html": report_digest}
-        if executed_digest is not None:
-            evidence[f"tcpkit:executed/{job.component}-{job.gate}.ipynb"] = executed_digest
-        previous = self._previous(job)
-        if previous is not None:
-            evidence[statement_uri(job.component, previous[0])] = previous[1]
-        subjects: dict[str, str] = {}
-        if job.module:
-            subjects[frozen_subject_name(job.component)] = job.inputs["module"]
-        if ex.model is not None:
-            subjects[frozen_model_subject_name(job.component)] = digest_bytes(ex.model)
-        decided_at = _now()
-        policy_uri = self.pipeline.policy_uri(job.component, job.gate)
-        summary_statement = make_statement(
-            f"notebooks/{job.notebook.name}",
-            job.inputs["notebook"],
-            gate=job.gate,
-            policy_uri=policy_uri,
-            policy_digest=job.inputs["gate"],
-            inputs=evidence,
-            passed=ex.passed,
-            verifier_id=runner,
-            time=decided_at,
-            resource_uri=f"tcpkit:component/{job.component}",
-            extra_subjects=subjects,
-        )
-        summary_envelope = sign_statement(summary_statement, [signer])
-        criteria = [r.as_dict() for r in ex.results]
-        result_statement = make_gate_result(
-            summary_statement["subject"], component=job.component, gate=job.gate, profile=job.profile,
-            passed=ex.passed, policy=summary_statement["predicate"]["policy"], criteria=criteria,
-            metrics=ex.metrics, inputs=job.inputs, input_digest=job.input_digest, previous=previous,
-            summary_digest=payload_digest(summary_envelope), error=ex.error, verifier_id=runner,
-            time=decided_at,
-        )
-        bundle = dump_bundle([summary_envelope, sign_statement(result_statement, [signer])])
-        envelope_digest = ws.store.put_bytes(bundle)
-        ws.record_gate_run(GateRun(
-            component=job.component, gate=job.gate, input_digest=job.input_digest,
-            inputs=dict(job.inputs), decision="passed" if ex.passed else "failed",
-            metrics=dict(ex.metrics), criteria=criteria,
-            executed_notebook_digest=executed_digest, report_digest=report_digest,
-            envelope_digest=envelope_digest, runner=runner, started_at=ex.started_at,
-            duration_s=ex.duration_s,
-        ))
-        summary = _summary(job, ex.started_at, ex.duration_s, ex.metrics, ex.results, ex.error,
-                           ex.error_cell, "passed" if ex.passed else "failed", signer.name)
-        if not ex.passed:
-            return Outcome(job.component, job.gate, "failed", _failure_reason(ex), summary, ex.duration_s)
-        self._bundles.setdefault(job.component, []).append(bundle)
-        ws.set_level(job.component, job.gate, runner)
-        reason = _key_values(ex.results)
-        if job.gate == "PRODUCTION":
-            artifact = self._freeze(ws, signer, job, ex.model, payload_digest(summary_envelope),
-                                    evidence)
-            reason += f"; frozen production/{job.component}.py sha256 {artifact.digest[:12]}"
-            if artifact.model_digest is not None:
-                reason += f" with its model sha256 {artifact.model_digest[:12]}"
-        return Outcome(job.component, job.gate, "passed", reason, summary, ex.duration_s)
-
-    def _freeze(self, ws: Any, signer: Any, job: _Job, model: bytes | None, statement_digest: str,
-                evidence: Mapping[str, str]) -> Any:
-        """Freeze the module and model the PRODUCTION run measured, with the chain that led here."""
-        from tcpkit.release.attestation import statement_uri
-        from tcpkit.release.promote import freeze
-
-        inputs = {k: v for k, v in evidence.items() if not k.startswith("tcpkit:statement/")}
-        inputs[statement_uri(job.component, "PRODUCTION")] = statement_digest
-        return freeze(
-            self.root, job.component, job.module, signer=signer,
-            policy_uri=self.pipeline.policy_uri(job.component, job.gate),
-            policy_digest=job.inputs["gate"], inputs=inputs, verifier_id=job.runner,
-            model=model, chain=b"".join(self._bundles[job.component]),
-            backup=ws.store.put_bytes, pin=lambda digest, why: ws.pin(digest, why, actor=job.runner),
-        )
-
-    def _stored_bundle(self, ws: Any, run: Any) -> bytes | None:
-        """The bundle of a recorded run, or None when it is missing or not a two-statement bundle
-        (then the run cannot stand in the chain and the gate runs again)."""
-        from tcpkit.release.chain import load_bundle
-        from tcpkit.release.signing import VerificationError
-        from tcpkit.release.store import StoreError
-
-        if not run.envelope_digest:
-            return None
-        try:
-            raw: bytes = ws.store.get_bytes(run.envelope_digest)
-            if len(load_bundle(raw)) != 2:
-                return None
-        except (StoreError, VerificationError):
-            return None
-        return raw
-
-    def _skipped(self, job: _Job, previous: Any) -> Outcome:
-        report = self.root / REPORTS_DIR / job.gate / f"{job.component}.html"
-        if previous.report_digest and not report.is_file():
-            from tcpkit.release.atomic import write_atomic
-
-            report.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(Exception):
-                write_atomic(report, self._store_bytes(previous.report_digest), mode=0o644)
-        summary = RunSummary(
-            component=job.component, gate=job.gate, decision="skipped", profile=job.profile,
-            criteria=tuple(previous.criteria), metrics=dict(previous.metrics), inputs=dict(job.inputs),
-            input_digest=job.input_digest, input_details=dict(job.details),
-            parameters=dict(job.parameters), runner=previous.runner,
-            started_at=previous.started_at, duration_s=previous.duration_s,
-            report=f"{job.gate}/{job.component}.html" if report.is_file() else None,
-        )
-        return Outcome(job.component, job.gate, "skipped",
-                       f"inputs unchanged since the passing run of {previous.started_at}", summary)
-
-    def _store_bytes(self, digest: str) -> bytes:
-        from tcpkit.release.store import ObjectStore
-
-        return ObjectStore(self.root / ".tcpkit" / "objects").get_bytes(digest)
-
-    def _refreeze(self, ws: Any, signer: Any, job: _Job, previous: Any, bundle: bytes) -> bool:
-        """For a skipped PRODUCTION: the frozen files must be those of the passing run ``previous``
-        (module, model, chain) and verify, else they are frozen again from what that run recorded.
-        False when that is impossible (then PRODUCTION runs again)."""
-        import nbformat
-
-        from tcpkit.release.attestation import payload_digest, statement_uri
-        from tcpkit.release.chain import load_bundle
-        from tcpkit.release.metrics import MetricError, read_model
-        from tcpkit.release.promote import (
-            FrozenModuleError,
-            PromotionError,
-            chain_path,
-            verify_component,
-        )
-        from tcpkit.release.store import StoreError
-
-        chain = b"".join([*self._bundles.get(job.component, []), bundle])
-        statement_digest = payload_digest(load_bundle(bundle)[0])
-        try:
-            frozen = verify_component(job.component, self.root)
-            links = [a.get("digest", {}).get("sha256")
-                     for a in frozen.statement["predicate"].get("inputAttestations", [])
-                     if a.get("uri") == statement_uri(job.component, "PRODUCTION")]
-            path = chain_path(self.root, job.component)
-            if (digest_bytes(frozen.module) == job.inputs["module"] and links == [statement_digest]
-                    and path.is_file() and path.read_bytes() == chain):
-                return True
-        except FrozenModuleError:
-            pass
-        if not job.module or not previous.executed_notebook_digest:
-            return False
-        try:
-            executed = ws.store.get_bytes(previous.executed_notebook_digest)
-            model = read_model(nbformat.reads(executed.decode("utf-8"), as_version=4))
-        except (StoreError, MetricError, ValueError):
-            return False
-        evidence = {f"reports/{job.gate}/{job.component}.html": previous.report_digest,
-                    f"tcpkit:executed/{job.component}-{job.gate}.ipynb": previous.executed_notebook_digest}
-        self._bundles.setdefault(job.component, []).append(bundle)
-        try:
-            self._freeze(ws, signer, job, model, statement_digest,
-                         {k: v for k, v in evidence.items() if v})
-        except PromotionError:
-            return False
-        finally:
-            self._bundles[job.component].pop()
-        return True
-
     def _reached(self, outcomes: Sequence[Outcome]) -> dict[str, str | None]:
         reached: dict[str, str | None] = dict.fromkeys(self.selected)
         for outcome in outcomes:
@@ -834,96 +438,7 @@ class GatePipeline:
 
     # -- index ---------------------------------------------------------------------------------
     def _write_index(self, ws: Any, outcomes: Sequence[Outcome]) -> Path:
-        from tcpkit.release.chain import verify_chains
-        from tcpkit.release.report import FrozenRow, IndexData, write_index
-        from tcpkit.release.signing import verify_workspace
-
-        cells: dict[tuple[str, str], RunSummary] = {}
-        for run in ws.gate_runs():
-            report = self.root / REPORTS_DIR / run.gate / f"{run.component}.html"
-            cells[(run.component, run.gate)] = RunSummary(
-                component=run.component, gate=run.gate, decision=run.decision,
-                criteria=tuple(run.criteria), metrics=dict(run.metrics), inputs=dict(run.inputs),
-                input_digest=run.input_digest, runner=run.runner, started_at=run.started_at,
-                duration_s=run.duration_s,
-                report=f"{run.gate}/{run.component}.html" if report.is_file() else None,
-            )
-        notes: list[str] = []
-        for outcome in outcomes:
-            if outcome.summary is not None:
-                cells[(outcome.component, outcome.gate)] = outcome.summary
-            if outcome.status in ("failed", "blocked"):
-                notes.append(f"{outcome.component} {outcome.gate} {outcome.status}: {outcome.reason}")
-        frozen: list[FrozenRow] = []
-        try:
-            checks = verify_workspace(self.root) + verify_chains(self.root)
-            frozen = [FrozenRow(c.name, c.digest, c.ok, c.reason) for c in checks]
-        except ValueError as exc:
-            notes.append(f"frozen artifacts could not be verified: {exc}")
-        data = IndexData(
-            gates=GATES,
-            components=tuple(self.pipeline.components),
-            owners={n: s.owner for n, s in self.pipeline.components.items()},
-            cells=cells,
-            collaboration=tuple(_collaboration(ws)),
-            frozen=tuple(frozen),
-            notes=tuple(notes),
-        )
-        return write_index(self.root / REPORTS_DIR, data)
-
-
-def _collaboration(ws: Any) -> Iterator[tuple[str, str]]:
-    status = ws.status()
-    people: set[str] = set()
-    for row in status:
-        people.update((row.owner, *row.contributors))
-    yield "researchers", f"{len(people)}: {', '.join(sorted(people))}"
-    yield "components", f"{len(status)}: " + ", ".join(f"{r.name} ({r.level or 'no gate yet'})" for r in status)
-    yield "versions recorded", str(sum(r.versions for r in status))
-    yield "versions kept in the store", str(sum(r.versions_kept for r in status))
-    pins = ws.pins()
-    yield "pinned backups", f"{len(pins)}" + (": " + "; ".join(sorted(set(pins.values()))) if pins else "")
-    live = [f"{r.name} held by {r.lease_holder} until {r.lease_expires}" for r in status if r.lease_holder]
-    yield "leases", "; ".join(live) if live else "none held"
-    yield "gate runs recorded", str(len(ws.gate_runs()))
-    broken = ws.verify_audit()
-    yield "audit log", f"{len(ws.audit_log())} entries, hash chain {'BROKEN: ' + str(broken) if broken else 'intact'}"
-
-
-def _failure_reason(ex: _Execution) -> str:
-    if ex.error:
-        where = f" in cell {ex.error_cell.splitlines()[0]}" if ex.error_cell else ""
-        return f"error{where}: {ex.error.splitlines()[0] if ex.error else ''}"
-    failures = [r.reason for r in ex.results if not r.ok]
-    return "; ".join(failures) if failures else "no criterion was evaluated"
-
-
-def _key_values(results: Sequence[CriterionResult], limit: int = 3) -> str:
-    shown = [f"{r.metric}={_short(r.value)}" for r in results[:limit]]
-    if len(results) > limit:
-        shown.append(f"+{len(results) - limit} more")
-    return ", ".join(shown)
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-@contextlib.contextmanager
-def _kernel_environment(root: Path) -> Iterator[None]:
-    """Environment the notebook kernels inherit: the project root, a headless plot backend."""
-    settings = {"TCPKIT_ROOT": str(root), "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-                "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
-    saved = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        return write_index(self.project, self.pipeline, ws, outcomes)
 
 
 def run_pipeline(root: str | Path, options: RunOptions | None = None, *, stream: TextIO | None = None,
