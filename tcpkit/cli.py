@@ -194,18 +194,20 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     from tcpkit.release.chain import current_policies, verify_chains
     from tcpkit.release.gates import PipelineError
+    from tcpkit.release.project import Project
     from tcpkit.release.runcheck import verify_gate_runs
     from tcpkit.release.signing import KeyError_, verify_workspace
     from tcpkit.release.workspace import WorkspaceError
 
-    root = Path(args.root)
+    project = Project.at(Path(args.root))
     try:
-        policy = current_policies(root / "notebooks" / "pipeline.toml")
+        policy = current_policies(project.pipeline_file)
     except PipelineError as exc:
         raise CheckFailed(f"notebooks/pipeline.toml is invalid, so the gate policies cannot be "
                           f"checked: {exc.errors[0]}") from None
     try:
-        checks = verify_workspace(root) + verify_chains(root, policy) + verify_gate_runs(root)
+        checks = (verify_workspace(project.root) + verify_chains(project, policy)
+                  + verify_gate_runs(project))
     except KeyError_ as exc:
         raise CheckFailed(f"trust list unusable: {exc}") from None
     except WorkspaceError as exc:
@@ -482,10 +484,11 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
     def act(ws: Workspace) -> int:
         from tcpkit.release.keys import TrustList
+        from tcpkit.release.project import Project
         from tcpkit.release.workspace import as_json
 
         # the gate runs the log records: metrics and criteria in the database = the signed ones
-        runs = check_recorded_runs(ws, TrustList.load(ws.root / ".tcpkit" / "trust")) \
+        runs = check_recorded_runs(ws, TrustList.load(Project.at(ws.root).trust_dir)) \
             if ws.gate_runs() else []
         bad_runs = [f"{c.name}: {c.reason}" for c in runs if not c.ok]
         broken = ws.verify_audit()

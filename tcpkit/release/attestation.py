@@ -61,6 +61,7 @@ from tcpkit.release.dsse import (
     verify_envelope_signers,
 )
 from tcpkit.release.keys import TrustList
+from tcpkit.release.project import Project
 
 VSA_PREDICATE = "https://slsa.dev/verification_summary/v1"
 GATE_RESULT_PREDICATE = "https://tcpkit.dev/gate-result/v1"
@@ -429,10 +430,10 @@ def verify_frozen_files(root: Path, component: str, trust: TrustList) -> FrozenF
     VerificationError
         The first failed condition, naming the file.
     """
-    production = Path(root) / PRODUCTION_DIR
-    module_path = production / f"{component}.py"
-    envelope_path = production / f"{component}{ENVELOPE_SUFFIX}"
-    model_path = production / f"{component}{MODEL_SUFFIX}"
+    project = Project.at(root)
+    module_path = project.frozen_module(component)
+    envelope_path = project.frozen_envelope(component)
+    model_path = project.frozen_model(component)
     for path, what in ((module_path, "frozen module"), (envelope_path, "attestation")):
         if path.is_symlink() or not path.is_file():
             raise VerificationError(f"{what} {path} does not exist or is not a regular file")
@@ -490,7 +491,7 @@ class ArtifactCheck:
 
 def _check_one(root: Path, component: str, trust: TrustList) -> ArtifactCheck:
     name = frozen_subject_name(component)
-    module = Path(root) / name
+    module = Project.at(root).frozen_module(component)
     digest = "sha256:" + sha256_hex(module.read_bytes()) if module.is_file() else ""
     try:
         files = verify_frozen_files(root, component, trust)
@@ -504,7 +505,7 @@ def _check_one(root: Path, component: str, trust: TrustList) -> ArtifactCheck:
 
 def frozen_components(root: Path) -> list[str]:
     """Components with any frozen file (module, model or attestation) under ``root/production``."""
-    production = Path(root) / PRODUCTION_DIR
+    production = Project.at(root).production
     if not production.is_dir():
         return []
     found: set[str] = set()
@@ -533,8 +534,9 @@ def verify_workspace(root: Path) -> list[ArtifactCheck]:
     components = frozen_components(root)
     if not components:
         return []
-    production = root / PRODUCTION_DIR
-    trust = TrustList.load(root / ".tcpkit" / "trust")
+    project = Project.at(root)
+    production = project.production
+    trust = TrustList.load(project.trust_dir)
     checks = []
     for component in components:
         module = production / f"{component}.py"

@@ -25,7 +25,6 @@ from typing import Any
 
 from tcpkit.release.attestation import (
     CHAIN_SUFFIX,
-    ENVELOPE_SUFFIX,
     GATE_RESULT_PREDICATE,
     PRODUCTION_DIR,
     VSA_PREDICATE,
@@ -42,6 +41,7 @@ from tcpkit.release.attestation import (
 )
 from tcpkit.release.dsse import VerificationError, strict_json, verify_envelope_signers
 from tcpkit.release.keys import TrustList
+from tcpkit.release.project import Project
 
 GATE_ORDER: tuple[str, ...] = ("DEVELOPMENT", "TESTING", "STAGING", "PRODUCTION")
 
@@ -271,28 +271,27 @@ def _notebook_name(attestation: GateAttestation) -> str:
     return str(subjects[0].get("name"))
 
 
-def verify_chains(root: Path, policy: PolicyLookup | None = None) -> list[ArtifactCheck]:
+def verify_chains(root: Path | Project, policy: PolicyLookup | None = None) -> list[ArtifactCheck]:
     """One check per frozen component: its chain file against its verified frozen statement
     (and, given ``policy``, against the gate definitions the pipeline file holds now).
 
     A component whose frozen files do not verify is reported by
     :func:`tcpkit.release.attestation.verify_workspace`; here it is skipped.
     """
-    root = Path(root)
-    components = [c for c in frozen_components(root)
-                  if (root / PRODUCTION_DIR / f"{c}.py").is_file()
-                  and (root / PRODUCTION_DIR / f"{c}{ENVELOPE_SUFFIX}").is_file()]
+    project = Project.at(root)
+    components = [c for c in frozen_components(project.root)
+                  if project.frozen_module(c).is_file() and project.frozen_envelope(c).is_file()]
     if not components:
         return []
-    trust = TrustList.load(root / ".tcpkit" / "trust")
+    trust = TrustList.load(project.trust_dir)
     checks = []
     for component in components:
         name = f"{PRODUCTION_DIR}/{component}{CHAIN_SUFFIX}"
         try:
-            frozen = verify_frozen_files(root, component, trust)
+            frozen = verify_frozen_files(project.root, component, trust)
         except VerificationError:
             continue
-        path = root / name
+        path = project.frozen_chain(component)
         if path.is_symlink() or not path.is_file():
             checks.append(ArtifactCheck(name, "", False, "missing: a frozen component needs the chain of "
                                         "its four gate attestations"))

@@ -40,6 +40,7 @@ from typing import Any
 
 from tcpkit.release.atomic import write_atomic
 from tcpkit.release.names import check_component
+from tcpkit.release.project import Project
 
 PRODUCTION_DIR = "production"
 ENVELOPE_SUFFIX = ".dsse.json"
@@ -154,23 +155,20 @@ def build_module(notebook_path: str | Path, *, display_name: str | None = None) 
     return "\n".join(parts).encode("utf-8")
 
 
-def production_paths(root: Path, component: str) -> tuple[Path, Path]:
+def production_paths(root: Path | Project, component: str) -> tuple[Path, Path]:
     """``(production/<component>.py, production/<component>.dsse.json)`` under ``root``."""
-    check_component(component)
-    directory = Path(root) / PRODUCTION_DIR
-    return directory / f"{component}.py", directory / f"{component}{ENVELOPE_SUFFIX}"
+    project = Project.at(root)
+    return project.frozen_module(component), project.frozen_envelope(component)
 
 
-def model_path(root: Path, component: str) -> Path:
+def model_path(root: Path | Project, component: str) -> Path:
     """``production/<component>.model.npz`` under ``root``."""
-    check_component(component)
-    return Path(root) / PRODUCTION_DIR / f"{component}{MODEL_SUFFIX}"
+    return Project.at(root).frozen_model(component)
 
 
-def chain_path(root: Path, component: str) -> Path:
+def chain_path(root: Path | Project, component: str) -> Path:
     """``production/<component>.chain.intoto.jsonl`` under ``root``."""
-    check_component(component)
-    return Path(root) / PRODUCTION_DIR / f"{component}{CHAIN_SUFFIX}"
+    return Project.at(root).frozen_chain(component)
 
 
 def freeze(
@@ -279,13 +277,10 @@ def freeze(
 def find_root(start: str | Path | None = None) -> Path:
     """The project root: ``$TCPKIT_ROOT``, else the nearest ancestor of ``start`` (default
     the working directory) holding ``.tcpkit`` or ``production``."""
-    env = os.environ.get("TCPKIT_ROOT")
-    if env and start is None:
-        return Path(env).resolve()
+    project = Project.find(start)
+    if project is not None:
+        return project.root
     here = Path(start if start is not None else os.getcwd()).resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / ".tcpkit").is_dir() or (candidate / PRODUCTION_DIR).is_dir():
-            return candidate
     raise FrozenModuleError(
         f"no tcpkit project (a directory with .tcpkit/ or production/) at or above {here}; "
         "set TCPKIT_ROOT"
@@ -326,7 +321,7 @@ def verify_component(component: str, root: str | Path | None = None) -> Verified
                 + (" (has the component passed PRODUCTION?)" if what == "frozen module" else "")
             )
     try:
-        trust = TrustList.load(base / ".tcpkit" / "trust")
+        trust = TrustList.load(Project.at(base).trust_dir)
         files = verify_frozen_files(base, component, trust)
     except VerificationError as exc:
         reason = getattr(exc, "reason", None) or str(exc)

@@ -23,6 +23,7 @@ from typing import Any
 
 from tcpkit.release.attestation import ArtifactCheck
 from tcpkit.release.keys import TrustList
+from tcpkit.release.project import Project
 from tcpkit.release.store import StoreError
 
 _GATES = ("DEVELOPMENT", "TESTING", "STAGING", "PRODUCTION")
@@ -147,15 +148,15 @@ def _check_run(run: Any, attestation: Any, store: Any, passing: Mapping[tuple[st
                          attestation.signers)
 
 
-def verify_gate_runs(root: Path) -> list[ArtifactCheck]:
+def verify_gate_runs(root: Path | Project) -> list[ArtifactCheck]:
     """One check per recorded gate run; empty when the project has no workspace yet."""
     from tcpkit.release.workspace import Workspace
 
-    root = Path(root)
-    if not (root / ".tcpkit" / "tcpkit.db").is_file():
+    project = Project.at(root)
+    if not project.database.is_file():
         return []
-    trust = TrustList.load(root / ".tcpkit" / "trust")
-    with Workspace.open(root) as ws:
+    trust = TrustList.load(project.trust_dir)
+    with Workspace.open(project.root) as ws:
         return check_recorded_runs(ws, trust)
 
 
