@@ -32,7 +32,7 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -433,8 +433,3 @@ def load_detector(component: str, root: str | Path | None = None) -> Any:
             "'#| export' cell so that load_detector can rebuild the detector from its model"
         )
     return factory(arrays)
-
-
-def load_all(components: Sequence[str], root: str | Path | None = None) -> dict[str, ModuleType]:
-    """:func:`load_frozen` for several components; the first refusal stops with its reason."""
-    return {component: load_frozen(component, root) for component in components}
