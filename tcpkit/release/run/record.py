@@ -36,6 +36,11 @@ class Outcome:
     duration_s: float = 0.0
 
 
+def verifier_uri(runner: str) -> str:
+    """The ``verifier.id`` of a runner's statements: a URI, as the SLSA summary asks."""
+    return f"https://tcpkit.dev/runner/{runner}"
+
+
 class Recorder:
     """Records runs of ``pipeline`` in the workspace of ``project`` and freezes passes.
 
@@ -101,7 +106,7 @@ class Recorder:
             policy_digest=job.inputs["gate"],
             inputs=evidence,
             passed=ex.passed,
-            verifier_id=runner,
+            verifier_id=verifier_uri(runner),
             time=decided_at,
             resource_uri=f"tcpkit:component/{job.component}",
             extra_subjects=subjects,
@@ -112,7 +117,7 @@ class Recorder:
             summary_statement["subject"], component=job.component, gate=job.gate, profile=job.profile,
             passed=ex.passed, policy=summary_statement["predicate"]["policy"], criteria=criteria,
             metrics=ex.metrics, inputs=job.inputs, input_digest=job.input_digest, previous=previous,
-            summary_digest=payload_digest(summary_envelope), error=ex.error, verifier_id=runner,
+            summary_digest=payload_digest(summary_envelope), error=ex.error, verifier_id=verifier_uri(runner),
             time=decided_at,
         )
         bundle = dump_bundle([summary_envelope, sign_statement(result_statement, [signer])])
@@ -151,7 +156,7 @@ class Recorder:
         return freeze(
             self.root, job.component, job.module, signer=signer,
             policy_uri=self.pipeline.policy_uri(job.component, job.gate),
-            policy_digest=job.inputs["gate"], inputs=inputs, verifier_id=job.runner,
+            policy_digest=job.inputs["gate"], inputs=inputs, verifier_id=verifier_uri(job.runner),
             model=model, chain=b"".join(self.bundles[job.component]),
             backup=ws.store.put_bytes, pin=lambda digest, why: ws.pin(digest, why, actor=job.runner),
         )
