@@ -63,6 +63,8 @@ class Execution:
     passed: bool
     page: bytes = field(repr=False, default=b"")
     model: bytes | None = field(repr=False, default=None)
+    summary: RunSummary | None = None
+    """The run's one record for the report (header of ``page``, cell of the index)."""
 
 
 def now() -> str:
@@ -143,7 +145,7 @@ def execute(job: Job, signer_label: str) -> Execution:
                        "passed" if passed else "failed", signer_label)
     page = render_run_report(summary, notebook)
     return Execution(job, started_at, duration, executed, metrics, tuple(results), error, error_cell,
-                      passed, page, model)
+                     passed, page, model, summary)
 
 
 def load1() -> float | None:

@@ -82,9 +82,10 @@ class Recorder:
         job = ex.job
         executed_digest = ws.store.put_bytes(ex.executed) if ex.executed is not None else None
         report_digest = ws.store.put_bytes(ex.page)
-        write_run_report(self.project.reports, run_summary(
+        summary = ex.summary if ex.summary is not None else run_summary(
             job, ex.started_at, ex.duration_s, ex.metrics, ex.results, ex.error, ex.error_cell,
-            "passed" if ex.passed else "failed", signer.name), ex.page)
+            "passed" if ex.passed else "failed", signer.name)
+        write_run_report(self.project.reports, summary, ex.page)
         evidence = {f"reports/{job.gate}/{job.component}.html": report_digest}
         if executed_digest is not None:
             evidence[f"tcpkit:executed/{job.component}-{job.gate}.ipynb"] = executed_digest
@@ -130,8 +131,6 @@ class Recorder:
             envelope_digest=envelope_digest, runner=runner, started_at=ex.started_at,
             duration_s=ex.duration_s,
         ))
-        summary = run_summary(job, ex.started_at, ex.duration_s, ex.metrics, ex.results, ex.error,
-                           ex.error_cell, "passed" if ex.passed else "failed", signer.name)
         if not ex.passed:
             return Outcome(job.component, job.gate, "failed", failure_reason(ex), summary, ex.duration_s)
         self.bundles.setdefault(job.component, []).append(bundle)
