@@ -498,11 +498,11 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
                               "first_broken": None if broken is None else as_json(broken),
                               "gate_runs": len(runs), "gate_run_failures": bad_runs}, indent=2))
             return EXIT_OK if broken is None and not bad_runs else EXIT_FAILED
-        if broken is not None:
-            raise CheckFailed(f"audit chain broken at {broken}")
         if bad_runs:
             raise CheckFailed("recorded gate runs differ from their signed statements: "
                               + "; ".join(bad_runs))
+        if broken is not None:
+            raise CheckFailed(f"audit chain broken at {broken}")
         print(f"audit log intact: {count} entries, hash chain verified")
         return EXIT_OK
 
