@@ -297,6 +297,28 @@ def test_broken_chain_fails_verify(project: Path, capsys: pytest.CaptureFixture[
     assert _verify(project, capsys)[0] == 0
 
 
+def test_a_run_whose_previous_gate_is_not_recorded_breaks_the_chain(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = project / ".tcpkit" / "tcpkit.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.row_factory = sqlite3.Row
+        row = dict(conn.execute("SELECT * FROM gate_runs WHERE gate = 'DEVELOPMENT'").fetchone())
+        with conn:
+            conn.execute("DELETE FROM gate_runs WHERE id = ?", (row["id"],))
+    try:
+        code, report = _verify(project, capsys)
+        assert code == 1
+        (reason,) = [r for n, r in _failures(report).items() if n.startswith("gate-run/fitted/TESTING/")]
+        assert "broken chain: the DEVELOPMENT statement this run follows" in reason
+    finally:
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+            columns = ", ".join(row)
+            conn.execute(f"INSERT INTO gate_runs ({columns}) VALUES ({', '.join('?' * len(row))})",
+                         tuple(row.values()))
+    assert _verify(project, capsys)[0] == 0
+
+
 def test_a_gate_changed_after_it_was_measured_fails_verify(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
