@@ -115,3 +115,12 @@ def test_a_statement_of_another_gate_is_refused(root: tuple[Path, object]) -> No
     for load in (load_frozen, load_model, load_detector):
         with pytest.raises(FrozenModuleError, match="not TCPKIT_GATE_PRODUCTION"):
             load("alpha", project)
+
+
+def test_a_pickled_array_never_loads() -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, evil=np.array([{"a": 1}], dtype=object))  # needs pickle to load
+    with pytest.raises(MetricError, match="not a loadable .npz without pickle"):
+        load_model_bytes(buffer.getvalue())
