@@ -261,7 +261,7 @@ class GatePipeline:
         for name, problems in self.preflight().items():
             self.missing[name] = problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
         runner = runner_name()
-        trust_dir = self.root / ".tcpkit" / "trust"
+        trust_dir = self.project.trust_dir
         ws = Workspace.open(self.root)
         try:
             try:  # trust is granted, not taken: only an empty trust list lets the runner trust itself
