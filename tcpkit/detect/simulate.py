@@ -153,8 +153,15 @@ __all__ = [
     "FEATURE_NAMES",
     "RISK_CLASSES",
     "RISK_LEVELS",
+    "CALM_WORLD",
+    "DIFFICULTIES",
+    "EASY_WORLD",
+    "EPOCH",
+    "WORKLOAD_PROFILES",
     "CommandTemplate",
+    "Difficulty",
     "SimulatedNetwork",
+    "simulate_events",
     "simulate_network",
 ]
 
@@ -1019,7 +1026,7 @@ def _validate(**kw: Any) -> dict[str, Any]:
         or np.isnan(float(noise_df))
         or float(noise_df) <= 2.0
     ):
-        raise ValueError(f"noise_df must be a real number > 2 (or inf), got {noise_df!r}")
+        raise ValueError(f"noise_df must be a real number in (2, inf], got {noise_df!r}")
     trait_correlation = _real("trait_correlation", kw["trait_correlation"], 0.0, 1.0)
     if trait_correlation >= 1.0:
         raise ValueError(f"trait_correlation must be in [0, 1), got {trait_correlation!r}")
@@ -1258,3 +1265,15 @@ def _run(params: dict[str, Any], record: _Recorder | None) -> SimulatedNetwork:
         workload_share=world.workload_share,
         workload_profile=profiles,
     )
+
+
+def simulate_events(**kwargs: Any) -> Any:
+    """Simulate a network and its events (one row per command); see :mod:`tcpkit.detect.sim_events`.
+
+    Takes the keyword parameters of :func:`simulate_network` and returns a
+    :class:`~tcpkit.detect.sim_events.SimulatedEvents` (``table``, ``labels``,
+    ``network``); ``network`` is bit-identical to ``simulate_network(**kwargs)``.
+    """
+    from tcpkit.detect.sim_events import simulate_events as _simulate_events
+
+    return _simulate_events(**kwargs)
