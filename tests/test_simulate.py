@@ -14,8 +14,8 @@ from tcpkit.detect.seeds import is_tuning_seed
 from tcpkit.detect.simulate import (
     _T_CLASS,
     ATTACKS,
-    EASY_WORLD,
     CATALOGUE,
+    EASY_WORLD,
     FEATURE_NAMES,
     RISK_CLASSES,
     RISK_LEVELS,

@@ -504,7 +504,7 @@ class SimulatedNetwork:
         start = int(self.params.get("baseline_windows", 0)) if since is None else int(since)
         if self.regime_changes.size == 0:
             return np.zeros(self.n_agents, dtype=bool)
-        hit = self.regime_changes[:, start:].any(axis=1)
+        hit = np.asarray(self.regime_changes[:, start:].any(axis=1), dtype=bool)
         return np.asarray(hit[self.node], dtype=bool)
 
     @property
