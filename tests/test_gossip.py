@@ -146,7 +146,6 @@ def test_robust_combine_equals_chan_on_honest_nodes_and_resists_liars() -> None:
 
 def test_lying_node_experiment_naive_collapses_robust_holds() -> None:
     from tcpkit.detect.byzantine import lying_node_experiment
-
     from tcpkit.detect.simulate import EASY_WORLD
 
     # the stationary world with gross compromises this experiment was designed on

@@ -10,6 +10,15 @@ ancestor's shift magnitudes but runs them on a clock counted in commands,
 makes honest agents heterogeneous, and adds the compromise types the ancestor
 declared but never built.
 
+In that first world honest agents never changed and every compromise was
+gross (tens of clean-agent standard deviations on one feature), so any change
+meant compromise and any detector won. The default world is harder: honest
+agents change too (regime changes, drift, heavy tails, correlated traits,
+diurnal latency, workload mix: :mod:`tcpkit.detect.benign`), and compromises
+are subtle (``difficulty="default"``, see :data:`DIFFICULTIES` and
+:func:`tcpkit.detect.separability.separability_table`). ``**EASY_WORLD``
+restores the first world exactly (same seed, bit-identical output).
+
 The model
 ---------
 **Catalogue.** :data:`CATALOGUE` holds 30 command templates in 15 named
@@ -43,8 +52,27 @@ ancestor's ``U(-0.1, 0.1)``). Confidence is
 ``0.85 + U(-0.15, 0.15)``, made heterogeneous). Latency in milliseconds is
 ``L_a * cost * exp(N(0, 0.35))`` with ``L_a = 120 * exp(N(0, 0.3))``.
 
-**Compromises.** They act on the predicted risk only (confidence and latency
-stay honest: an adversary that rewrites scores has no reason to touch them).
+**Benign change** (parameters of :func:`simulate_network`, defaults on; sizes in
+:mod:`tcpkit.detect.benign`). ``z`` is Student t with ``noise_df`` degrees of
+freedom scaled to unit variance. A latent capability ``u_a ~ N(0, 1)`` enters
+the log noise level (``-rho * 0.25 * u_a``), the confidence level
+(``+rho * 0.03 * u_a``) and the log latency level (``+rho * 0.3 * u_a``), each
+trait keeping its variance (``rho = trait_correlation``). Fleet- and node-wide
+regime changes and per-agent drift move bias, noise, confidence and latency.
+Latency follows a diurnal cycle on the simulated clock (:data:`EPOCH` plus
+think times and latencies; see :mod:`tcpkit.detect.sim_events`). Each node's
+weighted command slots drift towards one of :data:`WORKLOAD_PROFILES`. The
+ground truth is on :class:`SimulatedNetwork` (``regime_changes``,
+``fleet_regime_windows``, ``workload_share``, ``workload_profile``).
+
+**Compromises.** The shifts of the table below are the "easy" magnitudes (the
+ancestor's); the ``difficulty`` preset multiplies each attack's shift by its
+own factor (:class:`Difficulty`), chosen for "default" so that no attack type's
+best single feature has a median effect above 3 clean-agent standard
+deviations (a test measures it), and at "default" and "hard" also moves the
+compromised agent's confidence up and its latency down (it stops
+deliberating), except for mimicry, which hides there too. At "easy" confidence
+and latency stay honest.
 Every shift below is multiplied by ``strength`` and applied before clipping;
 all start at ``attack_start`` (default: the first detection window) except
 poisoning, present from window 0. ``t`` is the time since the start in windows,
@@ -79,9 +107,7 @@ mimicry            ``-0.3`` on CRITICAL commands, compensated by
                    honest mean absolute error; where it cannot be hidden,
                    ``k = 0`` and accuracy drops a little. The price is a
                    lower spread (consistency, error rate) and a lower
-                   ``bias_high_risk`` (measured on 1,000 mimics: accuracy
-                   -0.001, about 0.1 honest standard deviations;
-                   ``bias_high_risk`` -0.07, 3.3 standard deviations).
+                   ``bias_high_risk``.
 poisoning          ``-0.5`` on DESTRUCTIVE and CRITICAL commands from window 0,
                    so the baseline windows already carry it: a per-agent
                    before/after comparison cannot see it.
@@ -108,9 +134,7 @@ standardised sums, because they add up over cells and over windows, so the
 window mean accumulates the evidence of a rare targeted command (``iptables
 -F`` appears in about half of the windows) where a per-window maximum of
 ``|sum| / sqrt(n)`` over families (this feature's first form,
-``family_bias_max``) drowned it in the maximum's honest level: measured over
-20 held-out seeds x 500 agents at strength 1, semantic-hijack recall 0.918 ->
-0.971 and mimicry 0.936 -> 1.000 with the same false-positive rate. It reads
+``family_bias_max``) drowned it in the maximum's honest level. It reads
 only the agent's own assessments and uses no random draws, so every other
 feature is unchanged by it.
 
@@ -121,9 +145,14 @@ blocks of :data:`CHUNK_AGENTS` (part of the stream definition: changing it
 changes the draws). Honest agents' draws therefore do not depend on which
 other agents are compromised (an honest agent is bit-identical with
 ``compromised_fraction=0``, and so is every agent at ``strength=0``), and the
-first windows do not depend on ``n_windows``. Per-assessment normal and
-uniform draws are float32 and confidence and latency are computed in float32;
-predicted risks and every feature are float64.
+first windows do not depend on ``n_windows``. The benign draws come from
+streams of their own (two-element spawn keys: the static world, each window's
+regime shifts, and each window's second stream :data:`EXTRA_KEY` for think
+times, t-noise scales and workload swaps), so switching a benign change off
+leaves every other draw as it was. Per-assessment normal and uniform draws are
+float32 and confidence and latency are computed in float32; predicted risks
+and every feature are float64. :func:`simulate_events` records the
+per-assessment arrays only when asked, so the default path does not pay for them.
 
 **Cost.** No Python loop runs per assessment or per agent: the loops are over
 windows, blocks of agents and compromise types. Memory is
