@@ -316,12 +316,12 @@ def _preset(
 _NO_SHIFT = dict.fromkeys(ATTACKS, 0.0)
 _DEFAULT_RISK = {
     "gradual_drift": 0.23,
-    "fp_inflation": 0.078,
-    "fn_suppression": 0.096,
-    "semantic_hijack": 0.5,
-    "coordination": 0.2,
-    "mimicry": 0.62,
-    "poisoning": 0.135,
+    "fp_inflation": 0.094,
+    "fn_suppression": 0.098,
+    "semantic_hijack": 0.4,
+    "coordination": 0.19,
+    "mimicry": 0.63,
+    "poisoning": 0.145,
 }
 # "stops deliberating": more confident and faster; mimicry hides in both, so it keeps them honest
 _DEFAULT_CONF = {**dict.fromkeys(ATTACKS, 0.02), "mimicry": 0.0}
@@ -764,13 +764,15 @@ def _apply_extra(
         z /= chi2
     if extra.mix_share is not None and extra.mix_profile is not None:
         u = rx.random((n, cpw), dtype=np.float32)
-        v = rx.random((n, cpw), dtype=np.float32)
-        swap = u < extra.mix_share[lo:hi, None]
+        share = extra.mix_share[lo:hi]
+        swap = u < share[:, None]
         swap[:, _class_slots(cpw)] = False  # the guaranteed class slots stay
         rows, cols = np.nonzero(swap)
         prof = extra.mix_profile[lo:hi][rows]
         size = _PROFILE_SIZE[prof]
-        pick = np.minimum((v[rows, cols] * size).astype(np.int64), size - 1)
+        # given u < share, u / share is uniform on [0, 1): it picks the profile's template
+        v = u[rows, cols].astype(np.float64) / share[rows]
+        pick = np.minimum((v * size).astype(np.int64), size - 1)
         tmpl[rows, cols] = _PROFILE_TABLE[prof, pick]
 
 
@@ -914,7 +916,7 @@ def simulate_network(
     seed: int = 0,
     difficulty: str = "default",
     fleet_regime_every: int = 8,
-    node_regime_rate: float = 0.02,
+    node_regime_rate: float = 0.05,
     regime_scale: float = 1.0,
     benign_drift: float = 1.0,
     noise_df: float = 5.0,
@@ -1182,7 +1184,9 @@ def _run(params: dict[str, Any], record: _Recorder | None) -> SimulatedNetwork:
     lat_us = np.zeros(n_agents, dtype=np.int64) if need_clock else None
     mixing = params["workload_shift"] > 0.0
     mix_profile = world.workload_profile[node] if mixing else None
-    response = world.response
+    # each agent's accumulated regime shift: bias, log noise, confidence, log latency
+    regime = np.zeros((4, n_agents))
+    regime_class = np.zeros((n_agents, _N_CLASSES))
     s_fp = FP_INFLATION * strength * diff.factor("fp_inflation")
     s_fn = FN_SUPPRESSION * strength * diff.factor("fn_suppression")
     s_poison = POISONING * strength * diff.factor("poisoning")
@@ -1193,11 +1197,15 @@ def _run(params: dict[str, Any], record: _Recorder | None) -> SimulatedNetwork:
     for w in range(n_windows):
         # Per-agent, per-class offset and noise for this window: most compromises
         # are a constant shift per class, so they cost one gather per command.
-        shift = world.bias[node, w] * response + world.drift_bias * w
-        class_offset = base_offset + (shift[:, None] + world.class_bias[node, w] * response[:, None])
-        class_noise = base_noise * np.exp(world.noise[node, w] * response)[:, None]
-        conf_w = conf_level + (world.confidence[node, w] * response + world.drift_confidence * w)
-        log_lat_w = world.latency[node, w] * response + world.drift_latency * w
+        if world.regime_changes[:, w].any():
+            r = world.response[w]
+            regime += world.steps[:, node, w] * r
+            regime_class += world.class_steps[node, w] * r[:, None]
+        shift = regime[0] + world.drift_bias * w
+        class_offset = base_offset + (shift[:, None] + regime_class)
+        class_noise = base_noise * np.exp(regime[1])[:, None]
+        conf_w = conf_level + (regime[2] + world.drift_confidence * w)
+        log_lat_w = regime[3] + world.drift_latency * w
         active = w >= start
         if active and "fp_inflation" in members:
             class_offset[members["fp_inflation"], _SAFE] += s_fp
