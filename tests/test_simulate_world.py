@@ -261,9 +261,22 @@ def test_arguments_are_json_objects_of_the_placeholders(events: Any) -> None:
         assert all(isinstance(v, str) and v in action for v in args.values())
 
 
-def test_window_aggregates_reproduce_the_network(events: Any) -> None:
-    """Windows by count over the events give back network.windows."""
-    n, w, cpw = EV["n_agents"], EV["n_windows"], EV["commands_per_window"]
+TWO_BLOCKS: dict[str, Any] = {"n_agents": sim.CHUNK_AGENTS + 76, "n_nodes": 5, "n_windows": 3,
+                              "baseline_windows": 1, "commands_per_window": 10, "seed": 23,
+                              "compromised_fraction": 0.3}
+
+
+@pytest.mark.parametrize("blocks", [1, 2])
+def test_window_aggregates_reproduce_the_network(events: Any, blocks: int) -> None:
+    """Windows by count over the events give back network.windows: all 12 features."""
+    kw = EV if blocks == 1 else TWO_BLOCKS
+    if blocks == 2:
+        events = simulate_events(**kw)
+        agents = np.asarray(events.table["agent"].to_numpy(zero_copy_only=False))
+        assert np.all(agents[:-1] <= agents[1:])
+        t = np.asarray(events.table["time"].cast(pa.int64())).reshape(kw["n_agents"], -1)
+        assert np.all(np.diff(t, axis=1) > 0)
+    n, w, cpw = kw["n_agents"], kw["n_windows"], kw["commands_per_window"]
     table, net = events.table, events.network
     tmpl = template_of(table["action"]).reshape(n, w, cpw)
     true = sim._T_LEVEL[tmpl]
@@ -280,8 +293,25 @@ def test_window_aggregates_reproduce_the_network(events: Any) -> None:
         "confidence_std": conf.std(axis=2),
         "latency_p95": np.sort(lat, axis=2)[..., int(np.ceil(0.95 * cpw)) - 1],
     }
-    high = np.isin(sim._T_CLASS[tmpl], [3, 4])
-    got["bias_high_risk"] = (resid * high).sum(axis=2) / high.sum(axis=2)
+    cls = sim._T_CLASS[tmpl]
+    for name, members in (("bias_safe", [0]), ("bias_network_privesc", [1, 2]),
+                          ("bias_high_risk", [3, 4])):
+        inside = np.isin(cls, members)
+        got[name] = (resid * inside).sum(axis=2) / inside.sum(axis=2)
+    within = np.zeros((n, w))
+    for c in range(5):
+        inside = cls == c
+        mean = (pred * inside).sum(axis=2) / inside.sum(axis=2)
+        within += (((pred - mean[..., None]) ** 2) * inside).sum(axis=2)
+    got["consistency"] = np.sqrt(within / max(cpw - 5, 1))
+    cell = sim._T_CELL[tmpl]
+    energy = np.zeros((n, w))
+    for c in range(sim._N_CELLS):
+        inside = cell == c
+        under = np.maximum(-(resid * inside).sum(axis=2), 0.0)
+        energy += under**2 / np.maximum(inside.sum(axis=2), 1)
+    got["family_underrating"] = energy
+    assert set(got) == set(FEATURE_NAMES)
     for name, value in got.items():
         np.testing.assert_allclose(value, net.windows[..., col(name)], rtol=1e-5, atol=1e-6,
                                    err_msg=name)

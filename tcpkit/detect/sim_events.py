@@ -50,8 +50,11 @@ agent refuses what it rates dangerous, so under-rating agents refuse less),
 else ``error`` with probability :data:`ERROR_RATE` (plus
 :data:`NETWORK_ERROR_RATE` on NETWORK commands), else ``ok``.
 
-Randomness: events draw from streams of their own (spawn keys 1003 and 1004), so
-the network is the same as without events.
+Randomness: events draw from streams of their own (spawn key 1003 for the
+per-agent novelty rates and working sets, 1004 per window and block of
+:data:`~tcpkit.detect.simulate.CHUNK_AGENTS` agents), so the network is the same
+as without events. The table is built one block of agents at a time; its
+chunks are those blocks.
 """
 
 from __future__ import annotations
@@ -233,48 +236,70 @@ def _labels(net: sim.SimulatedNetwork) -> pa.Table:
     )
 
 
-def _stack(recorder: sim._Recorder, field: str) -> NDArray[Any]:
-    """(n_agents, n_windows, cpw) array of one recorded per-assessment field."""
-    per_window = [np.concatenate([getattr(b, field) for b in blocks]) for blocks in recorder.blocks]
-    return np.stack(per_window, axis=1)
-
-
 def _table(net: sim.SimulatedNetwork, rec: sim._Recorder) -> pa.Table:
+    """The event table, built one block of :data:`~tcpkit.detect.simulate.CHUNK_AGENTS`
+    agents at a time (bounded temporaries; the table's chunks are the blocks)."""
     p = net.params
-    n, n_windows, cpw = p["n_agents"], p["n_windows"], p["commands_per_window"]
-    diff = sim.DIFFICULTIES[p["difficulty"]]
-    tmpl = _stack(rec, "tmpl").astype(np.intp)
-    pred = _stack(rec, "pred")
-    conf = _stack(rec, "conf")
-    lat = _stack(rec, "lat")
-    cls = sim._T_CLASS[tmpl]
-
-    # time: think times split from each window's total, latencies in whole microseconds
-    clock = np.stack(rec.clock_us, axis=1)  # (n, W) window starts
-    think_total = np.stack(rec.think_us, axis=1)
-    lat_us = np.rint(lat * np.float32(1000.0)).astype(np.int64)
+    n = p["n_agents"]
     rs = np.random.default_rng(np.random.SeedSequence(p["seed"], spawn_key=STATIC_KEY))
     novelty = NOVELTY * np.exp(rs.normal(0.0, NOVELTY_LOG_SD, n))
     offset = rs.integers(0, POOL_SIZE, (n, len(_KINDS)))
-    times = np.empty((n, n_windows, cpw), dtype=np.int64)
-    u_out = np.empty((n, n_windows, cpw))
-    novel = np.empty((n, n_windows, cpw, _MAX_SLOTS), dtype=bool)
-    pick = np.empty((n, n_windows, cpw, _MAX_SLOTS), dtype=np.int64)
-    extra = np.zeros(n)
+    agent_ids = _ids("agent", n, 6)
+    node_ids = _ids("node", p["n_nodes"], 2)
+    batches = []
+    for b, lo in enumerate(range(0, n, sim.CHUNK_AGENTS)):
+        hi = min(lo + sim.CHUNK_AGENTS, n)
+        batches.append(_block(net, rec, b, lo, hi, novelty, offset, agent_ids, node_ids))
+    return pa.Table.from_batches(batches, schema=EVENT_SCHEMA)
+
+
+def _block(
+    net: sim.SimulatedNetwork,
+    rec: sim._Recorder,
+    b: int,
+    lo: int,
+    hi: int,
+    novelty: NDArray[np.float64],
+    offset: NDArray[np.int64],
+    agent_ids: pa.Array,
+    node_ids: pa.Array,
+) -> pa.RecordBatch:
+    """Events of agents ``lo:hi`` (block ``b`` of the simulation loop), in (agent, time) order."""
+    p = net.params
+    n_windows, cpw = p["n_windows"], p["commands_per_window"]
+    m = hi - lo
+    diff = sim.DIFFICULTIES[p["difficulty"]]
+    blocks = [rec.blocks[w][b] for w in range(n_windows)]
+    tmpl = np.stack([r.tmpl for r in blocks], axis=1).astype(np.intp)  # (m, W, cpw)
+    pred = np.stack([r.pred for r in blocks], axis=1)
+    conf = np.stack([r.conf for r in blocks], axis=1)
+    lat = np.stack([r.lat for r in blocks], axis=1)
+    cls = sim._T_CLASS[tmpl]
+    attack = net.attack[lo:hi]
+    lat_us = np.rint(lat * np.float32(1000.0)).astype(np.int64)
+
+    times = np.empty((m, n_windows, cpw), dtype=np.int64)
+    u_out = np.empty((m, n_windows, cpw))
+    novel = np.empty((m, n_windows, cpw, _MAX_SLOTS), dtype=bool)
+    pick = np.empty((m, n_windows, cpw, _MAX_SLOTS), dtype=np.int64)
+    extra = np.zeros(m)
     for w in range(n_windows):
-        rw = np.random.default_rng(np.random.SeedSequence(p["seed"], spawn_key=(WINDOW_KEY, w)))
-        e = rw.standard_exponential((n, cpw))
+        key = (WINDOW_KEY, w, b)
+        rw = np.random.default_rng(np.random.SeedSequence(p["seed"], spawn_key=key))
+        # the window's total think time, split by normalised exponentials
+        e = rw.standard_exponential((m, cpw))
         frac = np.cumsum(e, axis=1) / e.sum(axis=1, keepdims=True)
-        cum = np.floor(frac * think_total[:, w, None]).astype(np.int64)
-        cum[:, -1] = think_total[:, w]
+        total = rec.think_us[w][lo:hi]
+        cum = np.floor(frac * total[:, None]).astype(np.int64)
+        cum[:, -1] = total
         lat_before = np.cumsum(lat_us[:, w], axis=1) - lat_us[:, w]
-        times[:, w] = clock[:, w, None] + cum + lat_before
-        u_out[:, w] = rw.random((n, cpw))
-        for name in set(a for a in net.attack if a is not None):
+        times[:, w] = rec.clock_us[w][lo:hi, None] + cum + lat_before
+        u_out[:, w] = rw.random((m, cpw))
+        for name in _attacks_present(attack):
             if name == "poisoning" or w >= net.attack_start:
-                extra[net.attack == name] = diff.novelty * p["strength"]
-        novel[:, w] = rw.random((n, cpw, _MAX_SLOTS)) < (novelty + extra)[:, None, None]
-        pick[:, w] = rw.integers(0, POOL_SIZE * WORKING_SET, (n, cpw, _MAX_SLOTS))
+                extra[attack == name] = diff.novelty * p["strength"]
+        novel[:, w] = rw.random((m, cpw, _MAX_SLOTS)) < (novelty[lo:hi] + extra)[:, None, None]
+        pick[:, w] = rw.integers(0, POOL_SIZE * WORKING_SET, (m, cpw, _MAX_SLOTS))
 
     # outcomes
     p_ref = REFUSE_MAX / (1.0 + np.exp(-(pred - REFUSE_AT) / REFUSE_WIDTH))
@@ -285,7 +310,7 @@ def _table(net: sim.SimulatedNetwork, rec: sim._Recorder) -> pa.Table:
     flat_t = tmpl.ravel()
     order = np.argsort(flat_t, kind="stable")
     bounds = np.searchsorted(flat_t[order], np.arange(len(sim.CATALOGUE) + 1))
-    agent_of = np.repeat(np.arange(n), n_windows * cpw)
+    agent_of = np.repeat(np.arange(lo, hi), n_windows * cpw)
     nov = novel.reshape(-1, _MAX_SLOTS)
     pk = pick.reshape(-1, _MAX_SLOTS)
     action_parts: list[pa.Array] = []
@@ -318,8 +343,6 @@ def _table(net: sim.SimulatedNetwork, rec: sim._Recorder) -> pa.Table:
     actions = pa.concat_arrays(action_parts).take(pa.array(inverse))
     arguments = pa.concat_arrays(argument_parts).take(pa.array(inverse))
 
-    agent_ids = _ids("agent", n, 6).take(pa.array(agent_of))
-    node_ids = _ids("node", p["n_nodes"], 2).take(pa.array(np.repeat(net.node, n_windows * cpw)))
     classes = pa.DictionaryArray.from_arrays(
         pa.array(cls.ravel().astype(np.int8)), pa.array(sim.RISK_CLASSES, pa.string())
     ).cast(pa.string())
@@ -327,21 +350,28 @@ def _table(net: sim.SimulatedNetwork, rec: sim._Recorder) -> pa.Table:
         pa.array(outcome.ravel()), pa.array(OUTCOMES, pa.string())
     ).cast(pa.string())
     epoch_us = int(sim.EPOCH.astype(np.int64))
-    return pa.table(
-        {
-            "agent": agent_ids,
-            "time": pa.array(times.ravel() + epoch_us, pa.timestamp("us", tz="UTC")),
-            "action": actions,
-            "node": node_ids,
-            "risk_class": classes,
-            "predicted_risk": pa.array(pred.ravel(), pa.float64()),
-            "confidence": pa.array(conf.ravel().astype(np.float64), pa.float64()),
-            "latency_ms": pa.array(lat.ravel().astype(np.float64), pa.float64()),
-            "outcome": outcomes,
-            "arguments": arguments,
-        },
+    node_of = np.repeat(np.asarray(net.node[lo:hi]), n_windows * cpw)
+    return pa.RecordBatch.from_arrays(
+        [
+            agent_ids.take(pa.array(agent_of)),
+            pa.array(times.ravel() + epoch_us, pa.timestamp("us", tz="UTC")),
+            actions,
+            node_ids.take(pa.array(node_of)),
+            classes,
+            pa.array(pred.ravel(), pa.float64()),
+            pa.array(conf.ravel().astype(np.float64), pa.float64()),
+            pa.array(lat.ravel().astype(np.float64), pa.float64()),
+            outcomes,
+            arguments,
+        ],
         schema=EVENT_SCHEMA,
     )
+
+
+def _attacks_present(attack: NDArray[np.object_]) -> list[str]:
+    """Attack names present among ``attack`` (None for honest agents), in ATTACKS order."""
+    present = set(attack.tolist())
+    return [a for a in sim.ATTACKS if a in present]
 
 
 def _join(parts: list[Any], size: int) -> pa.Array:
