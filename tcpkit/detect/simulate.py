@@ -763,8 +763,10 @@ def _apply_extra(
         np.sqrt(chi2, out=chi2)
         z /= chi2
     if extra.mix_share is not None and extra.mix_profile is not None:
-        u = rx.random((n, cpw), dtype=np.float32)
         share = extra.mix_share[lo:hi]
+        if not share.any():  # before every node's onset: nothing to swap, nothing drawn
+            return
+        u = rx.random((n, cpw), dtype=np.float32)
         swap = u < share[:, None]
         swap[:, _class_slots(cpw)] = False  # the guaranteed class slots stay
         rows, cols = np.nonzero(swap)
