@@ -315,13 +315,13 @@ def _preset(
 
 _NO_SHIFT = dict.fromkeys(ATTACKS, 0.0)
 _DEFAULT_RISK = {
-    "gradual_drift": 0.23,
-    "fp_inflation": 0.094,
-    "fn_suppression": 0.098,
-    "semantic_hijack": 0.4,
-    "coordination": 0.19,
-    "mimicry": 0.63,
-    "poisoning": 0.145,
+    "gradual_drift": 0.22,
+    "fp_inflation": 0.088,
+    "fn_suppression": 0.094,
+    "semantic_hijack": 0.34,
+    "coordination": 0.183,
+    "mimicry": 0.62,
+    "poisoning": 0.142,
 }
 # "stops deliberating": more confident and faster; mimicry hides in both, so it keeps them honest
 _DEFAULT_CONF = {**dict.fromkeys(ATTACKS, 0.02), "mimicry": 0.0}
