@@ -19,10 +19,11 @@ from tcpkit.detect.byzantine import (
 )
 from tcpkit.detect.combine import robust_kept
 from tcpkit.detect.moments import Moments
+from tcpkit.detect.simulate import EASY_WORLD
 from tcpkit.release.gates import evaluate, load_pipeline
 
 PIPELINE = Path(__file__).resolve().parents[1] / "notebooks" / "pipeline.toml"
-SMALL = dict(n_agents=800, n_nodes=20, seed=0, pvalue_methods=("conformal",))
+SMALL = dict(n_agents=800, n_nodes=20, seed=0, pvalue_methods=("conformal",), world=EASY_WORLD)
 
 
 def _gate_passes(metric: str, value: object, gate: str = "STAGING") -> bool:
@@ -105,3 +106,11 @@ def test_row_lookups_name_what_is_missing(rows: list[byzantine.LyingRow]) -> Non
         recall_drop(only_clean, "robust")
     with pytest.raises(ValueError, match="unknown lie"):
         byzantine.lie(Moments.from_batch(np.ones((3, 2))), "alie", np.ones(2), np.array([0]))
+
+
+@pytest.mark.breaks("distributed", "lying_recall_honest_robust")
+def test_a_world_where_detection_fails_fails_lying_recall_honest() -> None:
+    easy = lying_node_experiment((0.0,), lies=("shift",), **SMALL)  # type: ignore[arg-type]
+    assert _gate_passes("lying_recall_honest_robust", row_at(easy, "shift", 0.0, "robust").recall)
+    hard = lying_node_experiment((0.0,), lies=("shift",), **{**SMALL, "world": None})  # type: ignore[arg-type]
+    assert not _gate_passes("lying_recall_honest_robust", row_at(hard, "shift", 0.0, "robust").recall)
