@@ -108,6 +108,7 @@ from numpy.typing import NDArray
 from tcpkit.detect.events import (
     COLUMNS,
     SCHEMA,
+    TIME_TYPE,
     EventError,
     json_text,
     parse_objects,
@@ -123,6 +124,7 @@ __all__ = [
     "FeatureTable",
     "compute_features",
     "features_from_dataset",
+    "features_from_parquet",
     "parse_duration",
 ]
 
@@ -677,6 +679,127 @@ def _argument_items(arguments: pa.Array) -> tuple[NDArray[np.int64], NDArray[np.
     code = pc.dictionary_encode(pa.concat_arrays(texts)).indices
     order = np.argsort(row, kind="stable")
     return row[order], np.asarray(code.to_numpy(zero_copy_only=False), dtype=np.int64)[order]
+
+
+# --------------------------------------------------------------------------- streaming Parquet
+
+
+def features_from_parquet(
+    path: str | os.PathLike[str],
+    *,
+    window: str | None = "1h",
+    window_events: int | None = None,
+    feature_set: str = "all",
+    reference_windows: int = 8,
+    min_reference_windows: int = 1,
+    risk_map: RiskMap | None = None,
+) -> FeatureTable:
+    """:func:`compute_features` of one Parquet file sorted by agent, one row group at a time.
+
+    Peak memory is bounded by a row group plus one agent's events (and the
+    output), not by the file: each row group is validated and featurised once
+    the agents in it are complete (the last agent of a row group waits for the
+    next one). Files written by :func:`~tcpkit.detect.events_write.write_events`
+    are sorted by (agent, time); for other layouts use
+    :func:`features_from_dataset` (Dask shuffles by agent first).
+
+    Raises
+    ------
+    EventError
+        A file not sorted by agent (naming the row), or any schema error.
+    """
+    import pyarrow.parquet as pq
+
+    w_us = _check_options(window, window_events, feature_set, reference_windows, min_reference_windows)
+    source = str(path)
+    try:
+        pf = pq.ParquetFile(source)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise EventError(f"{source}: not a readable Parquet file: {exc}") from None
+    names = [n for n in pf.schema_arrow.names if n in COLUMNS]
+    if pf.metadata.num_rows == 0:
+        raise EventError(f"{source}: empty file: no events")
+    origin: int | None = None
+    n_win: int | None = None
+    if w_us is not None:
+        lo, hi = _time_range(pf, source)
+        origin = (lo // w_us) * w_us
+        n_win = (hi - origin) // w_us + 1
+    options: dict[str, Any] = {
+        "window": window,
+        "window_events": window_events,
+        "feature_set": feature_set,
+        "reference_windows": reference_windows,
+        "min_reference_windows": min_reference_windows,
+        "risk_map": risk_map,
+    }
+    pieces: list[FeatureTable] = []
+    pending: pa.Table | None = None
+    pending_row = 0  # file row of pending's first row
+    row = 0
+    previous: str | None = None
+    for g in range(pf.num_row_groups):
+        chunk = pf.read_row_group(g, columns=names)
+        agents = chunk.column("agent").combine_chunks().cast(pa.string())
+        if agents.null_count:
+            break  # validation below names the row
+        back = pc.less(agents[1:], agents[:-1]) if len(agents) > 1 else pa.array([], pa.bool_())
+        if pc.any(back).as_py() or (previous is not None and len(agents) and agents[0].as_py() < previous):
+            i = _first_true(back) + 1 if pc.any(back).as_py() else 0
+            raise EventError(
+                f"{source}, row {row + i + 1}, column 'agent': the file is not sorted by agent; "
+                "read it with features_from_dataset (Dask shuffles by agent)"
+            )
+        previous = agents[-1].as_py() if len(agents) else previous
+        table = chunk if pending is None else pa.concat_tables([pending, chunk])
+        start = row if pending is None else pending_row
+        row += chunk.num_rows
+        last = table.column("agent").combine_chunks().cast(pa.string())[-1]
+        is_last = pc.equal(table.column("agent").combine_chunks().cast(pa.string()), last)
+        cut = _first_true(is_last)
+        ready, pending, pending_row = table.slice(0, cut), table.slice(cut), start + cut
+        if ready.num_rows:
+            pieces.append(_piece(ready, source, start, options, origin, n_win))
+    if pending is not None and pending.num_rows:
+        pieces.append(_piece(pending, source, pending_row, options, origin, n_win))
+    if not pieces:  # a null agent stopped the loop: let validation name it
+        validate_events(pf.read(columns=names), source=source)
+        raise EventError(f"{source}: empty file: no events")
+    return _join(pieces, w_us is not None)
+
+
+def _first_true(mask: pa.Array) -> int:
+    return int(np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))[0])
+
+
+def _piece(
+    table: pa.Table, source: str, start: int, options: dict[str, Any], origin: int | None, n_win: int | None
+) -> FeatureTable:
+    valid = validate_events(table, source=source, where=lambda i: f"row {start + i + 1}")
+    return _compute(valid, grid=_Grid(origin, n_win), **options)
+
+
+def _time_range(pf: Any, source: str) -> tuple[int, int]:
+    """First and last event time (microseconds) of a Parquet file, one row group at a time."""
+    lo, hi = None, None
+    for g in range(pf.num_row_groups):
+        cols = ["time"] if "time" in pf.schema_arrow.names else []
+        if not cols:
+            raise EventError(f"{source}: missing required column 'time'")
+        t = pf.read_row_group(g, columns=["time"]).column("time").combine_chunks()
+        if not (pa.types.is_timestamp(t.type) and t.type.tz is not None):
+            req = [c for c in ("agent", "time", "action") if c in pf.schema_arrow.names]
+            t = validate_events(pf.read_row_group(g, columns=req), source=source).column("time")
+        t = t.cast(TIME_TYPE).cast(pa.int64())
+        mm = pc.min_max(t)
+        if mm["min"].as_py() is None:
+            continue
+        a, b = int(mm["min"].as_py()), int(mm["max"].as_py())
+        lo = a if lo is None else min(lo, a)
+        hi = b if hi is None else max(hi, b)
+    if lo is None or hi is None:
+        raise EventError(f"{source}, column 'time': no event has a time")
+    return lo, hi
 
 
 # --------------------------------------------------------------------------- Dask path

@@ -37,6 +37,7 @@ the map rule that classified the action (see
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
@@ -184,6 +185,7 @@ def load_risk_map(path: str | os.PathLike[str] | None = None) -> RiskMap:
     return _parse(text, str(p))
 
 
+@functools.lru_cache(maxsize=1)
 def default_risk_map() -> RiskMap:
     """The risk map shipped as package data (``tcpkit/detect/data/default_risk_map.toml``)."""
     ref = resources.files("tcpkit.detect").joinpath("data", DEFAULT_RISK_MAP)
