@@ -139,6 +139,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.json as pjson
 import pyarrow.parquet as pq
+from numpy.typing import NDArray
 
 from tcpkit.detect.simulate import RISK_CLASSES
 
@@ -612,7 +613,23 @@ def validate_events(
     table = pa.table(out, schema=pa.schema([SCHEMA.field(n) for n in out]))
     if ordered:
         _check_order(table, fail)
+    if _is_sorted(table):
+        return table
     return table.take(pc.sort_indices(table, [("agent", "ascending"), ("time", "ascending")]))
+
+
+def _is_sorted(table: pa.Table) -> bool:
+    """Whether rows are already in (agent, time) order (then sorting is skipped)."""
+    agent = pc.dictionary_encode(table.column("agent")).combine_chunks()
+    codes = np.asarray(agent.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    if np.any(codes[1:] < codes[:-1]):
+        return False
+    names = agent.dictionary
+    if len(names) > 1 and not pc.all(pc.less(names[:-1], names[1:])).as_py():
+        return False
+    t = table.column("time").combine_chunks().cast(pa.int64()).to_numpy()
+    same = codes[1:] == codes[:-1]
+    return bool(np.all(t[1:][same] >= t[:-1][same]))
 
 
 Fail = Callable[[int, str, str], EventError]
@@ -750,7 +767,7 @@ def _arguments_column(col: pa.Array, fail: Fail) -> pa.Array:
             return json_text(col)
         raise fail(0, "arguments", f"expected a JSON object, the column holds {col.type}")
     try:
-        _, canonical = parse_objects(col.cast(pa.string()))
+        _, _, canonical = parse_objects(col.cast(pa.string()))
     except _NotObject as exc:
         raise fail(exc.index, "arguments", exc.problem) from None
     return canonical
@@ -789,47 +806,56 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
 
 
-def parse_objects(texts: pa.Array) -> tuple[pa.Table | None, pa.Array]:
-    """Parse a string array of JSON objects with pyarrow's JSON reader.
+def parse_objects(texts: pa.Array) -> tuple[pa.Table | None, NDArray[np.int64], pa.Array]:
+    """Parse a string array of JSON objects with pyarrow's JSON reader, once per distinct text.
 
     Null, empty or blank texts stand for no arguments (null in the result).
 
     Returns
     -------
-    (fields, canonical)
-        ``fields``: a table with one row per input and one column per key (None
-        when the values of a key change type between rows, which pyarrow cannot
-        hold; then only the canonical text is available); ``canonical``: each
-        object's text in canonical form (:func:`json_text`), null where the input
-        was null or blank.
+    (fields, index, canonical)
+        ``fields``: a table with one row per *distinct* text and one column per
+        key (None when the values of a key change type between texts, which
+        pyarrow cannot hold); ``index``: for every input, its row in ``fields``;
+        ``canonical``: every input's object in canonical text (:func:`json_text`),
+        null where the input was null or blank.
 
     Raises
     ------
     _NotObject
-        Naming the index of the first text that is not a JSON object.
+        Naming the index (in ``texts``) of the first text that is not a JSON object.
     """
-    texts = texts.cast(pa.string())
-    blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(texts), ""), True)
-    filled = pc.if_else(blank, "{}", pc.replace_substring_regex(texts, r"[\r\n]", " "))
+    encoded = pc.dictionary_encode(texts.cast(pa.string()), null_encoding="encode")
+    distinct = encoded.dictionary.cast(pa.string())
+    index = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(distinct), ""), True)
+    filled = pc.if_else(blank, "{}", pc.replace_substring_regex(distinct, r"[\r\n]", " "))
     lined = pc.binary_join_element_wise(filled, "\n", "")
     offsets = np.frombuffer(lined.buffers()[1], dtype=np.int32)[
         lined.offset : lined.offset + len(lined) + 1
     ]
     data = lined.buffers()[2]
     body = data[int(offsets[0]) : int(offsets[-1])] if data is not None else pa.py_buffer(b"")
+    fields: pa.Table | None
     try:
         fields = pjson.read_json(pa.BufferReader(body))
-        if fields.num_rows != len(texts):
+        if fields.num_rows != len(distinct):
             raise pa.ArrowInvalid("row count changed")
     except pa.ArrowInvalid:
-        return None, _objects_slow(texts, blank)
-    if fields.num_columns == 0:
-        return fields, pa.nulls(len(texts), pa.string())
-    struct = pa.StructArray.from_arrays(
-        [c.combine_chunks() for c in fields.columns], names=fields.column_names
-    )
-    canonical = pc.if_else(blank, pa.scalar(None, pa.string()), json_text(struct))
-    return fields, canonical
+        fields = None
+        try:
+            unique_text = _objects_slow(distinct, blank)
+        except _NotObject as exc:
+            raise _NotObject(int(np.flatnonzero(index == exc.index)[0]), exc.problem) from None
+    if fields is not None:
+        if fields.num_columns == 0:
+            unique_text = pa.nulls(len(distinct), pa.string())
+        else:
+            struct = pa.StructArray.from_arrays(
+                [c.combine_chunks() for c in fields.columns], names=fields.column_names
+            )
+            unique_text = pc.if_else(blank, pa.scalar(None, pa.string()), json_text(struct))
+    return fields, index, unique_text.take(pa.array(index))
 
 
 def _objects_slow(texts: pa.Array, blank: pa.Array) -> pa.Array:
@@ -852,6 +878,8 @@ def _objects_slow(texts: pa.Array, blank: pa.Array) -> pa.Array:
 
 def _escape(strings: pa.Array) -> pa.Array:
     """JSON string literals (quoted) for a string array."""
+    if not pc.any(pc.match_substring_regex(strings, r'[\\"\x00-\x1f]')).as_py():
+        return pc.binary_join_element_wise('"', strings, '"', "")
     s = pc.replace_substring(strings, "\\", "\\\\")
     s = pc.replace_substring(s, '"', '\\"')
     for raw, esc in (("\n", "\\n"), ("\r", "\\r"), ("\t", "\\t"), ("\b", "\\b"), ("\f", "\\f")):

@@ -588,7 +588,8 @@ def _mean_std(
 
 def _p95(key: NDArray[np.int64], x: NDArray[np.float64], cells: int) -> NDArray[np.float64]:
     """Nearest-rank 95th percentile per cell: the ceil(0.95 n)-th smallest value."""
-    order = np.lexsort((x, key))
+    by_value = np.argsort(x, kind="stable")
+    order = by_value[np.argsort(key[by_value], kind="stable")]  # by key, then value
     xs = x[order]
     n = np.bincount(key, minlength=cells)
     start = np.concatenate(([0], np.cumsum(n)))[:-1]
@@ -633,22 +634,33 @@ def _novelty(
     total = np.bincount(key, minlength=cells).astype(np.float64)
     if item.size == 0:
         return _div(np.zeros(cells), total)
-    n_items = int(item.max()) + 1
-    pair = ag * n_items + item
+    # compact (agent, item) pairs to 0..m-1, one sort
+    pair = ag * (int(item.max()) + 1) + item
+    order = np.argsort(pair, kind="stable")
+    ps = pair[order]
+    new = np.empty(ps.size, dtype=bool)
+    new[0] = True
+    np.not_equal(ps[1:], ps[:-1], out=new[1:])
+    code = np.empty(ps.size, dtype=np.int64)
+    code[order] = np.cumsum(new) - 1
+    m = int(new.sum())
+    # reference windows holding each pair: a (pair, window) presence table
     in_ref = win < ref
-    ref_pairs = np.unique(pair[in_ref] * n_win + win[in_ref]) // n_win  # one per (pair, window)
-    pairs, windows_with = np.unique(ref_pairs, return_counts=True)
-    pos = np.searchsorted(pairs, pair)
-    pos_c = np.minimum(pos, max(pairs.size - 1, 0))
-    found = (pos < pairs.size) & (pairs[pos_c] == pair) if pairs.size else np.zeros(pair.size, bool)
-    seen_in = np.where(found, windows_with[pos_c] if pairs.size else 0, 0)
+    present = np.zeros(m * ref, dtype=bool)
+    present[code[in_ref] * ref + win[in_ref]] = True
+    windows_with = present.reshape(m, ref).sum(axis=1)
+    seen_in = windows_with[code]
     novel = np.where(in_ref, seen_in <= 1, seen_in == 0)
     return _div(np.bincount(key, novel.astype(np.float64), minlength=cells), total)
 
 
 def _argument_items(arguments: pa.Array) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """(event row, item code) of every ``key = value`` pair of the arguments objects."""
-    fields, _ = parse_objects(arguments)
+    """(event row, item code) of every ``key = value`` pair of the arguments objects.
+
+    The objects are parsed once per distinct text; each event then takes the
+    items of its text (a ragged gather, no loop per event).
+    """
+    fields, index, _ = parse_objects(arguments)
     rows: list[NDArray[np.int64]] = []
     texts: list[pa.Array] = []
     if fields is not None:
@@ -659,12 +671,13 @@ def _argument_items(arguments: pa.Array) -> tuple[NDArray[np.int64], NDArray[np.
                 rows.append(valid.astype(np.int64))
                 value = json_text(col.take(pa.array(valid)))
                 texts.append(pc.binary_join_element_wise(name + "\x1f", value, ""))
-    else:  # keys whose value types vary between events: one object at a time
+    else:  # keys whose value types vary between texts: one distinct object at a time
         import json
 
+        distinct = pc.dictionary_encode(arguments, null_encoding="encode").dictionary.to_pylist()
         r: list[int] = []
         s: list[str] = []
-        for i, text in enumerate(arguments.to_pylist()):
+        for i, text in enumerate(distinct):
             if text:
                 for k, v in json.loads(text).items():
                     if v is not None:
@@ -675,10 +688,19 @@ def _argument_items(arguments: pa.Array) -> tuple[NDArray[np.int64], NDArray[np.
             texts.append(pa.array(s, pa.string()))
     if not rows:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    row = np.concatenate(rows)
-    code = pc.dictionary_encode(pa.concat_arrays(texts)).indices
-    order = np.argsort(row, kind="stable")
-    return row[order], np.asarray(code.to_numpy(zero_copy_only=False), dtype=np.int64)[order]
+    urow = np.concatenate(rows)
+    ucode = np.asarray(
+        pc.dictionary_encode(pa.concat_arrays(texts)).indices.to_numpy(zero_copy_only=False), np.int64
+    )
+    order = np.argsort(urow, kind="stable")
+    urow, ucode = urow[order], ucode[order]
+    n_distinct = int(index.max()) + 1 if index.size else 0
+    per = np.bincount(urow, minlength=n_distinct)  # items of each distinct text
+    first = np.concatenate(([0], np.cumsum(per)))[:-1]
+    k = per[index]  # items of each event
+    event_row = np.repeat(np.arange(index.size, dtype=np.int64), k)
+    offset = np.arange(event_row.size) - np.repeat(np.cumsum(k) - k, k)
+    return event_row, ucode[first[index][event_row] + offset]
 
 
 # --------------------------------------------------------------------------- streaming Parquet
