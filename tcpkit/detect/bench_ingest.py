@@ -76,11 +76,12 @@ def synthetic_events(n_events: int, *, events_per_agent: int = 1000, seed: int =
     weights = np.array([t.weight for t in CATALOGUE])
     tmpl = rng.choice(len(CATALOGUE), size=n_events, p=weights / weights.sum())
     variant = rng.integers(0, _VARIANTS, n_events)
-    actions, arguments = [], []
+    actions: list[str] = []
+    arguments: list[str | None] = []
     for t in CATALOGUE:  # 30 templates x 64 fillings: the pool, not the events
         for v in range(_VARIANTS):
             fill = {k: _filling(k, v) for k in _PLACEHOLDER.findall(t.command)}
-            actions.append(_PLACEHOLDER.sub(lambda m, f=fill: f[m.group(1)], t.command))
+            actions.append(t.command.format_map(fill) if fill else t.command)
             arguments.append(json.dumps(fill, separators=(", ", ": ")) if fill else None)
     pool = tmpl * _VARIANTS + variant
     agent_idx = np.arange(n_events) // events_per_agent

@@ -42,7 +42,7 @@ import pyarrow.parquet as pq
 
 from tcpkit.detect.events import EventError, format_of, json_text, validate_events
 
-__all__ = ["write_events"]
+__all__ = ["LABEL_COLUMNS", "write_events", "write_labels", "write_text_atomic"]
 
 BATCH_ROWS = 65_536
 
@@ -222,3 +222,53 @@ _WRITERS = {
     "parquet": _write_parquet,
     "otlp": _write_otlp,
 }
+
+
+LABEL_COLUMNS: tuple[str, ...] = ("agent", "compromised", "attack", "attack_start_window")
+
+
+def write_labels(labels: pa.Table | dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write the simulator's ground truth as CSV (``agent,compromised,attack,attack_start_window``), atomically.
+
+    ``labels`` is a table or a mapping of equal-length arrays with those columns
+    (others are ignored). Raises :class:`EventError` when a column is missing.
+    """
+    table = labels if isinstance(labels, pa.Table) else pa.table(dict(labels))
+    missing = [c for c in LABEL_COLUMNS if c not in table.column_names]
+    if missing:
+        raise EventError(f"labels lack column {missing[0]!r} (need {', '.join(LABEL_COLUMNS)})")
+    table = table.select(list(LABEL_COLUMNS))
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise EventError(f"{target}: folder {str(folder)!r} does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            pcsv.write_csv(table, pa.PythonFile(raw, mode="w"))
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            raw.write(text.encode("utf-8"))
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
