@@ -30,9 +30,9 @@ outcome         string                       optional; one of ok error refused (
                                              in the file; lower case in the table)
 arguments       string                       optional; the call's arguments as the text
                                              of a JSON object, in the canonical form
-                                             written by :func:`json_text` (keys in first-
-                                             seen order, ``", "`` and ``": "`` separators,
-                                             null fields left out)
+                                             written by :func:`json_text` (keys sorted,
+                                             ``", "`` and ``": "`` separators, null
+                                             fields left out)
 ==============  ===========================  ==========================================
 
 Only the columns a file has appear in the table (an optional column is absent,
@@ -420,7 +420,15 @@ def _jsonl_slow(path: Path, data: bytes) -> pa.Table:
         if args is not None and not isinstance(args, str):
             row["arguments"] = _dumps(args)
         rows.append(row)
-    return pa.Table.from_pylist(rows)
+    keys = list(dict.fromkeys(k for row in rows for k in row if k in COLUMNS))
+    arrays = {}
+    for k in keys:
+        values = [row.get(k) for row in rows]
+        try:
+            arrays[k] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: let validation judge the text
+            arrays[k] = pa.array([None if v is None else str(v) for v in values], pa.string())
+    return pa.table(arrays)
 
 
 _CSV_TEXT = {c: pa.string() for c in ("agent", "time", "action", "node", "risk_class", "outcome", "arguments")}
@@ -610,6 +618,8 @@ def validate_events(
             out[name] = _number_column(col, name, fail)
         else:
             out[name] = _arguments_column(col, fail)
+        if name in OPTIONAL and out[name].null_count == len(out[name]):
+            del out[name]  # e.g. arguments that are all empty objects
     table = pa.table(out, schema=pa.schema([SCHEMA.field(n) for n in out]))
     if ordered:
         _check_order(table, fail)
@@ -725,7 +735,7 @@ def _choice_column(col: pa.Array, name: str, allowed: tuple[str, ...], fail: Fai
     col = col.cast(pa.string())
     norm = pc.utf8_upper(col) if name == "risk_class" else pc.utf8_lower(col)
     norm = pc.utf8_trim_whitespace(norm)
-    ok = pc.fill_null(pc.is_in(norm, value_set=pa.array(allowed)), True)
+    ok = pc.or_(pc.is_null(norm), pc.fill_null(pc.is_in(norm, value_set=pa.array(allowed)), False))
     if not pc.all(ok).as_py():
         i = _first(pc.invert(ok))
         kind = "risk class" if name == "risk_class" else "outcome"
@@ -803,7 +813,7 @@ class _NotObject(Exception):
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "))
+    return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), sort_keys=True)
 
 
 def parse_objects(texts: pa.Array) -> tuple[pa.Table | None, NDArray[np.int64], pa.Array]:
@@ -892,7 +902,7 @@ def _escape(strings: pa.Array) -> pa.Array:
 def json_text(array: pa.Array) -> pa.Array:
     """The JSON text of every element of an Arrow array, vectorised.
 
-    Structs become objects with their non-null fields in field order (``", "``
+    Structs become objects with their non-null fields sorted by name (``", "``
     and ``": "`` separators), strings JSON string literals, numbers their
     shortest round-trip text, booleans ``true``/``false``, timestamps ISO-8601
     strings in UTC; lists and maps go through Python's :mod:`json`. Null
@@ -918,7 +928,7 @@ def json_text(array: pa.Array) -> pa.Array:
         return pc.binary_join_element_wise('"', iso, 'Z"', "")
     if pa.types.is_struct(t):
         pieces: list[pa.Array] = []
-        for k in range(t.num_fields):
+        for k in sorted(range(t.num_fields), key=lambda j: t.field(j).name):
             name = t.field(k).name
             value = json_text(array.field(k))
             prefix = ", " + _dumps(name) + ": "

@@ -21,7 +21,8 @@ Per format:
   one ``execute_tool`` span per event with the GenAI attributes of the mapping
   in :mod:`tcpkit.detect.events` and the ``tcpkit.*`` extension attributes for
   the columns the conventions lack. Span ids are the event's row number; trace
-  ids the agent's.
+  ids the agent's. Every span has a status, so a table without ``outcome``
+  reads back with outcome ``ok`` everywhere (the one column OTLP cannot leave out).
 """
 
 from __future__ import annotations
