@@ -234,7 +234,7 @@ def test_missing_required_column(tmp_path: Path) -> None:
 
 def test_unknown_risk_class_names_line_and_column(tmp_path: Path) -> None:
     lines = [
-        '{"agent": "a", "time": "2026-01-01T00:00:0%dZ", "action": "ls", "risk_class": "%s"}' % (i, c)
+        json.dumps({"agent": "a", "time": f"2026-01-01T00:00:0{i}Z", "action": "ls", "risk_class": c})
         for i, c in enumerate(["SAFE", "NETWORK", "HARMLESS"])
     ]
     msg = _error(_write(tmp_path / "e.jsonl", "\n\n".join(lines) + "\n"))
