@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -281,7 +282,7 @@ def test_row_order_does_not_matter(seed: int, n: int) -> None:
     rows = [
         {"agent": f"a{rng.integers(3)}", "time": int(t), "action": str(rng.choice(["ls", "rm -rf x", "zz"])),
          "predicted_risk": float(rng.random()), "latency_ms": float(rng.random() * 9),
-         "arguments": '{"f": "%d"}' % rng.integers(4)}
+         "arguments": json.dumps({"f": str(rng.integers(4))})}
         for t in times
     ]
     a = compute_features(_events(rows), window="1h", reference_windows=2, min_reference_windows=0)
