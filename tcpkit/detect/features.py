@@ -636,7 +636,7 @@ def _novelty(
         return _div(np.zeros(cells), total)
     # compact (agent, item) pairs to 0..m-1, one sort
     pair = ag * (int(item.max()) + 1) + item
-    order = np.argsort(pair, kind="stable")
+    order = np.argsort(pair)
     ps = pair[order]
     new = np.empty(ps.size, dtype=bool)
     new[0] = True
