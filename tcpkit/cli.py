@@ -681,7 +681,7 @@ def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--compromised", type=float, metavar="F", help="compromised fraction in [0, 1]")
     p.add_argument("--attacks", metavar="A,B", help="comma-separated attack names (default: all)")
     p.add_argument("--strength", type=float, metavar="X", help="compromise strength (1 = reference)")
-    p.add_argument("--difficulty", type=float, metavar="D", help="task difficulty (see simulate_events)")
+    p.add_argument("--difficulty", metavar="NAME", help="difficulty preset of the simulator (e.g. default, easy)")
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
@@ -704,10 +704,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
                         ("commands_per_window", args.commands_per_window)):
         if value is not None:
             params[name] = _count(value, name.replace("n_", "").replace("_", "-"))
-    for name, number in (("compromised_fraction", args.compromised), ("strength", args.strength),
-                         ("difficulty", args.difficulty)):
-        if number is not None:
-            params[name] = number
+    for name, given in (("compromised_fraction", args.compromised), ("strength", args.strength),
+                        ("difficulty", args.difficulty)):
+        if given is not None:
+            params[name] = given
     if args.attacks is not None:
         params["attacks"] = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
     simulate_events = getattr(simulate, "simulate_events", None)

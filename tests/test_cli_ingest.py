@@ -44,10 +44,10 @@ def test_simulate_writes_events_and_labels(fake: dict, tmp_path: Path, capsys: p
     out, labels = tmp_path / "e.parquet", tmp_path / "l.csv"
     code = cli.main(["simulate", "--agents", "6", "--seed", "3", "--out", str(out), "--labels", str(labels),
                      "--nodes", "2", "--windows", "4", "--commands-per-window", "10", "--compromised", "0.5",
-                     "--attacks", "mimicry, poisoning", "--strength", "0.5", "--difficulty", "1.2"])
+                     "--attacks", "mimicry, poisoning", "--strength", "0.5", "--difficulty", "easy"])
     assert code == 0
     assert fake == {"n_agents": 6, "seed": 3, "n_nodes": 2, "n_windows": 4, "commands_per_window": 10,
-                    "compromised_fraction": 0.5, "strength": 0.5, "difficulty": 1.2,
+                    "compromised_fraction": 0.5, "strength": 0.5, "difficulty": "easy",
                     "attacks": ("mimicry", "poisoning")}
     assert read_events(out).equals(validate_events(synthetic_events(120, events_per_agent=20, seed=3)))
     with labels.open() as fh:
