@@ -406,3 +406,21 @@ def test_round_trip_property(rows: list[dict], tmp_path_factory: pytest.TempPath
             back = back.drop_columns(["outcome"])
         assert back.equals(table), suffix
     assert table.schema.names == [n for n in SCHEMA.names if n in table.column_names]
+
+
+def test_otlp_columnar_reader_agrees_with_the_python_walk(table: pa.Table, tmp_path: Path) -> None:
+    from tcpkit.detect.events import _otlp_columnar, _read_otlp_walk
+
+    doc = _otlp_doc()
+    for span in doc["resourceSpans"][0]["scopeSpans"][0]["spans"]:  # all nanos as strings
+        span["startTimeUnixNano"] = str(span["startTimeUnixNano"])
+        span["endTimeUnixNano"] = str(span["endTimeUnixNano"])
+    pretty = tmp_path / "trace.json"
+    pretty.write_text(json.dumps(doc, indent=2))
+    lines = write_events(table, tmp_path / "lines.json")
+    for path in (pretty, lines):
+        data = path.read_bytes()
+        columnar = _otlp_columnar(data)
+        assert columnar is not None  # the vectorised path handles both layouts
+        walked, _ = _read_otlp_walk(path, data)
+        assert validate_events(columnar[0]).equals(validate_events(walked))

@@ -467,6 +467,129 @@ def _read_parquet(path: Path, data: bytes) -> tuple[pa.Table, Where]:
 
 
 def _read_otlp(path: Path, data: bytes) -> tuple[pa.Table, Where]:
+    """OTLP/JSON with pyarrow's JSON reader; the Python walk when pyarrow cannot type it."""
+    try:
+        columnar = _otlp_columnar(data)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, KeyError):
+        columnar = None
+    if columnar is None:
+        return _read_otlp_walk(path, data)
+    table, n_spans, selected, span_ids = columnar
+    if table.num_rows == 0:
+        raise EventError(
+            f"{path}: no execute_tool spans: none of its {n_spans} spans has "
+            "gen_ai.operation.name = execute_tool"
+        )
+
+    def where(i: int) -> str:
+        return f"span {int(selected[i]) + 1} (spanId {span_ids[i].as_py() if span_ids is not None else '?'})"
+
+    return table, where
+
+
+def _otlp_columnar(data: bytes) -> tuple[pa.Table, int, NDArray[np.int64], pa.Array | None] | None:
+    """Flatten resourceSpans -> scopeSpans -> spans and pivot the attributes, vectorised.
+
+    Returns (table, number of spans, index of each kept span, their spanIds), or
+    None when the document has another shape (then the Python walk reads it).
+    """
+    buf = np.frombuffer(data, dtype=np.uint8)
+    ends = np.concatenate(([-1], np.flatnonzero(buf == 10), [buf.size]))
+    longest = int(np.diff(ends).max())
+    try:  # one document per line; a block must hold the longest line
+        options = pjson.ReadOptions(block_size=min(max(longest + 1, 1 << 20), 2**31 - 1))
+        docs = pjson.read_json(pa.BufferReader(data), read_options=options)
+    except pa.ArrowInvalid:
+        one_line = data.replace(b"\r", b" ").replace(b"\n", b" ")  # a pretty-printed document
+        options = pjson.ReadOptions(block_size=min(len(one_line) + 1, 2**31 - 1))
+        docs = pjson.read_json(pa.BufferReader(one_line), read_options=options)
+    if "resourceSpans" not in docs.column_names:
+        return None
+    rs = pc.list_flatten(docs.column("resourceSpans").combine_chunks())
+    if not pa.types.is_struct(rs.type) or rs.type.get_field_index("scopeSpans") < 0:
+        return None
+    scope_lists = pc.struct_field(rs, "scopeSpans")
+    ss = pc.list_flatten(scope_lists)
+    ss_rs = np.asarray(pc.list_parent_indices(scope_lists).to_numpy(zero_copy_only=False), np.int64)
+    span_lists = pc.struct_field(ss, "spans")
+    spans = pc.list_flatten(span_lists)
+    span_ss = np.asarray(pc.list_parent_indices(span_lists).to_numpy(zero_copy_only=False), np.int64)
+    n_spans = len(spans)
+    span_rs = ss_rs[span_ss]
+
+    def field(struct: pa.Array, name: str) -> pa.Array | None:
+        return pc.struct_field(struct, name) if struct.type.get_field_index(name) >= 0 else None
+
+    def pivot(lists: pa.Array | None, n: int) -> Callable[[str, str], pa.Array]:
+        """attribute(name, kind) -> one value per owner (null where absent)."""
+        if lists is None:
+            return lambda name, kind: pa.nulls(n, pa.string() if kind == "text" else pa.float64())
+        flat = pc.list_flatten(lists)
+        owner = np.asarray(pc.list_parent_indices(lists).to_numpy(zero_copy_only=False), np.int64)
+        keys = pc.struct_field(flat, "key")
+        values = pc.struct_field(flat, "value")
+
+        def get(name: str, kind: str) -> pa.Array:
+            hit = np.asarray(pc.fill_null(pc.equal(keys, name), False).to_numpy(zero_copy_only=False), bool)
+            pos = np.full(n, -1, dtype=np.int64)
+            pos[owner[hit][::-1]] = np.flatnonzero(hit)[::-1]  # the first occurrence wins
+            take = pa.array(pos, mask=pos < 0)
+            if kind == "text":
+                v = field(values, "stringValue")
+                return pa.nulls(n, pa.string()) if v is None else v.cast(pa.string()).take(take)
+            parts = [field(values, k) for k in ("doubleValue", "intValue")]
+            nums = [p.cast(pa.float64()) for p in parts if p is not None]
+            if not nums:
+                return pa.nulls(n, pa.float64())
+            return (pc.coalesce(*nums) if len(nums) > 1 else nums[0]).take(take)
+
+        return get
+
+    resource = field(rs, "resource")
+    host = pivot(field(resource, "attributes") if resource is not None else None, len(rs))
+    node = host("host.name", "text").take(pa.array(span_rs)) if n_spans else pa.nulls(0, pa.string())
+    attr = pivot(field(spans, "attributes"), n_spans)
+    op = attr("gen_ai.operation.name", "text")
+    keep = np.flatnonzero(np.asarray(pc.fill_null(pc.equal(op, "execute_tool"), False).to_numpy(zero_copy_only=False), bool))
+    idx = pa.array(keep)
+
+    def nanos(name: str) -> pa.Array:
+        col = field(spans, name)
+        return pa.nulls(len(keep), pa.int64()) if col is None else col.cast(pa.int64()).take(idx)
+
+    start, end = nanos("startTimeUnixNano"), nanos("endTimeUnixNano")
+    status = field(spans, "status")
+    code = field(status, "code") if status is not None else None
+    failed = np.zeros(len(keep), dtype=bool)
+    if code is not None:
+        text = code.cast(pa.string()).take(idx)
+        failed |= np.asarray(pc.fill_null(pc.is_in(text, value_set=pa.array(["2", "STATUS_CODE_ERROR", "ERROR"])), False).to_numpy(zero_copy_only=False), bool)
+    failed |= np.asarray(pc.is_valid(attr("error.type", "text").take(idx)).to_numpy(zero_copy_only=False), bool)
+    own_outcome = attr("tcpkit.outcome", "text").take(idx)
+    outcome = pc.coalesce(own_outcome, pa.array(np.where(failed, "error", "ok")))
+    latency = pc.coalesce(
+        attr("tcpkit.latency_ms", "number").take(idx),
+        pc.divide(pc.subtract(end, start).cast(pa.float64()), 1e6),
+    )
+    agent = pc.coalesce(attr("gen_ai.agent.id", "text"), attr("gen_ai.agent.name", "text")).take(idx)
+    columns: dict[str, pa.Array] = {
+        "agent": agent,
+        "time": pc.divide(start, 1000).cast(pa.timestamp("us", tz="UTC")),
+        "action": attr("gen_ai.tool.name", "text").take(idx),
+        "node": node.take(idx),
+        "risk_class": attr("tcpkit.risk_class", "text").take(idx),
+        "predicted_risk": attr("tcpkit.predicted_risk", "number").take(idx),
+        "confidence": attr("tcpkit.confidence", "number").take(idx),
+        "latency_ms": latency,
+        "outcome": outcome,
+        "arguments": attr("gen_ai.tool.call.arguments", "text").take(idx),
+    }
+    table = pa.table({k: v for k, v in columns.items() if k in REQUIRED or v.null_count < len(v)})
+    span_id = field(spans, "spanId")
+    return table, n_spans, keep, None if span_id is None else span_id.cast(pa.string()).take(idx)
+
+
+def _read_otlp_walk(path: Path, data: bytes) -> tuple[pa.Table, Where]:
     documents: list[Any] = []
     try:
         documents = [json.loads(data)]

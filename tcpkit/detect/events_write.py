@@ -162,10 +162,14 @@ def _hex_id(text: str, nbytes: int) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[: 2 * nbytes]
 
 
+OTLP_SPANS_PER_DOCUMENT = 4096
+
+
 def _write_otlp(table: pa.Table, out: IO[bytes]) -> None:
     names = table.column_names
     row = 0
-    for batch in _batches(table):
+    for start in range(0, table.num_rows, OTLP_SPANS_PER_DOCUMENT):
+        batch = table.slice(start, OTLP_SPANS_PER_DOCUMENT)
         cols = {n: batch.column(n).to_pylist() for n in names}
         start_ns = batch.column("time").cast(pa.int64()).to_pylist()
         by_node: dict[str | None, list[dict[str, Any]]] = {}
