@@ -673,6 +673,8 @@ def _add_bench(sub: argparse._SubParsersAction[_Parser]) -> None:
         metavar="PATH",
         help="write the full result as JSON to PATH (or stdout when PATH is omitted)",
     )
+    p.add_argument("--ingest", nargs="?", const="1000000", default=None, metavar="EVENTS",
+                   help="instead: read + features of EVENTS events from Parquet, tcpkit vs pandas (default 1e6)")
 
 
 def _count(value: str, name: str, minimum: int = 1) -> int:
@@ -687,6 +689,8 @@ def _count(value: str, name: str, minimum: int = 1) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.ingest is not None:
+        return _cmd_bench_ingest(args)
     import json
     import os
     from pathlib import Path
@@ -738,6 +742,92 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         write_atomic(Path(target), json.dumps(result, indent=2).encode("utf-8"))
         print(format_table(result))
         print(f"\nwrote {target}")
+    return EXIT_OK
+
+
+def _cmd_bench_ingest(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from tcpkit.detect.bench_ingest import format_ingest, run_ingest_benchmark
+    from tcpkit.detect.events_write import write_text_atomic
+
+    events = _count(args.ingest, "ingest")
+    target = args.json
+    if target not in (None, "-") and not os.path.isdir(os.path.dirname(os.path.abspath(target))):
+        raise UsageError(f"--json {target!r}: its directory does not exist")
+    progress = (lambda msg: print(msg, file=sys.stderr)) if sys.stderr.isatty() else None
+    result = run_ingest_benchmark(events, progress=progress)
+    if target == "-":
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    print(format_ingest(result))
+    if target is not None:
+        write_text_atomic(target, json.dumps(result, indent=2))
+        print(f"\nwrote {target}")
+    return EXIT_OK
+
+
+@_registers
+def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "simulate", "write the simulator's agents as an event log (and their labels)",
+                     _cmd_simulate)
+    p.add_argument("--agents", required=True, metavar="N", help="number of agents")
+    p.add_argument("--seed", required=True, metavar="S", help="random seed (>= 0)")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="events file: .jsonl, .csv, .parquet or .json (OTLP), each optionally .gz")
+    p.add_argument("--labels", metavar="PATH.csv", help="also write agent,compromised,attack,attack_start_window")
+    p.add_argument("--format", choices=("jsonl", "csv", "parquet", "otlp"), help="override the format of --out")
+    p.add_argument("--nodes", metavar="K", help="network nodes")
+    p.add_argument("--windows", metavar="W", help="windows per agent")
+    p.add_argument("--commands-per-window", metavar="C", help="commands per window")
+    p.add_argument("--compromised", type=float, metavar="F", help="compromised fraction in [0, 1]")
+    p.add_argument("--attacks", metavar="A,B", help="comma-separated attack names (default: all)")
+    p.add_argument("--strength", type=float, metavar="X", help="compromise strength (1 = reference)")
+    p.add_argument("--difficulty", metavar="NAME", help="difficulty preset of the simulator (e.g. default, easy)")
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import os
+
+    from tcpkit.detect import simulate
+    from tcpkit.detect.events import EventError, format_of
+    from tcpkit.detect.events_write import write_events, write_labels
+
+    try:
+        format_of(args.out, args.format)
+    except EventError as exc:
+        raise UsageError(str(exc)) from None
+    for path in (args.out, args.labels):
+        if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise UsageError(f"{path!r}: its directory does not exist")
+    params: dict[str, object] = {"n_agents": _count(args.agents, "agents"),
+                                 "seed": _count(args.seed, "seed", minimum=0)}
+    for name, value in (("n_nodes", args.nodes), ("n_windows", args.windows),
+                        ("commands_per_window", args.commands_per_window)):
+        if value is not None:
+            params[name] = _count(value, name.replace("n_", "").replace("_", "-"))
+    for name, given in (("compromised_fraction", args.compromised), ("strength", args.strength),
+                        ("difficulty", args.difficulty)):
+        if given is not None:
+            params[name] = given
+    if args.attacks is not None:
+        params["attacks"] = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
+    simulate_events = getattr(simulate, "simulate_events", None)
+    if simulate_events is None:
+        raise CheckFailed("this tcpkit has no tcpkit.detect.simulate.simulate_events")
+    try:
+        sim = simulate_events(**params)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        write_events(sim.table, args.out, format=args.format)
+        if args.labels is not None:
+            write_labels(sim.labels, args.labels)
+    except EventError as exc:
+        raise CheckFailed(str(exc)) from None
+    print(f"wrote {sim.table.num_rows:,} events of {params['n_agents']:,} agents to {args.out}"
+          + (f" and labels to {args.labels}" if args.labels else ""))
     return EXIT_OK
 
 
