@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
@@ -128,8 +129,6 @@ def _concat(strings: pa.Array) -> bytes:
     data = strings.buffers()[2]
     if data is None:
         return b""
-    import numpy as np
-
     o = np.frombuffer(offsets, dtype=np.int32)[strings.offset : strings.offset + len(strings) + 1]
     return data.to_pybytes()[int(o[0]) : int(o[-1])]
 
@@ -146,79 +145,106 @@ def _write_parquet(table: pa.Table, out: IO[bytes]) -> None:
     pq.write_table(table, pa.PythonFile(out, mode="w"), row_group_size=1_000_000)
 
 
-def _kv(key: str, value: Any) -> dict[str, Any]:
-    if isinstance(value, bool):
-        typed: dict[str, Any] = {"boolValue": value}
-    elif isinstance(value, int):
-        typed = {"intValue": str(value)}
-    elif isinstance(value, float):
-        typed = {"doubleValue": value}
+OTLP_SPANS_PER_DOCUMENT = 4096
+
+
+def _hex16(rows: np.ndarray) -> pa.Array:
+    """16 lower-case hex digits of each non-negative integer (an OTLP span id), vectorised."""
+    shifts = np.arange(60, -4, -4, dtype=np.uint64)
+    digits = (rows.astype(np.uint64)[:, None] >> shifts) & np.uint64(15)
+    chars = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)[digits.astype(np.intp)]
+    return pa.array(np.ascontiguousarray(chars).view("S16").ravel()).cast(pa.string())
+
+
+def _join(pieces: list[pa.Array]) -> pa.Array:
+    return pc.binary_join_element_wise(*pieces, "")
+
+
+def _attribute(key: str, kind: str, value: pa.Array) -> pa.Array:
+    """``,{"key":...,"value":{kind: value}}`` per element (null where the value is null)."""
+    head = ',{"key":' + json.dumps(key) + ',"value":{"' + kind + '":'
+    text = pc.binary_join_element_wise(head, json_text(value), "}}", "")
+    return pc.fill_null(text, "")
+
+
+def _write_otlp(table: pa.Table, out: IO[bytes]) -> None:
+    n = table.num_rows
+    if n == 0:
+        return
+    cols = {c: table.column(c).combine_chunks() for c in table.column_names}
+    agent = cols["agent"]
+    encoded = pc.dictionary_encode(agent)
+    trace = pa.array([_hex_id(a, 16) for a in encoded.dictionary.to_pylist()]).take(encoded.indices)
+    start = pc.multiply(cols["time"].cast(pa.int64()), 1000)
+    if "latency_ms" in cols:
+        dur = pc.fill_null(pc.round(pc.multiply(cols["latency_ms"], 1e6)), 0.0).cast(pa.int64())
     else:
-        typed = {"stringValue": str(value)}
-    return {"key": key, "value": typed}
+        dur = pa.array(np.zeros(n, dtype=np.int64))
+    end = pc.add(start, dur)
+    attrs = [
+        pa.array(['{"key":"gen_ai.operation.name","value":{"stringValue":"execute_tool"}}'] * n),
+        _attribute("gen_ai.agent.id", "stringValue", agent),
+        _attribute("gen_ai.tool.name", "stringValue", cols["action"]),
+    ]
+    for name, key, kind in (
+        ("risk_class", "tcpkit.risk_class", "stringValue"),
+        ("predicted_risk", "tcpkit.predicted_risk", "doubleValue"),
+        ("confidence", "tcpkit.confidence", "doubleValue"),
+        ("latency_ms", "tcpkit.latency_ms", "doubleValue"),
+        ("outcome", "tcpkit.outcome", "stringValue"),
+        ("arguments", "gen_ai.tool.call.arguments", "stringValue"),
+    ):
+        if name in cols:
+            attrs.append(_attribute(key, kind, cols[name]))
+    error = (
+        pc.fill_null(pc.equal(cols["outcome"], "error"), False)
+        if "outcome" in cols
+        else pa.array(np.zeros(n, dtype=bool))
+    )
+    attrs.append(pc.if_else(error, ',{"key":"error.type","value":{"stringValue":"tool_error"}}', ""))
+    name = pc.binary_join_element_wise('"name":', json_text(pc.binary_join_element_wise("execute_tool ", cols["action"], "")), "")
+    span = _join(
+        [
+            pa.array(['{"traceId":"'] * n),
+            trace,
+            pa.array(['","spanId":"'] * n),
+            _hex16(np.arange(n)),
+            pa.array(['",'] * n),
+            name,
+            pa.array([',"kind":1,"startTimeUnixNano":"'] * n),
+            start.cast(pa.string()),
+            pa.array(['","endTimeUnixNano":"'] * n),
+            end.cast(pa.string()),
+            pa.array(['","attributes":['] * n),
+            _join(attrs),
+            pa.array(["],"] * n),
+            pc.if_else(error, '"status":{"code":2}}', '"status":{}}'),
+        ]
+    )
+    node = cols["node"] if "node" in cols else pa.nulls(n, pa.string())
+    for lo in range(0, n, OTLP_SPANS_PER_DOCUMENT):
+        spans = span.slice(lo, OTLP_SPANS_PER_DOCUMENT)
+        nodes = node.slice(lo, OTLP_SPANS_PER_DOCUMENT)
+        groups = pc.dictionary_encode(nodes, null_encoding="encode")
+        codes = np.asarray(groups.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+        resource_spans = []
+        for g, host in enumerate(groups.dictionary.to_pylist()):  # one entry per node in the document
+            members = spans.take(pa.array(np.flatnonzero(codes == g)))
+            attrs_text = (
+                '{"key":"host.name","value":{"stringValue":' + json.dumps(host, ensure_ascii=False) + "}}"
+                if host is not None
+                else ""
+            )
+            body = _concat(pc.binary_join_element_wise(members, ",", "")).decode("utf-8")[:-1]
+            resource_spans.append(
+                '{"resource":{"attributes":[' + attrs_text + ']},"scopeSpans":[{"scope":{"name":"tcpkit"},'
+                '"spans":[' + body + "]}]}"
+            )
+        out.write(('{"resourceSpans":[' + ",".join(resource_spans) + "]}\n").encode("utf-8"))
 
 
 def _hex_id(text: str, nbytes: int) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[: 2 * nbytes]
-
-
-OTLP_SPANS_PER_DOCUMENT = 4096
-
-
-def _write_otlp(table: pa.Table, out: IO[bytes]) -> None:
-    names = table.column_names
-    row = 0
-    for start in range(0, table.num_rows, OTLP_SPANS_PER_DOCUMENT):
-        batch = table.slice(start, OTLP_SPANS_PER_DOCUMENT)
-        cols = {n: batch.column(n).to_pylist() for n in names}
-        start_ns = batch.column("time").cast(pa.int64()).to_pylist()
-        by_node: dict[str | None, list[dict[str, Any]]] = {}
-        for i in range(batch.num_rows):
-            agent, action = cols["agent"][i], cols["action"][i]
-            attrs = [
-                _kv("gen_ai.operation.name", "execute_tool"),
-                _kv("gen_ai.agent.id", agent),
-                _kv("gen_ai.tool.name", action),
-            ]
-            for name, key in (
-                ("risk_class", "tcpkit.risk_class"),
-                ("predicted_risk", "tcpkit.predicted_risk"),
-                ("confidence", "tcpkit.confidence"),
-                ("latency_ms", "tcpkit.latency_ms"),
-                ("outcome", "tcpkit.outcome"),
-                ("arguments", "gen_ai.tool.call.arguments"),
-            ):
-                value = cols[name][i] if name in cols else None
-                if value is not None:
-                    attrs.append(_kv(key, value))
-            outcome = cols["outcome"][i] if "outcome" in cols else None
-            if outcome == "error":
-                attrs.append(_kv("error.type", "tool_error"))
-            latency = cols["latency_ms"][i] if "latency_ms" in cols else None
-            start = start_ns[i] * 1000
-            end = start + (round(latency * 1e6) if latency is not None else 0)
-            span: dict[str, Any] = {
-                "traceId": _hex_id(agent, 16),
-                "spanId": f"{row + i:016x}",
-                "name": f"execute_tool {action}",
-                "kind": 1,
-                "startTimeUnixNano": str(start),
-                "endTimeUnixNano": str(end),
-                "attributes": attrs,
-                "status": {"code": 2} if outcome == "error" else {},
-            }
-            node = cols["node"][i] if "node" in cols else None
-            by_node.setdefault(node, []).append(span)
-        row += batch.num_rows
-        resource_spans = []
-        for node, spans in by_node.items():
-            resource = {"attributes": [_kv("host.name", node)] if node is not None else []}
-            resource_spans.append(
-                {"resource": resource, "scopeSpans": [{"scope": {"name": "tcpkit"}, "spans": spans}]}
-            )
-        doc = {"resourceSpans": resource_spans}
-        out.write(json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-        out.write(b"\n")
 
 
 _WRITERS = {

@@ -86,8 +86,8 @@ listed in :attr:`FeatureTable.omitted` with the reason.
 Implementation: numpy over whole columns. Events are sorted by (agent,
 time), a window key ``agent * n_windows + window`` is computed per event, and
 every sum is one :func:`numpy.bincount` over it; the percentile is one
-:func:`numpy.lexsort`; novelty is a sort of (agent, item, window) keys. No
-Python loop runs per event, per agent or per window.
+two stable argsorts; novelty is one sort of (agent, item) keys. No
+Python loop runs per event.
 :func:`features_from_dataset` runs the same code per partition of a Parquet
 dataset through ``dask.dataframe``, after a shuffle that puts each agent's
 events into one partition, so datasets larger than memory give the same table.
