@@ -5,5 +5,5 @@
 import os
 
 if os.environ.get("JPY_SESSION_NAME"):
-    c = get_config()  # noqa: F821 - provided by traitlets when IPython loads this file
+    c = get_config()  # type: ignore[name-defined]  # noqa: F821 - traitlets provides it
     c.InteractiveShellApp.extensions.append("tcpkit")
