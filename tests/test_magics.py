@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -153,18 +154,33 @@ def v2_bytes(root: Path, digest: str) -> bytes:
 @pytest.mark.slow
 def test_make_lab_config_loads_the_extension_before_the_first_cell(
         project: Path, kernel: Callable[..., Kernel], tmp_path: Path) -> None:
-    """The file `make venv` installs: with it, a notebook's kernel has %tcpkit without %load_ext."""
-    profile = tmp_path / "ipython" / "profile_default"
-    profile.mkdir(parents=True)
+    """The file `make lab` installs, where it installs it (<venv>/etc/ipython/): a notebook's
+    kernel then has %tcpkit without %load_ext, and the report comes with the first cell."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (venv / "etc" / "ipython").mkdir(parents=True)
     config = REPO / "tcpkit" / "templates" / "ipython_kernel_config.py"
-    (profile / "ipython_kernel_config.py").write_text(config.read_text())
+    (venv / "etc" / "ipython" / "ipython_kernel_config.py").write_text(config.read_text())
+    spec = tmp_path / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [str(venv / "bin" / "python"), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "venv with the make lab config", "language": "python"}))
+    site = sysconfig.get_paths()["purelib"]
     with Workspace.open(project) as ws:
         ws.acquire_lease("example", "bob", ttl_s=900, reason="tuning", bind_process=False)
-    k = kernel(IPYTHONDIR=str(tmp_path / "ipython"))
-    out, err = k.run("1 + 1")  # the report comes with the first cell run, not into the void
+    k = kernel(JUPYTER_PATH=str(tmp_path / "jupyter"), JUPYTER_PREFER_ENV_PATH="0",
+               PYTHONPATH=os.pathsep.join([str(REPO), site]))
+    out, err = k.run("import sys; print(sys.prefix)")
+    assert out.splitlines()[-1] == str(venv)  # the kernel is the venv's python
     assert "component example" in out and "example is leased to bob" in err
     out, err = k.run("%tcpkit component")
     assert f"component example in {project.resolve()}" in out
+    # a kernel that no Jupyter server started for a notebook (papermill's gate runs) is left alone
+    plain = kernel(session=None, JUPYTER_PATH=str(tmp_path / "jupyter"),
+                   PYTHONPATH=os.pathsep.join([str(REPO), site]))
+    out, _ = plain.run("import sys; print(sys.prefix, get_ipython().find_line_magic('tcpkit'))")
+    assert out.strip() == f"{venv} None"
 
 
 @pytest.mark.slow
