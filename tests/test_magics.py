@@ -184,15 +184,23 @@ def test_make_lab_config_loads_the_extension_before_the_first_cell(
 
 
 @pytest.mark.slow
-def test_without_a_notebook_path_the_component_is_named(project: Path,
-                                                        kernel: Callable[..., Kernel]) -> None:
-    k = kernel(session=None)
+def test_without_a_notebook_path_the_component_is_named_and_run(
+        project: Path, kernel: Callable[..., Kernel], researchers: Callable[..., Path]) -> None:
+    researchers(project, "runner-test")  # a runner on the trust list signs the gate run
+    k = kernel(session=None, TCPKIT_RUNNER="runner-test")
     out, _ = k.run("%load_ext tcpkit")
     assert "no notebook path" in out
     out, err = k.run(f"%tcpkit component nosuch --root {project}")
     assert "component 'nosuch' is not in" in err
     out, err = k.run(f"%tcpkit component example --root {project}")
     assert "is component example" in out and not err
+    out, err = k.run("%tcpkit run --until DEVELOPMENT --profile quick")
+    assert "example        DEVELOPMENT passed" in out, err
+    assert "ok example        reached DEVELOPMENT" in out
+    out, err = k.run("%tcpkit run --until NOWHERE")
+    assert "--until 'NOWHERE' is not a gate" in err
+    out, err = k.run("%tcpkit run --bogus")
+    assert "unrecognized arguments: --bogus" in err  # argparse's exit does not end the kernel
 
 
 def test_locate_maps_paths_to_components(project: Path, tmp_path: Path) -> None:
