@@ -409,6 +409,9 @@ def _cmd_lease_help(args: argparse.Namespace) -> int:
 def _cmd_lease_acquire(args: argparse.Namespace) -> int:
     import os
 
+    if args.pid is not None and args.pid <= 0:
+        raise UsageError(f"--pid {args.pid}: give the id of a running process (a positive number)")
+
     def act(ws: Workspace) -> int:
         # the CLI process ends at once: bind the lease to the shell that called it
         lease = ws.acquire_lease(args.name, _ws_identity(args), ttl_s=args.ttl, reason=args.reason,

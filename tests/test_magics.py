@@ -197,6 +197,14 @@ def test_without_a_notebook_path_the_component_is_named_and_run(
     out, err = k.run("%tcpkit run --until DEVELOPMENT --profile quick")
     assert "example        DEVELOPMENT passed" in out, err
     assert "ok example        reached DEVELOPMENT" in out
+    out, err = k.run('%tcpkit lease acquire --ttl 120 --reason "trying a wider trim"\nimport os; print(os.getpid())')
+    pid = out.split()[-1]
+    assert f"lease on example held by ada (pid {pid} on " in out  # bound to the kernel's process
+    with Workspace.open(project) as ws:
+        lease = ws.lease("example")
+        assert lease is not None and lease.reason == "trying a wider trim" and str(lease.pid) == pid
+    out, err = k.run("%tcpkit lease release")
+    assert "lease on example released" in out
     out, err = k.run("%tcpkit run --until NOWHERE")
     assert "--until 'NOWHERE' is not a gate" in err
     out, err = k.run("%tcpkit run --bogus")
