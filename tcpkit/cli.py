@@ -265,6 +265,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
         (f"tcpkit trust add {pub} --as {owner}", "trust your own key (after the first run): then "
                                                  "you can lease, restore, add contributors"),
         (f"tcpkit new NAME --owner {owner}", "add a component"),
+        ("%load_ext tcpkit", "in a notebook of the project: its lease, versions, diffs and gate "
+                             "runs from JupyterLab (%tcpkit help)"),
     ]
     print(f"created a tcpkit project in {made.root}:")
     width = max(len(path) for path, _ in made_rows)
