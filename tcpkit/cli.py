@@ -199,12 +199,22 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from tcpkit.release.chain import current_policies, verify_chains
+    from tcpkit.release.gates import PipelineError
+    from tcpkit.release.project import Project
     from tcpkit.release.runcheck import verify_gate_runs
     from tcpkit.release.signing import KeyError_, verify_workspace
     from tcpkit.release.workspace import WorkspaceError
 
+    project = Project.at(Path(args.root))
     try:
-        checks = verify_workspace(Path(args.root)) + verify_gate_runs(Path(args.root))
+        policy = current_policies(project.pipeline_file)
+    except PipelineError as exc:
+        raise CheckFailed(f"notebooks/pipeline.toml is invalid, so the gate policies cannot be "
+                          f"checked: {exc.errors[0]}") from None
+    try:
+        checks = (verify_workspace(project.root) + verify_chains(project, policy)
+                  + verify_gate_runs(project))
     except KeyError_ as exc:
         raise CheckFailed(f"trust list unusable: {exc}") from None
     except WorkspaceError as exc:
@@ -627,15 +637,27 @@ def _cmd_audit_help(args: argparse.Namespace) -> int:
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     import json
 
+    from tcpkit.release.runcheck import check_recorded_runs
+
     def act(ws: Workspace) -> int:
+        from tcpkit.release.keys import TrustList
+        from tcpkit.release.project import Project
         from tcpkit.release.workspace import as_json
 
+        # the gate runs the log records: metrics and criteria in the database = the signed ones
+        runs = check_recorded_runs(ws, TrustList.load(Project.at(ws.root).trust_dir)) \
+            if ws.gate_runs() else []
+        bad_runs = [f"{c.name}: {c.reason}" for c in runs if not c.ok]
         broken = ws.verify_audit()
         count = len(ws.audit_log())
         if args.json:
-            print(json.dumps({"ok": broken is None, "entries": count,
-                              "first_broken": None if broken is None else as_json(broken)}, indent=2))
-            return EXIT_OK if broken is None else EXIT_FAILED
+            print(json.dumps({"ok": broken is None and not bad_runs, "entries": count,
+                              "first_broken": None if broken is None else as_json(broken),
+                              "gate_runs": len(runs), "gate_run_failures": bad_runs}, indent=2))
+            return EXIT_OK if broken is None and not bad_runs else EXIT_FAILED
+        if bad_runs:
+            raise CheckFailed("recorded gate runs differ from their signed statements: "
+                              + "; ".join(bad_runs))
         if broken is not None:
             raise CheckFailed(f"audit chain broken at {broken}")
         print(f"audit log intact: {count} entries, hash chain and signatures verified "
