@@ -29,10 +29,10 @@ from typing import Any
 from tcpkit.release.atomic import write_atomic
 from tcpkit.release.gates import GATES, PipelineError, load_pipeline
 from tcpkit.release.names import InvalidNameError, check_component, check_researcher
+from tcpkit.release.project import PIPELINE_FILE as PIPELINE
+from tcpkit.release.project import Project
 
-PIPELINE = Path("notebooks") / "pipeline.toml"
 EXAMPLE_COMPONENT = "example"
-TRUST_DIR = Path(".tcpkit") / "trust"
 GITIGNORE_TEMPLATE = "gitignore.txt"
 
 
@@ -89,23 +89,24 @@ def init_project(root: str | Path, owner: str) -> Created:
         ``notebooks/example.ipynb``, is a file, or ``owner`` is not a valid
         researcher name. Nothing is written then.
     """
-    root = Path(root)
+    project = Project.at(root)
+    root = project.root
     try:
         check_researcher(owner)
     except InvalidNameError as exc:
         raise ScaffoldError(f"--owner: {exc}") from None
     if root.exists() and not root.is_dir():
         raise ScaffoldError(f"{root} exists and is not a directory: give a directory for the project")
-    pipeline = root / PIPELINE
+    pipeline = project.pipeline_file
     if pipeline.exists():
         raise ScaffoldError(
             f"{pipeline} already exists: {root} is a tcpkit project already; add a component "
             "with 'tcpkit new NAME --owner RESEARCHER'")
-    notebook = root / "notebooks" / f"{EXAMPLE_COMPONENT}.ipynb"
+    notebook = project.notebooks / f"{EXAMPLE_COMPONENT}.ipynb"
     if notebook.exists():
         raise ScaffoldError(f"{notebook} already exists: move it away or init another directory")
-    (root / "notebooks").mkdir(parents=True, exist_ok=True)
-    (root / TRUST_DIR).mkdir(parents=True, exist_ok=True)
+    project.notebooks.mkdir(parents=True, exist_ok=True)
+    project.trust_dir.mkdir(parents=True, exist_ok=True)
     write_atomic(notebook, template_notebook(EXAMPLE_COMPONENT, owner))
     text = template_text("pipeline.toml") + "\n" + component_tables(
         EXAMPLE_COMPONENT, owner, notebook.name)
@@ -116,7 +117,8 @@ def init_project(root: str | Path, owner: str) -> Created:
     except PipelineError as exc:  # the packaged templates themselves are broken: say so loudly
         raise ScaffoldError(f"tcpkit's own project template is invalid (please report): {exc}") from None
     return Created(root, EXAMPLE_COMPONENT, owner,
-                   (str(PIPELINE), f"notebooks/{notebook.name}", ".gitignore", f"{TRUST_DIR}/"))
+                   (str(PIPELINE), f"notebooks/{notebook.name}", ".gitignore",
+                    f"{project.trust_dir.relative_to(root)}/"))
 
 
 def _ignore_runtime_state(path: Path) -> None:
@@ -155,8 +157,9 @@ def new_component(root: str | Path, name: str, owner: str, source: str | None = 
         before the change, or one that is invalid after it (then the file and
         the notebook are put back as they were).
     """
-    root = Path(root)
-    pipeline_path = root / PIPELINE
+    project = Project.at(root)
+    root = project.root
+    pipeline_path = project.pipeline_file
     try:
         check_component(name)
         check_researcher(owner)
@@ -173,7 +176,7 @@ def new_component(root: str | Path, name: str, owner: str, source: str | None = 
         ) from None
     if name in pipeline.components:
         raise ScaffoldError(f"component {name!r} already exists in {pipeline_path}: choose another name")
-    notebook = root / "notebooks" / f"{name}.ipynb"
+    notebook = project.notebooks / f"{name}.ipynb"
     if notebook.exists():
         raise ScaffoldError(f"{notebook} already exists: choose another component name or move the file")
 
@@ -244,13 +247,14 @@ def _from_source(root: Path, pipeline: Any, source: str, name: str, owner: str, 
 
 
 def _find_notebook(root: Path, source: str) -> Path:
-    for candidate in (Path(source), root / "notebooks" / source):
+    for candidate in (Path(source), Project.at(root).notebooks / source):
         if candidate.is_file():
             if candidate.suffix != ".ipynb":
                 raise ScaffoldError(f"--from {source!r}: {candidate} is not a notebook (.ipynb)")
             return candidate
     raise ScaffoldError(
-        f"--from {source!r} is neither a component of {root / PIPELINE} nor a notebook file")
+        f"--from {source!r} is neither a component of {Project.at(root).pipeline_file} nor a "
+        "notebook file")
 
 
 def _read_notebook(path: Path) -> dict[str, Any]:

@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tcpkit.release.atomic import write_atomic
+from tcpkit.release.project import PIPELINE_FILE as PIPELINE
+from tcpkit.release.project import Project
 
 if TYPE_CHECKING:
     from tcpkit.release.records import VersionInfo
     from tcpkit.release.workspace import Workspace
 
-PIPELINE = Path("notebooks") / "pipeline.toml"
-MERGE_DIR = Path(".tcpkit") / "tmp" / "merge"
 
 
 class SessionError(ValueError):
@@ -98,12 +98,12 @@ def locate(notebook: str | Path | None, cwd: Path, root: Path | None = None,
             f"no tcpkit project (notebooks/pipeline.toml) at or above {where}; make one with "
             "'tcpkit init', or name it with '%tcpkit component NAME --root DIR'")
     try:
-        pipeline = load_pipeline(root / PIPELINE, require_notebooks=False)
+        pipeline = load_pipeline(Project.at(root).pipeline_file, require_notebooks=False)
     except PipelineError as exc:
-        raise SessionError(f"{root / PIPELINE} is invalid: {exc}") from None
+        raise SessionError(f"{Project.at(root).pipeline_file} is invalid: {exc}") from None
     if component is not None:
         if component not in pipeline.components:
-            raise SessionError(f"component {component!r} is not in {root / PIPELINE} (it defines "
+            raise SessionError(f"component {component!r} is not in {Project.at(root).pipeline_file} (it defines "
                                f"{', '.join(pipeline.components)})")
         return Located(root, component, pipeline.components[component].notebook)
     if path is None:
@@ -166,7 +166,7 @@ def newer_warning(ws: Workspace, component: str, me: str, base: VersionInfo | No
     who = ", ".join(sorted({v.author for v in others}))
     notebook = ws.notebook_path(component)
     rel = notebook.relative_to(ws.root)
-    folder = ws.root / MERGE_DIR
+    folder = Project.at(ws.root).state_dir / "tmp" / "merge"
     folder.mkdir(parents=True, exist_ok=True)
     base_file = folder / f"{component}-v{base.seq}-base.ipynb"
     theirs_file = folder / f"{component}-v{current.seq}.ipynb"
