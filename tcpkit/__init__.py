@@ -22,7 +22,10 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """``%unload_ext tcpkit``: nothing to undo beyond IPython's own bookkeeping."""
+    """``%unload_ext tcpkit``: stop the after-cell check (IPython keeps the magic itself)."""
+    from tcpkit.magics import unload
+
+    unload(ipython)
 
 
 __all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]

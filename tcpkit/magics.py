@@ -16,10 +16,13 @@ its output and errors are the CLI's::
     %tcpkit run [--until GATE] [--profile quick|full] [--force]
     %tcpkit component [NAME] [--root DIR]  show or set the component
     %tcpkit base [DIGEST]                  show or set the version your work starts from
+    %tcpkit watch [SECONDS|off]            after a cell, check for newer versions (default 30 s)
 
 Loading the extension (and ``%tcpkit status``) warns when someone else holds the
 component's lease (who, until when, why) and when someone else recorded a newer
-version than the one the notebook started from (the command that merges);
+version than the one the notebook started from (the command that merges); after
+a cell runs, at most every ``watch`` seconds, the newer-version check runs again
+and warns once per newer version, so the warning comes before the next save;
 :mod:`tcpkit.release.session` says what can and cannot be detected.
 """
 
@@ -38,6 +41,9 @@ from typing import Any
 from IPython.core.magic import Magics, line_magic, magics_class
 
 USAGE = __doc__.split("::", 1)[1].lstrip("\n").split("\n\n", 1)[0] if __doc__ else ""
+
+
+DEFAULT_WATCH_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,9 @@ class TcpkitMagics(Magics):
     def __init__(self, shell: Any) -> None:
         super().__init__(shell)
         self.state = _State()
+        self.watch_s: float | None = DEFAULT_WATCH_S
+        self._checked_at = time.monotonic()
+        self._warned_seq: int | None = None
 
     # -- finding the component -----------------------------------------------------------------
     def _session_path(self) -> str | None:
@@ -97,7 +106,7 @@ class TcpkitMagics(Magics):
 
     def report(self, *, set_base: bool = False) -> None:
         """The component's line: owner, level, lease; the warnings; records the base when asked."""
-        from tcpkit.release.session import lease_warning, newer_warning, opened
+        from tcpkit.release.session import lease_warning, opened
         from tcpkit.release.workspace import UnknownComponentError
 
         name, me = self.state.component, _me()
@@ -134,13 +143,46 @@ class TcpkitMagics(Magics):
             warning = lease_warning(ws, name, me)
             if warning:
                 _warn(warning)
-            if self.state.base_digest is not None:
-                base_version = ws.version(name, self.state.base_digest)
-                warning = newer_warning(ws, name, me, base_version)
-                if warning:
-                    _warn(warning)
+            self._newer(ws, always=True)
         finally:
             ws.close()
+
+    def _newer(self, ws: Any, *, always: bool) -> None:
+        """Warn about versions by others newer than the base (once per newest version unless
+        ``always``)."""
+        from tcpkit.release.session import newer_warning
+
+        name = str(self.state.component)
+        if self.state.base_digest is None:
+            return
+        current = ws.current(name)
+        if current is None or (not always and current.seq == self._warned_seq):
+            return
+        warning = newer_warning(ws, name, _me(), ws.version(name, self.state.base_digest))
+        if warning:
+            self._warned_seq = current.seq
+            _warn(warning)
+
+    def after_cell(self, *_: Any) -> None:
+        """``post_run_cell``: the newer-version check, at most every ``watch_s`` seconds."""
+        if self.watch_s is None or self.state.component is None or self.state.base_digest is None:
+            return
+        now = time.monotonic()
+        if now - self._checked_at < self.watch_s:
+            return
+        self._checked_at = now
+        try:
+            ws = self._workspace()
+            if ws is None:
+                return
+            try:
+                self._newer(ws, always=False)
+            finally:
+                ws.close()
+        except Exception as exc:  # noqa: BLE001 - a failing check must not break the user's cells
+            self.watch_s = None
+            print(f"tcpkit: the newer-version check failed and is off until '%tcpkit watch': "
+                  f"{type(exc).__name__}: {exc}", file=sys.stderr)
 
     # -- the magic ------------------------------------------------------------------------------
     @line_magic
@@ -166,6 +208,8 @@ class TcpkitMagics(Magics):
             self.report()
         elif command == "base":
             self._base(rest)
+        elif command == "watch":
+            self._watch(rest)
         elif command == "lease" and rest[:1] == ["acquire"]:
             self._cli(["lease", "acquire", name, "--root", root, "--pid", str(os.getpid()), *rest[1:]])
         elif command == "lease" and rest[:1] == ["release"]:
@@ -226,6 +270,25 @@ class TcpkitMagics(Magics):
             return None
         return current.digest
 
+    def _watch(self, rest: list[str]) -> None:
+        if rest and rest[0] == "off":
+            self.watch_s = None
+        elif rest:
+            try:
+                seconds = float(rest[0])
+            except ValueError:
+                seconds = -1.0
+            if not 0 <= seconds <= 86400:
+                print(f"tcpkit: error: watch {rest[0]!r}: give seconds from 0 to 86400, or 'off'",
+                      file=sys.stderr)
+                return
+            self.watch_s = seconds
+        elif self.watch_s is None:
+            self.watch_s = DEFAULT_WATCH_S
+        self._checked_at = time.monotonic() - (self.watch_s or 0.0)
+        state = "off" if self.watch_s is None else f"at most every {self.watch_s:g} s after a cell"
+        print(f"tcpkit: newer-version check {state}")
+
     def _base(self, rest: list[str]) -> None:
         ws = self._workspace()
         if ws is None:
@@ -247,6 +310,13 @@ class TcpkitMagics(Magics):
               f"({version.digest[:12]}, {version.kind} by {version.author})")
 
 
+def unload(ipython: Any) -> None:
+    """Stop the newer-version check of the magics that :func:`load` registered."""
+    for callback in list(ipython.events.callbacks.get("post_run_cell", [])):
+        if isinstance(getattr(callback, "__self__", None), TcpkitMagics):
+            ipython.events.unregister("post_run_cell", callback)
+
+
 def _in_cell(ipython: Any) -> bool:
     """Whether a cell is executing now (``%load_ext`` in a cell) rather than the kernel starting."""
     kernel = getattr(ipython, "kernel", None)
@@ -264,6 +334,7 @@ def load(ipython: Any) -> TcpkitMagics:
     """
     magics = TcpkitMagics(ipython)
     ipython.register_magics(magics)
+    ipython.events.register("post_run_cell", magics.after_cell)
 
     def report() -> None:
         if magics._session_path() is None:  # a console or script: no notebook to map

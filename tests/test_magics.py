@@ -116,12 +116,18 @@ def test_lease_warning_status_diff_and_newer_version(project: Path,
     out, err = k.run("%tcpkit status")
     assert "example" in out and "bob" in out.split("example", 1)[1].splitlines()[0]
     assert "newer version" not in err
+    out, _ = k.run("%tcpkit watch 0")
+    assert "at most every 0 s after a cell" in out
 
     # bob, who holds the lease, records a newer version while ada has the notebook open
     with Workspace.open(project) as ws:
         v3 = ws.modify("example", "bob", _with_cell(ws.notebook_path("example").read_bytes(),
                                                      "bob's tuned trim"), v2.digest)
-    out, err = k.run("%tcpkit status")
+    _, err = k.run("x = 1")  # the after-cell check warns before ada's next save
+    assert "1 newer version(s) of example by bob since version 2" in err
+    _, err = k.run("x = 2")
+    assert "newer version" not in err  # once per newer version
+    out, err = k.run("%tcpkit status")  # status always says it
     assert "1 newer version(s) of example by bob since version 2" in err
     command = next(line.strip() for line in err.splitlines() if line.strip().startswith("nbmerge "))
     assert command == ("nbmerge .tcpkit/tmp/merge/example-v2-base.ipynb "
@@ -144,6 +150,14 @@ def test_lease_warning_status_diff_and_newer_version(project: Path,
 
     out, _ = k.run("%tcpkit backups")
     assert all(v.digest[:16] in out for v in (v1, v2, v3))
+    _, err = k.run("%tcpkit watch soon")
+    assert "give seconds from 0 to 86400" in err
+    k.run("%unload_ext tcpkit")
+    with Workspace.open(project) as ws:
+        ws.modify("example", "bob", _with_cell(ws.notebook_path("example").read_bytes(), "more"),
+                  ws.current("example").digest)  # type: ignore[union-attr]
+    _, err = k.run("x = 3")
+    assert "newer version" not in err  # unloaded: the check is gone
 
 
 def v2_bytes(root: Path, digest: str) -> bytes:
