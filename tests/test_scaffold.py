@@ -174,6 +174,17 @@ def test_new_from_a_foreign_notebook_keeps_only_its_parameters(tmp_path: Path) -
     assert all(set(g.parameters) == {"n_samples"} for g in spec.gates.values())
 
 
+def test_concurrent_new_loses_no_component(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    root = _init(tmp_path)
+    names = [f"c{i}" for i in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda n: scaffold.new_component(root, n, "ada"), names))
+    pipeline = load_pipeline(root / "notebooks" / "pipeline.toml")
+    assert set(pipeline.components) == {"example", *names}
+
+
 def test_toml_value_round_trips() -> None:
     value: dict[str, Any] = {"a": 1, "b": 2.5, "c": True, "d": "x \"q\" \\ é", "e": [1, [2, 3]],
                              "f": {"g": False}, "h-i": 1e-9}

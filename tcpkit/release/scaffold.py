@@ -16,10 +16,11 @@ rules of :mod:`tcpkit.release.names`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -168,6 +169,26 @@ def new_component(root: str | Path, name: str, owner: str, source: str | None = 
     if not pipeline_path.is_file():
         raise ScaffoldError(
             f"{pipeline_path} does not exist: make a project first with 'tcpkit init', or give --root")
+    with _locked(project):  # two 'tcpkit new' at once: the second reads what the first wrote
+        return _add(project, name, owner, source)
+
+
+@contextlib.contextmanager
+def _locked(project: Project) -> Iterator[None]:
+    """An exclusive lock on ``.tcpkit/pipeline.lock`` (released by the kernel if the process dies)."""
+    import fcntl
+
+    project.state_dir.mkdir(exist_ok=True)
+    with open(project.state_dir / "pipeline.lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _add(project: Project, name: str, owner: str, source: str | None) -> Created:
+    root, pipeline_path = project.root, project.pipeline_file
     try:
         pipeline = load_pipeline(pipeline_path, require_notebooks=False)
     except PipelineError as exc:
@@ -191,7 +212,7 @@ def new_component(root: str | Path, name: str, owner: str, source: str | None = 
     original = pipeline_path.read_bytes()
     text = original.decode("utf-8")
     addition = (f"\n# added by 'tcpkit new {name} --owner {owner}"
-                f"{' --from ' + source if source else ''}'\n{tables}")
+                f"{' --from ' + ' '.join(source.split()) if source else ''}'\n{tables}")
     write_atomic(notebook, content)
     try:
         write_atomic(pipeline_path, (text.rstrip("\n") + "\n" + addition).encode("utf-8"))
