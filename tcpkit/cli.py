@@ -237,6 +237,84 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
+# --- project: init, new (issue 14) ----------------------------------------------------------
+@_registers
+def _add_init(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "init", "make a tcpkit project: pipeline.toml, an example component, "
+                     ".gitignore, an empty trust list", _cmd_init)
+    p.add_argument("dir", nargs="?", default=".", metavar="DIR", help="project directory (default: .)")
+    p.add_argument("--owner", default=None, metavar="RESEARCHER",
+                   help="owner of the example component (default: $TCPKIT_USER, else the login name)")
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from tcpkit.release.scaffold import ScaffoldError, init_project
+    from tcpkit.release.signing import keys_dir
+
+    owner = args.owner or _ws_identity(argparse.Namespace(as_user=None))
+    try:
+        made = init_project(args.dir, owner)
+    except ScaffoldError as exc:
+        raise UsageError(str(exc)) from None
+    at = "" if args.dir == "." else f" (in {args.dir})"
+    pub = keys_dir() / f"{owner}.pub"
+    made_rows = [
+        ("notebooks/pipeline.toml", f"component {made.component} (owner {owner}): four gates with "
+                                    "parameters and criteria"),
+        (f"notebooks/{made.component}.ipynb", "a typed 'parameters' cell, an '#| export' cell "
+                                              "(CONFIG, make_estimator), record() calls"),
+        (".gitignore", "the runtime state (.tcpkit/tcpkit.db*, .tcpkit/objects/, .tcpkit/tmp/, "
+                       "reports/*)"),
+        (".tcpkit/trust/", "the trust list, empty: commit the .pub records it gets"),
+    ]
+    steps = [
+        (f"tcpkit keys init {owner}", f"your signing key (the private keys stay in {keys_dir()})"),
+        ("tcpkit run --profile quick", f"take {made.component} through the four gates; the first "
+                                       "run registers it and its runner key becomes the first "
+                                       "trusted key"),
+        (f"tcpkit trust add {pub} --as {owner}", "trust your own key (after the first run): then "
+                                                 "you can lease, restore, add contributors"),
+        (f"tcpkit new NAME --owner {owner}", "add a component"),
+        ("%load_ext tcpkit", "in a notebook of the project: its lease, versions, diffs and gate "
+                             "runs from JupyterLab (%tcpkit help)"),
+    ]
+    print(f"created a tcpkit project in {made.root}:")
+    width = max(len(path) for path, _ in made_rows)
+    for path, what in made_rows:
+        print(f"  {path:<{width}}  {what}")
+    print(f"next steps{at}:")
+    for command, what in steps:
+        print(f"  {command}\n      {what}")
+    return EXIT_OK
+
+
+@_registers
+def _add_new(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "new", "add a component: a notebook and its four gate tables in "
+                     "pipeline.toml", _cmd_new)
+    p.add_argument("name", metavar="NAME", help="component name: [a-z][a-z0-9-]{0,63}")
+    p.add_argument("--owner", required=True, metavar="RESEARCHER", help="who owns the component")
+    p.add_argument("--from", dest="source", default=None, metavar="TEMPLATE",
+                   help="start from this component (notebook and gate tables) or notebook file "
+                        "instead of tcpkit's template")
+    p.add_argument("--root", default=".", metavar="DIR", help="project directory (default: .)")
+
+
+def _cmd_new(args: argparse.Namespace) -> int:
+    from tcpkit.release.scaffold import ScaffoldError, new_component
+
+    try:
+        made = new_component(args.root, args.name, args.owner, args.source)
+    except ScaffoldError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"added component {made.component} (owner {made.owner}): {', '.join(made.paths)}")
+    for note in made.notes:
+        print(f"note: {note}")
+    print(f"next: edit notebooks/{made.component}.ipynb, then "
+          f"'tcpkit run --component {made.component} --profile quick'")
+    return EXIT_OK
+
+
 # --- workspace: lease, backups, restore, status, gc, audit, contributor (issue 7) ------------
 def _ws_common(p: _Parser, *, identity: bool = False, json_flag: bool = False) -> None:
     p.add_argument("--root", default=".", metavar="DIR", help="workspace root (default: .)")
@@ -326,6 +404,8 @@ def _add_lease(sub: argparse._SubParsersAction[_Parser]) -> None:
     acquire.add_argument("--reason", default="", help="why, shown to others")
     acquire.add_argument("--no-pid", action="store_true",
                          help="bind the lease to its TTL only, not to the calling shell's process")
+    acquire.add_argument("--pid", type=int, default=None, metavar="PID",
+                         help="bind the lease to process PID (default: the calling shell)")
     _ws_common(acquire, identity=True)
     release = _add_command(lease_sub, "release", "give back your lease on NAME", _cmd_lease_release)
     release.add_argument("name", metavar="NAME", help="component")
@@ -341,10 +421,14 @@ def _cmd_lease_help(args: argparse.Namespace) -> int:
 def _cmd_lease_acquire(args: argparse.Namespace) -> int:
     import os
 
+    if args.pid is not None and args.pid <= 0:
+        raise UsageError(f"--pid {args.pid}: give the id of a running process (a positive number)")
+
     def act(ws: Workspace) -> int:
         # the CLI process ends at once: bind the lease to the shell that called it
         lease = ws.acquire_lease(args.name, _ws_identity(args), ttl_s=args.ttl, reason=args.reason,
-                                 pid=os.getppid(), bind_process=not args.no_pid)
+                                 pid=args.pid if args.pid is not None else os.getppid(),
+                                 bind_process=not args.no_pid)
         print(f"lease on {lease.component} held by {lease.describe()}")
         return EXIT_OK
 
@@ -407,6 +491,30 @@ def _cmd_backups(args: argparse.Namespace) -> int:
             mark = "" if ws.stored(v) else " (content removed by gc)"
             print(f"{v.seq:>4}  {v.digest[:16]} {v.kind:<8} {v.author:<16} {v.created_at:<32} "
                   f"{v.message}{mark}")
+        return EXIT_OK
+
+    return _ws_run(args, act)
+
+
+@_registers
+def _add_diff(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "diff", "nbdime's diff of stored version DIGEST of NAME against the "
+                     "notebook on disk", _cmd_diff)
+    p.add_argument("name", metavar="NAME", help="component")
+    p.add_argument("digest", metavar="DIGEST", help="digest or unique prefix (see 'tcpkit backups')")
+    _ws_common(p)
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    def act(ws: Workspace) -> int:
+        from tcpkit.release.diffs import describe_change
+
+        version = ws.version(args.name, args.digest)
+        notebook = ws.notebook_path(args.name)
+        stored = ws.store.get_bytes(version.digest) if ws.stored(version) else None
+        on_disk = notebook.read_bytes() if notebook.is_file() else None
+        label = f"version {version.seq} ({version.digest[:12]})"
+        print(describe_change(stored, on_disk, label, f"notebooks/{notebook.name} on disk"))
         return EXIT_OK
 
     return _ws_run(args, act)

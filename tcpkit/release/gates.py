@@ -35,7 +35,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from tcpkit.release.names import COMPONENT_PATTERN
+from tcpkit.release.names import COMPONENT_PATTERN, InvalidNameError, check_researcher
 
 GATES: tuple[str, ...] = ("DEVELOPMENT", "TESTING", "STAGING", "PRODUCTION")
 """The gate levels, in the order a component passes them (never skipped)."""
@@ -454,7 +454,10 @@ class _Validator:
         owner = raw.get("owner")
         if not isinstance(owner, str) or not owner.strip():
             self.error(table, "owner", "must name the researcher who owns the component")
+        else:
+            self.researchers(table, "owner", [owner])
         contributors = self.names(table, "contributors", raw.get("contributors", []))
+        self.researchers(table, "contributors", contributors)
         depends_on = self.names(table, "depends_on", raw.get("depends_on", []))
         default_timeout = self.timeout(table, raw.get("timeout_s", DEFAULT_TIMEOUT_S))
         default_exclusive = self.flag(table, "exclusive", raw.get("exclusive", False))
@@ -491,6 +494,13 @@ class _Validator:
         if len(set(value)) != len(value):
             self.error(table, key, "lists a name twice")
         return tuple(value)
+
+    def researchers(self, table: Sequence[str], key: str, names: Sequence[str]) -> None:
+        for name in names:  # the workspace's rule, checked here so a run fails before any kernel
+            try:
+                check_researcher(name)
+            except InvalidNameError as exc:
+                self.error(table, key, str(exc))
 
     def timeout(self, table: Sequence[str], value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < 86400):
