@@ -939,6 +939,213 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_registers
+def _add_detect(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "detect", "judge the agents of an event log with the frozen, verified production detector",
+                     _cmd_detect)
+    p.add_argument("events", nargs="+", metavar="EVENTS", help="event files (.jsonl, .csv, .parquet, OTLP .json; .gz)")
+    p.add_argument("--format", choices=("jsonl", "csv", "parquet", "otlp"), help="override the format of EVENTS")
+    p.add_argument("--risk-map", metavar="FILE.toml", help="risk classes for actions (default: tcpkit's map)")
+    ref = p.add_mutually_exclusive_group()
+    ref.add_argument("--reference-windows", metavar="K", help="each agent's first K windows are its reference (default 8)")
+    ref.add_argument("--reference-until", metavar="TIME", help="windows that end by TIME (ISO-8601) are the reference")
+    win = p.add_mutually_exclusive_group()
+    win.add_argument("--window", metavar="DURATION", help="windows by event time, e.g. 30m, 1h (default), 1d")
+    win.add_argument("--window-events", metavar="N", help="windows of N events per agent instead of time windows")
+    p.add_argument("--alpha", type=float, metavar="Q", help="FDR level (default: the frozen configuration's)")
+    p.add_argument("--component", default=DETECT_COMPONENT, help=f"frozen component to use (default {DETECT_COMPONENT})")
+    p.add_argument("--root", help="project root holding production/ and .tcpkit/trust (default: found from here)")
+    p.add_argument("--json", metavar="OUT", help="write the alerts as JSON")
+    p.add_argument("--csv", metavar="OUT", help="write one CSV row per agent")
+    p.add_argument("--html", metavar="OUT", help="write a standalone HTML report with plots")
+    p.add_argument("--fail-on-alert", action="store_true", help=f"exit {EXIT_ALERT} when any agent is flagged")
+
+
+DETECT_COMPONENT = "integrated"
+EXIT_ALERT = 3
+DEFAULT_REFERENCE_WINDOWS = 8
+
+
+def _detect_outputs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    import os
+
+    outputs = [(kind, path) for kind, path in (("json", args.json), ("csv", args.csv), ("html", args.html)) if path]
+    for _, path in outputs:
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise UsageError(f"{path!r}: its directory does not exist")
+    return outputs
+
+
+def _reference_windows(args: argparse.Namespace, table: object) -> int:
+    """K from --reference-windows, or the number of whole windows that end by --reference-until."""
+    if args.reference_until is None:
+        return _count(args.reference_windows, "reference-windows") if args.reference_windows else DEFAULT_REFERENCE_WINDOWS
+    from datetime import datetime
+
+    from tcpkit.detect.features import parse_duration
+
+    if args.window_events:
+        raise UsageError("--reference-until needs time windows: use --reference-windows with --window-events")
+    try:
+        until = datetime.fromisoformat(args.reference_until.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--reference-until {args.reference_until!r} is not an ISO-8601 time") from None
+    if until.tzinfo is None:
+        raise UsageError(f"--reference-until {args.reference_until!r} has no time zone (add Z or +HH:MM)")
+    until_us = round(until.timestamp() * 1_000_000)
+    w_us = parse_duration(args.window or "1h")
+    first = int(table.column("time").cast("int64").to_numpy().min())  # type: ignore[attr-defined]
+    origin = first // w_us * w_us
+    k = (until_us - origin) // w_us
+    if k < 1:
+        raise UsageError(f"--reference-until {args.reference_until} leaves no whole window before it")
+    return int(k)
+
+
+def _cmd_detect(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tcpkit.detect.alerts import judge_table
+    from tcpkit.detect.baseline import BaselineError
+    from tcpkit.detect.events import EventError, read_events
+    from tcpkit.detect.features import parse_duration
+    from tcpkit.detect.riskmap import RiskMapError, load_risk_map
+    from tcpkit.release.atomic import write_atomic
+
+    outputs = _detect_outputs(args)
+    window_events = _count(args.window_events, "window-events", minimum=2) if args.window_events else None
+    window = None if window_events else (args.window or "1h")
+    try:
+        if window is not None:
+            parse_duration(window)
+        risk_map = load_risk_map(args.risk_map)
+    except (ValueError, RiskMapError) as exc:
+        raise UsageError(str(exc)) from None
+    config, info = _frozen_config(args.component, args.root, args.alpha)
+    try:
+        table = read_events(args.events, format=args.format)
+        k = _reference_windows(args, table)
+        report = judge_table(
+            table, config, window=window, window_events=window_events,  # type: ignore[arg-type]
+            reference_windows=k, risk_map=risk_map, detector_info=info,
+        )
+    except (EventError, BaselineError, ValueError) as exc:
+        raise CheckFailed(str(exc)) from None
+    for kind, path in outputs:
+        text = {"json": report.to_json, "csv": report.to_csv, "html": report.to_html}[kind]()
+        write_atomic(Path(path), text.encode("utf-8"))
+    flagged = [a for a in report.agents if a.flagged]
+    print(f"{len(flagged)} of {len(report.agents)} agents flagged at {report.fdr.upper()} level {report.alpha:g} "
+          f"({len(report.excluded)} excluded; reference = first {report.reference_windows} windows; "
+          f"detector {args.component} sha256 {report.detector['module_sha256'][:12]})")
+    for a in flagged[:20]:
+        tops = ", ".join(f"{f.feature} {f.direction}" for f in a.top_features)
+        print(f"  {a.agent}  p={a.p_value:.2g} q={a.q_value:.2g}  {a.test}: {tops}")
+    if len(flagged) > 20:
+        print(f"  ... {len(flagged) - 20} more")
+    unmapped = report.notes.get("unmapped_actions") or {}
+    if unmapped:
+        print(f"note: {sum(unmapped.values())} events of {len(unmapped)} actions have no risk class (see the report)")
+    for kind, path in outputs:
+        print(f"wrote {kind} to {path}")
+    return EXIT_ALERT if (args.fail_on_alert and flagged) else EXIT_OK
+
+
+def _model_digest(statement: dict[str, object]) -> str | None:
+    for subject in statement.get("subject", []):  # type: ignore[attr-defined]
+        if str(subject.get("name", "")).endswith(".model.npz"):
+            return str(subject["digest"]["sha256"])
+    return None
+
+
+@_registers
+def _add_monitor(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "monitor", "follow a growing JSON Lines event log and print each alert once as it fires",
+                     _cmd_monitor)
+    p.add_argument("events", metavar="EVENTS", help="JSON Lines file to follow, or - for standard input")
+    p.add_argument("--state", required=True, metavar="DIR", help="directory that keeps the monitor's state")
+    p.add_argument("--window", default="1h", metavar="DURATION", help="window length by event time (default 1h)")
+    p.add_argument("--reference-windows", metavar="K", help=f"windows forming the reference (default {DEFAULT_REFERENCE_WINDOWS})")
+    p.add_argument("--risk-map", metavar="FILE.toml", help="risk classes for actions (default: tcpkit's map)")
+    p.add_argument("--alpha", type=float, metavar="Q", help="FDR level (default: the frozen configuration's)")
+    p.add_argument("--component", default=DETECT_COMPONENT, help=f"frozen component to use (default {DETECT_COMPONENT})")
+    p.add_argument("--root", help="project root holding production/ and .tcpkit/trust (default: found from here)")
+    p.add_argument("--poll", type=float, default=1.0, metavar="S", help="seconds between reads of a file (default 1)")
+    p.add_argument("--once", action="store_true", help="read what is there now, judge, and exit")
+
+
+STDIN_BATCH_LINES = 5_000
+
+
+def _frozen_config(component: str, root: str | None, alpha: float | None) -> tuple[object, dict[str, object]]:
+    """The verified production configuration and what identifies it (refuses with the reason)."""
+    from tcpkit.detect.config import ConfigError, DetectorConfig
+    from tcpkit.release.promote import FrozenModuleError, load_model, verify_component
+
+    try:
+        verified = verify_component(component, root)
+        arrays = load_model(component, root)
+        config = DetectorConfig.from_json(str(arrays["config"]))
+        if alpha is not None:
+            config = config.replace(alpha=alpha)
+    except FrozenModuleError as exc:
+        raise CheckFailed(f"the production detector is not usable: {exc}") from None
+    except KeyError:
+        raise CheckFailed(f"the frozen model of {component!r} holds no detector configuration") from None
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    info = {
+        "component": component,
+        "module_sha256": verified.statement["subject"][0]["digest"]["sha256"],
+        "model_sha256": _model_digest(verified.statement),
+    }
+    return config, info
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from tcpkit.detect.baseline import BaselineError
+    from tcpkit.detect.events import EventError
+    from tcpkit.detect.features import parse_duration
+    from tcpkit.detect.monitor import Monitor, MonitorError
+    from tcpkit.detect.riskmap import RiskMapError, load_risk_map
+
+    try:
+        parse_duration(args.window)
+        risk_map = load_risk_map(args.risk_map)
+    except (ValueError, RiskMapError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.poll <= 0:
+        raise UsageError(f"--poll {args.poll}: expected a positive number of seconds")
+    k = _count(args.reference_windows, "reference-windows") if args.reference_windows else DEFAULT_REFERENCE_WINDOWS
+    config, info = _frozen_config(args.component, args.root, args.alpha)
+    try:
+        monitor = Monitor(Path(args.state), config, window=args.window, reference_windows=k,  # type: ignore[arg-type]
+                          detector_info=info, risk_map=risk_map)
+        if args.events == "-":  # judged in batches of lines, and at the end of the stream
+            batch: list[bytes] = []
+            for line in sys.stdin.buffer:
+                batch.append(line if line.endswith(b"\n") else line + b"\n")
+                if len(batch) >= STDIN_BATCH_LINES:
+                    monitor.feed(b"".join(batch))
+                    batch.clear()
+            monitor.feed(b"".join(batch))
+            return EXIT_OK
+        path = Path(args.events)
+        if not path.is_file():
+            raise UsageError(f"{args.events!r} is not a file")
+        with open(path, "rb") as source:
+            while True:
+                monitor.step(source)
+                if args.once:
+                    return EXIT_OK
+                time.sleep(args.poll)
+    except (MonitorError, EventError, BaselineError) as exc:
+        raise CheckFailed(str(exc)) from None
+
+
 # --- end of subcommands -------------------------------------------------------------------------
 
 

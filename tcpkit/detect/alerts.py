@@ -228,7 +228,7 @@ def judge_fleet(
     )
 
 
-FOLDS = 2
+FOLDS = 10
 DEFAULT_TRIM_MADS = 3.0  # used when the shipped configuration assumes a vetted reference
 
 
@@ -274,6 +274,96 @@ def _cross_fit(cfg: DetectorConfig, w: NDArray[np.float64]) -> _CrossFit:
         h, n_cal, trimmed = float(cus.h), n_cal + det.n_calibration_, trimmed + det.trimmed_
         explanations.update({int(judged[e.index]): e for e in res.explanations})
     return _CrossFit(p, alarm, test, explanations, paths, h, n_cal, trimmed)
+
+
+MAX_MISSING_SHARE = 0.5  # a feature undefined in more agent-windows than this is structurally missing: left out
+
+
+def complete_windows(
+    windows: NDArray[np.float64], names: Sequence[str], agents: Sequence[str]
+) -> tuple[NDArray[np.bool_], NDArray[np.bool_], dict[str, str], dict[str, str]]:
+    """Which features and agents the detector can use when some windows leave a feature undefined.
+
+    A feature that is NaN in more than ``MAX_MISSING_SHARE`` of the agent-windows is left out
+    (say, latency in a log where most windows have no timed action), and so is a feature with
+    one value everywhere (it carries nothing and makes every covariance singular); then an agent with any
+    NaN left in the kept features is excluded, with the reason (never imputed: a guessed value
+    is a guessed verdict). Returns (kept feature mask, kept agent mask, dropped features,
+    excluded agents).
+    """
+    missing = ~np.isfinite(windows)
+    share = missing.mean(axis=(0, 1)) if windows.size else np.zeros(len(names))
+    keep_f = share <= MAX_MISSING_SHARE
+    dropped = {
+        str(names[int(j)]): f"undefined in {share[j]:.0%} of the agent-windows (more than {MAX_MISSING_SHARE:.0%})"
+        for j in np.flatnonzero(~keep_f)
+    }
+    with np.errstate(invalid="ignore"):
+        spread = np.nanmax(windows, axis=(0, 1)) - np.nanmin(windows, axis=(0, 1)) if windows.size else share
+    constant = keep_f & ~(spread > 0)
+    dropped.update({str(names[int(j)]): "the same value in every agent-window (no information)" for j in np.flatnonzero(constant)})
+    keep_f &= ~constant
+    bad_rows = missing[:, :, keep_f].any(axis=(1, 2))
+    excluded = {
+        str(agents[int(i)]): "a kept feature is undefined in one of its windows (e.g. a window without events)"
+        for i in np.flatnonzero(bad_rows)
+    }
+    return np.asarray(keep_f, dtype=np.bool_), np.asarray(~bad_rows, dtype=np.bool_), dropped, excluded
+
+
+def judge_table(
+    table: Any,
+    config: DetectorConfig,
+    *,
+    window: str | None = "1h",
+    window_events: int | None = None,
+    reference_windows: int = 8,
+    risk_map: Any = None,
+    detector_info: Mapping[str, Any] | None = None,
+) -> AlertReport:
+    """Events in, alerts out: features of ``table`` by window, then :func:`judge_fleet`.
+
+    ``table`` is the canonical event table (:mod:`tcpkit.detect.events`); features come from
+    :func:`tcpkit.detect.features.compute_features` (windows by time, or by count when
+    ``window_events`` is given). Agents the features exclude (too little reference) and
+    agents or features that :func:`complete_windows` leaves out are named in the report.
+    """
+    from tcpkit.detect.features import compute_features
+
+    feats = compute_features(
+        table,
+        window=window,
+        window_events=window_events,
+        reference_windows=reference_windows,
+        min_reference_windows=reference_windows,
+        risk_map=risk_map,
+    )
+    if feats.n_agents == 0:
+        raise BaselineError(f"no agent has {reference_windows} reference windows: nothing to judge")
+    keep_f, keep_a, dropped, excluded = complete_windows(feats.windows, feats.feature_names, feats.agents)
+    if not keep_f.any():
+        raise BaselineError(f"every feature is undefined in too many windows: {dropped}")
+    names = tuple(n for n, k in zip(feats.feature_names, keep_f, strict=True) if k)
+    agents = [a for a, k in zip(feats.agents, keep_a, strict=True) if k]
+    nodes = None if feats.nodes is None else [str(n) for n, k in zip(feats.nodes, keep_a, strict=True) if k]
+    notes = {
+        "window": feats.window if feats.window_events is None else f"{feats.window_events} events",
+        "events": int(table.num_rows),
+        "unmapped_actions": dict(feats.unmapped),
+        "omitted_features": dict(feats.omitted),
+        "dropped_features": dropped,
+    }
+    return judge_fleet(
+        feats.windows[keep_a][:, :, keep_f],
+        agents,
+        names,
+        config,
+        nodes=nodes,
+        reference_windows=reference_windows,
+        detector_info=detector_info,
+        excluded={**feats.excluded, **excluded},
+        notes=notes,
+    )
 
 
 # -- HTML --------------------------------------------------------------------------------------

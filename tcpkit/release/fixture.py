@@ -10,15 +10,17 @@ mistake them for gate decisions; point a kernel at the project with ``TCPKIT_ROO
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 FIXTURE_POLICY = "nbval-fixture:not-a-gate-run"
 FIXTURE_SIGNER = "nbval-fixture"
 
 
-def freeze_for_checks(root: Path, notebooks: Path, names: Sequence[str]) -> None:
-    """Freeze each ``notebooks/<name>.ipynb``'s export cells into the project at ``root``."""
+def freeze_for_checks(
+    root: Path, notebooks: Path, names: Sequence[str], models: Mapping[str, bytes] | None = None
+) -> None:
+    """Freeze each ``notebooks/<name>.ipynb``'s export cells (and ``models[name]``, an ``.npz``) at ``root``."""
     from tcpkit.release.keys import HybridSigner, trust_path
     from tcpkit.release.promote import build_module, freeze
 
@@ -37,4 +39,5 @@ def freeze_for_checks(root: Path, notebooks: Path, names: Sequence[str]) -> None
             policy_digest=hashlib.sha256(FIXTURE_POLICY.encode()).hexdigest(),
             inputs={f"notebooks/{name}.ipynb": hashlib.sha256(notebook.read_bytes()).hexdigest()},
             verifier_id=FIXTURE_SIGNER,
+            model=(models or {}).get(name),
         )

@@ -1,0 +1,205 @@
+"""``tcpkit detect`` and ``tcpkit monitor`` on simulated event logs, with a frozen, verified detector."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tcpkit.cli import main
+from tcpkit.detect.config import DetectorConfig, build_detector
+from tcpkit.detect.events_write import write_events
+from tcpkit.detect.simulate import EASY_WORLD, FEATURE_NAMES, simulate_events, simulate_network
+from tcpkit.release.fixture import freeze_for_checks
+from tcpkit.release.metrics import model_bytes
+
+pytestmark = pytest.mark.slow
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project whose 'integrated' component is frozen with a model (signed by a fixture key)."""
+    root = tmp_path_factory.mktemp("project")
+    reference = simulate_network(n_agents=200, compromised_fraction=0.0, attacks=(), seed=5, **EASY_WORLD)
+    det = build_detector(DetectorConfig(features=FEATURE_NAMES, alpha=0.1)).fit(reference.windows)
+    freeze_for_checks(root, NOTEBOOKS, ("integrated",), models={"integrated": model_bytes(det.to_arrays())})
+    return root
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, bool]]:
+    sim = simulate_events(n_agents=600, compromised_fraction=0.1, seed=17, **EASY_WORLD)
+    path = tmp_path_factory.mktemp("log") / "events.parquet"
+    write_events(sim.table, path)
+    labels = dict(zip(sim.labels.column("agent").to_pylist(), sim.labels.column("compromised").to_pylist(), strict=True))
+    return path, labels
+
+
+def test_detect_flags_the_compromised_agents_and_writes_every_output(
+    project: Path, log: tuple[Path, dict[str, bool]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events, labels = log
+    out = tmp_path / "a.json"
+    code = main(["detect", str(events), "--root", str(project), "--window-events", "50",
+                 "--json", str(out), "--csv", str(tmp_path / "a.csv"), "--html", str(tmp_path / "a.html")])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert doc["detector"]["component"] == "integrated" and len(doc["detector"]["model_sha256"]) == 64
+    flagged = {a["agent"] for a in doc["agents"] if a["flagged"]}
+    truth = {a for a, c in labels.items() if c}
+    assert len(flagged & truth) >= 0.5 * len(truth)
+    assert len(flagged - truth) <= max(3, 0.2 * len(flagged))
+    assert (tmp_path / "a.html").read_text().startswith("<!DOCTYPE html>")
+    assert main(["detect", str(events), "--root", str(project), "--window-events", "50", "--fail-on-alert"]) == 3
+
+
+def test_detect_refuses_a_tampered_model(
+    project: Path, log: tuple[Path, dict[str, bool]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(project, copy)
+    model = copy / "production" / "integrated.model.npz"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 1
+    model.write_bytes(bytes(data))
+    assert main(["detect", str(log[0]), "--root", str(copy), "--json", str(tmp_path / "x.json")]) == 1
+    err = capsys.readouterr().err
+    assert "not usable" in err and "integrated" in err
+    assert not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--window", "7 parsecs"], "window"),
+        (["--reference-until", "yesterday"], "ISO-8601"),
+        (["--window-events", "1"], "window-events"),
+        (["--json", "/no/such/dir/a.json"], "directory does not exist"),
+    ],
+)
+def test_detect_usage_errors_are_one_line(
+    project: Path, log: tuple[Path, dict[str, bool]], extra: list[str], words: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["detect", str(log[0]), "--root", str(project), *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and "\n" not in err
+
+
+def test_detect_names_a_bad_event_file(project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"agent": "a", "time": "not a time", "action": "ls"}\n')
+    assert main(["detect", str(bad), "--root", str(project)]) == 1
+    err = capsys.readouterr().err
+    assert "bad.jsonl" in err and "time" in err
+
+
+# -- monitor -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stream(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
+    """A time-ordered JSON Lines log of a small fleet, as lines.
+
+    The simulator's agents run on their own clocks; here every agent's k-th action is re-timed
+    to ``k * 72 s`` so that each hour holds exactly one simulated window of 50 actions for every
+    agent (the test is about the monitor's bookkeeping, not about clocks).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    sim = simulate_events(n_agents=600, n_windows=12, compromised_fraction=0.05, seed=23, **EASY_WORLD)
+    table = sim.table.sort_by([("agent", "ascending"), ("time", "ascending")])
+    per_agent = 12 * 50
+    k = np.tile(np.arange(per_agent, dtype=np.int64), table.num_rows // per_agent)
+    start = pc.min(table.column("time").cast("int64")).as_py() // 3_600_000_000 * 3_600_000_000
+    times = pa.array(start + k * 72_000_000, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
+    table = table.set_column(table.schema.get_field_index("time"), "time", times)
+    path = tmp_path_factory.mktemp("stream") / "all.jsonl"
+    table = table.sort_by([("time", "ascending"), ("agent", "ascending")])
+    write_events(table, path)
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def _monitor_cmd(project: Path, log: Path, state: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "tcpkit.cli", "monitor", str(log), "--state", str(state), "--root", str(project),
+            "--window", "1h", "--reference-windows", "5", "--alpha", "0.1", *extra]
+
+
+def _alerts(state: Path) -> list[str]:
+    doc = json.loads((state / "state.json").read_text())
+    return [a["agent"] for a in doc["alerts"]]
+
+
+def test_monitor_killed_at_any_instant_neither_loses_nor_repeats_an_alert(
+    project: Path, stream: list[bytes], tmp_path: Path
+) -> None:
+    # the reference: the whole log at once
+    whole = tmp_path / "whole.jsonl"
+    whole.write_bytes(b"".join(stream))
+    ref_state = tmp_path / "ref"
+    done = subprocess.run(_monitor_cmd(project, whole, ref_state, "--once"), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    expected = _alerts(ref_state)
+    assert expected, "the reference run raised no alert: the test would prove nothing"
+    printed_ref = [json.loads(line)["agent"] for line in done.stdout.splitlines()]
+    assert printed_ref == expected
+
+    # the same log, growing while a monitor is killed at random instants and restarted
+    growing, state = tmp_path / "growing.jsonl", tmp_path / "state"
+    growing.write_bytes(b"")
+    rng = np.random.default_rng(0)
+    printed: list[str] = []
+    written = 0
+    kills = 0
+    while written < len(stream):
+        proc = subprocess.Popen(_monitor_cmd(project, growing, state, "--poll", "0.05"),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        step = int(rng.integers(len(stream) // 12, len(stream) // 5))
+        with open(growing, "ab") as f:
+            f.write(b"".join(stream[written:written + step]))
+        written += step
+        time.sleep(float(rng.uniform(0.3, 2.5)))
+        proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate()
+        kills += 1
+        printed += [json.loads(line)["agent"] for line in out.splitlines() if line.strip()]
+    final = subprocess.run(_monitor_cmd(project, growing, state, "--once"), capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr
+    printed += [json.loads(line)["agent"] for line in final.stdout.splitlines() if line.strip()]
+    assert kills >= 5
+    assert _alerts(state) == expected  # the alert log: every alert, once, in order
+    assert set(printed) == set(expected)  # nothing printed was lost
+    # stdout repeats an alert only when a kill fell between its print and the commit marking it
+    assert len(printed) - len(set(printed)) <= kills
+
+
+def test_monitor_refuses_a_damaged_state(project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    state = tmp_path / "s"
+    state.mkdir()
+    (state / "state.json").write_text("{not json")
+    log = tmp_path / "e.jsonl"
+    log.write_text("")
+    assert main(["monitor", str(log), "--state", str(state), "--root", str(project), "--once"]) == 1
+    assert "damaged" in capsys.readouterr().err
+
+
+def test_monitor_reads_standard_input(project: Path, stream: list[bytes], tmp_path: Path) -> None:
+    state = tmp_path / "stdin"
+    env = {**os.environ}
+    done = subprocess.run(
+        [sys.executable, "-m", "tcpkit.cli", "monitor", "-", "--state", str(state), "--root", str(project),
+         "--window", "1h", "--reference-windows", "5", "--alpha", "0.1"],
+        input=b"".join(stream), capture_output=True, timeout=300, env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert _alerts(state)
