@@ -1,0 +1,725 @@
+"""A detector for a real fleet: no vetted clean reference, benign change, small populations.
+
+:class:`FleetDetector` fits and calibrates on the *monitored fleet's own* reference
+windows (each agent's first ``reference_windows`` windows), which may hold compromised
+agents, including poisoning present from the first window. It judges every agent of
+that same fleet.
+
+Peer-centred windows (benign change must not alarm)
+---------------------------------------------------
+Every window of every agent is first centred on its peers in the same window:
+``r_iw = x_iw - median_{j in node(i)} x_jw`` (feature-wise), or the fleet-wide median
+when the node has fewer than ``min_node_agents`` agents (or no nodes are given). A
+model or prompt update that moves every agent of a node (or of the fleet) at one
+window moves the median too and cancels; what remains is how an agent differs from
+its peers, window by window. Up to half of a node's agents may be compromised before
+the median moves with them.
+
+The tests
+---------
+``level``
+    mean of ``r_iw`` over the reference windows, scored by the squared robust
+    Mahalanobis distance of a :class:`~tcpkit.detect.baseline.Baseline` fit (OGK or
+    MCD, robust to the compromised agents in the reference) on all agents' levels.
+    Sees compromises present from the start (poisoning), which no before/after
+    comparison can.
+``change``
+    ``mean(r after the reference) - mean(r in the reference)``, scored with the
+    pooled within-agent window covariance ``S_w`` (a robust fit on the agents'
+    reference windows minus their own reference means).
+``cusum``
+    per window after the reference, the squared ``S_w`` distance of
+    ``r_iw - mean(r in the reference)``, through a one-sided CUSUM
+    (:class:`~tcpkit.detect.sequential.CusumDetector`, frozen in-control reference:
+    the leave-one-window-out residuals of the reference period); score = the path's
+    maximum; its first crossing is the agent's alarm window. Catches slow drift.
+``self``
+    a per-agent permutation test of its own peer-centred windows: the statistic is
+    the ``S_w``-whitened squared distance between the mean of the reference windows
+    and of the later windows; the null distribution comes from random re-assignments
+    of which ``reference_windows`` of the agent's windows form the "reference"
+    (all of them when there are few enough, else Monte Carlo with Besag & Clifford's
+    sequential stopping after ``_BC_EXCEEDANCES`` exceedances). It needs no population,
+    so its p-value can go down to ``1 / (n_permutations + 1)`` whatever the fleet size.
+
+The population p-value
+----------------------
+Each population component score is made comparable by a monotone transform (cube
+root, which makes chi-square-like scores nearly normal) and a robust standardisation
+over the fleet (median and MAD, symmetric functions of all agents); the population
+statistic is ``T_i = max_j z_ij``. **Trimming**: agents with ``T > c`` are removed
+from the calibration set, where ``c`` is the normal ``1 - (1 - trim_quantile) / (3 n)``
+quantile (Bonferroni over agents and components, so that under a normal model of the
+transformed clean scores the expected number of clean agents trimmed from a fleet is
+at most ``1 - trim_quantile``). **Calibration**: agent ``i``'s p-value is
+``(1 + #{j != i kept: T_j >= T_i}) / (n_kept(-i) + 1)``: leave-one-out over the
+kept agents, so an agent is never in its own calibration set. Every fitted quantity
+(robust fits, medians, scales, trimming) is a symmetric function of the whole fleet,
+which is the n-fold limit of cross-fitting: it keeps the clean agents exchangeable
+exactly, where a K-fold split would shrink the calibration set to n/K or (cross-
+conformal pooling) weaken the guarantee to 2 alpha.
+
+*The guarantee that remains.* Assume the clean agents are exchangeable (same
+population; in the simulator: independent draws of the same traits). Let ``m`` be the
+number of clean agents other than ``i``, ``o`` the compromised agents kept in ``i``'s
+calibration set and ``r`` the clean agents trimmed from it. Then for a clean agent and
+every ``alpha``, ``P(p_i <= alpha) <= (alpha (m - r + o + 1) + r) / (m + 1)``, i.e.
+about ``alpha (1 + o/m) + r/m``: compromised agents left in the calibration only
+inflate the level by their share (and, above the judged agent, make it conservative),
+while every clean agent trimmed adds up to ``1/m``. Exact validity (``<= alpha``)
+therefore needs the trimming to remove compromised agents only: an assumption about
+the separation of the compromised agents from the clean tail that no procedure without
+labels can verify; the detector reports how many it trimmed (``n_trimmed_``).
+
+``calibration="conditional"`` (Bates, Candes, Lei, Romano & Sesia 2023, Ann. Statist.)
+replaces the marginal p-value ``p`` by ``1 - a_{#{cal < T}}``, with ``a`` the
+generalised-Simes lower confidence band of ``n`` uniform order statistics
+(Sarkar 2008; ``k = n / 2``): with probability at least ``1 - delta`` over the
+calibration set, ``P(p <= alpha | calibration) <= alpha`` for every ``alpha`` at once
+(same assumptions as above; trimmed clean agents and kept compromised ones enter the
+same way). ``calibration="dkwm"`` adds the Dvoretzky-Kiefer-Wolfowitz-Massart
+margin ``sqrt(log(1 / delta) / (2 n))`` instead (one-sided; valid, but far coarser).
+``"marginal"`` (default) gives ``P(p <= alpha) <= alpha`` on average over
+calibration sets; marginal conformal p-values are PRDS (Bates et al.), so BH
+controls the FDR over the clean agents.
+
+Small fleets
+------------
+A population p-value cannot fall below ``1 / (n_kept + 1)``: with ``m`` agents judged,
+BH at level ``q`` can reject one agent only if that is at most ``q / m``, which never
+holds when the calibration set is the fleet itself (and rejects in groups of about
+``1 / q`` at best). The ``self`` test has no such floor. The final p-value is the
+Bonferroni combination ``min(1, 2 min(p_population, p_self))`` (valid under any
+dependence between the two, each under its own assumption) and ``components["test"]``
+says per agent which of the two gave it. ``n_permutations=None`` sizes the self test
+so that it can reach the BH threshold of a single rejection: ``ceil(4 m / alpha)``
+draws (clipped to [999, 200000]).
+
+Assumption of the ``self`` test: an honest agent's peer-centred windows are
+exchangeable over time (no benign drift of its own relative to its peers, no
+autocorrelation between windows). Slow benign per-agent drift breaks it; the
+population tests do not assume it.
+
+The protocol
+------------
+``fit(windows, nodes=None) -> self`` uses the first ``reference_windows`` windows only;
+``detect(windows, nodes=None)`` judges the *same* fleet (same agents in the same order,
+same reference windows: checked) with at least one window after the reference.
+``to_arrays()`` / ``from_arrays()`` hold all fitted state as numeric and fixed-width
+string arrays (``numpy.savez`` / ``numpy.load(allow_pickle=False)``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import special
+
+from tcpkit.detect.baseline import (
+    FDR_METHODS,
+    Baseline,
+    BaselineError,
+    DetectionResult,
+    _check_alpha,
+    decide,
+)
+from tcpkit.detect.covariance import METHODS
+from tcpkit.detect.explain import Explanation, explain
+from tcpkit.detect.sequential import CusumDetector
+
+__all__ = ["CALIBRATIONS", "DEFAULTS", "FleetDefaults", "FleetDetector", "naive_detect"]
+
+CALIBRATIONS = ("marginal", "conditional", "dkwm")
+POPULATION_COMPONENTS = ("level", "change", "cusum")
+_BC_EXCEEDANCES = 10  # Besag-Clifford: stop an agent's permutations after this many exceedances
+_PERMUTATION_BOUNDS = (999, 200_000)
+_MAD_TO_SD = 1.4826
+_ARRAY_VERSION = 1
+
+
+@dataclass(frozen=True)
+class FleetDefaults:
+    """The one place where every default of :class:`FleetDetector` lives."""
+
+    alpha: float = 0.05
+    fdr: str = "bh"
+    method: str = "ogk"
+    reference_windows: int = 5
+    cusum_k: float = 0.5
+    target_arl: float = 500.0
+    trim_quantile: float = 0.9
+    calibration: str = "marginal"
+    delta: float = 0.1
+    min_node_agents: int = 10
+    n_permutations: int | None = None
+    random_state: int = 0
+
+
+DEFAULTS = FleetDefaults()
+MIN_AGENTS = 20
+
+
+def _positive_int(name: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or int(value) < minimum:
+        raise BaselineError(f"{name}={value!r}: expected an integer >= {minimum}")
+    return int(value)
+
+
+def _open_unit(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating) or not 0 < value < 1:
+        raise BaselineError(f"{name}={value!r}: expected a number in (0, 1)")
+    return float(value)
+
+
+def _check_windows(windows: ArrayLike, name: str = "windows") -> NDArray[np.float64]:
+    try:
+        w = np.asarray(windows, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise BaselineError(f"{name} is not a numeric array: {exc}") from None
+    if w.ndim != 3 or min(w.shape) == 0:
+        raise BaselineError(f"{name} has shape {w.shape}: expected (n_agents, n_windows, n_features)")
+    bad = ~np.isfinite(w)
+    if bad.any():
+        agent, window, feature = (int(v[0]) for v in np.nonzero(bad))
+        raise BaselineError(
+            f"{name} contains NaN or infinite values (first at agent {agent}, window {window}, "
+            f"feature {feature}; {int(bad.sum())} values in all)"
+        )
+    return w
+
+
+def _node_labels(nodes: ArrayLike | None, n: int) -> NDArray[np.str_]:
+    if nodes is None:
+        return np.full(n, "", dtype="<U1")
+    arr = np.asarray(nodes)
+    if arr.ndim != 1 or arr.size != n:
+        raise BaselineError(f"nodes has shape {arr.shape}: expected one label per agent, ({n},)")
+    if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+        raise BaselineError("nodes contains NaN labels")
+    return arr.astype(str)
+
+
+def _robust_z(values: NDArray[np.float64]) -> tuple[float, float]:
+    """Median and MAD-based scale of ``values`` (scale floored away from zero)."""
+    med = float(np.median(values))
+    mad = float(np.median(np.abs(values - med))) * _MAD_TO_SD
+    if not mad > 0:
+        spread = float(np.std(values))
+        mad = spread if spread > 0 else 1.0
+    return med, mad
+
+
+def _cube_root(scores: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.asarray(np.cbrt(np.maximum(scores, 0.0)), dtype=np.float64)
+
+
+def simes_band(n: int, delta: float) -> NDArray[np.float64]:
+    """Lower confidence band ``a_1 <= ... <= a_n`` for ``n`` sorted uniforms, ``P(all U_(i) >= a_i) >= 1 - delta``.
+
+    The generalised Simes inequality (Sarkar 2008) with ``k = max(1, n // 2)``, as used
+    for calibration-conditional conformal p-values by Bates et al. (2023):
+    ``a_i = delta**(1/k) * (prod_{j=i-k+1}^{i} j / prod_{j=n-k+1}^{n} j)**(1/k)`` for
+    ``i >= k`` and 0 below.
+    """
+    k = max(1, n // 2)
+    logs = np.log(np.arange(1, n + 1, dtype=np.float64))
+    window = np.convolve(logs, np.ones(k), mode="valid")  # sum of log j over j = i-k+1..i, i >= k
+    top = logs[n - k :].sum()
+    a = np.zeros(n, dtype=np.float64)
+    a[k - 1 :] = np.exp(np.log(delta) / k + (window - top) / k)
+    return a
+
+
+def _conformal(
+    stat: NDArray[np.float64], kept: NDArray[np.bool_], calibration: str, delta: float
+) -> NDArray[np.float64]:
+    """Leave-one-out conformal p-values of ``stat`` against the kept agents (larger = worse)."""
+    cal = np.sort(stat[kept])
+    n_kept = cal.size
+    at_least = n_kept - np.searchsorted(cal, stat, side="left")  # kept agents with T >= T_i, i included
+    n_cal = n_kept - kept.astype(np.int64)  # calibration size without i
+    above = at_least - kept.astype(np.int64)  # the others with T_j >= T_i
+    if calibration == "marginal":
+        return np.asarray((1.0 + above) / (n_cal + 1.0), dtype=np.float64)
+    below = n_cal - above  # #{cal < T_i}
+    out = np.ones(stat.size, dtype=np.float64)
+    for size in np.unique(n_cal):
+        rows = n_cal == size
+        if size < 1:
+            continue
+        if calibration == "dkwm":
+            margin = math.sqrt(math.log(1.0 / delta) / (2.0 * size))
+            out[rows] = np.minimum(1.0, (1.0 + above[rows]) / (size + 1.0) + margin)
+        else:
+            band = simes_band(int(size), delta)
+            index = np.maximum(below[rows], 1) - 1
+            out[rows] = 1.0 - band[index]
+    return out
+
+
+def _subset_masks(n_windows: int, k: int, count: int, rng: np.random.Generator) -> NDArray[np.float64]:
+    """``count`` random ``k``-subsets of the windows as (count, n_windows) 0/1 rows."""
+    order = np.argsort(rng.random((count, n_windows)), axis=1)[:, :k]
+    masks = np.zeros((count, n_windows), dtype=np.float64)
+    np.put_along_axis(masks, order, 1.0, axis=1)
+    return masks
+
+
+def _statistic(sum_ref: NDArray[np.float64], total: NDArray[np.float64], k: int, n_windows: int) -> NDArray[np.float64]:
+    """``|mean(ref) - mean(rest)|^2`` from the reference sums (..., d) and totals."""
+    rest = n_windows - k
+    diff = sum_ref * (1.0 / k + 1.0 / rest) - total / rest
+    return np.asarray(np.einsum("...d,...d->...", diff, diff), dtype=np.float64)
+
+
+def permutation_pvalues(
+    whitened: NDArray[np.float64], k: int, n_permutations: int, random_state: int
+) -> tuple[NDArray[np.float64], int]:
+    """Per-agent permutation p-values of the mean change between the first ``k`` windows and the rest.
+
+    ``whitened`` is (n_agents, n_windows, d). Null hypothesis per agent: its windows are
+    exchangeable. When ``C(n_windows, k) <= n_permutations`` the permutation
+    distribution is enumerated (exact p-value ``#{subsets with statistic >= observed} /
+    C(n_windows, k)``); otherwise random subsets are drawn in blocks shared by all
+    agents and each agent stops after ``_BC_EXCEEDANCES`` exceedances (p = h / L,
+    Besag & Clifford 1991) or at ``n_permutations`` draws (p = (1 + count) / (B + 1)).
+    Returns the p-values and the number of subsets enumerated or the maximum drawn.
+    """
+    n, n_windows, d = whitened.shape
+    total = whitened.sum(axis=1)
+    observed = _statistic(whitened[:, :k].sum(axis=1), total, k, n_windows)
+    tol = observed * (1.0 - 1e-12)
+    n_subsets = math.comb(n_windows, k)
+    if n_subsets <= n_permutations:
+        masks = np.zeros((n_subsets, n_windows), dtype=np.float64)
+        for row, subset in enumerate(itertools.combinations(range(n_windows), k)):
+            masks[row, list(subset)] = 1.0
+        count = np.zeros(n, dtype=np.int64)
+        for lo, hi, sums in _block_sums(whitened, masks, np.arange(n)):
+            count[lo:hi] += (_statistic(sums, total[lo:hi, None, :], k, n_windows) >= tol[lo:hi, None]).sum(axis=1)
+        return count / float(n_subsets), n_subsets
+    rng = np.random.default_rng(random_state)
+    p = np.empty(n, dtype=np.float64)
+    count = np.zeros(n, dtype=np.int64)
+    active = np.arange(n)
+    drawn = 0
+    block = 256
+    while drawn < n_permutations and active.size:
+        size = min(block, n_permutations - drawn)
+        masks = _subset_masks(n_windows, k, size, rng)
+        stopped_all: list[NDArray[np.intp]] = []
+        for lo, hi, sums in _block_sums(whitened[active], masks, active):
+            rows = active[lo:hi]
+            exceed = _statistic(sums, total[rows, None, :], k, n_windows) >= tol[rows, None]
+            cum = np.cumsum(exceed, axis=1) + count[rows, None]
+            reached = cum >= _BC_EXCEEDANCES
+            stop = reached.any(axis=1)
+            p[rows[stop]] = _BC_EXCEEDANCES / (drawn + reached[stop].argmax(axis=1) + 1.0)
+            count[rows] += exceed.sum(axis=1)
+            stopped_all.append(rows[stop])
+        drawn += size
+        active = np.setdiff1d(active, np.concatenate(stopped_all), assume_unique=True)
+        block = min(block * 4, 8192)
+    p[active] = (1.0 + count[active]) / (n_permutations + 1.0)
+    return p, n_permutations
+
+
+def _block_sums(
+    whitened: NDArray[np.float64], masks: NDArray[np.float64], rows: NDArray[np.intp]
+) -> Any:
+    """Yield (lo, hi, (hi - lo, n_masks, d) reference sums) over blocks of agents bounded in memory."""
+    n, _, d = whitened.shape
+    per_agent = max(1, masks.shape[0] * d)
+    step = max(1, 4_000_000 // per_agent)
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        sums = np.einsum("bw,nwd->nbd", masks, whitened[lo:hi], optimize=True)
+        yield lo, hi, sums
+    del rows
+
+
+def _centre(windows: NDArray[np.float64], groups: NDArray[np.int64], small: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Windows minus the per-window median of the agent's node (fleet median for small nodes)."""
+    out = np.empty_like(windows)
+    fleet = np.median(windows, axis=0)
+    for g in range(small.size):
+        rows = groups == g
+        if not rows.any():
+            continue
+        centre = fleet if small[g] else np.median(windows[rows], axis=0)
+        out[rows] = windows[rows] - centre
+    return out
+
+
+class FleetDetector:
+    """Self-referenced detector of compromised agents in one monitored fleet (module docstring).
+
+    Parameters
+    ----------
+    alpha : FDR level of ``detect`` (BH) or per-agent level (fdr="none").
+    fdr : "bh" or "none".
+    method : robust estimator of the level and window baselines ("ogk" or "mcd";
+        "ledoit_wolf" and "empirical" are accepted but not robust).
+    reference_windows : K, each agent's first K windows form its reference period (>= 2).
+    cusum_k, target_arl : CUSUM allowance (normal-score units) and in-control ARL.
+    trim_quantile : in (0, 1); the calibration trims agents beyond the normal
+        ``1 - (1 - trim_quantile) / (3 n)`` quantile of the robust z of any component.
+    calibration : "marginal", "conditional" (Simes band, Bates et al. 2023) or "dkwm".
+    delta : miscoverage of the calibration-conditional band.
+    min_node_agents : nodes with fewer agents are centred on the fleet median instead.
+    n_permutations : maximum draws of the per-agent permutation test; None = sized so a
+        single agent can reach the BH threshold (``ceil(4 m / alpha)``, clipped).
+    random_state : seed of the robust fits and the permutations.
+    feature_names : names used in explanations (default x0, x1, ...).
+    """
+
+    def __init__(
+        self,
+        alpha: float = DEFAULTS.alpha,
+        fdr: str = DEFAULTS.fdr,
+        method: str = DEFAULTS.method,
+        reference_windows: int = DEFAULTS.reference_windows,
+        cusum_k: float = DEFAULTS.cusum_k,
+        target_arl: float = DEFAULTS.target_arl,
+        trim_quantile: float = DEFAULTS.trim_quantile,
+        calibration: str = DEFAULTS.calibration,
+        delta: float = DEFAULTS.delta,
+        min_node_agents: int = DEFAULTS.min_node_agents,
+        n_permutations: int | None = DEFAULTS.n_permutations,
+        random_state: int = DEFAULTS.random_state,
+        feature_names: tuple[str, ...] | list[str] | None = None,
+    ) -> None:
+        self.alpha = _check_alpha(alpha)
+        if fdr not in FDR_METHODS:
+            raise BaselineError(f"fdr={fdr!r} is unknown: choose one of {', '.join(FDR_METHODS)}")
+        if method not in METHODS:
+            raise BaselineError(f"method={method!r} is unknown: choose one of {', '.join(METHODS)}")
+        if calibration not in CALIBRATIONS:
+            raise BaselineError(f"calibration={calibration!r} is unknown: choose one of {', '.join(CALIBRATIONS)}")
+        if isinstance(cusum_k, bool) or not isinstance(cusum_k, int | float) or not cusum_k >= 0:
+            raise BaselineError(f"cusum_k={cusum_k!r}: expected a non-negative number")
+        if isinstance(target_arl, bool) or not isinstance(target_arl, int | float) or not target_arl > 1:
+            raise BaselineError(f"target_arl={target_arl!r}: expected a number above 1")
+        self.fdr = fdr
+        self.method = method
+        self.reference_windows = _positive_int("reference_windows", reference_windows, 2)
+        self.cusum_k = float(cusum_k)
+        self.target_arl = float(target_arl)
+        self.trim_quantile = _open_unit("trim_quantile", trim_quantile)
+        self.calibration = calibration
+        self.delta = _open_unit("delta", delta)
+        self.min_node_agents = _positive_int("min_node_agents", min_node_agents, 1)
+        self.n_permutations = (
+            None if n_permutations is None else _positive_int("n_permutations", n_permutations, 19)
+        )
+        self.random_state = _positive_int("random_state", random_state, 0)
+        self.feature_names = tuple(feature_names) if feature_names is not None else None
+
+    # -- parameters ------------------------------------------------------------------------
+
+    def get_params(self) -> dict[str, Any]:
+        """The constructor arguments (plain values)."""
+        names = [f.name for f in FleetDefaults.__dataclass_fields__.values()]
+        params = {name: getattr(self, name) for name in names}
+        params["feature_names"] = self.feature_names
+        return params
+
+    # -- fitting ---------------------------------------------------------------------------
+
+    def fit(self, windows: ArrayLike, nodes: ArrayLike | None = None) -> FleetDetector:
+        """Fit on the fleet's reference windows (the first ``reference_windows`` of each agent).
+
+        ``windows`` is (n_agents, n_windows >= reference_windows, d); later windows are
+        ignored. ``nodes`` gives each agent's node label (None: one fleet).
+        """
+        w = _check_windows(windows)
+        n, n_windows, d = w.shape
+        k = self.reference_windows
+        if n_windows < k:
+            raise BaselineError(f"windows has {n_windows} windows per agent: reference_windows={k} are needed")
+        if n < MIN_AGENTS:
+            raise BaselineError(f"windows has {n} agents: a fleet-referenced detector needs at least {MIN_AGENTS}")
+        if self.feature_names is not None and len(self.feature_names) != d:
+            raise BaselineError(f"feature_names has {len(self.feature_names)} names but windows has {d} features")
+        labels = _node_labels(nodes, n)
+        names, groups = np.unique(labels, return_inverse=True)
+        sizes = np.bincount(groups, minlength=names.size)
+        self.node_names_ = names.astype(str)
+        self.groups_ = groups.astype(np.int64)
+        self.small_nodes_ = sizes < self.min_node_agents
+        ref = w[:, :k]
+        self.reference_mean_ = ref.mean(axis=1)
+        centred = _centre(ref, self.groups_, self.small_nodes_)
+        level = centred.mean(axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a singular fallback is recorded in method_
+            level_base = Baseline(self.method, random_state=self.random_state).fit(level)
+            resid = centred - level[:, None, :]
+            window_base = Baseline(self.method, random_state=self.random_state).fit(resid.reshape(-1, d))
+        self.level_location_ = level_base.location_
+        self.level_covariance_ = level_base.covariance_
+        # in-sample residuals shrink by (K - 1) / K: undo it so S_w is one window's covariance
+        self.window_location_ = np.zeros(d)
+        self.window_covariance_ = window_base.covariance_ * (k / (k - 1.0))
+        self.methods_ = np.array([level_base.method_, window_base.method_], dtype="<U16")
+        self.level_ = level
+        self._build()
+        # leave-one-window-out residuals of the reference period: the CUSUM's in-control stream
+        loo = centred - (centred.sum(axis=1, keepdims=True) - centred) / (k - 1.0)
+        self.cusum_reference_ = np.sort(self._window_distances(loo).ravel())
+        self._cusum = CusumDetector(self.cusum_reference_, k=self.cusum_k, target_arl=self.target_arl)
+        self.n_features_in_ = d
+        self.n_agents_ = n
+        return self
+
+    def _build(self) -> None:
+        """Derived, non-fitted helpers (whitening factors) from the fitted arrays."""
+        self._level_chol = np.linalg.cholesky(self.level_covariance_)
+        self._window_chol = np.linalg.cholesky(self.window_covariance_)
+
+    def _whiten(self, x: NDArray[np.float64], chol: NDArray[np.float64]) -> NDArray[np.float64]:
+        flat = x.reshape(-1, x.shape[-1])
+        from scipy.linalg import solve_triangular
+
+        return np.asarray(solve_triangular(chol, flat.T, lower=True).T.reshape(x.shape), dtype=np.float64)
+
+    def _window_distances(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        z = self._whiten(x, self._window_chol)
+        return np.asarray(np.einsum("...d,...d->...", z, z), dtype=np.float64)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "level_covariance_"):
+            raise BaselineError("this FleetDetector is not fitted: call fit(windows, nodes) first")
+
+    @property
+    def feature_names_(self) -> tuple[str, ...]:
+        self._check_fitted()
+        if self.feature_names is not None:
+            return self.feature_names
+        return tuple(f"x{j}" for j in range(self.n_features_in_))
+
+    # -- detection -------------------------------------------------------------------------
+
+    def _check_detect_input(self, windows: ArrayLike, nodes: ArrayLike | None) -> NDArray[np.float64]:
+        w = _check_windows(windows)
+        n, n_windows, d = w.shape
+        if d != self.n_features_in_:
+            raise BaselineError(f"windows has {d} features: the detector was fitted on {self.n_features_in_}")
+        if n != self.n_agents_:
+            raise BaselineError(
+                f"windows has {n} agents: the detector was fitted on this fleet's {self.n_agents_} agents"
+            )
+        k = self.reference_windows
+        if n_windows <= k:
+            raise BaselineError(
+                f"windows has {n_windows} windows per agent: at least one after the "
+                f"reference_windows={k} is needed"
+            )
+        moved = ~np.all(np.isclose(w[:, :k].mean(axis=1), self.reference_mean_, rtol=1e-9, atol=1e-12), axis=1)
+        if moved.any():
+            raise BaselineError(
+                f"the reference windows of agents {np.flatnonzero(moved)[:5].tolist()} differ from the ones "
+                "fitted: detect judges the fleet it was fitted on, agents in the same order"
+            )
+        if nodes is not None:
+            labels = _node_labels(nodes, n)
+            known = np.isin(labels, self.node_names_)
+            if not known.all():
+                bad = sorted(set(labels[~known].tolist()))[:5]
+                raise BaselineError(
+                    f"nodes has labels {bad} unknown at fit (known: {', '.join(self.node_names_[:10])})"
+                )
+            index = np.searchsorted(self.node_names_, labels)
+            changed = index != self.groups_
+            if changed.any():
+                raise BaselineError(
+                    f"nodes differ from fit for agents {np.flatnonzero(changed)[:5].tolist()}: an agent's "
+                    "node must stay the same between fit and detect"
+                )
+        return w
+
+    def _permutations(self, m: int) -> int:
+        if self.n_permutations is not None:
+            return self.n_permutations
+        lo, hi = _PERMUTATION_BOUNDS
+        return int(min(hi, max(lo, math.ceil(4 * m / self.alpha))))
+
+    def detect(self, windows: ArrayLike, nodes: ArrayLike | None = None) -> DetectionResult:
+        """Judge every agent of the fitted fleet: one p-value each, BH, explanations.
+
+        ``components`` of the result: ``p_population``, ``p_self``, ``p_level``,
+        ``p_change``, ``p_cusum`` (leave-one-out population p-values of each test alone),
+        ``z_level``, ``z_change``, ``z_cusum`` (robust z of each score), ``test``
+        ("population" or "self": which test gave the final p-value), ``trimmed``
+        (excluded from calibration), ``alarm_window`` (first CUSUM alarm, absolute window
+        index, -1 if none) and ``first_alarm_window`` (for flagged agents: the CUSUM
+        alarm, or the last window when the CUSUM did not cross; -1 when not flagged).
+        """
+        self._check_fitted()
+        w = self._check_detect_input(windows, nodes)
+        n, n_windows, d = w.shape
+        k = self.reference_windows
+        centred_after = _centre(w[:, k:], self.groups_, self.small_nodes_)
+        n_after = n_windows - k
+        per_window = centred_after - self.level_[:, None, :]
+        change = per_window.mean(axis=1)
+        scores = {
+            "level": self._level_distances(self.level_),
+            "change": self._window_distances(change),
+        }
+        cusum = self._cusum.run(self._window_distances(per_window))
+        scores["cusum"] = cusum.max_statistic
+        z = {}
+        for name, s in scores.items():
+            t = _cube_root(s)
+            med, scale = _robust_z(t)
+            z[name] = (t - med) / scale
+        stat = np.max(np.column_stack([z[c] for c in POPULATION_COMPONENTS]), axis=1)
+        cut = float(special.ndtri(1.0 - (1.0 - self.trim_quantile) / (len(POPULATION_COMPONENTS) * n)))
+        kept = stat <= cut
+        p_pop = _conformal(stat, kept, self.calibration, self.delta)
+        p_each = {name: _conformal(z[name], z[name] <= cut, "marginal", self.delta) for name in POPULATION_COMPONENTS}
+        # the agent's own windows, peer-centred and whitened by S_w
+        own = np.concatenate([_centre(w[:, :k], self.groups_, self.small_nodes_), centred_after], axis=1)
+        n_perm = self._permutations(n)
+        p_self, _ = permutation_pvalues(self._whiten(own, self._window_chol), k, n_perm, self.random_state)
+        combined = np.minimum(1.0, 2.0 * np.minimum(p_pop, p_self))
+        test = np.where(p_pop <= p_self, "population", "self")
+        flags, q = decide(combined, self.alpha, self.fdr)
+        rows = np.flatnonzero(flags)
+        explanations = self._explain(rows, z, change, n_after)
+        alarm = np.where(cusum.alarm_window >= 0, cusum.alarm_window + k, -1).astype(np.int64)
+        first = np.where(flags, np.where(alarm >= 0, alarm, n_windows - 1), -1).astype(np.int64)
+        components: dict[str, NDArray[Any]] = {
+            "p_population": p_pop,
+            "p_self": p_self,
+            **{f"p_{name}": p_each[name] for name in POPULATION_COMPONENTS},
+            **{f"z_{name}": z[name] for name in POPULATION_COMPONENTS},
+            "test": test.astype("<U10"),
+            "trimmed": ~kept,
+            "alarm_window": alarm,
+            "first_alarm_window": first,
+        }
+        self.n_trimmed_ = int((~kept).sum())
+        return DetectionResult(
+            flags, combined, q, stat, explanations, self.alpha, self.fdr, f"fleet-{self.calibration}", components
+        )
+
+    def _level_distances(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
+        z = self._whiten(x - self.level_location_, self._level_chol)
+        return np.asarray(np.einsum("...d,...d->...", z, z), dtype=np.float64)
+
+    def _explain(
+        self, rows: NDArray[np.intp], z: Mapping[str, NDArray[np.float64]], change: NDArray[np.float64], n_after: int
+    ) -> tuple[Explanation, ...]:
+        names = self.feature_names_
+        k = self.reference_windows
+        change_cov = self.window_covariance_ * (1.0 / k + 1.0 / n_after)
+        zero = np.zeros(self.n_features_in_)
+        out: list[Explanation] = []
+        for r in rows:
+            if z["level"][r] >= max(z["change"][r], z["cusum"][r]):
+                out.extend(explain(self.level_, self.level_location_, self.level_covariance_, np.array([r]), names))
+            else:
+                out.extend(explain(change, zero, change_cov, np.array([r]), names))
+        return tuple(out)
+
+    # -- serialisation ---------------------------------------------------------------------
+
+    def to_arrays(self) -> dict[str, NDArray[Any]]:
+        """All parameters and fitted state as numeric / fixed-width string arrays."""
+        self._check_fitted()
+        params = self.get_params()
+        out: dict[str, NDArray[Any]] = {"version": np.array(_ARRAY_VERSION, dtype=np.int64)}
+        for name, value in params.items():
+            if name == "feature_names":
+                out["param_feature_names"] = np.array(list(value) if value is not None else [], dtype=str)
+                out["param_has_feature_names"] = np.array(value is not None)
+            elif name == "n_permutations":
+                out["param_n_permutations"] = np.array(-1 if value is None else value, dtype=np.int64)
+            elif isinstance(value, str):
+                out[f"param_{name}"] = np.array(value, dtype=str)
+            else:
+                out[f"param_{name}"] = np.array(value)
+        for name in (
+            "node_names_", "groups_", "small_nodes_", "reference_mean_", "level_",
+            "level_location_", "level_covariance_", "window_covariance_", "cusum_reference_",
+            "methods_",
+        ):
+            out[name.rstrip("_")] = np.asarray(getattr(self, name))
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, ArrayLike]) -> FleetDetector:
+        """Rebuild a fitted detector from :meth:`to_arrays` output (e.g. ``numpy.load``)."""
+        try:
+            a = {key: np.asarray(arrays[key]) for key in arrays}
+            if int(a["version"]) != _ARRAY_VERSION:
+                raise BaselineError(f"arrays have version {int(a['version'])}: expected {_ARRAY_VERSION}")
+            kwargs: dict[str, Any] = {}
+            for name, default in asdict(DEFAULTS).items():
+                value = a[f"param_{name}"]
+                if name == "n_permutations":
+                    kwargs[name] = None if int(value) < 0 else int(value)
+                elif isinstance(default, str):
+                    kwargs[name] = str(value)
+                elif isinstance(default, bool | int) and not isinstance(default, float):
+                    kwargs[name] = int(value)
+                else:
+                    kwargs[name] = float(value)
+            if bool(a["param_has_feature_names"]):
+                kwargs["feature_names"] = tuple(str(x) for x in a["param_feature_names"])
+            det = cls(**kwargs)
+            det.node_names_ = a["node_names"].astype(str)
+            det.groups_ = a["groups"].astype(np.int64)
+            det.small_nodes_ = a["small_nodes"].astype(bool)
+            det.reference_mean_ = a["reference_mean"].astype(np.float64)
+            det.level_ = a["level"].astype(np.float64)
+            det.level_location_ = a["level_location"].astype(np.float64)
+            det.level_covariance_ = a["level_covariance"].astype(np.float64)
+            det.window_location_ = np.zeros(det.level_location_.size)
+            det.window_covariance_ = a["window_covariance"].astype(np.float64)
+            det.cusum_reference_ = a["cusum_reference"].astype(np.float64)
+            det.methods_ = a["methods"].astype("<U16")
+        except KeyError as exc:
+            raise BaselineError(f"arrays lack the key {exc.args[0]!r}: not a FleetDetector state") from None
+        det._build()
+        det._cusum = CusumDetector(det.cusum_reference_, k=det.cusum_k, target_arl=det.target_arl)
+        det.n_features_in_ = int(det.level_location_.size)
+        det.n_agents_ = int(det.groups_.size)
+        return det
+
+
+def naive_detect(windows: ArrayLike, reference_windows: int, alpha: float = 0.05) -> DetectionResult:
+    """The naive baseline: classical covariance, chi-square p-values, BH, no peers, no trimming.
+
+    Change (later mean minus own reference mean) and level (reference mean) of every agent
+    are scored against the fleet's sample mean and covariance; the two chi-square
+    p-values are combined by Bonferroni (``2 min``). The Gaussian assumption is exact
+    only for Gaussian features; nothing protects the fit from compromised agents.
+    """
+    from tcpkit.detect.pvalues import chi2_sf
+
+    w = _check_windows(windows)
+    k = _positive_int("reference_windows", reference_windows, 1)
+    if w.shape[1] <= k:
+        raise BaselineError(f"windows has {w.shape[1]} windows: more than reference_windows={k} are needed")
+    ref = w[:, :k].mean(axis=1)
+    change = w[:, k:].mean(axis=1) - ref
+    d = w.shape[2]
+    p = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for x in (change, ref):
+            base = Baseline("empirical").fit(x)
+            p.append(chi2_sf(base.mahalanobis(x), d))
+    combined = np.minimum(1.0, 2.0 * np.minimum(p[0], p[1]))
+    flags, q = decide(combined, _check_alpha(alpha), "bh")
+    return DetectionResult(flags, combined, q, -np.log10(combined + 1e-300), (), float(alpha), "bh", "chi2")
