@@ -111,7 +111,6 @@ string arrays (``numpy.savez`` / ``numpy.load(allow_pickle=False)``).
 
 from __future__ import annotations
 
-import itertools
 import math
 import warnings
 from collections.abc import Mapping
@@ -120,7 +119,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import special
+from scipy import stats
 
 from tcpkit.detect.baseline import (
     FDR_METHODS,
@@ -141,6 +140,7 @@ POPULATION_COMPONENTS = ("level", "change", "cusum")
 _BC_EXCEEDANCES = 10  # Besag-Clifford: stop an agent's permutations after this many exceedances
 _PERMUTATION_BOUNDS = (999, 200_000)
 _MAD_TO_SD = 1.4826
+_TRIM_DF = 5  # tail model of the trimming (module docstring)
 _ARRAY_VERSION = 1
 
 
@@ -159,6 +159,8 @@ class FleetDefaults:
     delta: float = 0.1
     min_node_agents: int = 10
     n_permutations: int | None = None
+    self_test: bool = True
+    benign_ratio: float = 1.5
     random_state: int = 0
 
 
@@ -216,8 +218,21 @@ def _robust_z(values: NDArray[np.float64]) -> tuple[float, float]:
     return med, mad
 
 
-def _cube_root(scores: NDArray[np.float64]) -> NDArray[np.float64]:
-    return np.asarray(np.cbrt(np.maximum(scores, 0.0)), dtype=np.float64)
+def _log_score(scores: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``log(1 + s)``: makes the right tail of squared distances and CUSUM maxima light."""
+    return np.asarray(np.log1p(np.maximum(scores, 0.0)), dtype=np.float64)
+
+
+def trim_cutoff(trim_quantile: float, n_agents: int) -> float:
+    """Robust-z cutoff of the trimming: Student t (``_TRIM_DF`` df) quantile, in MAD units.
+
+    Bonferroni over agents and components: under the model that the clean agents'
+    robust z are no heavier-tailed than t with ``_TRIM_DF`` degrees of freedom, the
+    expected number of clean agents trimmed from a fleet is at most ``1 - trim_quantile``.
+    """
+    tail = (1.0 - trim_quantile) / (len(POPULATION_COMPONENTS) * n_agents)
+    mad_units = float(stats.t.ppf(0.75, _TRIM_DF) / stats.norm.ppf(0.75))
+    return float(stats.t.isf(tail, _TRIM_DF) / mad_units)
 
 
 def simes_band(n: int, delta: float) -> NDArray[np.float64]:
@@ -264,85 +279,79 @@ def _conformal(
     return out
 
 
-def _subset_masks(n_windows: int, k: int, count: int, rng: np.random.Generator) -> NDArray[np.float64]:
-    """``count`` random ``k``-subsets of the windows as (count, n_windows) 0/1 rows."""
-    order = np.argsort(rng.random((count, n_windows)), axis=1)[:, :k]
-    masks = np.zeros((count, n_windows), dtype=np.float64)
-    np.put_along_axis(masks, order, 1.0, axis=1)
-    return masks
+def contrasts(n_windows: int, k: int) -> NDArray[np.float64]:
+    """The self test's two unit-norm contrasts over an agent's windows, (2, n_windows).
 
-
-def _statistic(sum_ref: NDArray[np.float64], total: NDArray[np.float64], k: int, n_windows: int) -> NDArray[np.float64]:
-    """``|mean(ref) - mean(rest)|^2`` from the reference sums (..., d) and totals."""
+    ``step``: mean of the windows after the reference minus the reference mean (a
+    change at the end of the reference); ``ramp``: the later windows weighted by their
+    distance from the reference, ``1, 2, ..., n_after`` (a slow drift). Each sums to
+    zero, so an agent's constant level cancels.
+    """
     rest = n_windows - k
-    diff = sum_ref * (1.0 / k + 1.0 / rest) - total / rest
-    return np.asarray(np.einsum("...d,...d->...", diff, diff), dtype=np.float64)
+    step = np.concatenate([np.full(k, -1.0 / k), np.full(rest, 1.0 / rest)])
+    ramp_after = np.arange(1, rest + 1, dtype=np.float64)
+    ramp = np.concatenate([np.full(k, -1.0 / k), ramp_after / ramp_after.sum()])
+    out = np.vstack([step, ramp])
+    return np.asarray(out / np.linalg.norm(out, axis=1, keepdims=True), dtype=np.float64)
+
+
+def _contrast_statistic(sums: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``max`` over the contrasts of the squared norm; ``sums`` is (..., 2, d)."""
+    return np.asarray(np.einsum("...cd,...cd->...c", sums, sums).max(axis=-1), dtype=np.float64)
 
 
 def permutation_pvalues(
     whitened: NDArray[np.float64], k: int, n_permutations: int, random_state: int
-) -> tuple[NDArray[np.float64], int]:
-    """Per-agent permutation p-values of the mean change between the first ``k`` windows and the rest.
+) -> NDArray[np.float64]:
+    """Per-agent permutation p-values of a change after the first ``k`` windows.
 
     ``whitened`` is (n_agents, n_windows, d). Null hypothesis per agent: its windows are
-    exchangeable. When ``C(n_windows, k) <= n_permutations`` the permutation
-    distribution is enumerated (exact p-value ``#{subsets with statistic >= observed} /
-    C(n_windows, k)``); otherwise random subsets are drawn in blocks shared by all
-    agents and each agent stops after ``_BC_EXCEEDANCES`` exceedances (p = h / L,
-    Besag & Clifford 1991) or at ``n_permutations`` draws (p = (1 + count) / (B + 1)).
-    Returns the p-values and the number of subsets enumerated or the maximum drawn.
+    exchangeable (their order carries no information). The statistic is the larger of
+    the squared norms of the two :func:`contrasts` applied to the windows; its null
+    distribution comes from random re-orderings of the windows, drawn in blocks
+    shared by all agents. Each agent stops after ``_BC_EXCEEDANCES`` exceedances
+    (p = h / L, Besag & Clifford 1991) or at ``n_permutations`` draws
+    (p = (1 + count) / (B + 1)); both are valid p-values.
     """
-    n, n_windows, d = whitened.shape
-    total = whitened.sum(axis=1)
-    observed = _statistic(whitened[:, :k].sum(axis=1), total, k, n_windows)
+    n, n_windows, _ = whitened.shape
+    c = contrasts(n_windows, k)
+    observed = _contrast_statistic(np.einsum("cw,nwd->ncd", c, whitened))
     tol = observed * (1.0 - 1e-12)
-    n_subsets = math.comb(n_windows, k)
-    if n_subsets <= n_permutations:
-        masks = np.zeros((n_subsets, n_windows), dtype=np.float64)
-        for row, subset in enumerate(itertools.combinations(range(n_windows), k)):
-            masks[row, list(subset)] = 1.0
-        count = np.zeros(n, dtype=np.int64)
-        for lo, hi, sums in _block_sums(whitened, masks, np.arange(n)):
-            count[lo:hi] += (_statistic(sums, total[lo:hi, None, :], k, n_windows) >= tol[lo:hi, None]).sum(axis=1)
-        return count / float(n_subsets), n_subsets
     rng = np.random.default_rng(random_state)
     p = np.empty(n, dtype=np.float64)
     count = np.zeros(n, dtype=np.int64)
     active = np.arange(n)
     drawn = 0
-    block = 256
+    block = 128
     while drawn < n_permutations and active.size:
         size = min(block, n_permutations - drawn)
-        masks = _subset_masks(n_windows, k, size, rng)
-        stopped_all: list[NDArray[np.intp]] = []
-        for lo, hi, sums in _block_sums(whitened[active], masks, active):
+        order = np.argsort(rng.random((size, n_windows)), axis=1)
+        shuffled = c[:, order]  # (2, size, n_windows)
+        stopped: list[NDArray[np.intp]] = []
+        for lo, hi, sums in _block_sums(whitened[active], shuffled):
             rows = active[lo:hi]
-            exceed = _statistic(sums, total[rows, None, :], k, n_windows) >= tol[rows, None]
+            exceed = _contrast_statistic(sums) >= tol[rows, None]
             cum = np.cumsum(exceed, axis=1) + count[rows, None]
             reached = cum >= _BC_EXCEEDANCES
             stop = reached.any(axis=1)
             p[rows[stop]] = _BC_EXCEEDANCES / (drawn + reached[stop].argmax(axis=1) + 1.0)
             count[rows] += exceed.sum(axis=1)
-            stopped_all.append(rows[stop])
+            stopped.append(rows[stop])
         drawn += size
-        active = np.setdiff1d(active, np.concatenate(stopped_all), assume_unique=True)
+        active = np.setdiff1d(active, np.concatenate(stopped), assume_unique=True)
         block = min(block * 4, 8192)
     p[active] = (1.0 + count[active]) / (n_permutations + 1.0)
-    return p, n_permutations
+    return p
 
 
-def _block_sums(
-    whitened: NDArray[np.float64], masks: NDArray[np.float64], rows: NDArray[np.intp]
-) -> Any:
-    """Yield (lo, hi, (hi - lo, n_masks, d) reference sums) over blocks of agents bounded in memory."""
+def _block_sums(whitened: NDArray[np.float64], shuffled: NDArray[np.float64]) -> Any:
+    """Yield (lo, hi, (hi - lo, n_perm, 2, d) contrast sums) over memory-bounded blocks of agents."""
     n, _, d = whitened.shape
-    per_agent = max(1, masks.shape[0] * d)
+    per_agent = max(1, shuffled.shape[0] * shuffled.shape[1] * d)
     step = max(1, 4_000_000 // per_agent)
     for lo in range(0, n, step):
         hi = min(n, lo + step)
-        sums = np.einsum("bw,nwd->nbd", masks, whitened[lo:hi], optimize=True)
-        yield lo, hi, sums
-    del rows
+        yield lo, hi, np.einsum("cbw,nwd->nbcd", shuffled, whitened[lo:hi], optimize=True)
 
 
 def _centre(windows: NDArray[np.float64], groups: NDArray[np.int64], small: NDArray[np.bool_]) -> NDArray[np.float64]:
@@ -374,6 +383,10 @@ class FleetDetector:
     calibration : "marginal", "conditional" (Simes band, Bates et al. 2023) or "dkwm".
     delta : miscoverage of the calibration-conditional band.
     min_node_agents : nodes with fewer agents are centred on the fleet median instead.
+    self_test : also run the per-agent permutation test and combine it with the
+        population p-value (Bonferroni); see the module docstring for its assumption.
+    benign_ratio : the self test uses only directions in which the fleet's changes vary
+        less than ``benign_ratio`` times what window noise explains.
     n_permutations : maximum draws of the per-agent permutation test; None = sized so a
         single agent can reach the BH threshold (``ceil(4 m / alpha)``, clipped).
     random_state : seed of the robust fits and the permutations.
@@ -393,6 +406,8 @@ class FleetDetector:
         delta: float = DEFAULTS.delta,
         min_node_agents: int = DEFAULTS.min_node_agents,
         n_permutations: int | None = DEFAULTS.n_permutations,
+        self_test: bool = DEFAULTS.self_test,
+        benign_ratio: float = DEFAULTS.benign_ratio,
         random_state: int = DEFAULTS.random_state,
         feature_names: tuple[str, ...] | list[str] | None = None,
     ) -> None:
@@ -419,6 +434,12 @@ class FleetDetector:
         self.n_permutations = (
             None if n_permutations is None else _positive_int("n_permutations", n_permutations, 19)
         )
+        if not isinstance(self_test, bool | np.bool_):
+            raise BaselineError(f"self_test={self_test!r}: expected True or False")
+        self.self_test = bool(self_test)
+        if isinstance(benign_ratio, bool) or not isinstance(benign_ratio, int | float) or not benign_ratio > 0:
+            raise BaselineError(f"benign_ratio={benign_ratio!r}: expected a positive number")
+        self.benign_ratio = float(benign_ratio)
         self.random_state = _positive_int("random_state", random_state, 0)
         self.feature_names = tuple(feature_names) if feature_names is not None else None
 
@@ -570,31 +591,41 @@ class FleetDetector:
         n_after = n_windows - k
         per_window = centred_after - self.level_[:, None, :]
         change = per_window.mean(axis=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a singular fallback still gives a valid (if weaker) score
+            change_base = Baseline(self.method, random_state=self.random_state).fit(change)
         scores = {
             "level": self._level_distances(self.level_),
-            "change": self._window_distances(change),
+            "change": change_base.mahalanobis(change),
         }
         cusum = self._cusum.run(self._window_distances(per_window))
         scores["cusum"] = cusum.max_statistic
         z = {}
         for name, s in scores.items():
-            t = _cube_root(s)
+            t = _log_score(s)
             med, scale = _robust_z(t)
             z[name] = (t - med) / scale
         stat = np.max(np.column_stack([z[c] for c in POPULATION_COMPONENTS]), axis=1)
-        cut = float(special.ndtri(1.0 - (1.0 - self.trim_quantile) / (len(POPULATION_COMPONENTS) * n)))
+        cut = trim_cutoff(self.trim_quantile, n)
         kept = stat <= cut
         p_pop = _conformal(stat, kept, self.calibration, self.delta)
         p_each = {name: _conformal(z[name], z[name] <= cut, "marginal", self.delta) for name in POPULATION_COMPONENTS}
         # the agent's own windows, peer-centred and whitened by S_w
         own = np.concatenate([_centre(w[:, :k], self.groups_, self.small_nodes_), centred_after], axis=1)
-        n_perm = self._permutations(n)
-        p_self, _ = permutation_pvalues(self._whiten(own, self._window_chol), k, n_perm, self.random_state)
-        combined = np.minimum(1.0, 2.0 * np.minimum(p_pop, p_self))
-        test = np.where(p_pop <= p_self, "population", "self")
+        directions = self._quiet_directions(change_base.covariance_, n_after)
+        self.self_directions_ = int(directions.shape[1])
+        if self.self_test and directions.shape[1] > 0:
+            n_perm = self._permutations(n)
+            p_self = permutation_pvalues(own @ directions, k, n_perm, self.random_state)
+            combined = np.minimum(1.0, 2.0 * np.minimum(p_pop, p_self))
+            test = np.where(p_pop <= p_self, "population", "self")
+        else:
+            p_self = np.ones(n)
+            combined = p_pop
+            test = np.full(n, "population")
         flags, q = decide(combined, self.alpha, self.fdr)
         rows = np.flatnonzero(flags)
-        explanations = self._explain(rows, z, change, n_after)
+        explanations = self._explain(rows, z, change, change_base)
         alarm = np.where(cusum.alarm_window >= 0, cusum.alarm_window + k, -1).astype(np.int64)
         first = np.where(flags, np.where(alarm >= 0, alarm, n_windows - 1), -1).astype(np.int64)
         components: dict[str, NDArray[Any]] = {
@@ -616,19 +647,34 @@ class FleetDetector:
         z = self._whiten(x - self.level_location_, self._level_chol)
         return np.asarray(np.einsum("...d,...d->...", z, z), dtype=np.float64)
 
+    def _quiet_directions(self, change_covariance: NDArray[np.float64], n_after: int) -> NDArray[np.float64]:
+        """Directions where the fleet's changes vary no more than window noise explains, (d, r).
+
+        Generalised eigenvectors ``v`` of (robust covariance of the fleet's changes,
+        ``S_w (1/K + 1/n_after)``) with eigenvalue below ``benign_ratio``, scaled so that
+        ``v' S_w (1/K + 1/n_after) v = 1``. Benign per-agent drift and uneven responses to
+        regime changes make the fleet's changes vary more than noise in their
+        directions; the self test is run only in the others, where an honest agent's
+        windows are exchangeable (its assumption).
+        """
+        from scipy.linalg import eigh
+
+        k = self.reference_windows
+        noise = self.window_covariance_ * (1.0 / k + 1.0 / n_after)
+        ratio, vectors = eigh(change_covariance, noise)
+        return np.asarray(vectors[:, ratio < self.benign_ratio], dtype=np.float64)
+
     def _explain(
-        self, rows: NDArray[np.intp], z: Mapping[str, NDArray[np.float64]], change: NDArray[np.float64], n_after: int
+        self, rows: NDArray[np.intp], z: Mapping[str, NDArray[np.float64]], change: NDArray[np.float64],
+        change_base: Baseline,
     ) -> tuple[Explanation, ...]:
         names = self.feature_names_
-        k = self.reference_windows
-        change_cov = self.window_covariance_ * (1.0 / k + 1.0 / n_after)
-        zero = np.zeros(self.n_features_in_)
         out: list[Explanation] = []
         for r in rows:
             if z["level"][r] >= max(z["change"][r], z["cusum"][r]):
                 out.extend(explain(self.level_, self.level_location_, self.level_covariance_, np.array([r]), names))
             else:
-                out.extend(explain(change, zero, change_cov, np.array([r]), names))
+                out.extend(explain(change, change_base.location_, change_base.covariance_, np.array([r]), names))
         return tuple(out)
 
     # -- serialisation ---------------------------------------------------------------------
@@ -670,7 +716,9 @@ class FleetDetector:
                     kwargs[name] = None if int(value) < 0 else int(value)
                 elif isinstance(default, str):
                     kwargs[name] = str(value)
-                elif isinstance(default, bool | int) and not isinstance(default, float):
+                elif isinstance(default, bool):
+                    kwargs[name] = bool(value)
+                elif isinstance(default, int):
                     kwargs[name] = int(value)
                 else:
                     kwargs[name] = float(value)
