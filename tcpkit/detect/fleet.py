@@ -354,6 +354,13 @@ def _block_sums(whitened: NDArray[np.float64], shuffled: NDArray[np.float64]) ->
         yield lo, hi, np.einsum("cbw,nwd->nbcd", shuffled, whitened[lo:hi], optimize=True)
 
 
+def _inverse_cholesky(covariance: NDArray[np.float64]) -> NDArray[np.float64]:
+    from scipy.linalg import solve_triangular
+
+    chol = np.linalg.cholesky(covariance)
+    return np.asarray(solve_triangular(chol, np.eye(chol.shape[0]), lower=True), dtype=np.float64)
+
+
 def _centre(windows: NDArray[np.float64], groups: NDArray[np.int64], small: NDArray[np.bool_]) -> NDArray[np.float64]:
     """Windows minus the per-window median of the agent's node (fleet median for small nodes)."""
     out = np.empty_like(windows)
@@ -502,14 +509,12 @@ class FleetDetector:
 
     def _build(self) -> None:
         """Derived, non-fitted helpers (whitening factors) from the fitted arrays."""
-        self._level_chol = np.linalg.cholesky(self.level_covariance_)
-        self._window_chol = np.linalg.cholesky(self.window_covariance_)
+        self._level_chol = _inverse_cholesky(self.level_covariance_)
+        self._window_chol = _inverse_cholesky(self.window_covariance_)
 
-    def _whiten(self, x: NDArray[np.float64], chol: NDArray[np.float64]) -> NDArray[np.float64]:
-        flat = x.reshape(-1, x.shape[-1])
-        from scipy.linalg import solve_triangular
-
-        return np.asarray(solve_triangular(chol, flat.T, lower=True).T.reshape(x.shape), dtype=np.float64)
+    def _whiten(self, x: NDArray[np.float64], inverse_chol: NDArray[np.float64]) -> NDArray[np.float64]:
+        """``x L^-T`` for the covariance ``L L'``: rows with identity covariance."""
+        return np.asarray(x @ inverse_chol.T, dtype=np.float64)
 
     def _window_distances(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         z = self._whiten(x, self._window_chol)
