@@ -15,8 +15,8 @@ window moves the median too and cancels; what remains is how an agent differs fr
 its peers, window by window. Up to half of a node's agents may be compromised before
 the median moves with them.
 
-The tests
----------
+The population tests
+--------------------
 ``level``
     mean of ``r_iw`` over the reference windows, scored by the squared robust
     Mahalanobis distance of a :class:`~tcpkit.detect.baseline.Baseline` fit (OGK or
@@ -24,40 +24,32 @@ The tests
     Sees compromises present from the start (poisoning), which no before/after
     comparison can.
 ``change``
-    ``mean(r after the reference) - mean(r in the reference)``, scored with the
-    pooled within-agent window covariance ``S_w`` (a robust fit on the agents'
-    reference windows minus their own reference means).
+    ``mean(r after the reference) - mean(r in the reference)``, scored against a
+    robust fit of the whole fleet's changes (so that the directions in which honest
+    agents change, e.g. benign drift, weigh less).
 ``cusum``
     per window after the reference, the squared ``S_w`` distance of
-    ``r_iw - mean(r in the reference)``, through a one-sided CUSUM
+    ``r_iw - mean(r in the reference)`` (``S_w``: the pooled within-agent window
+    covariance, a robust fit on the reference windows minus each agent's own
+    reference mean), through a one-sided CUSUM
     (:class:`~tcpkit.detect.sequential.CusumDetector`, frozen in-control reference:
     the leave-one-window-out residuals of the reference period); score = the path's
     maximum; its first crossing is the agent's alarm window. Catches slow drift.
-``self``
-    a per-agent permutation test of its own peer-centred windows: the statistic is
-    the ``S_w``-whitened squared distance between the mean of the reference windows
-    and of the later windows; the null distribution comes from random re-assignments
-    of which ``reference_windows`` of the agent's windows form the "reference"
-    (all of them when there are few enough, else Monte Carlo with Besag & Clifford's
-    sequential stopping after ``_BC_EXCEEDANCES`` exceedances). It needs no population,
-    so its p-value can go down to ``1 / (n_permutations + 1)`` whatever the fleet size.
 
-The population p-value
-----------------------
-Each population component score is made comparable by a monotone transform (cube
-root, which makes chi-square-like scores nearly normal) and a robust standardisation
-over the fleet (median and MAD, symmetric functions of all agents); the population
-statistic is ``T_i = max_j z_ij``. **Trimming**: agents with ``T > c`` are removed
-from the calibration set, where ``c`` is the normal ``1 - (1 - trim_quantile) / (3 n)``
-quantile (Bonferroni over agents and components, so that under a normal model of the
-transformed clean scores the expected number of clean agents trimmed from a fleet is
-at most ``1 - trim_quantile``). **Calibration**: agent ``i``'s p-value is
-``(1 + #{j != i kept: T_j >= T_i}) / (n_kept(-i) + 1)``: leave-one-out over the
-kept agents, so an agent is never in its own calibration set. Every fitted quantity
-(robust fits, medians, scales, trimming) is a symmetric function of the whole fleet,
-which is the n-fold limit of cross-fitting: it keeps the clean agents exchangeable
-exactly, where a K-fold split would shrink the calibration set to n/K or (cross-
-conformal pooling) weaken the guarantee to 2 alpha.
+Each score ``s`` becomes ``log(1 + s)`` (light right tail) and is robustly standardised
+over the fleet (median and MAD); the population statistic is ``T_i = max_j z_ij``.
+**Trimming**: agents with ``T > c`` are removed from the calibration set, where ``c``
+is the Student-t (``_TRIM_DF`` df) ``1 - (1 - trim_quantile) / (3 n)`` quantile in MAD
+units (Bonferroni over agents and components: if the clean agents' z are no heavier
+tailed than that t, the expected number of clean agents trimmed per fleet is at most
+``1 - trim_quantile``; a normal model was measured to trim honest agents, whose
+heterogeneity gives heavy tails). **Calibration**: agent ``i``'s p-value is
+``(1 + #{j != i kept: T_j >= T_i}) / (n_kept(-i) + 1)``: leave-one-out over the kept
+agents, so an agent is never in its own calibration set. Every fitted quantity (robust
+fits, medians, scales, trimming) is a symmetric function of the whole fleet: the
+n-fold limit of cross-fitting, which keeps the clean agents exactly exchangeable, where
+a K-fold split would shrink the calibration set to n/K or (cross-conformal pooling)
+weaken the guarantee to 2 alpha.
 
 *The guarantee that remains.* Assume the clean agents are exchangeable (same
 population; in the simulator: independent draws of the same traits). Let ``m`` be the
@@ -66,39 +58,46 @@ calibration set and ``r`` the clean agents trimmed from it. Then for a clean age
 every ``alpha``, ``P(p_i <= alpha) <= (alpha (m - r + o + 1) + r) / (m + 1)``, i.e.
 about ``alpha (1 + o/m) + r/m``: compromised agents left in the calibration only
 inflate the level by their share (and, above the judged agent, make it conservative),
-while every clean agent trimmed adds up to ``1/m``. Exact validity (``<= alpha``)
-therefore needs the trimming to remove compromised agents only: an assumption about
-the separation of the compromised agents from the clean tail that no procedure without
-labels can verify; the detector reports how many it trimmed (``n_trimmed_``).
+while every clean agent trimmed adds up to ``1/m`` (and gets the smallest p-value).
+Exact validity (``<= alpha``) therefore needs the trimming to remove compromised agents
+only: an assumption about the separation of the compromised agents from the clean
+tail that no procedure without labels can verify; ``components["trimmed"]`` says whom
+it removed.
 
 ``calibration="conditional"`` (Bates, Candes, Lei, Romano & Sesia 2023, Ann. Statist.)
-replaces the marginal p-value ``p`` by ``1 - a_{#{cal < T}}``, with ``a`` the
+replaces the marginal p-value by ``1 - a_{#{cal < T}}``, with ``a`` the
 generalised-Simes lower confidence band of ``n`` uniform order statistics
-(Sarkar 2008; ``k = n / 2``): with probability at least ``1 - delta`` over the
-calibration set, ``P(p <= alpha | calibration) <= alpha`` for every ``alpha`` at once
-(same assumptions as above; trimmed clean agents and kept compromised ones enter the
-same way). ``calibration="dkwm"`` adds the Dvoretzky-Kiefer-Wolfowitz-Massart
-margin ``sqrt(log(1 / delta) / (2 n))`` instead (one-sided; valid, but far coarser).
-``"marginal"`` (default) gives ``P(p <= alpha) <= alpha`` on average over
-calibration sets; marginal conformal p-values are PRDS (Bates et al.), so BH
-controls the FDR over the clean agents.
+(Sarkar 2008; ``k = n / 2``, :func:`simes_band`): with probability at least
+``1 - delta`` over the calibration set, ``P(p <= alpha | calibration) <= alpha`` for
+every ``alpha`` at once (same assumptions as above; trimmed clean agents and kept
+compromised ones enter the same way). ``calibration="dkwm"`` adds the
+Dvoretzky-Kiefer-Wolfowitz-Massart margin ``sqrt(log(1 / delta) / (2 n))`` instead
+(one-sided; valid, far coarser). ``"marginal"`` (default) gives
+``P(p <= alpha) <= alpha`` on average over calibration sets; marginal conformal
+p-values are PRDS (Bates et al.), so BH controls the FDR over the clean agents. The
+self test below has no calibration set; the option does not change it.
 
-Small fleets
-------------
+Small fleets: the self test
+---------------------------
 A population p-value cannot fall below ``1 / (n_kept + 1)``: with ``m`` agents judged,
 BH at level ``q`` can reject one agent only if that is at most ``q / m``, which never
-holds when the calibration set is the fleet itself (and rejects in groups of about
-``1 / q`` at best). The ``self`` test has no such floor. The final p-value is the
-Bonferroni combination ``min(1, 2 min(p_population, p_self))`` (valid under any
-dependence between the two, each under its own assumption) and ``components["test"]``
-says per agent which of the two gave it. ``n_permutations=None`` sizes the self test
-so that it can reach the BH threshold of a single rejection: ``ceil(4 m / alpha)``
-draws (clipped to [999, 200000]).
-
-Assumption of the ``self`` test: an honest agent's peer-centred windows are
-exchangeable over time (no benign drift of its own relative to its peers, no
-autocorrelation between windows). Slow benign per-agent drift breaks it; the
-population tests do not assume it.
+holds when the calibration set is the fleet itself (it rejects in groups of about
+``1 / q`` at best). ``self`` is a per-agent permutation test of the agent's own
+windows, with no such floor (:func:`permutation_pvalues`): each window is first
+residualised on its node's median path (``x_iw - a_i - b_i m_g(w)`` per feature, ``b_i``
+fitted per agent and clipped to ``[0, _MAX_RESPONSE]``, so an honest agent that responds
+to a regime change more or less strongly than its node leaves no step), projected on
+the "quiet" directions (:meth:`FleetDetector._quiet_directions`: where the fleet's
+contrasts vary less than ``benign_ratio`` times window noise, so benign per-agent drift
+is left out), and two contrasts (a step after the reference, a linear trend) are
+tested by random re-orderings of the windows (Besag & Clifford sequential stopping).
+Its assumption: after those two steps an honest agent's windows are exchangeable over
+time (no benign change of its own in the quiet directions, no autocorrelation). The
+final p-value is the Bonferroni combination ``min(1, 2 min(p_population, p_self))``
+(valid under any dependence between the two, each under its own assumption) and
+``components["test"]`` says per agent which of the two gave it. ``n_permutations=None``
+sizes the self test so that it can reach the BH threshold of a single rejection:
+``ceil(4 m / alpha)`` draws (clipped to [999, 200000]).
 
 The protocol
 ------------
@@ -140,6 +139,7 @@ POPULATION_COMPONENTS = ("level", "change", "cusum")
 _BC_EXCEEDANCES = 10  # Besag-Clifford: stop an agent's permutations after this many exceedances
 _PERMUTATION_BOUNDS = (999, 200_000)
 _MAD_TO_SD = 1.4826
+_MAX_RESPONSE = 3.0  # largest response to a node regime change (relative to the median) explained away
 _TRIM_DF = 5  # tail model of the trimming (module docstring)
 _ARRAY_VERSION = 1
 
@@ -282,40 +282,55 @@ def _conformal(
 def contrasts(n_windows: int, k: int) -> NDArray[np.float64]:
     """The self test's two unit-norm contrasts over an agent's windows, (2, n_windows).
 
-    ``step``: mean of the windows after the reference minus the reference mean (a
-    change at the end of the reference); ``ramp``: the later windows weighted by their
-    distance from the reference, ``1, 2, ..., n_after`` (a slow drift). Each sums to
-    zero, so an agent's constant level cancels.
+    ``step``: mean of the later windows minus the mean of the first ``k`` (a change at
+    the end of the reference period); ``trend``: the centred window index (a slow
+    drift). Each statistic is ``|sum_w c_w x_w|^2``. For a step at ``k`` the observed
+    order is the most extreme arrangement under the step contrast, and for any monotone
+    change under the trend contrast (rearrangement inequality; the trend contrast is
+    antisymmetric, so the reversed order ties). Neither contrast alone covers both: a
+    drifting series re-ordered to put its most extreme windows into the smaller group
+    looks more extreme than the truth under the step contrast.
     """
     rest = n_windows - k
     step = np.concatenate([np.full(k, -1.0 / k), np.full(rest, 1.0 / rest)])
-    ramp_after = np.arange(1, rest + 1, dtype=np.float64)
-    ramp = np.concatenate([np.full(k, -1.0 / k), ramp_after / ramp_after.sum()])
-    out = np.vstack([step, ramp])
+    trend = np.arange(n_windows, dtype=np.float64) - (n_windows - 1) / 2.0
+    out = np.vstack([step, trend])
     return np.asarray(out / np.linalg.norm(out, axis=1, keepdims=True), dtype=np.float64)
 
 
-def _contrast_statistic(sums: NDArray[np.float64]) -> NDArray[np.float64]:
-    """``max`` over the contrasts of the squared norm; ``sums`` is (..., 2, d)."""
-    return np.asarray(np.einsum("...cd,...cd->...c", sums, sums).max(axis=-1), dtype=np.float64)
+def _squared_norm(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    return np.asarray(np.einsum("...d,...d->...", x, x), dtype=np.float64)
 
 
 def permutation_pvalues(
     whitened: NDArray[np.float64], k: int, n_permutations: int, random_state: int
 ) -> NDArray[np.float64]:
-    """Per-agent permutation p-values of a change after the first ``k`` windows.
+    """Per-agent permutation p-values of a change after the first ``k`` windows or a drift.
+
+    The Bonferroni combination ``min(1, 2 min(p_step, p_trend))`` of the two
+    :func:`contrasts`' permutation p-values (:func:`contrast_pvalues`).
+    """
+    c = contrasts(whitened.shape[1], k)
+    p_step = contrast_pvalues(whitened, c[0], n_permutations, random_state)
+    p_trend = contrast_pvalues(whitened, c[1], n_permutations, random_state + 1)
+    return np.asarray(np.minimum(1.0, 2.0 * np.minimum(p_step, p_trend)), dtype=np.float64)
+
+
+def contrast_pvalues(
+    whitened: NDArray[np.float64], c: NDArray[np.float64], n_permutations: int, random_state: int
+) -> NDArray[np.float64]:
+    """Per-agent permutation p-values of ``|sum_w c_w x_w|^2``.
 
     ``whitened`` is (n_agents, n_windows, d). Null hypothesis per agent: its windows are
-    exchangeable (their order carries no information). The statistic is the larger of
-    the squared norms of the two :func:`contrasts` applied to the windows; its null
-    distribution comes from random re-orderings of the windows, drawn in blocks
-    shared by all agents. Each agent stops after ``_BC_EXCEEDANCES`` exceedances
-    (p = h / L, Besag & Clifford 1991) or at ``n_permutations`` draws
-    (p = (1 + count) / (B + 1)); both are valid p-values.
+    exchangeable (their order carries no information). The statistic is the squared
+    norm of the contrast applied to the windows; its null distribution comes
+    from random re-orderings of the windows, drawn in blocks shared by all agents.
+    Each agent stops after ``_BC_EXCEEDANCES`` exceedances (p = h / L, Besag &
+    Clifford 1991) or at ``n_permutations`` draws (p = (1 + count) / (B + 1)); both
+    are valid p-values.
     """
     n, n_windows, _ = whitened.shape
-    c = contrasts(n_windows, k)
-    observed = _contrast_statistic(np.einsum("cw,nwd->ncd", c, whitened))
+    observed = _squared_norm(np.einsum("w,nwd->nd", c, whitened))
     tol = observed * (1.0 - 1e-12)
     rng = np.random.default_rng(random_state)
     p = np.empty(n, dtype=np.float64)
@@ -325,12 +340,11 @@ def permutation_pvalues(
     block = 128
     while drawn < n_permutations and active.size:
         size = min(block, n_permutations - drawn)
-        order = np.argsort(rng.random((size, n_windows)), axis=1)
-        shuffled = c[:, order]  # (2, size, n_windows)
+        shuffled = c[np.argsort(rng.random((size, n_windows)), axis=1)]  # the contrast, re-ordered
         stopped: list[NDArray[np.intp]] = []
         for lo, hi, sums in _block_sums(whitened[active], shuffled):
             rows = active[lo:hi]
-            exceed = _contrast_statistic(sums) >= tol[rows, None]
+            exceed = _squared_norm(sums) >= tol[rows, None]
             cum = np.cumsum(exceed, axis=1) + count[rows, None]
             reached = cum >= _BC_EXCEEDANCES
             stop = reached.any(axis=1)
@@ -345,13 +359,40 @@ def permutation_pvalues(
 
 
 def _block_sums(whitened: NDArray[np.float64], shuffled: NDArray[np.float64]) -> Any:
-    """Yield (lo, hi, (hi - lo, n_perm, 2, d) contrast sums) over memory-bounded blocks of agents."""
+    """Yield (lo, hi, (hi - lo, n_perm, d) contrast sums) over memory-bounded blocks of agents."""
     n, _, d = whitened.shape
-    per_agent = max(1, shuffled.shape[0] * shuffled.shape[1] * d)
+    per_agent = max(1, shuffled.shape[0] * d)
     step = max(1, 4_000_000 // per_agent)
     for lo in range(0, n, step):
         hi = min(n, lo + step)
-        yield lo, hi, np.einsum("cbw,nwd->nbcd", shuffled, whitened[lo:hi], optimize=True)
+        yield lo, hi, np.einsum("bw,nwd->nbd", shuffled, whitened[lo:hi], optimize=True)
+
+
+def _residualise(windows: NDArray[np.float64], groups: NDArray[np.int64], small: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """Each agent's windows minus its own regression on its node's median path, per feature.
+
+    ``x_iw = a_ij + b_ij m_g(w)_j + e_iwj``, fitted by least squares over the agent's
+    windows (``m_g`` = the per-window median of its node, or of the fleet for small
+    nodes). Honest agents respond to a node- or fleet-wide regime change with their own
+    magnitude (``b != 1``), which centring on the median alone leaves behind as a step.
+    ``b`` is clipped to ``[0, _MAX_RESPONSE]``: when the path barely moves, a compromise
+    that starts at the same window as a small wobble of the median must not be
+    explained away by a huge coefficient.
+    """
+    out = np.empty_like(windows)
+    fleet = np.median(windows, axis=0)
+    for g in range(small.size):
+        rows = groups == g
+        if not rows.any():
+            continue
+        path = fleet if small[g] else np.median(windows[rows], axis=0)  # (W, d)
+        u = path - path.mean(axis=0)
+        x = windows[rows] - windows[rows].mean(axis=1, keepdims=True)
+        denom = (u * u).sum(axis=0)
+        b = np.where(denom > 0, np.einsum("nwd,wd->nd", x, u) / np.where(denom > 0, denom, 1.0), 1.0)
+        b = np.clip(b, 0.0, _MAX_RESPONSE)
+        out[rows] = x - b[:, None, :] * u[None]
+    return out
 
 
 def _inverse_cholesky(covariance: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -616,8 +657,8 @@ class FleetDetector:
         p_pop = _conformal(stat, kept, self.calibration, self.delta)
         p_each = {name: _conformal(z[name], z[name] <= cut, "marginal", self.delta) for name in POPULATION_COMPONENTS}
         # the agent's own windows, peer-centred and whitened by S_w
-        own = np.concatenate([_centre(w[:, :k], self.groups_, self.small_nodes_), centred_after], axis=1)
-        directions = self._quiet_directions(change_base.covariance_, n_after)
+        own = _residualise(w, self.groups_, self.small_nodes_)
+        directions = self._quiet_directions(own)
         self.self_directions_ = int(directions.shape[1])
         if self.self_test and directions.shape[1] > 0:
             n_perm = self._permutations(n)
@@ -652,21 +693,26 @@ class FleetDetector:
         z = self._whiten(x - self.level_location_, self._level_chol)
         return np.asarray(np.einsum("...d,...d->...", z, z), dtype=np.float64)
 
-    def _quiet_directions(self, change_covariance: NDArray[np.float64], n_after: int) -> NDArray[np.float64]:
-        """Directions where the fleet's changes vary no more than window noise explains, (d, r).
+    def _quiet_directions(self, own: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Directions where the fleet's contrasts vary no more than window noise explains, (d, r).
 
-        Generalised eigenvectors ``v`` of (robust covariance of the fleet's changes,
-        ``S_w (1/K + 1/n_after)``) with eigenvalue below ``benign_ratio``, scaled so that
-        ``v' S_w (1/K + 1/n_after) v = 1``. Benign per-agent drift and uneven responses to
-        regime changes make the fleet's changes vary more than noise in their
-        directions; the self test is run only in the others, where an honest agent's
-        windows are exchangeable (its assumption).
+        ``own`` is (n, n_windows, d), the peer-centred windows. Every agent's two
+        self-test contrast vectors (:func:`contrasts`, unit norm, so their noise
+        covariance is one window's ``S_w`` when windows are independent) are stacked;
+        the generalised eigenvectors ``v`` of (their robust covariance, ``S_w``) with
+        eigenvalue below ``benign_ratio`` are kept, scaled so that ``v' S_w v = 1``.
+        Benign per-agent drift and uneven responses to regime changes make the fleet's
+        contrasts vary more than noise in their directions; the self test runs only in
+        the others, where an honest agent's windows are exchangeable (its assumption).
         """
         from scipy.linalg import eigh
 
-        k = self.reference_windows
-        noise = self.window_covariance_ * (1.0 / k + 1.0 / n_after)
-        ratio, vectors = eigh(change_covariance, noise)
+        c = contrasts(own.shape[1], self.reference_windows)
+        rows = np.einsum("cw,nwd->ncd", c, own).reshape(-1, own.shape[2])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            spread = Baseline(self.method, random_state=self.random_state).fit(rows).covariance_
+        ratio, vectors = eigh(spread, self.window_covariance_)
         return np.asarray(vectors[:, ratio < self.benign_ratio], dtype=np.float64)
 
     def _explain(
