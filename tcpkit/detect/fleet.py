@@ -634,7 +634,6 @@ class FleetDetector:
         n, n_windows, d = w.shape
         k = self.reference_windows
         centred_after = _centre(w[:, k:], self.groups_, self.small_nodes_)
-        n_after = n_windows - k
         per_window = centred_after - self.level_[:, None, :]
         change = per_window.mean(axis=1)
         with warnings.catch_warnings():
