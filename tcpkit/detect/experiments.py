@@ -169,3 +169,51 @@ def regime_false_alarms(
         "fleet_regime_fpr": cluster_bootstrap(raw["fleet_fp"], raw["n"]),
         "naive_regime_fpr": cluster_bootstrap(raw["naive_fp"], raw["n"]),
     }
+
+
+def _print(title: str, table: Mapping[Any, Mapping[str, FleetEstimate]]) -> None:
+    print(title)
+    for key, row in table.items():
+        for name, est in row.items():
+            print(f"  {key}\t{name}\t{est}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tcpkit.detect.experiments WHAT [--world calm|default] [--fleets N] [--agents N]``.
+
+    WHAT is one of ``fdr`` (all-clean null, q = 0.01, 0.05, 0.1), ``contamination``
+    (0, 5, 10, 20 %), ``regime`` (false alarms on nodes with a benign regime change) or
+    ``small`` (10 % compromised in fleets of ``--agents``, default 240). Every table is
+    per fleet with cluster-bootstrap intervals over fleets.
+    """
+    import argparse
+    import warnings
+
+    from tcpkit.detect.simulate import EASY_WORLD
+
+    parser = argparse.ArgumentParser(prog="python -m tcpkit.detect.experiments")
+    parser.add_argument("what", choices=("fdr", "contamination", "regime", "small"))
+    parser.add_argument("--world", choices=("calm", "default"), default="default")
+    parser.add_argument("--fleets", type=int, default=None)
+    parser.add_argument("--agents", type=int, default=None)
+    parser.add_argument("--seed0", type=int, default=None)
+    args = parser.parse_args(argv)
+    world: dict[str, Any] = dict(EASY_WORLD) if args.world == "calm" else {}
+    warnings.simplefilter("ignore")
+    if args.what == "fdr":
+        _print(f"realized FDR, all-clean null, world={args.world}", fdr_curve(
+            n_fleets=args.fleets or 200, n_agents=args.agents or 120, seed0=args.seed0 or 2000, **world))
+    elif args.what == "contamination":
+        _print(f"contamination curve, world={args.world}", contamination_curve(
+            n_fleets=args.fleets or 30, n_agents=args.agents or 500, seed0=args.seed0 or 1000, **world))
+    elif args.what == "regime":
+        _print(f"false alarms during regime changes, world={args.world}", {"regime": regime_false_alarms(
+            n_fleets=args.fleets or 50, n_agents=args.agents or 500, seed0=args.seed0 or 3000, **world)})
+    else:
+        _print(f"small fleets, world={args.world}", contamination_curve(
+            (0.1,), n_fleets=args.fleets or 50, n_agents=args.agents or 240, seed0=args.seed0 or 4000, **world))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
