@@ -102,6 +102,8 @@ def test_node_wide_regime_change_does_not_alarm():
     det = FleetDetector().fit(windows, net.node)
     res = det.detect(windows, net.node)
     assert res.flags[on_node].mean() <= 0.05
+    assert not res.components["self_tested"][on_node].any()  # the jump of node 0's median is seen
+    assert res.components["self_tested"][~on_node].all()
     # the check can fail: the same detector told nothing about nodes (fleet-wide centring) alarms
     blind = FleetDetector().fit(windows).detect(windows)
     assert blind.flags[on_node].mean() >= 0.5

@@ -91,8 +91,12 @@ the "quiet" directions (:meth:`FleetDetector._quiet_directions`: where the fleet
 contrasts vary less than ``benign_ratio`` times window noise, so benign per-agent drift
 is left out), and two contrasts (a step after the reference, a linear trend) are
 tested by random re-orderings of the windows (Besag & Clifford sequential stopping).
-Its assumption: after those two steps an honest agent's windows are exchangeable over
-time (no benign change of its own in the quiet directions, no autocorrelation). The
+It is not run on the agents of a node whose median path jumps (:func:`regime_jumps`: a
+benign regime change; ``components["self_tested"]`` says where it ran). Its assumption:
+on the nodes where it runs, after those steps, an honest agent's windows are
+exchangeable over time (no benign change of its own in the quiet directions, no
+autocorrelation). Where regime changes are frequent (every node), it never runs and
+small fleets are left with the population floor. The
 final p-value is the Bonferroni combination ``min(1, 2 min(p_population, p_self))``
 (valid under any dependence between the two, each under its own assumption) and
 ``components["test"]`` says per agent which of the two gave it. ``n_permutations=None``
@@ -140,6 +144,7 @@ _BC_EXCEEDANCES = 10  # Besag-Clifford: stop an agent's permutations after this 
 _PERMUTATION_BOUNDS = (999, 200_000)
 _MAD_TO_SD = 1.4826
 _MAX_RESPONSE = 3.0  # largest response to a node regime change (relative to the median) explained away
+_REGIME_JUMP = 3.5  # a node median moving this many window-noise SDs at once is a regime change
 _TRIM_DF = 5  # tail model of the trimming (module docstring)
 _ARRAY_VERSION = 1
 
@@ -395,6 +400,30 @@ def _residualise(windows: NDArray[np.float64], groups: NDArray[np.int64], small:
     return out
 
 
+def regime_jumps(
+    windows: NDArray[np.float64], groups: NDArray[np.int64], small: NDArray[np.bool_], noise_sd: NDArray[np.float64]
+) -> NDArray[np.bool_]:
+    """Per node, whether its median path jumps between two windows (a regime change).
+
+    A node had a regime change when its per-window median (the fleet's for small nodes)
+    moves between two consecutive windows by more than ``_REGIME_JUMP`` within-agent
+    window noise SDs (``noise_sd``, from ``S_w``) in any feature. The median of a node
+    moves that much only when most of its agents move together: a benign regime change,
+    not the compromise of a minority. The self test is not run on such a node's agents:
+    honest agents respond to the change with their own magnitude, so their windows are
+    not exchangeable, whatever the residualisation leaves behind.
+    """
+    out = np.zeros(small.size, dtype=bool)
+    fleet = np.median(windows, axis=0)
+    for g in range(small.size):
+        rows = groups == g
+        if not rows.any():
+            continue
+        path = fleet if small[g] else np.median(windows[rows], axis=0)
+        out[g] = bool((np.abs(np.diff(path, axis=0)) / noise_sd).max() > _REGIME_JUMP)
+    return out
+
+
 def _inverse_cholesky(covariance: NDArray[np.float64]) -> NDArray[np.float64]:
     from scipy.linalg import solve_triangular
 
@@ -624,7 +653,8 @@ class FleetDetector:
         ``components`` of the result: ``p_population``, ``p_self``, ``p_level``,
         ``p_change``, ``p_cusum`` (leave-one-out population p-values of each test alone),
         ``z_level``, ``z_change``, ``z_cusum`` (robust z of each score), ``test``
-        ("population" or "self": which test gave the final p-value), ``trimmed``
+        ("population" or "self": which test gave the final p-value), ``self_tested``
+        (the self test ran: its node's path showed no regime change), ``trimmed``
         (excluded from calibration), ``alarm_window`` (first CUSUM alarm, absolute window
         index, -1 if none) and ``first_alarm_window`` (for flagged agents: the CUSUM
         alarm, or the last window when the CUSUM did not cross; -1 when not flagged).
@@ -655,17 +685,19 @@ class FleetDetector:
         kept = stat <= cut
         p_pop = _conformal(stat, kept, self.calibration, self.delta)
         p_each = {name: _conformal(z[name], z[name] <= cut, "marginal", self.delta) for name in POPULATION_COMPONENTS}
-        # the agent's own windows, peer-centred and whitened by S_w
         own = _residualise(w, self.groups_, self.small_nodes_)
         directions = self._quiet_directions(own)
         self.self_directions_ = int(directions.shape[1])
-        if self.self_test and directions.shape[1] > 0:
+        noise_sd = np.sqrt(np.diag(self.window_covariance_))
+        steady = ~regime_jumps(w, self.groups_, self.small_nodes_, noise_sd)[self.groups_]
+        p_self = np.ones(n)
+        if self.self_test and directions.shape[1] > 0 and steady.any():
             n_perm = self._permutations(n)
-            p_self = permutation_pvalues(own @ directions, k, n_perm, self.random_state)
+            p_self[steady] = permutation_pvalues(own[steady] @ directions, k, n_perm, self.random_state)
             combined = np.minimum(1.0, 2.0 * np.minimum(p_pop, p_self))
-            test = np.where(p_pop <= p_self, "population", "self")
+            test = np.where(steady & (p_self < p_pop), "self", "population")
         else:
-            p_self = np.ones(n)
+            steady[:] = False
             combined = p_pop
             test = np.full(n, "population")
         flags, q = decide(combined, self.alpha, self.fdr)
@@ -679,6 +711,7 @@ class FleetDetector:
             **{f"p_{name}": p_each[name] for name in POPULATION_COMPONENTS},
             **{f"z_{name}": z[name] for name in POPULATION_COMPONENTS},
             "test": test.astype("<U10"),
+            "self_tested": steady,
             "trimmed": ~kept,
             "alarm_window": alarm,
             "first_alarm_window": first,
