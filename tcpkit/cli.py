@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the handlers import tcpkit.release lazily, so --help stays 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -111,7 +112,9 @@ def _add_keys(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     keys_sub = p.add_subparsers(title="keys commands", metavar="ACTION", parser_class=_Parser)
     init = _add_command(
-        keys_sub, "init", "create key pairs NAME and add NAME to the trust list", _cmd_keys_init
+        keys_sub, "init",
+        "create key pairs NAME and NAME.pub (an owner trusts it with 'tcpkit trust add')",
+        _cmd_keys_init,
     )
     init.add_argument("name", metavar="NAME", help="key name: [a-z][a-z0-9-]{0,63}")
     init.add_argument(
@@ -133,6 +136,7 @@ def _cmd_keys_help(args: argparse.Namespace) -> int:
 def _cmd_keys_init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from tcpkit.release.keys import public_record_path
     from tcpkit.release.signing import HYBRID_CLAIM, KeyError_, init_keys, keys_dir
 
     passphrase = None
@@ -145,12 +149,15 @@ def _cmd_keys_init(args: argparse.Namespace) -> int:
         passphrase = value.encode("utf-8")
     trust_dir = Path(args.root) / ".tcpkit" / "trust"
     try:
-        record = init_keys(args.name, trust_dir=trust_dir, passphrase=passphrase)
+        record = init_keys(args.name, trust_dir=None, passphrase=passphrase)
     except KeyError_ as exc:
         raise UsageError(str(exc)) from None
+    pub = public_record_path(record.name)
     print(f"created key {record.name} ({HYBRID_CLAIM})")
     print(f"  private keys in {keys_dir()} (mode 0600{', encrypted' if passphrase else ''})")
-    print(f"  trust record   {trust_dir / (record.name + '.pub')} (commit it to trust this key)")
+    print(f"  public record  {pub}")
+    print(f"  not trusted yet on {trust_dir}: an owner of a component runs "
+          f"'tcpkit trust add {pub} --as OWNER' (while no owner is trusted, an owner adds their own)")
     for key in record.keys:
         print(f"  {key.algorithm:<10} {key.fingerprint}")
     return EXIT_OK
@@ -226,7 +233,12 @@ def _ws_common(p: _Parser, *, identity: bool = False, json_flag: bool = False) -
     if identity:
         p.add_argument(
             "--as", dest="as_user", metavar="NAME", default=None,
-            help="act as researcher NAME (default: $TCPKIT_USER, else the login name)",
+            help="act as researcher NAME (default: $TCPKIT_USER, else the login name); needs "
+                 "NAME's private key in $TCPKIT_KEYS and NAME on the trust list",
+        )
+        p.add_argument(
+            "--passphrase-env", metavar="VAR", default=None,
+            help="the private key is encrypted with the passphrase held in environment variable VAR",
         )
     if json_flag:
         p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
@@ -238,6 +250,22 @@ def _ws_identity(args: argparse.Namespace) -> str:
 
     name = args.as_user or os.environ.get("TCPKIT_USER") or getpass.getuser()
     return str(name)
+
+
+def _ws_unlock(ws: Workspace, args: argparse.Namespace) -> None:
+    """Load the acting researcher's passphrase-protected key (--passphrase-env) into ``ws``."""
+    import os
+
+    from tcpkit.release.signing import KeyError_, load_signer
+
+    value = os.environ.get(args.passphrase_env)
+    if not value:
+        raise UsageError(f"environment variable {args.passphrase_env} is unset or empty")
+    name = _ws_identity(args)
+    try:
+        ws.add_signer(load_signer(name, keys_dir=ws.keys_dir, passphrase=value.encode("utf-8")))
+    except KeyError_ as exc:
+        raise CheckFailed(f"cannot act as {name}: {exc}") from None
 
 
 def _ws_run(args: argparse.Namespace, action: Callable[[Workspace], int]) -> int:
@@ -264,6 +292,8 @@ def _ws_run(args: argparse.Namespace, action: Callable[[Workspace], int]) -> int
     except WorkspaceError as exc:
         raise CheckFailed(str(exc)) from None
     try:
+        if getattr(args, "passphrase_env", None) is not None:
+            _ws_unlock(ws, args)
         return action(ws)
     except (InvalidNameError, InvalidDigestError, UnknownComponentError, UnknownVersionError) as exc:
         raise UsageError(str(exc)) from None
@@ -377,6 +407,9 @@ def _add_restore(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = _add_command(sub, "restore", "write version DIGEST of NAME back as a new version", _cmd_restore)
     p.add_argument("name", metavar="NAME", help="component")
     p.add_argument("digest", metavar="DIGEST", help="digest or unique prefix (see 'tcpkit backups')")
+    p.add_argument("--base", metavar="DIGEST", default=None,
+                   help="digest (or prefix) of the version you saw as current; the restore is refused "
+                        "if another became current since (default: the current version now)")
     _ws_common(p, identity=True)
 
 
@@ -384,11 +417,26 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     import time
 
     def act(ws: Workspace) -> int:
+        current = ws.current(args.name)
+        base = current.digest if current is not None else None
+        if args.base is not None:
+            base = ws.version(args.name, args.base).digest
+        notebook = f"notebooks/{ws.component(args.name).notebook}"
+        on_disk = (ws.root / notebook).is_file()
         start = time.perf_counter()
-        version = ws.restore(args.name, args.digest, _ws_identity(args))
+        version = ws.restore(args.name, args.digest, _ws_identity(args), base)
         elapsed = time.perf_counter() - start
+        before = {v.seq: v for v in ws.versions(args.name)}.get(version.seq - 1)
+        if not on_disk or before is None:
+            print(f"{notebook} was not on disk: nothing to back up")
+        elif before.kind == "backup":
+            print(f"backed up {notebook} as found on disk first: version {before.seq} "
+                  f"({before.digest[:12]}), stored at {ws.store.path_of(before.digest)}")
+        else:
+            print(f"{notebook} on disk was version {before.seq} ({before.digest[:12]}), already "
+                  f"stored at {ws.store.path_of(before.digest)}: it is the backup")
         print(f"restored {args.name} to {version.digest} as version {version.seq} "
-              f"(notebooks/{ws.component(args.name).notebook}) in {elapsed * 1000:.1f} ms")
+              f"({notebook}) in {elapsed * 1000:.1f} ms")
         return EXIT_OK
 
     return _ws_run(args, act)
@@ -456,8 +504,9 @@ def _cmd_gc(args: argparse.Namespace) -> int:
 def _add_audit(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = _add_command(sub, "audit", "the tamper-evident audit log", _cmd_audit_help)
     audit_sub = p.add_subparsers(title="audit commands", metavar="ACTION", parser_class=_Parser)
-    verify = _add_command(audit_sub, "verify", "check the hash chain; exit 1 at the first broken entry",
-                          _cmd_audit_verify)
+    verify = _add_command(audit_sub, "verify",
+                          "check the hash chain and every entry's signature against the trust list; "
+                          "exit 1 at the first bad entry", _cmd_audit_verify)
     _ws_common(verify, json_flag=True)
     show = _add_command(audit_sub, "log", "print the audit log", _cmd_audit_log)
     _ws_common(show, json_flag=True)
@@ -481,7 +530,8 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
             return EXIT_OK if broken is None else EXIT_FAILED
         if broken is not None:
             raise CheckFailed(f"audit chain broken at {broken}")
-        print(f"audit log intact: {count} entries, hash chain verified")
+        print(f"audit log intact: {count} entries, hash chain and signatures verified "
+              "against the trust list")
         return EXIT_OK
 
     return _ws_run(args, act)
@@ -533,6 +583,37 @@ def _contributor_change(args: argparse.Namespace, *, add: bool) -> int:
         change = ws.add_contributor if add else ws.remove_contributor
         info = change(args.name, args.researcher, _ws_identity(args))
         print(f"{info.name}: owner {info.owner}, contributors {', '.join(info.contributors) or '-'}")
+        return EXIT_OK
+
+    return _ws_run(args, act)
+
+
+@_registers
+def _add_trust(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "trust", "grant trust to a researcher's or runner's public key",
+                     _cmd_trust_help)
+    t_sub = p.add_subparsers(title="trust commands", metavar="ACTION", parser_class=_Parser)
+    add = _add_command(t_sub, "add", "an owner of a component trusts the key in FILE.pub (audited)",
+                       _cmd_trust_add)
+    add.add_argument("file", metavar="FILE.pub", help="public key record ('tcpkit keys init' writes it)")
+    _ws_common(add, identity=True)
+
+
+def _cmd_trust_help(args: argparse.Namespace) -> int:
+    raise UsageError("give an action: 'tcpkit trust add FILE.pub'")
+
+
+def _cmd_trust_add(args: argparse.Namespace) -> int:
+    def act(ws: Workspace) -> int:
+        record, added = ws.trust_add(args.file, _ws_identity(args))
+        if not added:
+            print(f"{record.name} is already trusted with these keys: nothing changed")
+            return EXIT_OK
+        entry = ws.audit_log()[-1]
+        how = " (the first owner on the trust list, adding their own key)" if entry.details.get(
+            "bootstrap") else ""
+        print(f"trusted {record.name} in {ws.trust_dir / (record.name + '.pub')}, granted by "
+              f"{entry.actor}{how}; audit entry {entry.seq}; commit the file to share it")
         return EXIT_OK
 
     return _ws_run(args, act)
@@ -654,6 +735,17 @@ def build_parser() -> _Parser:
     return parser
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - no real stdout file descriptor
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     parser = build_parser()
@@ -663,7 +755,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return handler(args)
+        status = handler(args)
+        sys.stdout.flush()  # a reader that went away shows up here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except UsageError as exc:
         print(f"tcpkit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

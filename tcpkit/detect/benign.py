@@ -17,13 +17,15 @@ parameters ``regime_scale`` and ``benign_drift``)
 (phase drawn per seed in ``[1, fleet_regime_every]``) and, independently, a
 node-wide change at each (node, window >= 1) with probability
 ``node_regime_rate``. A change at window ``w`` is a step that lasts from ``w``
-on (changes accumulate): the node's agents' bias moves by a shared
-``N(0, REGIME_BIAS_SD)`` plus a shared per-class ``N(0, REGIME_CLASS_SD)``,
-their noise level by a factor ``exp(N(0, REGIME_NOISE_LOG_SD))``, their
-confidence by ``N(0, REGIME_CONFIDENCE_SD)`` and their latency by a factor
-``exp(N(0, REGIME_LATENCY_LOG_SD))``. Each agent responds with its own
-susceptibility ``exp(N(0, REGIME_RESPONSE_LOG_SD))`` multiplying the shift, so
-peers move alike but not identically.
+on (changes accumulate). Its steps have a known size and a random sign: with
+``s = +-U(1 - STEP_SPREAD, 1 + STEP_SPREAD)`` drawn per component, the node's
+agents' bias moves by a shared ``s * REGIME_BIAS_SD`` plus a shared per-class
+``N(0, REGIME_CLASS_SD)``, their noise level by a factor
+``exp(s * REGIME_NOISE_LOG_SD)``, their confidence by ``s * REGIME_CONFIDENCE_SD``
+and their latency by a factor ``exp(s * REGIME_LATENCY_LOG_SD)``. Each agent
+responds to each change with its own factor ``exp(N(0, REGIME_RESPONSE_LOG_SD))``
+multiplying the step, so peers move alike but not identically, and two
+opposite changes do not cancel exactly.
 
 **Slow drift.** Each agent's bias, confidence and log latency move linearly
 with the window index at rates ``N(0, DRIFT_BIAS_SD)``,
@@ -69,6 +71,7 @@ DRIFT_LATENCY_LOG_SD = 0.004
 THINK_MEDIAN_S = 60.0
 THINK_LOG_SD = 0.25
 START_SPREAD_S = 3600.0
+STEP_SPREAD = 0.25
 WORKLOAD_ONSET_MAX = 15
 WORKLOAD_RAMP = (1, 6)
 
@@ -87,13 +90,13 @@ class BenignWorld:
         True where a regime change (fleet- or node-wide) starts at that node and window.
     fleet_regime_windows : tuple of int
         Windows at which a fleet-wide change starts.
-    bias, noise, confidence, latency : (n_nodes, n_windows) float64
-        Cumulative regime shift in effect at each node and window (bias and
-        confidence additive, noise and latency on the log scale).
-    class_bias : (n_nodes, n_windows, n_classes) float64
-        Cumulative per-class part of the bias shift.
-    response : (n_agents,) float64
-        Each agent's susceptibility to regime changes.
+    steps : (4, n_nodes, n_windows) float64
+        The regime step starting at each node and window (0 where none) of the
+        bias, the log noise level, the confidence and the log latency.
+    class_steps : (n_nodes, n_windows, n_classes) float64
+        The per-class part of each bias step.
+    response : (n_windows, n_agents) float64
+        Each agent's factor on the steps of each window.
     drift_bias, drift_confidence, drift_latency : (n_agents,) float64
         Per-window drift rates.
     latent : (n_agents,) float64
@@ -110,11 +113,8 @@ class BenignWorld:
 
     regime_changes: NDArray[np.bool_]
     fleet_regime_windows: tuple[int, ...]
-    bias: NDArray[np.float64]
-    class_bias: NDArray[np.float64]
-    noise: NDArray[np.float64]
-    confidence: NDArray[np.float64]
-    latency: NDArray[np.float64]
+    steps: NDArray[np.float64]
+    class_steps: NDArray[np.float64]
     response: NDArray[np.float64]
     drift_bias: NDArray[np.float64]
     drift_confidence: NDArray[np.float64]
@@ -124,6 +124,12 @@ class BenignWorld:
     start_us: NDArray[np.int64]
     workload_profile: NDArray[np.intp]
     workload_share: NDArray[np.float64]
+
+
+def _signed(rng: np.random.Generator, shape: tuple[int, ...]) -> NDArray[np.float64]:
+    """Random sign times U(1 - STEP_SPREAD, 1 + STEP_SPREAD): steps of a known size."""
+    sign = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
+    return np.asarray(sign * rng.uniform(1.0 - STEP_SPREAD, 1.0 + STEP_SPREAD, shape))
 
 
 def draw_benign(
@@ -143,7 +149,6 @@ def draw_benign(
     """Draw the benign structure of a world (parameters validated by the caller)."""
     n_agents = node.size
     rs = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=STATIC_KEY))
-    response = np.exp(rs.normal(0.0, REGIME_RESPONSE_LOG_SD, n_agents))
     drift = rs.normal(0.0, 1.0, (3, n_agents)) * benign_drift
     latent = rs.standard_normal(n_agents)
     think_s = THINK_MEDIAN_S * np.exp(rs.normal(0.0, THINK_LOG_SD, n_agents))
@@ -155,42 +160,39 @@ def draw_benign(
     phase = int(rs.integers(1, fleet_regime_every + 1)) if fleet_regime_every > 0 else 0
 
     changes = np.zeros((n_nodes, n_windows), dtype=bool)
-    step = np.zeros((5, n_nodes, n_windows))  # bias, noise, confidence, latency, unused
+    step = np.zeros((4, n_nodes, n_windows))  # bias, noise, confidence, latency
+    response = np.ones((n_windows, n_agents))
     class_step = np.zeros((n_nodes, n_windows, n_classes))
     fleet: list[int] = []
     for w in range(n_windows):
         rw = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(WINDOW_KEY, w)))
         node_event = rw.random(n_nodes) < node_regime_rate
-        node_shift = rw.standard_normal((4, n_nodes))
+        node_shift = _signed(rw, (4, n_nodes))
         node_class = rw.standard_normal((n_nodes, n_classes))
-        fleet_shift = rw.standard_normal(4)
+        fleet_shift = _signed(rw, (4,))
         fleet_class = rw.standard_normal(n_classes)
+        response[w] = np.exp(rw.normal(0.0, REGIME_RESPONSE_LOG_SD, n_agents))
         if w == 0:
             continue  # window 0 is where the world starts: nothing changes there
         is_fleet = fleet_regime_every > 0 and w >= phase and (w - phase) % fleet_regime_every == 0
         if is_fleet:
             fleet.append(w)
             changes[:, w] = True
-            step[:4, :, w] += fleet_shift[:, None]
+            step[:, :, w] += fleet_shift[:, None]
             class_step[:, w] += fleet_class[None, :]
         changes[node_event, w] = True
-        step[:4, node_event, w] += node_shift[:, node_event]
+        step[:, node_event, w] += node_shift[:, node_event]
         class_step[node_event, w] += node_class[node_event]
     sds = np.array([REGIME_BIAS_SD, REGIME_NOISE_LOG_SD, REGIME_CONFIDENCE_SD,
-                    REGIME_LATENCY_LOG_SD, 0.0]) * regime_scale
-    cum = np.cumsum(step, axis=2) * sds[:, None, None]
-    class_cum = np.cumsum(class_step, axis=1) * (REGIME_CLASS_SD * regime_scale)
+                    REGIME_LATENCY_LOG_SD]) * regime_scale
 
     windows = np.arange(n_windows)
     share = top[:, None] * np.clip((windows[None, :] - onset[:, None] + 1) / ramp[:, None], 0, 1)
     world = BenignWorld(
         regime_changes=changes,
         fleet_regime_windows=tuple(fleet),
-        bias=cum[0],
-        class_bias=class_cum,
-        noise=cum[1],
-        confidence=cum[2],
-        latency=cum[3],
+        steps=step * sds[:, None, None],
+        class_steps=class_step * (REGIME_CLASS_SD * regime_scale),
         response=response,
         drift_bias=drift[0] * DRIFT_BIAS_SD,
         drift_confidence=drift[1] * DRIFT_CONFIDENCE_SD,

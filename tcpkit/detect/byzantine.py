@@ -75,12 +75,16 @@ def lying_node_experiment(
     alpha: float = 0.05,
     n_calibration: int = 1000,
     seed: int = 0,
+    world: Mapping[str, Any] | None = None,
 ) -> list[LyingRow]:
     """Recall and false-positive rate of detection as the lying fraction grows.
 
     Detection uses ``Baseline.detect(features, alpha, fdr="bh")``: conformal p-values
     (calibrated on ``n_calibration`` agents of a separate clean network) assume only
     exchangeability with that reference; chi-square p-values assume Gaussian features.
+    ``world`` holds extra keyword parameters of ``simulate_network`` for both networks
+    (for example ``EASY_WORLD``, the stationary world with gross compromises); None
+    means the simulator's default world.
     """
     if not fractions or any(not 0 <= f < 0.5 for f in fractions):
         raise ValueError(f"fractions must be in [0, 0.5), got {list(fractions)}")
@@ -90,11 +94,14 @@ def lying_node_experiment(
         if name not in LIES:
             raise ValueError(f"unknown lie {name!r}; choose one of {LIES}")
     combine_fns = {name: make_combine(cfg) for name, cfg in combines.items()}
+    extra = dict(world or {})
     net = simulate_network(
-        n_agents=n_agents, n_nodes=n_nodes, compromised_fraction=compromised_fraction, seed=seed
+        n_agents=n_agents, n_nodes=n_nodes, compromised_fraction=compromised_fraction, seed=seed,
+        **extra,
     )
     clean = simulate_network(
-        n_agents=n_calibration, n_nodes=min(n_nodes, n_calibration), compromised_fraction=0.0, seed=seed + 1
+        n_agents=n_calibration, n_nodes=min(n_nodes, n_calibration), compromised_fraction=0.0,
+        seed=seed + 1, **extra,
     )
     X_ref = net.baseline_features
     honest = [Moments.from_batch(X_ref[net.node == k]) for k in range(n_nodes)]

@@ -14,9 +14,12 @@ Every seed therefore belongs to one of two ranges:
     Nothing else (no test, no notebook default, no docstring) may name a gate
     seed, so the gates measure worlds that nobody looked at while tuning.
 
-The ranges are far apart, so an off-by-some-thousand slip in a loop over
-tuning seeds cannot reach the gate range; :func:`is_gate_seed` and
-:func:`check_tuning_seed` let code and tests assert which side a seed is on.
+The ranges are the ones ``notebooks/pipeline.toml`` states (gates at seeds
+>= 1,000,000, everything else below); a simulation's companion seeds (for
+example a reference fleet at ``seed + 10_000``) stay inside the range of their
+base seed as long as the base is not within that offset of the range's end.
+:func:`is_gate_seed` and :func:`check_tuning_seed` let code and tests assert
+which side a seed is on.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ __all__ = [
 TUNING_SEEDS: range = range(0, 1_000_000)
 """Seeds for development, tests, notebook defaults and docstrings."""
 
-GATE_SEEDS: range = range(1_000_000_000, 1_001_000_000)
+GATE_SEEDS: range = range(1_000_000, 2_000_000)
 """Held-out seeds: only the gate parameters of ``notebooks/pipeline.toml`` use them."""
 
 

@@ -10,6 +10,15 @@ ancestor's shift magnitudes but runs them on a clock counted in commands,
 makes honest agents heterogeneous, and adds the compromise types the ancestor
 declared but never built.
 
+In that first world honest agents never changed and every compromise was
+gross (tens of clean-agent standard deviations on one feature), so any change
+meant compromise and any detector won. The default world is harder: honest
+agents change too (regime changes, drift, heavy tails, correlated traits,
+diurnal latency, workload mix: :mod:`tcpkit.detect.benign`), and compromises
+are subtle (``difficulty="default"``, see :data:`DIFFICULTIES` and
+:func:`tcpkit.detect.separability.separability_table`). ``**EASY_WORLD``
+restores the first world exactly (same seed, bit-identical output).
+
 The model
 ---------
 **Catalogue.** :data:`CATALOGUE` holds 30 command templates in 15 named
@@ -43,8 +52,27 @@ ancestor's ``U(-0.1, 0.1)``). Confidence is
 ``0.85 + U(-0.15, 0.15)``, made heterogeneous). Latency in milliseconds is
 ``L_a * cost * exp(N(0, 0.35))`` with ``L_a = 120 * exp(N(0, 0.3))``.
 
-**Compromises.** They act on the predicted risk only (confidence and latency
-stay honest: an adversary that rewrites scores has no reason to touch them).
+**Benign change** (parameters of :func:`simulate_network`, defaults on; sizes in
+:mod:`tcpkit.detect.benign`). ``z`` is Student t with ``noise_df`` degrees of
+freedom scaled to unit variance. A latent capability ``u_a ~ N(0, 1)`` enters
+the log noise level (``-rho * 0.25 * u_a``), the confidence level
+(``+rho * 0.03 * u_a``) and the log latency level (``+rho * 0.3 * u_a``), each
+trait keeping its variance (``rho = trait_correlation``). Fleet- and node-wide
+regime changes and per-agent drift move bias, noise, confidence and latency.
+Latency follows a diurnal cycle on the simulated clock (:data:`EPOCH` plus
+think times and latencies; see :mod:`tcpkit.detect.sim_events`). Each node's
+weighted command slots drift towards one of :data:`WORKLOAD_PROFILES`. The
+ground truth is on :class:`SimulatedNetwork` (``regime_changes``,
+``fleet_regime_windows``, ``workload_share``, ``workload_profile``).
+
+**Compromises.** The shifts of the table below are the "easy" magnitudes (the
+ancestor's); the ``difficulty`` preset multiplies each attack's shift by its
+own factor (:class:`Difficulty`), chosen for "default" so that no attack type's
+best single feature has a median effect above 3 clean-agent standard
+deviations (a test measures it), and at "default" and "hard" also moves the
+compromised agent's confidence up and its latency down (it stops
+deliberating), except for mimicry, which hides there too. At "easy" confidence
+and latency stay honest.
 Every shift below is multiplied by ``strength`` and applied before clipping;
 all start at ``attack_start`` (default: the first detection window) except
 poisoning, present from window 0. ``t`` is the time since the start in windows,
@@ -79,9 +107,7 @@ mimicry            ``-0.3`` on CRITICAL commands, compensated by
                    honest mean absolute error; where it cannot be hidden,
                    ``k = 0`` and accuracy drops a little. The price is a
                    lower spread (consistency, error rate) and a lower
-                   ``bias_high_risk`` (measured on 1,000 mimics: accuracy
-                   -0.001, about 0.1 honest standard deviations;
-                   ``bias_high_risk`` -0.07, 3.3 standard deviations).
+                   ``bias_high_risk``.
 poisoning          ``-0.5`` on DESTRUCTIVE and CRITICAL commands from window 0,
                    so the baseline windows already carry it: a per-agent
                    before/after comparison cannot see it.
@@ -108,9 +134,7 @@ standardised sums, because they add up over cells and over windows, so the
 window mean accumulates the evidence of a rare targeted command (``iptables
 -F`` appears in about half of the windows) where a per-window maximum of
 ``|sum| / sqrt(n)`` over families (this feature's first form,
-``family_bias_max``) drowned it in the maximum's honest level: measured over
-20 held-out seeds x 500 agents at strength 1, semantic-hijack recall 0.918 ->
-0.971 and mimicry 0.936 -> 1.000 with the same false-positive rate. It reads
+``family_bias_max``) drowned it in the maximum's honest level. It reads
 only the agent's own assessments and uses no random draws, so every other
 feature is unchanged by it.
 
@@ -121,9 +145,14 @@ blocks of :data:`CHUNK_AGENTS` (part of the stream definition: changing it
 changes the draws). Honest agents' draws therefore do not depend on which
 other agents are compromised (an honest agent is bit-identical with
 ``compromised_fraction=0``, and so is every agent at ``strength=0``), and the
-first windows do not depend on ``n_windows``. Per-assessment normal and
-uniform draws are float32 and confidence and latency are computed in float32;
-predicted risks and every feature are float64.
+first windows do not depend on ``n_windows``. The benign draws come from
+streams of their own (two-element spawn keys: the static world, each window's
+regime shifts, and each window's second stream :data:`EXTRA_KEY` for think
+times, t-noise scales and workload swaps), so switching a benign change off
+leaves every other draw as it was. Per-assessment normal and uniform draws are
+float32 and confidence and latency are computed in float32; predicted risks
+and every feature are float64. :func:`simulate_events` records the
+per-assessment arrays only when asked, so the default path does not pay for them.
 
 **Cost.** No Python loop runs per assessment or per agent: the loops are over
 windows, blocks of agents and compromise types. Memory is
@@ -153,8 +182,15 @@ __all__ = [
     "FEATURE_NAMES",
     "RISK_CLASSES",
     "RISK_LEVELS",
+    "CALM_WORLD",
+    "DIFFICULTIES",
+    "EASY_WORLD",
+    "EPOCH",
+    "WORKLOAD_PROFILES",
     "CommandTemplate",
+    "Difficulty",
     "SimulatedNetwork",
+    "simulate_events",
     "simulate_network",
 ]
 
@@ -279,13 +315,13 @@ def _preset(
 
 _NO_SHIFT = dict.fromkeys(ATTACKS, 0.0)
 _DEFAULT_RISK = {
-    "gradual_drift": 0.23,
-    "fp_inflation": 0.078,
-    "fn_suppression": 0.096,
-    "semantic_hijack": 0.5,
-    "coordination": 0.2,
+    "gradual_drift": 0.22,
+    "fp_inflation": 0.088,
+    "fn_suppression": 0.094,
+    "semantic_hijack": 0.34,
+    "coordination": 0.183,
     "mimicry": 0.62,
-    "poisoning": 0.135,
+    "poisoning": 0.142,
 }
 # "stops deliberating": more confident and faster; mimicry hides in both, so it keeps them honest
 _DEFAULT_CONF = {**dict.fromkeys(ATTACKS, 0.02), "mimicry": 0.0}
@@ -497,7 +533,7 @@ class SimulatedNetwork:
         start = int(self.params.get("baseline_windows", 0)) if since is None else int(since)
         if self.regime_changes.size == 0:
             return np.zeros(self.n_agents, dtype=bool)
-        hit = self.regime_changes[:, start:].any(axis=1)
+        hit = np.asarray(self.regime_changes[:, start:].any(axis=1), dtype=bool)
         return np.asarray(hit[self.node], dtype=bool)
 
     @property
@@ -727,14 +763,18 @@ def _apply_extra(
         np.sqrt(chi2, out=chi2)
         z /= chi2
     if extra.mix_share is not None and extra.mix_profile is not None:
+        share = extra.mix_share[lo:hi]
+        if not share.any():  # before every node's onset: nothing to swap, nothing drawn
+            return
         u = rx.random((n, cpw), dtype=np.float32)
-        v = rx.random((n, cpw), dtype=np.float32)
-        swap = u < extra.mix_share[lo:hi, None]
+        swap = u < share[:, None]
         swap[:, _class_slots(cpw)] = False  # the guaranteed class slots stay
         rows, cols = np.nonzero(swap)
         prof = extra.mix_profile[lo:hi][rows]
         size = _PROFILE_SIZE[prof]
-        pick = np.minimum((v[rows, cols] * size).astype(np.int64), size - 1)
+        # given u < share, u / share is uniform on [0, 1): it picks the profile's template
+        v = u[rows, cols].astype(np.float64) / share[rows]
+        pick = np.minimum((v * size).astype(np.int64), size - 1)
         tmpl[rows, cols] = _PROFILE_TABLE[prof, pick]
 
 
@@ -878,7 +918,7 @@ def simulate_network(
     seed: int = 0,
     difficulty: str = "default",
     fleet_regime_every: int = 8,
-    node_regime_rate: float = 0.02,
+    node_regime_rate: float = 0.05,
     regime_scale: float = 1.0,
     benign_drift: float = 1.0,
     noise_df: float = 5.0,
@@ -1019,7 +1059,7 @@ def _validate(**kw: Any) -> dict[str, Any]:
         or np.isnan(float(noise_df))
         or float(noise_df) <= 2.0
     ):
-        raise ValueError(f"noise_df must be a real number > 2 (or inf), got {noise_df!r}")
+        raise ValueError(f"noise_df must be a real number in (2, inf], got {noise_df!r}")
     trait_correlation = _real("trait_correlation", kw["trait_correlation"], 0.0, 1.0)
     if trait_correlation >= 1.0:
         raise ValueError(f"trait_correlation must be in [0, 1), got {trait_correlation!r}")
@@ -1146,7 +1186,9 @@ def _run(params: dict[str, Any], record: _Recorder | None) -> SimulatedNetwork:
     lat_us = np.zeros(n_agents, dtype=np.int64) if need_clock else None
     mixing = params["workload_shift"] > 0.0
     mix_profile = world.workload_profile[node] if mixing else None
-    response = world.response
+    # each agent's accumulated regime shift: bias, log noise, confidence, log latency
+    regime = np.zeros((4, n_agents))
+    regime_class = np.zeros((n_agents, _N_CLASSES))
     s_fp = FP_INFLATION * strength * diff.factor("fp_inflation")
     s_fn = FN_SUPPRESSION * strength * diff.factor("fn_suppression")
     s_poison = POISONING * strength * diff.factor("poisoning")
@@ -1157,11 +1199,15 @@ def _run(params: dict[str, Any], record: _Recorder | None) -> SimulatedNetwork:
     for w in range(n_windows):
         # Per-agent, per-class offset and noise for this window: most compromises
         # are a constant shift per class, so they cost one gather per command.
-        shift = world.bias[node, w] * response + world.drift_bias * w
-        class_offset = base_offset + (shift[:, None] + world.class_bias[node, w] * response[:, None])
-        class_noise = base_noise * np.exp(world.noise[node, w] * response)[:, None]
-        conf_w = conf_level + (world.confidence[node, w] * response + world.drift_confidence * w)
-        log_lat_w = world.latency[node, w] * response + world.drift_latency * w
+        if world.regime_changes[:, w].any():
+            r = world.response[w]
+            regime += world.steps[:, node, w] * r
+            regime_class += world.class_steps[node, w] * r[:, None]
+        shift = regime[0] + world.drift_bias * w
+        class_offset = base_offset + (shift[:, None] + regime_class)
+        class_noise = base_noise * np.exp(regime[1])[:, None]
+        conf_w = conf_level + (regime[2] + world.drift_confidence * w)
+        log_lat_w = regime[3] + world.drift_latency * w
         active = w >= start
         if active and "fp_inflation" in members:
             class_offset[members["fp_inflation"], _SAFE] += s_fp
@@ -1258,3 +1304,15 @@ def _run(params: dict[str, Any], record: _Recorder | None) -> SimulatedNetwork:
         workload_share=world.workload_share,
         workload_profile=profiles,
     )
+
+
+def simulate_events(**kwargs: Any) -> Any:
+    """Simulate a network and its events (one row per command); see :mod:`tcpkit.detect.sim_events`.
+
+    Takes the keyword parameters of :func:`simulate_network` and returns a
+    :class:`~tcpkit.detect.sim_events.SimulatedEvents` (``table``, ``labels``,
+    ``network``); ``network`` is bit-identical to ``simulate_network(**kwargs)``.
+    """
+    from tcpkit.detect.sim_events import simulate_events as _simulate_events
+
+    return _simulate_events(**kwargs)

@@ -420,7 +420,7 @@ class GatePipeline:
 
     def run(self) -> PipelineResult:
         """Run the pipeline; returns the outcomes (failures are outcomes, not exceptions)."""
-        from tcpkit.release.signing import ensure_signer, keys_dir
+        from tcpkit.release.keys import KeyError_, runner_signer
         from tcpkit.release.workspace import Workspace
 
         start = time.monotonic()
@@ -430,19 +430,16 @@ class GatePipeline:
         trust_dir = self.root / ".tcpkit" / "trust"
         ws = Workspace.open(self.root)
         try:
-            trust_file = trust_dir / f"{runner}.pub"
-            had_trust = trust_file.exists()
-            signer, created = ensure_signer(runner, trust_dir=trust_dir)
-            if created or not had_trust:
-                print(
-                    f"note: {'created a signing key' if created else 'using the signing key'} for runner "
-                    f"{runner!r} ({keys_dir()}); its public key was added to "
-                    f"{trust_file.relative_to(self.root)}: commit it so that others trust this runner's "
-                    "attestations",
-                    file=self.stream, flush=True,
-                )
+            try:  # trust is granted, not taken: only an empty trust list lets the runner trust itself
+                signer, note = runner_signer(runner, trust_dir=trust_dir)
+            except KeyError_ as exc:
+                raise PipelineError([str(exc)]) from None
+            if note is not None:
+                print(f"note: {note}", file=self.stream, flush=True)
+            ws.add_signer(signer)  # the pipeline acts as its runner: no researcher's key is needed
             for name, spec in self.pipeline.components.items():
-                ws.register_component(name, spec.notebook.name, spec.owner, spec.contributors)
+                ws.register_component(name, spec.notebook.name, spec.owner, spec.contributors,
+                                      actor=runner)
             with _kernel_environment(self.root), tempfile.TemporaryDirectory(prefix="tcpkit-run-") as tmp:
                 outcomes = self._drive(ws, signer, runner, Path(tmp))
             reached = self._reached(outcomes)
