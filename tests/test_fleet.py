@@ -232,6 +232,7 @@ def test_bad_input_errors_name_the_problem():
         ({"alpha": 0}, "alpha"), ({"fdr": "by"}, "fdr"), ({"method": "x"}, "method"),
         ({"calibration": "x"}, "calibration"), ({"reference_windows": 1}, "reference_windows"),
         ({"trim_quantile": 1.0}, "trim_quantile"), ({"self_test": 1}, "self_test"),
+        ({"population_weight": 1.0}, "population_weight"), ({"benign_ratio": 0}, "benign_ratio"),
     ]:
         with pytest.raises(BaselineError, match=word):
             FleetDetector(**kwargs)

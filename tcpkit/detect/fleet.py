@@ -97,11 +97,12 @@ on the nodes where it runs, after those steps, an honest agent's windows are
 exchangeable over time (no benign change of its own in the quiet directions, no
 autocorrelation). Where regime changes are frequent (every node), it never runs and
 small fleets are left with the population floor. The
-final p-value is the Bonferroni combination ``min(1, 2 min(p_population, p_self))``
-(valid under any dependence between the two, each under its own assumption) and
+final p-value is the weighted Bonferroni combination
+``min(1, p_population / w, p_self / (1 - w))`` with ``w = population_weight`` (valid
+under any dependence between the two, each under its own assumption) and
 ``components["test"]`` says per agent which of the two gave it. ``n_permutations=None``
 sizes the self test so that it can reach the BH threshold of a single rejection:
-``ceil(4 m / alpha)`` draws (clipped to [999, 200000]).
+``ceil(2 m / (alpha (1 - w)))`` draws (clipped to [999, 200000]).
 
 The protocol
 ------------
@@ -166,6 +167,7 @@ class FleetDefaults:
     n_permutations: int | None = None
     self_test: bool = True
     benign_ratio: float = 1.5
+    population_weight: float = 0.75
     random_state: int = 0
 
 
@@ -462,10 +464,12 @@ class FleetDetector:
     min_node_agents : nodes with fewer agents are centred on the fleet median instead.
     self_test : also run the per-agent permutation test and combine it with the
         population p-value (Bonferroni); see the module docstring for its assumption.
+    population_weight : ``w`` of the weighted Bonferroni combination of the population
+        and self p-values (the population p-value is divided by ``w``).
     benign_ratio : the self test uses only directions in which the fleet's changes vary
         less than ``benign_ratio`` times what window noise explains.
     n_permutations : maximum draws of the per-agent permutation test; None = sized so a
-        single agent can reach the BH threshold (``ceil(4 m / alpha)``, clipped).
+        single agent can reach the BH threshold (``ceil(2 m / (alpha (1 - w)))``, clipped).
     random_state : seed of the robust fits and the permutations.
     feature_names : names used in explanations (default x0, x1, ...).
     """
@@ -485,6 +489,7 @@ class FleetDetector:
         n_permutations: int | None = DEFAULTS.n_permutations,
         self_test: bool = DEFAULTS.self_test,
         benign_ratio: float = DEFAULTS.benign_ratio,
+        population_weight: float = DEFAULTS.population_weight,
         random_state: int = DEFAULTS.random_state,
         feature_names: tuple[str, ...] | list[str] | None = None,
     ) -> None:
@@ -517,6 +522,7 @@ class FleetDetector:
         if isinstance(benign_ratio, bool) or not isinstance(benign_ratio, int | float) or not benign_ratio > 0:
             raise BaselineError(f"benign_ratio={benign_ratio!r}: expected a positive number")
         self.benign_ratio = float(benign_ratio)
+        self.population_weight = _open_unit("population_weight", population_weight)
         self.random_state = _positive_int("random_state", random_state, 0)
         self.feature_names = tuple(feature_names) if feature_names is not None else None
 
@@ -645,7 +651,7 @@ class FleetDetector:
         if self.n_permutations is not None:
             return self.n_permutations
         lo, hi = _PERMUTATION_BOUNDS
-        return int(min(hi, max(lo, math.ceil(4 * m / self.alpha))))
+        return int(min(hi, max(lo, math.ceil(2 * m / (self.alpha * (1.0 - self.population_weight))))))
 
     def detect(self, windows: ArrayLike, nodes: ArrayLike | None = None) -> DetectionResult:
         """Judge every agent of the fitted fleet: one p-value each, BH, explanations.
@@ -694,8 +700,9 @@ class FleetDetector:
         if self.self_test and directions.shape[1] > 0 and steady.any():
             n_perm = self._permutations(n)
             p_self[steady] = permutation_pvalues(own[steady] @ directions, k, n_perm, self.random_state)
-            combined = np.minimum(1.0, 2.0 * np.minimum(p_pop, p_self))
-            test = np.where(steady & (p_self < p_pop), "self", "population")
+            w_pop = self.population_weight
+            combined = np.minimum(1.0, np.minimum(p_pop / w_pop, p_self / (1.0 - w_pop)))
+            test = np.where(steady & (p_self / (1.0 - w_pop) < p_pop / w_pop), "self", "population")
         else:
             steady[:] = False
             combined = p_pop
