@@ -8,17 +8,14 @@ renders as JSON, CSV or a standalone HTML page with plots.
 
 What a p-value here assumes
 ---------------------------
-No vetted clean fleet exists in a real log, so the fleet judges itself: agents are split
-into ``FOLDS`` folds (seeded) and each agent is judged by a detector fitted and calibrated on
-the other folds (out-of-fold, so an agent never sits in its own calibration set). The fleet
-may hold compromised agents; the robust estimators (OGK/MCD) keep them from moving the
-baselines, and before calibration the agents beyond ``trim_mads`` robust SDs of any test's
-log score are trimmed (``DetectorConfig.trim_mads``). A clean agent's p-value is valid when it
-is exchangeable with the untrimmed calibration agents; trimming also removes the most extreme
-clean agents, which makes p-values a little anti-conservative (by about the trimmed clean
-share), and compromised agents that stay inside the fence make them conservative. Neither
-is assumed away: the integrated notebook's gates measure the false-alarm rate and recall of
-exactly this path. The report says which test produced each agent's smallest p-value.
+No vetted clean fleet exists in a real log, so the fleet judges itself with
+:class:`tcpkit.detect.fleet.FleetDetector`: windows are centred on their node's peers (a
+node- or fleet-wide change cancels), robust fits keep compromised agents from moving the
+baselines, agents beyond a robust cutoff are trimmed from calibration, and each agent's
+population p-value is a leave-one-out conformal rank; small fleets add a per-agent
+permutation test of the agent's own windows. The guarantee that remains, and its
+assumptions, are stated in that module. The report says which test produced each agent's
+p-value (``population`` or ``self``).
 """
 
 from __future__ import annotations
@@ -35,9 +32,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from tcpkit.detect.baseline import BaselineError, decide
-from tcpkit.detect.composite import NetworkDetector
+from tcpkit.detect.baseline import BaselineError
 from tcpkit.detect.config import DetectorConfig
+from tcpkit.detect.fleet import FleetDetector
 
 TOP_FEATURES = 3
 
@@ -147,6 +144,25 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def fleet_detector(config: DetectorConfig, feature_names: Sequence[str], reference_windows: int) -> FleetDetector:
+    """The self-referenced detector ``tcpkit detect`` runs, with the shipped configuration's settings.
+
+    FDR level and method, estimator, CUSUM allowance and run length, and seed come from
+    ``config``; the fleet-specific settings (trimming, node centring, the self test) are
+    :data:`tcpkit.detect.fleet.DEFAULTS`.
+    """
+    return FleetDetector(
+        alpha=config.alpha,
+        fdr=config.fdr,
+        method=config.method,
+        reference_windows=reference_windows,
+        cusum_k=config.cusum_k,
+        target_arl=config.target_arl,
+        random_state=config.random_state,
+        feature_names=tuple(feature_names),
+    )
+
+
 def judge_fleet(
     windows: ArrayLike,
     agents: Sequence[str],
@@ -179,15 +195,15 @@ def judge_fleet(
     if nodes is not None and len(nodes) != w.shape[0]:
         raise BaselineError(f"{len(nodes)} nodes for {w.shape[0]} agents")
     k = config.reference_windows if reference_windows is None else int(reference_windows)
-    focus = config.focus_feature if config.focus_feature in names else None
-    cfg = config.replace(features=list(names), reference_windows=k, focus_feature=focus)
-    if cfg.trim_mads is None:
-        cfg = cfg.replace(trim_mads=DEFAULT_TRIM_MADS)
-    fit = _cross_fit(cfg, w)
-    flags, qvalues = decide(fit.pvalues, cfg.alpha, cfg.fdr)
-    explained = {int(i): fit.explanations[int(i)] for i in np.flatnonzero(flags) if int(i) in fit.explanations}
+    detector = fleet_detector(config, names, k)
+    node_labels = None if nodes is None else np.asarray([str(n) for n in nodes])
+    detector.fit(w, node_labels)
+    result = detector.detect(w, node_labels)
+    cfg = config.replace(features=list(names), reference_windows=k)
+    explained = {e.index: e for e in result.explanations}
     verdicts = []
-    alarm, test = fit.alarm_window, fit.test
+    alarm = np.asarray(result.components["first_alarm_window"])
+    test = np.asarray(result.components["test"])
     for i, agent in enumerate(agents):
         e = explained.get(i)
         tops: tuple[FeatureContribution, ...] = ()
@@ -199,81 +215,35 @@ def judge_fleet(
             AgentAlert(
                 agent=str(agent),
                 node=None if nodes is None else str(nodes[i]),
-                flagged=bool(flags[i]),
-                p_value=float(fit.pvalues[i]),
-                q_value=float(qvalues[i]),
-                first_alarm_window=None if alarm[i] < 0 else int(alarm[i]) + k,
+                flagged=bool(result.flags[i]),
+                p_value=float(result.pvalues[i]),
+                q_value=float(result.qvalues[i]),
+                first_alarm_window=None if alarm[i] < 0 else int(alarm[i]),
                 test=str(test[i]),
                 top_features=tops,
             )
         )
-    paths = {str(agents[int(i)]): fit.cusum_paths[int(i)].copy() for i in np.flatnonzero(flags)}
+    cusum = detector.cusum(w, node_labels)
+    flagged_paths = {str(agents[int(i)]): cusum.statistic[int(i)].copy() for i in np.flatnonzero(result.flags)}
     return AlertReport(
         detector=dict(
             detector_info or {},
             config=cfg.to_mapping(),
-            calibration_agents=fit.calibration_agents,
-            trimmed_from_calibration=fit.trimmed,
+            detector="FleetDetector",
+            trimmed_from_calibration=int(np.asarray(result.components["trimmed"]).sum()),
+            self_tested=int(np.asarray(result.components["self_tested"]).sum()),
         ),
-        alpha=cfg.alpha,
-        fdr=cfg.fdr,
+        alpha=result.alpha,
+        fdr=result.fdr,
         agents=tuple(verdicts),
         feature_names=names,
         reference_windows=k,
         n_windows=int(w.shape[1]),
         excluded=dict(excluded or {}),
         notes=dict(notes or {}),
-        cusum_paths=paths,
-        cusum_threshold=fit.cusum_threshold,
+        cusum_paths=flagged_paths,
+        cusum_threshold=float(cusum.h),
     )
-
-
-FOLDS = 10
-DEFAULT_TRIM_MADS = 3.0  # used when the shipped configuration assumes a vetted reference
-
-
-@dataclass(frozen=True)
-class _CrossFit:
-    """Out-of-fold p-values: each agent judged by detectors that never saw it."""
-
-    pvalues: NDArray[np.float64]
-    alarm_window: NDArray[np.int64]
-    test: NDArray[np.object_]
-    explanations: dict[int, Any]
-    cusum_paths: NDArray[np.float64]
-    cusum_threshold: float
-    calibration_agents: int
-    trimmed: int
-
-
-def _cross_fit(cfg: DetectorConfig, w: NDArray[np.float64]) -> _CrossFit:
-    """Each agent judged by a detector fitted and calibrated on the other folds only.
-
-    Judging an agent with a detector whose fit or calibration included it would make its
-    p-value conservative (its own score sits in the calibration); out-of-fold p-values of clean
-    agents are exchangeable with the calibration agents' scores, as conformal inference needs.
-    """
-    n = w.shape[0]
-    fold = np.random.default_rng(cfg.random_state).permutation(n) % FOLDS
-    p = np.empty(n)
-    alarm = np.empty(n, dtype=np.int64)
-    test = np.empty(n, dtype=object)
-    paths = np.empty((n, w.shape[1] - cfg.reference_windows))
-    explanations: dict[int, Any] = {}
-    h, n_cal, trimmed = float("nan"), 0, 0
-    for f in range(FOLDS):
-        judged = np.flatnonzero(fold == f)
-        train = fold != f
-        det = NetworkDetector(cfg).fit(w[train])
-        res = det.detect(w[judged], alpha=0.5, fdr="none")  # p-values only; BH runs over the fleet
-        cus = det.cusum(w[judged])
-        p[judged] = res.pvalues
-        alarm[judged] = res.components["alarm_window"]
-        test[judged] = res.components["explained_by"]
-        paths[judged] = cus.statistic
-        h, n_cal, trimmed = float(cus.h), n_cal + det.n_calibration_, trimmed + det.trimmed_
-        explanations.update({int(judged[e.index]): e for e in res.explanations})
-    return _CrossFit(p, alarm, test, explanations, paths, h, n_cal, trimmed)
 
 
 MAX_MISSING_SHARE = 0.5  # a feature undefined in more agent-windows than this is structurally missing: left out

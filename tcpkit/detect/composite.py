@@ -460,13 +460,6 @@ class NetworkDetector:
         )
         cal_scores = self._component_scores(feats, cal_rows)
         cal_matrix = np.column_stack([cal_scores[name] for name in self.components_])
-        kept = self._untrimmed(cal_matrix)
-        if kept.sum() < 20:
-            raise BaselineError(
-                f"trimming left {int(kept.sum())} of {kept.size} calibration agents: at least 20 are needed"
-            )
-        cal_matrix = cal_matrix[kept]
-        self.trimmed_ = int(kept.size - kept.sum())
         self.calibration_ = {name: np.sort(cal_matrix[:, j]) for j, name in enumerate(self.components_)}
         self._minp_index = _MinpIndex.build(cal_matrix, self._ranks(cal_matrix), self._tiebreak_key(cal_matrix))
         self.n_calibration_ = int(cal_matrix.shape[0])
@@ -488,7 +481,6 @@ class NetworkDetector:
             "config": np.array(self.config.to_json()),
             "n_features_in": np.array(self.n_features_in_, dtype=np.int64),
             "n_windows": np.array(self.n_windows_, dtype=np.int64),
-            "trimmed": np.array(self.trimmed_, dtype=np.int64),
             "components": np.array(self.components_, dtype=np.str_),
             "estimated": np.array(self.estimated_, dtype=np.str_),
             "cusum_reference": self.cusum_.reference_,
@@ -520,7 +512,6 @@ class NetworkDetector:
             d = int(arrays["n_features_in"])
             det.n_features_in_ = d
             det.n_windows_ = int(arrays["n_windows"])
-            det.trimmed_ = int(arrays["trimmed"])
             det.components_ = tuple(str(c) for c in np.asarray(arrays["components"]))
             det.estimated_ = tuple(str(c) for c in np.asarray(arrays["estimated"]))
             names = det.feature_names
@@ -565,25 +556,6 @@ class NetworkDetector:
         det.n_calibration_ = int(cal.shape[0])
         det._calibration_matrix = cal
         return det
-
-    def _untrimmed(self, cal_matrix: NDArray[np.float64]) -> NDArray[np.bool_]:
-        """Calibration agents inside every component's robust fence (all of them when trimming is off).
-
-        The fence of component ``j`` is ``median + trim_mads * scale`` of the calibration
-        agents' ``log1p(score_j / m_j)`` (``m_j``: the fitting agents' median score), with
-        ``scale`` the largest of the normal-consistent MAD, IQR and upper-decile spread (so a
-        test that is zero for most agents still gets a positive scale); it adapts to each
-        test's scale and is itself robust to the agents it trims.
-        """
-        if self.config.trim_mads is None:
-            return np.ones(cal_matrix.shape[0], dtype=bool)
-        logs = np.log1p(np.maximum(cal_matrix, 0.0) / self.tiebreak_scale_)
-        q25, med, q75, q90 = np.quantile(logs, [0.25, 0.5, 0.75, 0.9], axis=0)
-        mad = 1.4826 * np.median(np.abs(logs - med), axis=0)
-        # a test that is zero for most agents (the CUSUM maximum) has MAD 0: use upper quantiles
-        scale = np.maximum.reduce([mad, (q75 - q25) / 1.349, (q90 - med) / 1.2816, np.full(med.shape, 1e-12)])
-        fence = med + self.config.trim_mads * scale
-        return np.asarray((logs <= fence).all(axis=1), dtype=np.bool_)
 
     def _distances(self, name: str, X: NDArray[np.float64]) -> NDArray[np.float64]:
         """Squared distances to baseline ``name``: the injected kernel when given, else the Baseline's."""

@@ -91,9 +91,6 @@ class DetectorConfig:
     focus_feature : feature given its own one-sided change test (larger = worse), or None.
     features : feature names the detector expects, in order (None: whatever the data has).
     random_state : seed of the reference split and of MCD's random starts.
-    trim_mads : None for a vetted clean reference; else calibration agents beyond this many
-        robust SDs (MAD) of any test's log score are dropped before calibration, for a
-        reference that may hold compromised agents (the fleet's own, in ``tcpkit detect``).
     """
 
     alpha: float = 0.01
@@ -106,7 +103,6 @@ class DetectorConfig:
     focus_feature: str | None = "family_underrating"
     features: tuple[str, ...] | None = None
     random_state: int = 0
-    trim_mads: float | None = None
 
     def __post_init__(self) -> None:
         checked = _validated(self)
@@ -167,9 +163,6 @@ def _validated(config: DetectorConfig) -> dict[str, Any]:
         "reference_windows": _integer("reference_windows", config.reference_windows, 1),
         "max_fit_agents": _integer("max_fit_agents", config.max_fit_agents, 20),
         "features": _names("features", config.features),
-        "trim_mads": None
-        if config.trim_mads is None
-        else _number("trim_mads", config.trim_mads, 0.0, None, open_low=True, open_high=True),
     }
 
 

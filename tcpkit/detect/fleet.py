@@ -135,7 +135,7 @@ from tcpkit.detect.baseline import (
 )
 from tcpkit.detect.covariance import METHODS
 from tcpkit.detect.explain import Explanation, explain
-from tcpkit.detect.sequential import CusumDetector
+from tcpkit.detect.sequential import CusumDetector, CusumResult
 
 __all__ = ["CALIBRATIONS", "DEFAULTS", "FleetDefaults", "FleetDetector", "naive_detect"]
 
@@ -652,6 +652,14 @@ class FleetDetector:
             return self.n_permutations
         lo, hi = _PERMUTATION_BOUNDS
         return int(min(hi, max(lo, math.ceil(2 * m / (self.alpha * (1.0 - self.population_weight))))))
+
+    def cusum(self, windows: ArrayLike, nodes: ArrayLike | None = None) -> CusumResult:
+        """The CUSUM paths of the peer-centred windows after the reference period (for plots)."""
+        self._check_fitted()
+        w = self._check_detect_input(windows, nodes)
+        k = self.reference_windows
+        per_window = _centre(w[:, k:], self.groups_, self.small_nodes_) - self.level_[:, None, :]
+        return self._cusum.run(self._window_distances(per_window))
 
     def detect(self, windows: ArrayLike, nodes: ArrayLike | None = None) -> DetectionResult:
         """Judge every agent of the fitted fleet: one p-value each, BH, explanations.
