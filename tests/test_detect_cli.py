@@ -117,17 +117,18 @@ def stream(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    sim = simulate_events(n_agents=600, n_windows=12, compromised_fraction=0.05, seed=23, **EASY_WORLD)
+    sim = simulate_events(n_agents=300, n_windows=10, compromised_fraction=0.1, seed=23, **EASY_WORLD)
     table = sim.table.sort_by([("agent", "ascending"), ("time", "ascending")])
-    per_agent = 12 * 50
+    per_agent = 10 * 50
     k = np.tile(np.arange(per_agent, dtype=np.int64), table.num_rows // per_agent)
     start = pc.min(table.column("time").cast("int64")).as_py() // 3_600_000_000 * 3_600_000_000
     times = pa.array(start + k * 72_000_000, pa.int64()).cast(pa.timestamp("us", tz="UTC"))
     table = table.set_column(table.schema.get_field_index("time"), "time", times)
     path = tmp_path_factory.mktemp("stream") / "all.jsonl"
-    table = table.sort_by([("time", "ascending"), ("agent", "ascending")])
-    write_events(table, path)
-    return path.read_bytes().splitlines(keepends=True)
+    write_events(table, path)  # canonical JSON Lines, one agent after the other
+    lines = path.read_bytes().splitlines(keepends=True)
+    order = np.lexsort((np.repeat(np.arange(table.num_rows // per_agent), per_agent), k))
+    return [lines[i] for i in order]  # as a live log grows: in time order
 
 
 def _monitor_cmd(project: Path, log: Path, state: Path, *extra: str) -> list[str]:
@@ -164,7 +165,7 @@ def test_monitor_killed_at_any_instant_neither_loses_nor_repeats_an_alert(
     while written < len(stream):
         proc = subprocess.Popen(_monitor_cmd(project, growing, state, "--poll", "0.05"),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        step = int(rng.integers(len(stream) // 12, len(stream) // 5))
+        step = int(rng.integers(len(stream) // 8, len(stream) // 3))
         with open(growing, "ab") as f:
             f.write(b"".join(stream[written:written + step]))
         written += step
@@ -176,7 +177,7 @@ def test_monitor_killed_at_any_instant_neither_loses_nor_repeats_an_alert(
     final = subprocess.run(_monitor_cmd(project, growing, state, "--once"), capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     printed += [json.loads(line)["agent"] for line in final.stdout.splitlines() if line.strip()]
-    assert kills >= 5
+    assert kills >= 3
     assert _alerts(state) == expected  # the alert log: every alert, once, in order
     assert set(printed) == set(expected)  # nothing printed was lost
     # stdout repeats an alert only when a kill fell between its print and the commit marking it
