@@ -76,9 +76,11 @@ from tcpkit.detect.baseline import (
     BaselineError,
     DetectionResult,
     _check_alpha,
+    _kernel_config,
     decide,
 )
 from tcpkit.detect.explain import Explanation, explain
+from tcpkit.detect.kernel_config import KernelConfig
 from tcpkit.detect.pvalues import conformal_pvalues
 from tcpkit.detect.sequential import CusumDetector, CusumResult
 
@@ -279,6 +281,9 @@ class NetworkDetector:
     kernel_factory : optional ``factory(location, covariance) -> kernel`` whose
         ``squared_distances(X)`` scores the three baselines (e.g. a deployment's tuned
         production kernel). Default: each :class:`Baseline`'s own whitening kernel.
+    kernel_config : settings (precision, rows per chunk, threads) of the baselines'
+        kernels, a :class:`~tcpkit.detect.kernel_config.KernelConfig` or a mapping;
+        default ``KernelConfig()``.
 
     Attributes (after fit)
     ----------------------
@@ -306,6 +311,7 @@ class NetworkDetector:
         max_fit_agents: int = 1000,
         focus_feature: str | None = "family_underrating",
         kernel_factory: KernelFactory | None = None,
+        kernel_config: KernelConfig | Mapping[str, Any] | None = None,
     ) -> None:
         if isinstance(reference_windows, bool) or not isinstance(reference_windows, int | np.integer) or reference_windows < 1:
             raise BaselineError(f"reference_windows={reference_windows!r}: expected a positive integer")
@@ -318,9 +324,15 @@ class NetworkDetector:
         self.max_fit_agents = int(max_fit_agents)
         self.focus_feature = focus_feature
         self.kernel_factory = kernel_factory
+        self.kernel_config = _kernel_config(kernel_config)
 
     def _baseline(self) -> Baseline:
-        return Baseline(self.method, random_state=self.random_state, feature_names=self.feature_names)
+        return Baseline(
+            self.method,
+            random_state=self.random_state,
+            feature_names=self.feature_names,
+            kernel_config=self.kernel_config,
+        )
 
     def split(self, n_agents: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         """The (fitting rows, calibration rows) that :meth:`fit` uses for ``n_agents`` reference agents.
@@ -356,7 +368,9 @@ class NetworkDetector:
         except (TypeError, ValueError):
             raise BaselineError(f"estimates[{name!r}] must be a (location, covariance) pair") from None
         try:
-            base = Baseline.from_estimate(location, covariance, feature_names=self.feature_names)
+            base = Baseline.from_estimate(
+                location, covariance, feature_names=self.feature_names, kernel_config=self.kernel_config
+            )
         except BaselineError as exc:
             raise BaselineError(f"estimates[{name!r}]: {exc}") from None
         if base.n_features_in_ != d:
@@ -441,7 +455,7 @@ class NetworkDetector:
         kernel = self._kernels.get(name)
         if kernel is None:
             base: Baseline = getattr(self, f"{name}_")
-            return base.mahalanobis(X)
+            return np.asarray(base.mahalanobis(X), dtype=np.float64)
         return np.asarray(kernel.squared_distances(np.ascontiguousarray(X, dtype=np.float64)), dtype=np.float64)
 
     def _ranks(self, scores: NDArray[np.float64]) -> NDArray[np.int64]:
