@@ -11,11 +11,14 @@ How it is fast (each choice measured with ``tcpkit bench``; see
   the L2 cache (:func:`default_chunk_rows`); each chunk is one GEMM ``W @ X_c.T``
   written into a preallocated buffer, then the offset is subtracted and the
   squares are summed in place (no temporaries per chunk);
-* the rows are split between worker threads (numpy and OpenBLAS release the
-  GIL), each with its own buffer, while threadpoolctl pins BLAS to one thread
-  so that the workers do not oversubscribe the cores: BLAS threading only
-  parallelises the GEMM, the workers parallelise every step (and a BLAS helper
-  thread that waits for a busy core stalls the whole call);
+* the chunks are scored by worker threads (numpy and OpenBLAS release the GIL;
+  the calling thread is one of them), each with its own buffer, while
+  threadpoolctl pins BLAS to one thread so that the workers do not oversubscribe
+  the cores: BLAS threading only parallelises the GEMM, the workers parallelise
+  every step (and a BLAS helper thread that waits for a busy core stalls the
+  whole call). Workers claim chunks one at a time rather than owning a fixed
+  span, so on a shared machine a worker whose core is busy scores fewer chunks
+  instead of holding up the call;
 * float32 input is scored in float32 and float64 in float64, never upcast; with
   ``KernelConfig(dtype="float32")`` float64 rows are narrowed chunk by chunk;
 * input is validated inside the chunk loop, once: a chunk whose distances are not
@@ -32,6 +35,7 @@ The settings (precision, rows per chunk, threads) come from one
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from collections.abc import Iterator
@@ -139,30 +143,46 @@ def blas_info() -> list[dict[str, Any]]:
     return [dict(info) for info in _blas_controller().info() if info.get("user_api") == "blas"]
 
 
+class _Chunks:
+    """Chunk indices handed out one at a time to the workers of one call.
+
+    Workers claim chunks as they finish the previous one, so a worker whose core is
+    taken by another process scores fewer chunks instead of making the whole call
+    wait for its fixed half. ``next`` on an ``itertools.count`` is atomic under the GIL.
+    """
+
+    def __init__(self, n: int, rows: int) -> None:
+        self.n, self.rows = n, rows
+        self._next = itertools.count().__next__
+        self.stopped = False
+
+    def claim(self) -> int:
+        """First row of the next unscored chunk, or -1 when none is left (or a worker failed)."""
+        lo = self._next() * self.rows
+        return -1 if self.stopped or lo >= self.n else lo
+
+
 def _score_rows(
     data: NDArray[np.floating],
     w: NDArray[np.floating],
     b: NDArray[np.floating],
     result: NDArray[np.floating],
-    start: int,
-    stop: int,
-    rows: int,
+    chunks: _Chunks,
 ) -> int:
-    """Score rows ``start:stop`` of ``data`` into ``result`` with private buffers.
+    """Score the chunks this worker claims from ``chunks`` into ``result``, with private buffers.
 
-    Returns -1 when every distance is finite, else the first row of the first chunk
-    whose distances are NaN or infinite (checked per chunk while it is still in
-    cache; ``max`` propagates NaN); scoring stops there.
+    Returns -1 when every distance it computed is finite, else the first row of the
+    chunk whose distances are NaN or infinite (checked per chunk while it is still in
+    cache; ``max`` propagates NaN); then every worker stops.
     """
-    if stop <= start:
-        return -1
-    m = min(rows, stop - start)
+    rows = chunks.rows
+    m = min(rows, chunks.n)
     buf = np.empty((w.shape[0], m), dtype=w.dtype)
     narrow = None if data.dtype == w.dtype else np.empty((m, w.shape[1]), dtype=w.dtype)
     # Non-finite input is reported once, as a ValueError, not as RuntimeWarnings.
     with np.errstate(invalid="ignore", over="ignore"):
-        for lo in range(start, stop, rows):
-            hi = min(lo + rows, stop)
+        while (lo := chunks.claim()) >= 0:
+            hi = min(lo + rows, chunks.n)
             block = data[lo:hi]
             if narrow is not None:
                 np.copyto(narrow[: hi - lo], block, casting="same_kind")
@@ -173,6 +193,7 @@ def _score_rows(
             chunk = result[lo:hi]
             np.einsum("ij,ij->j", z, z, out=chunk)
             if not np.isfinite(chunk.max()):
+                chunks.stopped = True
                 return lo
     return -1
 
@@ -347,22 +368,22 @@ class WhiteningKernel:
         w, b = self._typed(dtype)
         rows = int(min(rows, n))
         workers = int(min(workers, -(-n // rows)))
+        chunks = _Chunks(n, rows)
         if n < PIN_BLAS_MIN_ROWS:
             # OpenBLAS runs GEMMs this small on one thread anyway; skip the pinning cost.
-            failed = [_score_rows(data, w, b, result, 0, n, rows)]
+            failed = [_score_rows(data, w, b, result, chunks)]
         elif workers == 1:
             with _single_threaded_blas():
-                failed = [_score_rows(data, w, b, result, 0, n, rows)]
+                failed = [_score_rows(data, w, b, result, chunks)]
         else:
-            # Contiguous spans per worker, cut on chunk boundaries.
-            chunks = -(-n // rows)
-            bounds = [min(n, (chunks * i // workers) * rows) for i in range(workers + 1)]
+            # The calling thread is one of the workers; the others come from the pool.
             with _single_threaded_blas():
                 futures = [
-                    _pool(workers).submit(_score_rows, data, w, b, result, lo, hi, rows)
-                    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+                    _pool(workers - 1).submit(_score_rows, data, w, b, result, chunks)
+                    for _ in range(workers - 1)
                 ]
-                failed = [future.result() for future in futures]
+                failed = [_score_rows(data, w, b, result, chunks)]
+                failed += [future.result() for future in futures]
         failed = [lo for lo in failed if lo >= 0]
         if failed:
             raise _non_finite_error(data, result, failed, rows, name)
