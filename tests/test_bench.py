@@ -162,6 +162,7 @@ def test_targets_report_value_target_and_verdict(result: dict[str, Any]) -> None
     assert by["network_detect"]["timed_agents"] == 120
     # the float32 path is compared with a float64 oracle in the same run
     assert 0 < result["agreement"]["float32_max_rel_error_vs_oracle"] < 1e-4
+    assert 0 < result["agreement"]["network_float32_max_rel_error_vs_oracle"] < 1e-4
 
 
 def test_a_target_that_is_missed_says_so() -> None:

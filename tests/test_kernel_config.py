@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from tcpkit.detect.baseline import Baseline, BaselineError
+from tcpkit.detect.bench import detector_float32_error
 from tcpkit.detect.composite import NetworkDetector
 from tcpkit.detect.kernel import (
     NonFiniteRowsError,
@@ -193,6 +194,9 @@ def test_detector_settings_reach_its_baselines() -> None:
     a, b = det32.detect(monitored), det64.detect(monitored)
     np.testing.assert_allclose(a.components["score_change"], b.components["score_change"], rtol=1e-4, atol=1e-5)
     assert float32_error_vs_oracle(det32.change_, monitored.mean(axis=1)) < 1e-4
+    assert 0 < detector_float32_error(det32, monitored) < 1e-4
+    with pytest.raises(ValueError, match="not float32"):
+        detector_float32_error(det64, monitored)
 
 
 def test_public_float32_path_makes_no_copy_of_the_input() -> None:
