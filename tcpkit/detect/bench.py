@@ -158,14 +158,29 @@ class BenchConfig:
 
 def _timings(fn: Callable[[], object], repeats: int, min_seconds: float = 0.0) -> list[float]:
     """Wall-clock seconds of ``repeats`` calls (more calls if they are faster than min_seconds)."""
-    fn()  # warm-up: page faults, thread pool start, BLAS initialisation
-    times: list[float] = []
-    started = time.perf_counter()
-    while len(times) < repeats or (time.perf_counter() - started) < min_seconds:
-        t0 = time.perf_counter()
+    return _interleaved_timings([fn], repeats, min_seconds)[0]
+
+
+def _interleaved_timings(
+    fns: Sequence[Callable[[], object]], repeats: int, min_seconds: float = 0.0
+) -> list[list[float]]:
+    """Timings of several calls made in turn, so that a load change hits them all alike.
+
+    Each function is called once untimed first (page faults, thread pool start, BLAS
+    initialisation), then all are timed in turn ``repeats`` times, or more until
+    ``len(fns) * min_seconds`` have passed. Their ratio is then measured on the same
+    moments of the run, not on a quiet minute for one and a busy one for the other.
+    """
+    for fn in fns:
         fn()
-        times.append(time.perf_counter() - t0)
-        if len(times) >= 50 * repeats:
+    times: list[list[float]] = [[] for _ in fns]
+    started = time.perf_counter()
+    while len(times[0]) < repeats or (time.perf_counter() - started) < len(fns) * min_seconds:
+        for fn, out in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+        if len(times[0]) >= 50 * repeats:
             break
     return times
 
@@ -388,28 +403,6 @@ def _problem(cfg: BenchConfig, say: Callable[[str], None]) -> _Problem:
         kernel.squared_distances(_make_data(cfg.calibration_rows, d, dtype, rng, mixing, centre))
     )
     return _Problem(cfg, X, fit_sample, mcd, kernel, calibration, rng, mixing, centre)
-
-
-def _interleaved_timings(
-    fns: Sequence[Callable[[], object]], repeats: int, min_seconds: float = 0.0
-) -> list[list[float]]:
-    """Timings of several calls made in turn, so that a load change hits them all alike.
-
-    Their ratio is then measured on the same moments of the run, not on a quiet
-    minute for one and a busy one for the other.
-    """
-    for fn in fns:
-        fn()
-    times: list[list[float]] = [[] for _ in fns]
-    started = time.perf_counter()
-    while len(times[0]) < repeats or (time.perf_counter() - started) < len(fns) * min_seconds:
-        for fn, out in zip(fns, times, strict=True):
-            t0 = time.perf_counter()
-            fn()
-            out.append(time.perf_counter() - t0)
-        if len(times[0]) >= 50 * repeats:
-            break
-    return times
 
 
 def _time_kernel_and_public(p: _Problem, say: Callable[[str], None]) -> list[dict[str, Any]]:
