@@ -432,7 +432,7 @@ def _time_kernel_and_public(p: _Problem, say: Callable[[str], None]) -> list[dic
     entries.append(
         _method(
             f"baseline_mahalanobis_{own}",
-            f"tcpkit Baseline.mahalanobis, {own} (public API)",
+            f"Baseline.mahalanobis, {own} (public API)",
             t_public,
             p.n,
             _peak_traced(lambda: public.mahalanobis(X)),
@@ -445,7 +445,7 @@ def _time_kernel_and_public(p: _Problem, say: Callable[[str], None]) -> list[dic
     entries.append(
         _method(
             f"baseline_mahalanobis_{other}",
-            f"tcpkit Baseline.mahalanobis, {other} (public API)",
+            f"Baseline.mahalanobis, {other} (public API)",
             t_other,
             converted.shape[0],
             _peak_traced(lambda: public.mahalanobis(converted)),
@@ -674,7 +674,7 @@ def _time_network_detect(
         entries.append(
             _method(
                 f"network_detect{suffix}",
-                f"tcpkit NetworkDetector.detect, kernel {kernel_config.dtype}",
+                f"NetworkDetector.detect, {kernel_config.dtype} kernel",
                 t,
                 cfg.network_agents,
                 _peak_traced(detect),
