@@ -39,7 +39,14 @@ pytest: $(STAMP)
 nbval: $(STAMP)
 	$(BIN)/pytest -q --nbval-lax -p no:cacheprovider notebooks/
 
-lab: $(STAMP)
+# IPython reads <venv>/etc/ipython/ for every kernel of the venv; this file loads %tcpkit only in
+# kernels that a Jupyter server starts for a notebook (gate runs by papermill are left alone)
+IPYTHON_CONFIG := $(VENV)/etc/ipython/ipython_kernel_config.py
+
+$(IPYTHON_CONFIG): tcpkit/templates/ipython_kernel_config.py $(STAMP)
+	mkdir -p $(dir $@) && cp $< $@
+
+lab: $(STAMP) $(IPYTHON_CONFIG)
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 bench: $(STAMP)

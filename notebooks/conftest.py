@@ -12,7 +12,6 @@ for gate decisions; the gate runs themselves are tested in
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -22,30 +21,12 @@ import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent
 DOMAINS = ("statistics", "distributed", "performance", "security")
-FIXTURE_POLICY = "nbval-fixture:not-a-gate-run"
 
 
 def _freeze_domains(root: Path) -> None:
-    from tcpkit.release.keys import HybridSigner, trust_path
-    from tcpkit.release.promote import build_module, freeze
+    from tcpkit.release.fixture import freeze_for_checks
 
-    signer = HybridSigner.generate("nbval-fixture")
-    trust = trust_path("nbval-fixture", root / ".tcpkit" / "trust")
-    trust.parent.mkdir(parents=True)
-    trust.write_text(signer.public_record().to_json())
-    for name in DOMAINS:
-        notebook = NOTEBOOKS / f"{name}.ipynb"
-        module = build_module(notebook)
-        freeze(
-            root,
-            name,
-            module,
-            signer=signer,
-            policy_uri=FIXTURE_POLICY,
-            policy_digest=hashlib.sha256(FIXTURE_POLICY.encode()).hexdigest(),
-            inputs={f"notebooks/{name}.ipynb": hashlib.sha256(notebook.read_bytes()).hexdigest()},
-            verifier_id="nbval-fixture",
-        )
+    freeze_for_checks(root, NOTEBOOKS, DOMAINS)
 
 
 def pytest_collection_modifyitems(

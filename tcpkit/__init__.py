@@ -6,10 +6,26 @@ The package has two halves that never import each other: :mod:`tcpkit.detect`
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 try:
     __version__ = version("tcpkit")
 except PackageNotFoundError:  # running from a source tree without installation
     __version__ = "0.0.0+unknown"
 
-__all__ = ["__version__"]
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext tcpkit``: the ``%tcpkit`` magics (imported only now, so ``import tcpkit`` stays light)."""
+    from tcpkit.magics import load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext tcpkit``: stop the after-cell check (IPython keeps the magic itself)."""
+    from tcpkit.magics import unload
+
+    unload(ipython)
+
+
+__all__ = ["__version__", "load_ipython_extension", "unload_ipython_extension"]

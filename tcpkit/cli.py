@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the handlers import tcpkit.release lazily, so --help stays 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a writer whose reader left
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -111,7 +112,9 @@ def _add_keys(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     keys_sub = p.add_subparsers(title="keys commands", metavar="ACTION", parser_class=_Parser)
     init = _add_command(
-        keys_sub, "init", "create key pairs NAME and add NAME to the trust list", _cmd_keys_init
+        keys_sub, "init",
+        "create key pairs NAME and NAME.pub (an owner trusts it with 'tcpkit trust add')",
+        _cmd_keys_init,
     )
     init.add_argument("name", metavar="NAME", help="key name: [a-z][a-z0-9-]{0,63}")
     init.add_argument(
@@ -133,6 +136,7 @@ def _cmd_keys_help(args: argparse.Namespace) -> int:
 def _cmd_keys_init(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from tcpkit.release.keys import public_record_path
     from tcpkit.release.signing import HYBRID_CLAIM, KeyError_, init_keys, keys_dir
 
     passphrase = None
@@ -145,12 +149,15 @@ def _cmd_keys_init(args: argparse.Namespace) -> int:
         passphrase = value.encode("utf-8")
     trust_dir = Path(args.root) / ".tcpkit" / "trust"
     try:
-        record = init_keys(args.name, trust_dir=trust_dir, passphrase=passphrase)
+        record = init_keys(args.name, trust_dir=None, passphrase=passphrase)
     except KeyError_ as exc:
         raise UsageError(str(exc)) from None
+    pub = public_record_path(record.name)
     print(f"created key {record.name} ({HYBRID_CLAIM})")
     print(f"  private keys in {keys_dir()} (mode 0600{', encrypted' if passphrase else ''})")
-    print(f"  trust record   {trust_dir / (record.name + '.pub')} (commit it to trust this key)")
+    print(f"  public record  {pub}")
+    print(f"  not trusted yet on {trust_dir}: an owner of a component runs "
+          f"'tcpkit trust add {pub} --as OWNER' (while no owner is trusted, an owner adds their own)")
     for key in record.keys:
         print(f"  {key.algorithm:<10} {key.fingerprint}")
     return EXIT_OK
@@ -192,12 +199,22 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
+    from tcpkit.release.chain import current_policies, verify_chains
+    from tcpkit.release.gates import PipelineError
+    from tcpkit.release.project import Project
     from tcpkit.release.runcheck import verify_gate_runs
     from tcpkit.release.signing import KeyError_, verify_workspace
     from tcpkit.release.workspace import WorkspaceError
 
+    project = Project.at(Path(args.root))
     try:
-        checks = verify_workspace(Path(args.root)) + verify_gate_runs(Path(args.root))
+        policy = current_policies(project.pipeline_file)
+    except PipelineError as exc:
+        raise CheckFailed(f"notebooks/pipeline.toml is invalid, so the gate policies cannot be "
+                          f"checked: {exc.errors[0]}") from None
+    try:
+        checks = (verify_workspace(project.root) + verify_chains(project, policy)
+                  + verify_gate_runs(project))
     except KeyError_ as exc:
         raise CheckFailed(f"trust list unusable: {exc}") from None
     except WorkspaceError as exc:
@@ -220,13 +237,96 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if ok else EXIT_FAILED
 
 
+# --- project: init, new (issue 14) ----------------------------------------------------------
+@_registers
+def _add_init(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "init", "make a tcpkit project: pipeline.toml, an example component, "
+                     ".gitignore, an empty trust list", _cmd_init)
+    p.add_argument("dir", nargs="?", default=".", metavar="DIR", help="project directory (default: .)")
+    p.add_argument("--owner", default=None, metavar="RESEARCHER",
+                   help="owner of the example component (default: $TCPKIT_USER, else the login name)")
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from tcpkit.release.scaffold import ScaffoldError, init_project
+    from tcpkit.release.signing import keys_dir
+
+    owner = args.owner or _ws_identity(argparse.Namespace(as_user=None))
+    try:
+        made = init_project(args.dir, owner)
+    except ScaffoldError as exc:
+        raise UsageError(str(exc)) from None
+    at = "" if args.dir == "." else f" (in {args.dir})"
+    pub = keys_dir() / f"{owner}.pub"
+    made_rows = [
+        ("notebooks/pipeline.toml", f"component {made.component} (owner {owner}): four gates with "
+                                    "parameters and criteria"),
+        (f"notebooks/{made.component}.ipynb", "a typed 'parameters' cell, an '#| export' cell "
+                                              "(CONFIG, make_estimator), record() calls"),
+        (".gitignore", "the runtime state (.tcpkit/tcpkit.db*, .tcpkit/objects/, .tcpkit/tmp/, "
+                       "reports/*)"),
+        (".tcpkit/trust/", "the trust list, empty: commit the .pub records it gets"),
+    ]
+    steps = [
+        (f"tcpkit keys init {owner}", f"your signing key (the private keys stay in {keys_dir()})"),
+        ("tcpkit run --profile quick", f"take {made.component} through the four gates; the first "
+                                       "run registers it and its runner key becomes the first "
+                                       "trusted key"),
+        (f"tcpkit trust add {pub} --as {owner}", "trust your own key (after the first run): then "
+                                                 "you can lease, restore, add contributors"),
+        (f"tcpkit new NAME --owner {owner}", "add a component"),
+        ("%load_ext tcpkit", "in a notebook of the project: its lease, versions, diffs and gate "
+                             "runs from JupyterLab (%tcpkit help)"),
+    ]
+    print(f"created a tcpkit project in {made.root}:")
+    width = max(len(path) for path, _ in made_rows)
+    for path, what in made_rows:
+        print(f"  {path:<{width}}  {what}")
+    print(f"next steps{at}:")
+    for command, what in steps:
+        print(f"  {command}\n      {what}")
+    return EXIT_OK
+
+
+@_registers
+def _add_new(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "new", "add a component: a notebook and its four gate tables in "
+                     "pipeline.toml", _cmd_new)
+    p.add_argument("name", metavar="NAME", help="component name: [a-z][a-z0-9-]{0,63}")
+    p.add_argument("--owner", required=True, metavar="RESEARCHER", help="who owns the component")
+    p.add_argument("--from", dest="source", default=None, metavar="TEMPLATE",
+                   help="start from this component (notebook and gate tables) or notebook file "
+                        "instead of tcpkit's template")
+    p.add_argument("--root", default=".", metavar="DIR", help="project directory (default: .)")
+
+
+def _cmd_new(args: argparse.Namespace) -> int:
+    from tcpkit.release.scaffold import ScaffoldError, new_component
+
+    try:
+        made = new_component(args.root, args.name, args.owner, args.source)
+    except ScaffoldError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"added component {made.component} (owner {made.owner}): {', '.join(made.paths)}")
+    for note in made.notes:
+        print(f"note: {note}")
+    print(f"next: edit notebooks/{made.component}.ipynb, then "
+          f"'tcpkit run --component {made.component} --profile quick'")
+    return EXIT_OK
+
+
 # --- workspace: lease, backups, restore, status, gc, audit, contributor (issue 7) ------------
 def _ws_common(p: _Parser, *, identity: bool = False, json_flag: bool = False) -> None:
     p.add_argument("--root", default=".", metavar="DIR", help="workspace root (default: .)")
     if identity:
         p.add_argument(
             "--as", dest="as_user", metavar="NAME", default=None,
-            help="act as researcher NAME (default: $TCPKIT_USER, else the login name)",
+            help="act as researcher NAME (default: $TCPKIT_USER, else the login name); needs "
+                 "NAME's private key in $TCPKIT_KEYS and NAME on the trust list",
+        )
+        p.add_argument(
+            "--passphrase-env", metavar="VAR", default=None,
+            help="the private key is encrypted with the passphrase held in environment variable VAR",
         )
     if json_flag:
         p.add_argument("--json", action="store_true", help="machine-readable output on stdout")
@@ -238,6 +338,22 @@ def _ws_identity(args: argparse.Namespace) -> str:
 
     name = args.as_user or os.environ.get("TCPKIT_USER") or getpass.getuser()
     return str(name)
+
+
+def _ws_unlock(ws: Workspace, args: argparse.Namespace) -> None:
+    """Load the acting researcher's passphrase-protected key (--passphrase-env) into ``ws``."""
+    import os
+
+    from tcpkit.release.signing import KeyError_, load_signer
+
+    value = os.environ.get(args.passphrase_env)
+    if not value:
+        raise UsageError(f"environment variable {args.passphrase_env} is unset or empty")
+    name = _ws_identity(args)
+    try:
+        ws.add_signer(load_signer(name, keys_dir=ws.keys_dir, passphrase=value.encode("utf-8")))
+    except KeyError_ as exc:
+        raise CheckFailed(f"cannot act as {name}: {exc}") from None
 
 
 def _ws_run(args: argparse.Namespace, action: Callable[[Workspace], int]) -> int:
@@ -264,6 +380,8 @@ def _ws_run(args: argparse.Namespace, action: Callable[[Workspace], int]) -> int
     except WorkspaceError as exc:
         raise CheckFailed(str(exc)) from None
     try:
+        if getattr(args, "passphrase_env", None) is not None:
+            _ws_unlock(ws, args)
         return action(ws)
     except (InvalidNameError, InvalidDigestError, UnknownComponentError, UnknownVersionError) as exc:
         raise UsageError(str(exc)) from None
@@ -286,6 +404,8 @@ def _add_lease(sub: argparse._SubParsersAction[_Parser]) -> None:
     acquire.add_argument("--reason", default="", help="why, shown to others")
     acquire.add_argument("--no-pid", action="store_true",
                          help="bind the lease to its TTL only, not to the calling shell's process")
+    acquire.add_argument("--pid", type=int, default=None, metavar="PID",
+                         help="bind the lease to process PID (default: the calling shell)")
     _ws_common(acquire, identity=True)
     release = _add_command(lease_sub, "release", "give back your lease on NAME", _cmd_lease_release)
     release.add_argument("name", metavar="NAME", help="component")
@@ -301,10 +421,14 @@ def _cmd_lease_help(args: argparse.Namespace) -> int:
 def _cmd_lease_acquire(args: argparse.Namespace) -> int:
     import os
 
+    if args.pid is not None and args.pid <= 0:
+        raise UsageError(f"--pid {args.pid}: give the id of a running process (a positive number)")
+
     def act(ws: Workspace) -> int:
         # the CLI process ends at once: bind the lease to the shell that called it
         lease = ws.acquire_lease(args.name, _ws_identity(args), ttl_s=args.ttl, reason=args.reason,
-                                 pid=os.getppid(), bind_process=not args.no_pid)
+                                 pid=args.pid if args.pid is not None else os.getppid(),
+                                 bind_process=not args.no_pid)
         print(f"lease on {lease.component} held by {lease.describe()}")
         return EXIT_OK
 
@@ -373,10 +497,37 @@ def _cmd_backups(args: argparse.Namespace) -> int:
 
 
 @_registers
+def _add_diff(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "diff", "nbdime's diff of stored version DIGEST of NAME against the "
+                     "notebook on disk", _cmd_diff)
+    p.add_argument("name", metavar="NAME", help="component")
+    p.add_argument("digest", metavar="DIGEST", help="digest or unique prefix (see 'tcpkit backups')")
+    _ws_common(p)
+
+
+def _cmd_diff(args: argparse.Namespace) -> int:
+    def act(ws: Workspace) -> int:
+        from tcpkit.release.diffs import describe_change
+
+        version = ws.version(args.name, args.digest)
+        notebook = ws.notebook_path(args.name)
+        stored = ws.store.get_bytes(version.digest) if ws.stored(version) else None
+        on_disk = notebook.read_bytes() if notebook.is_file() else None
+        label = f"version {version.seq} ({version.digest[:12]})"
+        print(describe_change(stored, on_disk, label, f"notebooks/{notebook.name} on disk"))
+        return EXIT_OK
+
+    return _ws_run(args, act)
+
+
+@_registers
 def _add_restore(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = _add_command(sub, "restore", "write version DIGEST of NAME back as a new version", _cmd_restore)
     p.add_argument("name", metavar="NAME", help="component")
     p.add_argument("digest", metavar="DIGEST", help="digest or unique prefix (see 'tcpkit backups')")
+    p.add_argument("--base", metavar="DIGEST", default=None,
+                   help="digest (or prefix) of the version you saw as current; the restore is refused "
+                        "if another became current since (default: the current version now)")
     _ws_common(p, identity=True)
 
 
@@ -384,11 +535,26 @@ def _cmd_restore(args: argparse.Namespace) -> int:
     import time
 
     def act(ws: Workspace) -> int:
+        current = ws.current(args.name)
+        base = current.digest if current is not None else None
+        if args.base is not None:
+            base = ws.version(args.name, args.base).digest
+        notebook = f"notebooks/{ws.component(args.name).notebook}"
+        on_disk = (ws.root / notebook).is_file()
         start = time.perf_counter()
-        version = ws.restore(args.name, args.digest, _ws_identity(args))
+        version = ws.restore(args.name, args.digest, _ws_identity(args), base)
         elapsed = time.perf_counter() - start
+        before = {v.seq: v for v in ws.versions(args.name)}.get(version.seq - 1)
+        if not on_disk or before is None:
+            print(f"{notebook} was not on disk: nothing to back up")
+        elif before.kind == "backup":
+            print(f"backed up {notebook} as found on disk first: version {before.seq} "
+                  f"({before.digest[:12]}), stored at {ws.store.path_of(before.digest)}")
+        else:
+            print(f"{notebook} on disk was version {before.seq} ({before.digest[:12]}), already "
+                  f"stored at {ws.store.path_of(before.digest)}: it is the backup")
         print(f"restored {args.name} to {version.digest} as version {version.seq} "
-              f"(notebooks/{ws.component(args.name).notebook}) in {elapsed * 1000:.1f} ms")
+              f"({notebook}) in {elapsed * 1000:.1f} ms")
         return EXIT_OK
 
     return _ws_run(args, act)
@@ -456,8 +622,9 @@ def _cmd_gc(args: argparse.Namespace) -> int:
 def _add_audit(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = _add_command(sub, "audit", "the tamper-evident audit log", _cmd_audit_help)
     audit_sub = p.add_subparsers(title="audit commands", metavar="ACTION", parser_class=_Parser)
-    verify = _add_command(audit_sub, "verify", "check the hash chain; exit 1 at the first broken entry",
-                          _cmd_audit_verify)
+    verify = _add_command(audit_sub, "verify",
+                          "check the hash chain and every entry's signature against the trust list; "
+                          "exit 1 at the first bad entry", _cmd_audit_verify)
     _ws_common(verify, json_flag=True)
     show = _add_command(audit_sub, "log", "print the audit log", _cmd_audit_log)
     _ws_common(show, json_flag=True)
@@ -470,18 +637,31 @@ def _cmd_audit_help(args: argparse.Namespace) -> int:
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
     import json
 
+    from tcpkit.release.runcheck import check_recorded_runs
+
     def act(ws: Workspace) -> int:
+        from tcpkit.release.keys import TrustList
+        from tcpkit.release.project import Project
         from tcpkit.release.workspace import as_json
 
+        # the gate runs the log records: metrics and criteria in the database = the signed ones
+        runs = check_recorded_runs(ws, TrustList.load(Project.at(ws.root).trust_dir)) \
+            if ws.gate_runs() else []
+        bad_runs = [f"{c.name}: {c.reason}" for c in runs if not c.ok]
         broken = ws.verify_audit()
         count = len(ws.audit_log())
         if args.json:
-            print(json.dumps({"ok": broken is None, "entries": count,
-                              "first_broken": None if broken is None else as_json(broken)}, indent=2))
-            return EXIT_OK if broken is None else EXIT_FAILED
+            print(json.dumps({"ok": broken is None and not bad_runs, "entries": count,
+                              "first_broken": None if broken is None else as_json(broken),
+                              "gate_runs": len(runs), "gate_run_failures": bad_runs}, indent=2))
+            return EXIT_OK if broken is None and not bad_runs else EXIT_FAILED
+        if bad_runs:
+            raise CheckFailed("recorded gate runs differ from their signed statements: "
+                              + "; ".join(bad_runs))
         if broken is not None:
             raise CheckFailed(f"audit chain broken at {broken}")
-        print(f"audit log intact: {count} entries, hash chain verified")
+        print(f"audit log intact: {count} entries, hash chain and signatures verified "
+              "against the trust list")
         return EXIT_OK
 
     return _ws_run(args, act)
@@ -539,6 +719,37 @@ def _contributor_change(args: argparse.Namespace, *, add: bool) -> int:
 
 
 @_registers
+def _add_trust(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "trust", "grant trust to a researcher's or runner's public key",
+                     _cmd_trust_help)
+    t_sub = p.add_subparsers(title="trust commands", metavar="ACTION", parser_class=_Parser)
+    add = _add_command(t_sub, "add", "an owner of a component trusts the key in FILE.pub (audited)",
+                       _cmd_trust_add)
+    add.add_argument("file", metavar="FILE.pub", help="public key record ('tcpkit keys init' writes it)")
+    _ws_common(add, identity=True)
+
+
+def _cmd_trust_help(args: argparse.Namespace) -> int:
+    raise UsageError("give an action: 'tcpkit trust add FILE.pub'")
+
+
+def _cmd_trust_add(args: argparse.Namespace) -> int:
+    def act(ws: Workspace) -> int:
+        record, added = ws.trust_add(args.file, _ws_identity(args))
+        if not added:
+            print(f"{record.name} is already trusted with these keys: nothing changed")
+            return EXIT_OK
+        entry = ws.audit_log()[-1]
+        how = " (the first owner on the trust list, adding their own key)" if entry.details.get(
+            "bootstrap") else ""
+        print(f"trusted {record.name} in {ws.trust_dir / (record.name + '.pub')}, granted by "
+              f"{entry.actor}{how}; audit entry {entry.seq}; commit the file to share it")
+        return EXIT_OK
+
+    return _ws_run(args, act)
+
+
+@_registers
 def _add_bench(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = _add_command(
         sub,
@@ -576,6 +787,8 @@ def _add_bench(sub: argparse._SubParsersAction[_Parser]) -> None:
         metavar="PATH",
         help="write the full result as JSON to PATH (or stdout when PATH is omitted)",
     )
+    p.add_argument("--ingest", nargs="?", const="1000000", default=None, metavar="EVENTS",
+                   help="instead: read + features of EVENTS events from Parquet, tcpkit vs pandas (default 1e6)")
 
 
 def _count(value: str, name: str, minimum: int = 1) -> int:
@@ -590,6 +803,8 @@ def _count(value: str, name: str, minimum: int = 1) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.ingest is not None:
+        return _cmd_bench_ingest(args)
     import json
     import os
     from pathlib import Path
@@ -646,6 +861,92 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_bench_ingest(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from tcpkit.detect.bench_ingest import format_ingest, run_ingest_benchmark
+    from tcpkit.detect.events_write import write_text_atomic
+
+    events = _count(args.ingest, "ingest")
+    target = args.json
+    if target not in (None, "-") and not os.path.isdir(os.path.dirname(os.path.abspath(target))):
+        raise UsageError(f"--json {target!r}: its directory does not exist")
+    progress = (lambda msg: print(msg, file=sys.stderr)) if sys.stderr.isatty() else None
+    result = run_ingest_benchmark(events, progress=progress)
+    if target == "-":
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    print(format_ingest(result))
+    if target is not None:
+        write_text_atomic(target, json.dumps(result, indent=2))
+        print(f"\nwrote {target}")
+    return EXIT_OK
+
+
+@_registers
+def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "simulate", "write the simulator's agents as an event log (and their labels)",
+                     _cmd_simulate)
+    p.add_argument("--agents", required=True, metavar="N", help="number of agents")
+    p.add_argument("--seed", required=True, metavar="S", help="random seed (>= 0)")
+    p.add_argument("--out", required=True, metavar="PATH",
+                   help="events file: .jsonl, .csv, .parquet or .json (OTLP), each optionally .gz")
+    p.add_argument("--labels", metavar="PATH.csv", help="also write agent,compromised,attack,attack_start_window")
+    p.add_argument("--format", choices=("jsonl", "csv", "parquet", "otlp"), help="override the format of --out")
+    p.add_argument("--nodes", metavar="K", help="network nodes")
+    p.add_argument("--windows", metavar="W", help="windows per agent")
+    p.add_argument("--commands-per-window", metavar="C", help="commands per window")
+    p.add_argument("--compromised", type=float, metavar="F", help="compromised fraction in [0, 1]")
+    p.add_argument("--attacks", metavar="A,B", help="comma-separated attack names (default: all)")
+    p.add_argument("--strength", type=float, metavar="X", help="compromise strength (1 = reference)")
+    p.add_argument("--difficulty", metavar="NAME", help="difficulty preset of the simulator (e.g. default, easy)")
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    import os
+
+    from tcpkit.detect import simulate
+    from tcpkit.detect.events import EventError, format_of
+    from tcpkit.detect.events_write import write_events, write_labels
+
+    try:
+        format_of(args.out, args.format)
+    except EventError as exc:
+        raise UsageError(str(exc)) from None
+    for path in (args.out, args.labels):
+        if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise UsageError(f"{path!r}: its directory does not exist")
+    params: dict[str, object] = {"n_agents": _count(args.agents, "agents"),
+                                 "seed": _count(args.seed, "seed", minimum=0)}
+    for name, value in (("n_nodes", args.nodes), ("n_windows", args.windows),
+                        ("commands_per_window", args.commands_per_window)):
+        if value is not None:
+            params[name] = _count(value, name.replace("n_", "").replace("_", "-"))
+    for name, given in (("compromised_fraction", args.compromised), ("strength", args.strength),
+                        ("difficulty", args.difficulty)):
+        if given is not None:
+            params[name] = given
+    if args.attacks is not None:
+        params["attacks"] = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
+    simulate_events = getattr(simulate, "simulate_events", None)
+    if simulate_events is None:
+        raise CheckFailed("this tcpkit has no tcpkit.detect.simulate.simulate_events")
+    try:
+        sim = simulate_events(**params)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        write_events(sim.table, args.out, format=args.format)
+        if args.labels is not None:
+            write_labels(sim.labels, args.labels)
+    except EventError as exc:
+        raise CheckFailed(str(exc)) from None
+    print(f"wrote {sim.table.num_rows:,} events of {params['n_agents']:,} agents to {args.out}"
+          + (f" and labels to {args.labels}" if args.labels else ""))
+    return EXIT_OK
+
+
 # --- end of subcommands -------------------------------------------------------------------------
 
 
@@ -662,6 +963,17 @@ def build_parser() -> _Parser:
     return parser
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - no real stdout file descriptor
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     parser = build_parser()
@@ -671,7 +983,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     try:
-        return handler(args)
+        status = handler(args)
+        sys.stdout.flush()  # a reader that went away shows up here, not at interpreter exit
+        return status
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
     except UsageError as exc:
         print(f"tcpkit: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

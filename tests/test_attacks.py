@@ -1,13 +1,12 @@
-"""Mechanics of the adversaries in tcpkit.detect.attacks, and their evasion curves."""
+"""Mechanics of the adversaries in tcpkit.detect.attacks, against stub and real detectors."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from tcpkit.detect.attacks import (
     ATTACKS,
@@ -15,205 +14,331 @@ from tcpkit.detect.attacks import (
     REFERENCE_BUDGETS,
     AttackConfig,
     AttackError,
-    ClassicalDetector,
-    EwmaMonitor,
-    FrozenCusumMonitor,
-    RobustDetector,
-    evasion_curve,
-    mimic_windows,
-    poison_baseline,
-    probing_cost,
-    with_defences,
+    EvasionCurve,
+    NaiveDetector,
+    coordination_windows,
+    drift_windows,
+    evaluate_attacks,
+    make_world,
+    mimicry_windows,
+    poisoned_windows,
+    probe,
+    robust_sd,
+    shift_distance,
+    whitebox_signs,
 )
+from tcpkit.detect.baseline import DetectionResult
+from tcpkit.detect.config import DetectorConfig, build_detector
+from tcpkit.detect.simulate import EASY_WORLD, FEATURE_NAMES
 
-SMALL = AttackConfig(n_features=3, n_baseline=150, n_windows=60, n_attackers=20)
-
-
-def _gaussian(n: int, d: int = 3, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((n, d))
-
-
-# -- mimicry ----------------------------------------------------------------------------
+TINY = AttackConfig(n_reference=200, n_monitored=40, attacked_fraction=0.25, n_windows=10)
 
 
-def test_mimicry_keeps_every_window_under_a_frozen_threshold() -> None:
-    base = _gaussian(200)
-    ref = _gaussian(200, seed=1)
-    monitor = FrozenCusumMonitor(np.zeros(3), np.eye(3), reference_scores=(ref**2).sum(1),
-                                 k=0.5, h=8.0, threshold=9.0)
-    proposed = np.random.default_rng(2).standard_normal((30, 20, 3)) + np.array([5.0, 0, 0])
-    played, _ = mimic_windows(monitor, proposed)
-    scores = monitor.scores(played.reshape(-1, 3))
-    assert np.all(scores <= 9.0)
-    # the attacker only shrank windows that were over: the others are untouched
-    over = monitor.scores(proposed.reshape(-1, 3)) > 9.0 * (1 - 1e-6)
-    np.testing.assert_array_equal(played.reshape(-1, 3)[~over], proposed.reshape(-1, 3)[~over])
-    assert base.shape == (200, 3)
+def _result(flags: np.ndarray) -> DetectionResult:
+    p = np.where(flags, 0.0, 1.0)
+    return DetectionResult(flags, p, p, p, (), 0.01, "bh", "stub")
 
 
-def test_mimicry_keeps_every_window_under_an_adaptive_threshold() -> None:
-    monitor = EwmaMonitor(np.zeros(3), np.eye(3), lam=0.2, threshold=7.0)
-    proposed = np.random.default_rng(3).standard_normal((10, 25, 3)) * 3.0
-    played, alarmed = mimic_windows(monitor, proposed)
-    assert not alarmed.any()
-    monitor.start(10)
-    for t in range(25):
-        assert np.all(monitor.scores(played[:, t]) <= 7.0)
-        monitor.observe(played[:, t])
+class Never:
+    """A detector that never flags: every attacker evades."""
+
+    def fit(self, reference: np.ndarray) -> Never:
+        return self
+
+    def detect(self, windows: np.ndarray) -> DetectionResult:
+        return _result(np.zeros(windows.shape[0], dtype=bool))
 
 
-def test_mimicry_evades_naive_but_cusum_catches_a_persistent_offset() -> None:
-    naive = evasion_curve("mimicry", "naive", budgets=[0.0, 2.0], seeds=[0, 1], config=SMALL)
-    tcp = evasion_curve("mimicry", "tcpkit", budgets=[0.0, 2.0], seeds=[0, 1], config=SMALL)
-    assert naive.at(2.0)[0] >= 0.9
-    assert tcp.at(2.0)[0] <= 0.1
-    assert tcp.at(0.0)[0] >= 0.85  # the clean case: one minus the false-alarm rate
+class Always(Never):
+    """A detector that flags everyone: no attacker evades, every clean agent is a false alarm."""
+
+    def detect(self, windows: np.ndarray) -> DetectionResult:
+        return _result(np.ones(windows.shape[0], dtype=bool))
 
 
-# -- poisoning --------------------------------------------------------------------------
+class Threshold(Never):
+    """Flags an agent whose largest change exceeds ``t`` clean SDs on any feature."""
+
+    def __init__(self, world, t: float, config: AttackConfig) -> None:
+        self.world, self.t, self.config = world, t, config
+
+    def detect(self, windows: np.ndarray) -> DetectionResult:
+        r = self.config.reference_windows
+        clean = self.world.monitored if np.array_equal(
+            windows[self.world.clean], self.world.monitored[self.world.clean]
+        ) else self.world.replay
+        moved = (windows - clean)[:, r:].mean(axis=1) / self.world.change_sd
+        return _result(np.abs(moved).max(axis=1) > self.t)
 
 
-def test_poisoning_moves_the_classical_estimate_more_than_the_robust_one() -> None:
-    clean = _gaussian(300, seed=4)
-    target = np.array([6.0, 0.0, 0.0])
-    poisoned = poison_baseline(clean, target, 0.2, np.random.default_rng(5))
-    shifts = {}
-    for det in (ClassicalDetector(), RobustDetector(random_state=0)):
-        det.fit(poisoned)
-        shifts[type(det).__name__] = float(np.linalg.norm(det.location_))
-        # and the target looks less anomalous to the classical estimate
-    classical, robust = shifts["ClassicalDetector"], shifts["RobustDetector"]
-    assert classical > 2 * robust
-    d_classical = ClassicalDetector().fit(poisoned).score(target[None])[0]
-    d_robust = RobustDetector().fit(poisoned).score(target[None])[0]
-    assert d_classical < d_robust
+@pytest.fixture(scope="module")
+def world():
+    return make_world(3, TINY)
 
 
-@given(fraction=st.floats(0.0, 0.9), seed=st.integers(0, 1000))
-@settings(max_examples=25, deadline=None)
-def test_poison_baseline_replaces_exactly_the_fraction(fraction: float, seed: int) -> None:
-    clean = _gaussian(50, seed=seed)
-    poisoned = poison_baseline(clean, np.full(3, 4.0), fraction, np.random.default_rng(seed))
-    assert poisoned.shape == clean.shape
-    changed = np.any(poisoned != clean, axis=1).sum()
-    # the first ramp point sits at the centre, so it may coincide with its clean row
-    assert int(round(fraction * 50)) - 1 <= changed <= int(round(fraction * 50))
+# -- units and the white-box direction ----------------------------------------------------
 
 
-def test_heavy_poisoning_beats_the_robust_estimator() -> None:
-    curve = evasion_curve("poisoning", "tcpkit", budgets=[0.1, 0.45], seeds=[0, 1],
-                          config=SMALL)
-    assert curve.at(0.1)[0] <= 0.1
-    assert curve.at(0.45)[0] >= 0.2  # past the breakdown point, MCD fits the poison
+def test_units_are_the_clean_agents_robust_spread(world) -> None:
+    r = TINY.reference_windows
+    change = world.reference[:, r:].mean(axis=1) - world.reference[:, :r].mean(axis=1)
+    np.testing.assert_allclose(world.change_sd, robust_sd(change))
+    mad = np.median(np.abs(change - np.median(change, axis=0)), axis=0)
+    np.testing.assert_allclose(world.change_sd, 1.4826 * mad)
+    assert world.reference.shape == (200, 10, len(FEATURE_NAMES))
+    assert world.attacked.size == 10 and world.poisoned.size == 20
 
 
-# -- slow drift -------------------------------------------------------------------------
+def test_robust_sd_refuses_a_feature_without_spread() -> None:
+    x = np.random.default_rng(0).standard_normal((50, 3))
+    x[:, 1] = 2.0
+    with pytest.raises(AttackError, match=r"features \[1\]"):
+        robust_sd(x)
 
 
-def test_cusum_alarms_on_a_drift_that_the_adaptive_baseline_absorbs() -> None:
-    naive = evasion_curve("drift", "naive", budgets=[6.0], seeds=[0, 1], config=SMALL)
-    tcp = evasion_curve("drift", "tcpkit", budgets=[6.0], seeds=[0, 1], config=SMALL)
-    assert naive.rates[0] >= 0.9
-    assert tcp.rates[0] <= 0.05
+def test_whitebox_signs_minimise_the_norm_with_the_goal_negative() -> None:
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((4, 4))
+    stat = rng.standard_normal((500, 4)) @ a
+    sd = robust_sd(stat)
+    signs = whitebox_signs(stat, sd, goal=2)
+    assert signs[2] == -1
+    precision = np.linalg.pinv(np.cov(stat / sd, rowvar=False))
+    norms = {s: np.array(s) @ precision @ np.array(s)
+             for s in itertools.product((-1.0, 1.0), repeat=4) if s[2] == -1}
+    assert math.isclose(signs @ precision @ signs, min(norms.values()))
 
 
-# -- probing ----------------------------------------------------------------------------
+def test_whitebox_signs_follow_a_strong_correlation() -> None:
+    z = np.random.default_rng(2).standard_normal((2000, 1))
+    stat = np.hstack([z, z + 0.1 * np.random.default_rng(3).standard_normal((2000, 1))])
+    assert whitebox_signs(stat, robust_sd(stat), goal=0).tolist() == [-1.0, -1.0]
+    anti = stat * np.array([1.0, -1.0])
+    assert whitebox_signs(anti, robust_sd(anti), goal=0).tolist() == [-1.0, 1.0]
 
 
-def test_probing_without_defences_needs_log2_queries() -> None:
-    result = probing_cost(threshold_jitter=0.0, seeds=[0, 1], config=SMALL)
-    expected = math.ceil(math.log2(SMALL.probe_radius / SMALL.probe_eps))
-    assert result.lower_bound_queries == expected
-    assert np.all(result.queries == expected)
-    assert result.located.all() and result.held_unflagged.all()
-    assert np.all(result.windows == 1)
+# -- what each attack plays ----------------------------------------------------------------
 
 
-def test_jitter_costs_queries_and_the_rate_limit_costs_windows() -> None:
-    plain = probing_cost(threshold_jitter=0.0, seeds=[0], config=SMALL)
-    jittered = probing_cost(threshold_jitter=0.1, max_queries_per_window=2, seeds=[0],
-                            config=SMALL)
-    assert jittered.mean_queries > plain.mean_queries
-    np.testing.assert_array_equal(jittered.windows, -(-jittered.queries // 2))
-    assert jittered.success_rate < plain.success_rate
+def test_mimicry_moves_every_feature_by_the_budget_after_the_reference_period(world) -> None:
+    w = mimicry_windows(world, 2.0, TINY)
+    r = TINY.reference_windows
+    diff = w - world.monitored
+    np.testing.assert_array_equal(diff[world.clean], 0.0)
+    np.testing.assert_array_equal(diff[world.attacked, :r], 0.0)
+    np.testing.assert_allclose(np.abs(diff[world.attacked, r:]) / world.change_sd, 2.0)
+    np.testing.assert_array_equal(np.sign(diff[world.attacked, r:]), np.broadcast_to(
+        world.change_signs, diff[world.attacked, r:].shape))
 
 
-def test_probing_evasion_never_decreases_with_queries_without_jitter() -> None:
-    curve = evasion_curve("probing", "naive", budgets=[2, 4, 6, 8, 12], seeds=[0], config=SMALL)
-    assert list(curve.rates) == sorted(curve.rates)
-    assert curve.rates[-1] == 1.0
+def test_drift_grows_per_window_to_the_budget(world) -> None:
+    w = drift_windows(world, 6.0, TINY)
+    r, n_after = TINY.reference_windows, TINY.n_windows - TINY.reference_windows
+    steps = (w - world.monitored)[world.attacked[0], r:] / world.change_unit
+    np.testing.assert_allclose(steps, np.repeat((6.0 * np.arange(1, n_after + 1) / n_after)[:, None],
+                                                len(FEATURE_NAMES), axis=1))
 
 
-# -- coordination -----------------------------------------------------------------------
+def test_poisoning_is_present_from_window_zero_in_both_fleets(world) -> None:
+    reference, monitored = poisoned_windows(world, 3.0)
+    np.testing.assert_allclose((reference - world.reference)[world.poisoned] / world.level_unit, 3.0)
+    untouched = np.setdiff1d(np.arange(reference.shape[0]), world.poisoned)
+    np.testing.assert_array_equal(reference[untouched], world.reference[untouched])
+    np.testing.assert_allclose((monitored - world.monitored)[world.attacked] / world.level_unit, 3.0)
+    r = TINY.reference_windows
+    change = monitored[:, r:].mean(1) - monitored[:, :r].mean(1)
+    before = world.monitored[:, r:].mean(1) - world.monitored[:, :r].mean(1)
+    np.testing.assert_allclose(change, before, atol=1e-9 * np.abs(before).max())
 
 
-def test_coordination_spreading_the_displacement_helps_the_attacker() -> None:
-    curve = evasion_curve("coordination", "tcpkit", budgets=[1, 16], seeds=[0], config=SMALL)
-    assert curve.rates[0] <= curve.rates[1]
-    assert curve.trials == (20, 20)
+def test_coordination_groups_share_direction_and_shock(world) -> None:
+    r = TINY.reference_windows
+    for k in (1, 2, 5):
+        w = coordination_windows(world, k, TINY)
+        offsets = ((w - world.monitored)[world.attacked, r:] / world.change_unit)[:, :, 0]
+        groups = np.arange(world.attacked.size) // k
+        for g in np.unique(groups):
+            members = offsets[groups == g]
+            np.testing.assert_allclose(members, np.broadcast_to(members[0], members.shape))
+        # the shock averages out: the mean move is the collective shift split k ways
+        assert abs(offsets.mean() - TINY.coordination_total / k) < 4 * TINY.coordination_shock
 
 
-# -- curves, reproducibility, errors ----------------------------------------------------
+def test_probing_bisects_to_the_boundary_of_the_decision(world) -> None:
+    det = Threshold(world, 2.3, TINY)
+    known = probe(det, world, 12, TINY)
+    assert known.shape == (13, world.attacked.size)
+    assert np.all(np.diff(known, axis=0) >= 0)  # what is known to pass only grows
+    assert np.all(known[-1] <= 2.3) and np.all(2.3 - known[-1] <= TINY.probe_max / 2**12)
+    np.testing.assert_array_equal(probe(Always(), world, 6, TINY)[-1], 0.0)
 
 
-def test_curve_is_reproducible_per_seed_and_intervals_contain_the_rate() -> None:
-    a = evasion_curve("drift", "tcpkit", budgets=[0.0, 2.0], seeds=[3], config=SMALL)
-    b = evasion_curve("drift", "tcpkit", budgets=[0.0, 2.0], seeds=[3], config=SMALL)
-    assert a == b
-    for r, lo, hi in zip(a.rates, a.ci_low, a.ci_high, strict=True):
-        assert lo <= r <= hi
-    assert "drift vs tcpkit" in a.summary()
+# -- the sweep ---------------------------------------------------------------------------
 
 
-def test_every_attack_has_defaults_and_a_swept_reference_budget() -> None:
+def test_a_detector_that_never_flags_is_evaded_everywhere() -> None:
+    res = evaluate_attacks({"never": Never}, [0], config=TINY)
     for attack in ATTACKS:
-        assert REFERENCE_BUDGETS[attack] in DEFAULT_BUDGETS[attack]
+        c = res.curves[attack, "never"]
+        assert all(r == 1.0 for r in c.rates)  # a prober's first query already passes
+        assert REFERENCE_BUDGETS[attack] in c.budgets
+    assert res.false_alarms["never"].rate == 0.0
+
+
+def test_a_detector_that_flags_everyone_is_never_evaded() -> None:
+    res = evaluate_attacks({"always": Always}, [0, 1], config=TINY, attacks=["mimicry", "probing"])
+    assert all(r == 0.0 for c in res.curves.values() for r in c.rates)
+    fa = res.false_alarms["always"]
+    runs = len(res.curves["mimicry", "always"].budgets) + len(res.curves["probing", "always"].budgets)
+    assert runs == len(DEFAULT_BUDGETS["mimicry"]) + len(DEFAULT_BUDGETS["probing"])
+    assert fa.rate == 1.0 and fa.clean == 2 * runs * 30  # 2 seeds, 30 clean agents per run
+
+
+def test_the_threshold_detector_is_evaded_below_its_threshold_only() -> None:
+    world = make_world(0, TINY)
+    res = evaluate_attacks({"t": lambda: Threshold(world, 2.5, TINY)}, [0], config=TINY,
+                           attacks=["mimicry"], budgets={"mimicry": [1.0, 2.0, 3.0, 4.0]})
+    c = res.curves["mimicry", "t"]
+    assert c.at(2.0)[0] == 1.0 and c.at(3.0)[0] == 0.0
+    assert 2.0 <= c.half_budget <= 3.0
+
+
+def test_same_seeds_same_curves() -> None:
+    a = evaluate_attacks({"naive": NaiveDetector}, [4], config=TINY, attacks=["mimicry"])
+    b = evaluate_attacks({"naive": NaiveDetector}, [4], config=TINY, attacks=["mimicry"])
+    assert a.curves == b.curves
+
+
+def test_half_budget_of_falling_and_rising_curves() -> None:
+    def curve(attack: str, budgets: tuple[float, ...], rates: tuple[float, ...]) -> EvasionCurve:
+        n = len(budgets)
+        return EvasionCurve(attack, "x", budgets, (0,) * n, (1,) * n, rates, rates, rates,
+                            tuple((r,) for r in rates), (0,), budgets[-1])
+
+    assert curve("mimicry", (0, 1, 2), (1.0, 0.7, 0.1)).half_budget == pytest.approx(4 / 3)
+    assert curve("mimicry", (0, 1), (1.0, 0.9)).half_budget == math.inf
+    assert curve("coordination", (1, 2, 4), (0.0, 0.6, 1.0)).half_budget == 2.0
+    assert curve("probing", (1, 2), (0.0, 0.5)).half_budget == math.inf
+
+
+# -- the shipped detector and the naive one ---------------------------------------------------
+
+
+def test_shipped_and_naive_detectors_catch_a_gross_mimic_and_spare_clean_agents() -> None:
+    # the stationary world (no benign change) this check was written for
+    cfg = AttackConfig(n_reference=1500, n_monitored=100, attacked_fraction=0.3, world=EASY_WORLD)
+    shipped = DetectorConfig(features=tuple(FEATURE_NAMES))
+    res = evaluate_attacks(
+        {"shipped": lambda: build_detector(shipped), "naive": NaiveDetector}, [5], config=cfg,
+        attacks=["mimicry"], budgets={"mimicry": [0.0, 30.0]},
+    )
+    for det in ("shipped", "naive"):
+        c = res.curves["mimicry", det]
+        assert c.at(0.0)[0] == 1.0  # nobody moved: nobody caught
+        assert c.at(30.0)[0] <= 0.1
+    assert res.false_alarms["shipped"].rate <= 0.05
+
+
+def test_naive_detector_is_a_chi_square_test_of_the_change() -> None:
+    world = make_world(1, TINY)
+    det = NaiveDetector(alpha=0.05, fdr="none", reference_windows=TINY.reference_windows)
+    res = det.fit(world.reference).detect(world.monitored)
+    assert res.pvalue_method == "chi-square" and res.flags.shape == (40,)
+    moved = det.detect(mimicry_windows(world, 50.0, TINY))
+    assert moved.flags[world.attacked].all()
+    with pytest.raises(AttackError, match="not fitted"):
+        NaiveDetector().detect(world.monitored)
+
+
+# -- validation ------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"attack": "phishing", "detector": "naive"}, "unknown attack"),
-        ({"attack": "drift", "detector": "clever"}, "unknown detector"),
-        ({"attack": "drift", "detector": "naive", "seeds": []}, "seeds is empty"),
-        ({"attack": "drift", "detector": "naive", "seeds": [-1]}, "non-negative"),
-        ({"attack": "drift", "detector": "naive", "budgets": [-1.0]}, "finite and >= 0"),
-        ({"attack": "drift", "detector": "naive", "budgets": [float("nan")]}, "finite"),
-        ({"attack": "poisoning", "detector": "naive", "budgets": [1.0]}, "fraction"),
-        ({"attack": "coordination", "detector": "naive", "budgets": [2.5]}, "whole number"),
-        ({"attack": "probing", "detector": "naive", "budgets": [0]}, "whole number"),
-        ({"attack": "drift", "detector": "naive", "budgets": []}, "empty"),
+        ({"attacked_fraction": 0.0}, "attacked_fraction"),
+        ({"attacked_fraction": 0.001}, "gives no attacker"),
+        ({"poison_fraction": 0.5}, "poison_fraction"),
+        ({"probe_goal": 20.0}, "probe_goal"),
+        ({"reference_windows": 20}, "reference_windows"),
+        ({"n_reference": 10}, "n_reference"),
+        ({"world": {"seed": 3}}, "may not set"),
+        ({"coordination_shock": -1.0}, "coordination_shock"),
+        ({"n_monitored": True}, "n_monitored"),
     ],
 )
-def test_bad_sweeps_raise_one_clear_error(kwargs: dict, match: str) -> None:
-    with pytest.raises(AttackError, match=match):
-        evasion_curve(config=SMALL, **kwargs)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"alpha": 1.5}, "alpha"),
-        ({"n_baseline": 10}, "n_baseline"),
-        ({"n_windows": 0}, "n_windows"),
-        ({"cusum_h": -1.0}, "cusum_h"),
-        ({"threshold_jitter": float("inf")}, "threshold_jitter"),
-        ({"probe_eps": 50.0}, "probe_eps"),
-        ({"n_attackers": True}, "n_attackers"),
-    ],
-)
-def test_bad_config_raises(kwargs: dict, match: str) -> None:
+def test_bad_config_raises_one_clear_error(kwargs: dict, match: str) -> None:
     with pytest.raises(AttackError, match=match):
         AttackConfig(**kwargs)
 
 
-def test_other_bad_inputs() -> None:
-    with pytest.raises(AttackError, match="NaN"):
-        ClassicalDetector().fit(np.array([[0.0, np.nan], [1.0, 2.0], [3.0, 1.0]]))
-    with pytest.raises(AttackError, match="unknown defence"):
-        with_defences(SMALL, {"moat": 3})
-    with pytest.raises(AttackError, match="max_queries_per_window"):
-        probing_cost(max_queries_per_window=0, config=SMALL)
+def test_from_mapping_names_the_unknown_key() -> None:
+    with pytest.raises(AttackError, match="'moat'"):
+        AttackConfig.from_mapping({"moat": 3})
+    assert AttackConfig.from_mapping({"n_monitored": 50}).n_monitored == 50
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"attacks": ["phishing"]}, "unknown attack"),
+        ({"budgets": {"phishing": [1]}}, "unknown attack"),
+        ({"budgets": {"probing": [1.5]}}, "whole number"),
+        ({"budgets": {"mimicry": [-1.0]}}, "mimicry budget"),
+        ({"seeds": []}, "seeds is empty"),
+        ({"seeds": [-1]}, "seed"),
+    ],
+)
+def test_bad_sweeps_raise_one_clear_error(kwargs: dict, match: str) -> None:
+    seeds = kwargs.pop("seeds", [0])
+    with pytest.raises(AttackError, match=match):
+        evaluate_attacks({"never": Never}, seeds, config=TINY, **kwargs)
+
+
+def test_a_detector_with_wrong_flags_or_no_fit_result_is_refused() -> None:
+    class Short(Never):
+        def detect(self, windows: np.ndarray) -> DetectionResult:
+            return _result(np.zeros(3, dtype=bool))
+
+    class NoSelf(Never):
+        def fit(self, reference: np.ndarray):  # type: ignore[override]
+            return None
+
+    with pytest.raises(AttackError, match="flags of shape"):
+        evaluate_attacks({"short": Short}, [0], config=TINY, attacks=["mimicry"])
+    with pytest.raises(AttackError, match="must return the fitted detector"):
+        evaluate_attacks({"noself": NoSelf}, [0], config=TINY, attacks=["mimicry"])
+
+
+def test_shift_distance_is_the_mahalanobis_length_of_the_unit_shift() -> None:
+    stat = np.random.default_rng(6).standard_normal((20000, 4))
+    sd = robust_sd(stat)
+    assert shift_distance(stat, sd, np.ones(4)) == pytest.approx(2.0, rel=0.03)
+
+
+def test_poisoning_refits_a_fresh_detector_per_budget_and_the_clean_fit_only_when_needed() -> None:
+    made: list[Never] = []
+
+    def factory() -> Never:
+        made.append(Never())
+        return made[-1]
+
+    evaluate_attacks({"n": factory}, [0], config=TINY, attacks=["poisoning"],
+                     budgets={"poisoning": [1.0, 3.0]})
+    assert len(made) == 2  # one per poisoned budget, no clean fit
+    made.clear()
+    evaluate_attacks({"n": factory}, [0], config=TINY, attacks=["poisoning", "mimicry"],
+                     budgets={"poisoning": [0.0, 3.0], "mimicry": [3.0]})
+    assert len(made) == 2  # the clean fit (budget 0 and mimicry) and the poisoned one
+
+
+def test_seed_interval_resamples_worlds_not_agents() -> None:
+    rates = (0.0, 1.0, 0.0, 1.0)
+    c = EvasionCurve("mimicry", "x", (3.0,), (20,), (40,), (0.5,), (0.35,), (0.65,),
+                     (rates,), (0, 1, 2, 3), 3.0)
+    low, high = c.seed_interval(3.0)
+    assert low <= 0.25 and high >= 0.75  # far wider than the Wilson interval over agents
+    one = EvasionCurve("mimicry", "x", (3.0,), (5,), (10,), (0.5,), (0.2,), (0.8,), ((0.5,),), (0,), 3.0)
+    assert all(math.isnan(x) for x in one.seed_interval(3.0))
     with pytest.raises(AttackError, match="not swept"):
-        evasion_curve("drift", "naive", budgets=[1.0], seeds=[0], config=SMALL).at(2.0)
-    assert with_defences(SMALL, {"cusum_h": 6.0}).cusum_h == 6.0
+        c.seed_interval(1.0)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -45,3 +47,25 @@ def test_unknown_input_is_one_line_on_stderr_and_exit_2(args: list[str]) -> None
 def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([]) == 2
     assert "usage: tcpkit" in capsys.readouterr().err
+
+
+def test_a_reader_that_goes_away_ends_quietly(tmp_path: Path, researchers: Callable[..., Path]) -> None:
+    """``tcpkit audit log | head``: no BrokenPipeError traceback when the reader closes the pipe."""
+    import os
+
+    from tcpkit.release.workspace import Workspace
+
+    researchers(tmp_path, "alice")
+    with Workspace.open(tmp_path) as ws:
+        ws.register_component("stats", "stats.ipynb", "alice")
+        for i in range(3):
+            ws.audit("note", "alice", {"i": i})
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before tcpkit writes anything
+    try:
+        done = subprocess.run([sys.executable, "-m", "tcpkit.cli", "audit", "log", "--root", str(tmp_path)],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
+    assert done.returncode == 141

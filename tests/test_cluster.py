@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,20 +13,25 @@ from hypothesis import strategies as st
 from scipy.stats import chi2
 from statsmodels.stats.multitest import multipletests
 
+from tcpkit.detect import cluster
 from tcpkit.detect.cluster import (
     SCHEDULER_ENV,
     ClusterError,
     DaskBackend,
     _sample_rows,
     bh_cutoff,
+    conformal_pvalues,
     generate_chunk,
     initial_estimate,
+    oracle_recall,
     run_out_of_core,
+    same_result,
     truncation_consistency,
 )
 from tcpkit.detect.kernel import WhiteningKernel
 from tcpkit.detect.moments import Moments, chunked_moments
 from tcpkit.detect.pvalues import chi2_sf
+from tcpkit.release.gates import evaluate, load_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -174,3 +181,112 @@ def test_existing_scheduler_is_used_not_owned(backend: DaskBackend) -> None:
         assert other.moments(X, chunk_rows=7) == chunked_moments(X, chunk_rows=7)
     # closing the borrowing client left the cluster running
     assert len(backend.client.scheduler_info()["workers"]) == 2
+
+
+# --- heavy tails, conformal p-values, and the gated Dask metrics broken one by one ---------------
+_PIPELINE = Path(__file__).resolve().parents[1] / "notebooks" / "pipeline.toml"
+HEAVY = dict(chunk_rows=50_000, compromised_fraction=0.02, alpha=0.01, df=5.0, n_calibration=100_000, seed=3)
+
+
+def _gate_passes(metric: str, value: object, gate: str = "PRODUCTION") -> bool:
+    spec = load_pipeline(_PIPELINE, require_notebooks=False).components["distributed"].gate(gate)
+    criteria = [c for c in spec.criteria if c.metric == metric]
+    assert criteria, f"no {metric} criterion at {gate}"
+    return evaluate(criteria, {metric: value}).passed
+
+
+def test_student_t_chunks_have_unit_variance_heavy_tails_and_gaussian_default_is_unchanged() -> None:
+    X, _ = generate_chunk(0, 0, 200_000, 4, 0.0, 0.0, 5.0)
+    Z = (X - X.mean(axis=0)) @ np.linalg.inv(np.linalg.cholesky(_true_covariance(0, 4))).T
+    assert np.allclose(np.cov(Z.T), np.eye(4), atol=0.05)
+    kurt = ((Z - Z.mean(axis=0)) ** 4).mean(axis=0) / Z.var(axis=0) ** 2
+    assert np.all(kurt > 4.5)  # Gaussian: 3; Student t 5: 9 (heavy tails)
+    a, la = generate_chunk(1, 2, 500, 3, 0.1, 4.0)
+    b, lb = generate_chunk(1, 2, 500, 3, 0.1, 4.0, float("inf"), 1)
+    assert np.array_equal(a, b) and np.array_equal(la, lb)
+    cal, labels = generate_chunk(1, 2, 500, 3, 0.1, 4.0, stream=cluster.CALIBRATION_STREAM)
+    assert not np.array_equal(cal, a)
+    with pytest.raises(ValueError, match="df"):
+        generate_chunk(0, 0, 10, 2, 0.0, 0.0, 2.0)
+
+
+def test_conformal_pvalues_count_calibration_scores_at_least_as_large() -> None:
+    cal = np.sort(np.random.default_rng(0).exponential(size=999))
+    d2 = np.array([-1.0, cal[0], cal[500], cal[-1], cal[-1] + 1.0])
+    expected = [(1 + np.sum(cal >= v)) / 1000 for v in d2]
+    assert np.array_equal(conformal_pvalues(d2, cal), expected)
+
+
+@pytest.mark.breaks("distributed", "dask_fdp")
+def test_heavy_tailed_gate_world_passes_with_conformal_and_fails_with_chi2() -> None:
+    good = run_out_of_core(100_000, None, shift=14.0, pvalues="conformal", **HEAVY)  # type: ignore[arg-type]
+    assert good.pvalues == "conformal" and good.n_calibration == 100_000 and good.df == 5.0
+    assert _gate_passes("dask_recall", good.recall) and _gate_passes("dask_fdp", good.fdp)
+    chi = run_out_of_core(100_000, None, shift=14.0, pvalues="chi2", **HEAVY)  # type: ignore[arg-type]
+    assert chi.fdp > 0.2  # heavy tails: chi-square p-values flood BH with honest agents
+    assert not _gate_passes("dask_fdp", chi.fdp)
+
+
+@pytest.mark.breaks("distributed", "dask_recall")
+def test_a_shift_below_the_oracle_cliff_fails_dask_recall() -> None:
+    weak = run_out_of_core(100_000, None, shift=5.0, pvalues="conformal", **HEAVY)  # type: ignore[arg-type]
+    assert weak.recall < 0.9
+    assert not _gate_passes("dask_recall", weak.recall)
+    oracle = oracle_recall([5.0, 16.0], df=5.0, compromised_fraction=0.02, n_honest=200_000, n_compromised=20_000)
+    assert oracle[0] < 0.5 < 0.95 < oracle[1]
+
+
+@pytest.mark.breaks("distributed", "dask_equals_local")
+def test_a_changed_chunk_fails_dask_equals_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    kw: dict[str, Any] = dict(chunk_rows=20_000, compromised_fraction=0.02, shift=8.0, alpha=0.01, return_flagged=True)
+    a = run_out_of_core(40_000, None, **kw)
+    assert same_result(a, run_out_of_core(40_000, None, **kw))
+    real = cluster.generate_chunk
+
+    def nudged(*args: Any, **kwargs: Any) -> Any:
+        X, labels = real(*args, **kwargs)
+        if args[1] == 1:
+            X = X.copy()
+            X[7] += 1e-6  # one agent of one chunk moved by a millionth of a unit
+        return X, labels
+
+    monkeypatch.setattr(cluster, "generate_chunk", nudged)
+    b = run_out_of_core(40_000, None, **kw)
+    assert not same_result(a, b)
+    assert not _gate_passes("dask_equals_local", same_result(a, b), "DEVELOPMENT")
+    with pytest.raises(ClusterError, match="return_flagged"):
+        same_result(a, run_out_of_core(40_000, None, chunk_rows=20_000))
+
+
+@pytest.mark.breaks("distributed", "dask_agents_per_s")
+def test_a_slow_clock_fails_dask_agents_per_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    class Clock:
+        now = 0.0
+
+        @classmethod
+        def perf_counter(cls) -> float:
+            cls.now += 100.0
+            return cls.now
+
+    monkeypatch.setattr(cluster, "time", Clock)
+    res = run_out_of_core(20_000, None, chunk_rows=10_000)
+    assert res.seconds == 100.0 and res.agents_per_second == 200.0
+    assert not _gate_passes("dask_agents_per_s", res.agents_per_second)
+
+
+@pytest.mark.breaks("distributed", "dask_client_peak_mib")
+def test_chunks_held_on_the_client_fail_dask_client_peak_mib() -> None:
+    # backend=None generates every chunk in this process: a 1.1e6-row chunk is ~70 MB on the client
+    res = run_out_of_core(1_100_000, None, chunk_rows=1_100_000, subsample=200)
+    peak_mib = res.client_peak_bytes / 2**20
+    assert peak_mib > 64
+    assert not _gate_passes("dask_client_peak_mib", peak_mib)
+
+
+def test_bad_heavy_tail_inputs() -> None:
+    with pytest.raises(ClusterError, match="pvalues"):
+        run_out_of_core(100, None, pvalues="empirical")
+    with pytest.raises(ClusterError, match="df"):
+        run_out_of_core(100, None, df=1.5)
+    with pytest.raises(ClusterError, match="n_calibration"):
+        run_out_of_core(100, None, pvalues="conformal", n_calibration=10)

@@ -252,3 +252,89 @@ def test_digest_wire_format_refuses_damage() -> None:
         Digest.from_bytes(State.of([Entry.create("a", Version(0, 1), PAYLOADS[0])]).to_bytes()[:3])
     with pytest.raises(ValueError, match="fingerprint"):
         Digest({"a": (0, 1, b"short", bytes(4))})
+
+
+# --- measured order independence (the integrated notebook's crdt_order_independent) ---------
+def _node_entries(n: int = 60, signed: bool = False) -> list[Entry]:
+    rng = np.random.default_rng(5)
+    sign = (lambda b: b"sig:" + b[-8:]) if signed else None
+    return [
+        Entry.create(f"node{i:03d}", Version(0, 1 + i % 3), Moments.from_batch(1e6 + rng.normal(size=(9, 3))), sign)
+        for i in range(n)
+    ]
+
+
+def _crdt_gate_passes(value: object) -> bool:
+    from tcpkit.release.gates import evaluate, load_pipeline
+
+    pipeline = load_pipeline(Path(__file__).resolve().parents[1] / "notebooks" / "pipeline.toml",
+                             require_notebooks=False)
+    criteria = [c for c in pipeline.components["integrated"].gate("STAGING").criteria
+                if c.metric == "crdt_order_independent"]
+    assert criteria
+    return evaluate(criteria, {"crdt_order_independent": value}).passed
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_order_trials_agree_with_ties_restarts_and_duplicates(signed: bool) -> None:
+    from tcpkit.detect.crdt import order_independence_trials
+
+    result = order_independence_trials(_node_entries(signed=signed), np.random.default_rng(0), trials=12)
+    assert result.order_independent and result.distinct_states == 1 and result.matches_specification
+    assert result.n_version_ties > 0 and result.n_signature_ties > 0
+    assert result.n_restarts > 0 and result.n_stale >= result.n_restarts and result.n_duplicates > 0
+    assert result.n_nodes == 60 and result.trials == 12
+    assert _crdt_gate_passes(result.order_independent)
+
+
+def _arrival_order_wins(a: Entry, b: Entry) -> Entry:
+    return b  # the later arrival wins: not a join
+
+
+def _no_signed_flag(a: Entry, b: Entry) -> Entry:
+    """The tie-break before the fix: an unsigned entry and an empty signature tied, first one won."""
+    def key(e: Entry) -> tuple[int, int, bytes, bytes]:
+        return (e.version.incarnation, e.version.counter, e.digest, e.signature or b"")
+
+    return a if key(a) >= key(b) else b
+
+
+def _lowest_wins(a: Entry, b: Entry) -> Entry:
+    return a if a.order_key <= b.order_key else b  # order independent, but not the specification
+
+
+@pytest.mark.parametrize("winner, order_dependent", [
+    (_arrival_order_wins, True), (_no_signed_flag, True), (_lowest_wins, False),
+])
+def test_order_trials_fail_on_a_broken_join(monkeypatch: pytest.MonkeyPatch, winner, order_dependent) -> None:  # type: ignore[no-untyped-def]
+    from tcpkit.detect import crdt
+
+    monkeypatch.setattr(crdt, "_winner", winner)
+    result = crdt.order_independence_trials(_node_entries(), np.random.default_rng(0), trials=12)
+    assert not result.order_independent
+    assert (result.distinct_states > 1) is order_dependent
+    if not order_dependent:
+        assert not result.matches_specification
+    assert not _crdt_gate_passes(result.order_independent)
+
+
+def test_order_trials_validate_their_input() -> None:
+    from tcpkit.detect.crdt import order_independence_trials
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="non-empty"):
+        order_independence_trials([], rng)
+    with pytest.raises(TypeError, match="Generator"):
+        order_independence_trials(_node_entries(3), 0)
+    with pytest.raises(ValueError, match="trials"):
+        order_independence_trials(_node_entries(3), rng, trials=1)
+    with pytest.raises(ValueError, match="tie_fraction"):
+        order_independence_trials(_node_entries(3), rng, tie_fraction=0.8, restart_fraction=0.5)
+
+
+def test_unsigned_and_empty_signature_tie_is_decided_by_content() -> None:
+    unsigned = Entry.create("a", Version(0, 1), PAYLOADS[0])
+    empty = Entry("a", Version(0, 1), PAYLOADS[0].to_bytes(), b"")
+    one = State.of([unsigned]).join(State.of([empty]))
+    two = State.of([empty]).join(State.of([unsigned]))
+    assert one.to_bytes() == two.to_bytes() and one.entries["a"] == empty

@@ -210,3 +210,22 @@ def test_gate_without_criteria_is_refused(tmp_path: Path) -> None:
     text = _good_text().replace('criteria = [ { metric = "fpr", op = "<=", threshold = 0.01 } ]', "criteria = []", 1)
     [error] = _error(_write(tmp_path, text)).errors
     assert "at least one criterion" in error
+
+
+def test_exclusive_on_a_component_and_overridden_by_a_gate(tmp_path: Path) -> None:
+    text = _good_text().replace('depends_on = ["alpha"]\n', 'depends_on = ["alpha"]\nexclusive = true\n')
+    text = text.replace("[components.beta.gates.TESTING]\n",
+                        "[components.beta.gates.TESTING]\nexclusive = false\n")
+    pipeline = load_pipeline(_write(tmp_path, text))
+    beta = pipeline.components["beta"].gates
+    assert [beta[g].exclusive for g in GATES] == [True, False, True, True]
+    assert not any(g.exclusive for g in pipeline.components["alpha"].gates.values())
+    plain = load_pipeline(_write(tmp_path, _good_text())).components["beta"].gates
+    assert beta["STAGING"].digest("full") != plain["STAGING"].digest("full")  # part of the policy
+    assert beta["TESTING"].digest("full") == plain["TESTING"].digest("full")
+
+
+def test_exclusive_must_be_a_boolean(tmp_path: Path) -> None:
+    text = _good_text().replace('depends_on = ["alpha"]\n', 'depends_on = ["alpha"]\nexclusive = "yes"\n')
+    error = _error(_write(tmp_path, text))
+    assert any("components.beta.exclusive" in e and "true or false" in e for e in error.errors)

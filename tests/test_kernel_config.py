@@ -213,3 +213,30 @@ def test_public_float32_path_makes_no_copy_of_the_input() -> None:
         tracemalloc.stop()
     # result (0.8 MB) + one 512 KiB chunk buffer per worker; no n x d array
     assert peak < X32.nbytes / 2
+
+
+def test_kernel_settings_travel_with_the_frozen_detector() -> None:
+    import io
+
+    rng = np.random.default_rng(6)
+    level = rng.normal(size=(300, 1, 4))
+    reference = level + rng.normal(scale=0.3, size=(300, 10, 4))
+    monitored = rng.normal(size=(80, 1, 4)) + rng.normal(scale=0.3, size=(80, 10, 4))
+    monitored[:10, 5:, 1] += 2.0
+    config = KernelConfig(dtype="float32", chunk_rows=4_096)
+    det = NetworkDetector(reference_windows=5, kernel_config=config).fit(reference)
+    buf = io.BytesIO()
+    np.savez(buf, **det.to_arrays())
+    buf.seek(0)
+    with np.load(buf, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    again = NetworkDetector.from_arrays(arrays)
+    assert again.kernel_config == config and again.change_.kernel_.config == config
+    a, b = det.detect(monitored, alpha=0.1), again.detect(monitored, alpha=0.1)
+    np.testing.assert_array_equal(a.pvalues, b.pvalues)
+    np.testing.assert_array_equal(a.components["score_change"], b.components["score_change"])
+    # a model without the entry (written before it existed) loads with the defaults
+    older = {k: v for k, v in arrays.items() if k != "kernel_config"}
+    assert NetworkDetector.from_arrays(older).kernel_config == KernelConfig()
+    with pytest.raises(BaselineError, match="unknown kernel setting 'dtyp'"):
+        NetworkDetector.from_arrays(dict(arrays, kernel_config=np.array('{"dtyp": "float32"}')))

@@ -137,21 +137,31 @@ def test_failures_say_why(project: Path, first_run: tuple[int, str]) -> None:
 
 
 def test_runs_are_recorded_with_inputs_store_and_signed_attestation(project: Path, first_run: tuple[int, str]) -> None:
-    from tcpkit.release.signing import TrustList, load_envelope, verify_envelope_signers
+    from tcpkit.release.chain import load_bundle, open_run_bundle
+    from tcpkit.release.signing import TrustList, verify_envelope_signers
     from tcpkit.release.store import ObjectStore
 
     store = ObjectStore(project / ".tcpkit" / "objects")
     trust = TrustList.load(project / ".tcpkit" / "trust")
     for run in _runs(project):
-        assert set(run.inputs) >= {"notebook", "parameters", "module", "tcpkit", "gate"}
+        assert set(run.inputs) >= {"notebook", "parameters", "module", "tcpkit", "gate", "tcpkit-source",
+                                   "distributions", "python", "kernel"}
         assert run.runner == "runner-test"
         assert store.has(run.report_digest) and store.has(run.envelope_digest)
-        statement, signers = verify_envelope_signers(load_envelope(store.get_bytes(run.envelope_digest)), trust)
-        assert signers == ("runner-test",) or list(signers) == ["runner-test"]
+        raw = store.get_bytes(run.envelope_digest)
+        for envelope in load_bundle(raw):
+            _, signers = verify_envelope_signers(envelope, trust)
+            assert list(signers) == ["runner-test"]
+        attestation = open_run_bundle(raw, trust)
         expected = "PASSED" if run.decision == "passed" else "FAILED"
-        assert statement["predicate"]["verificationResult"] == expected
+        assert attestation.summary["predicate"]["verificationResult"] == expected
+        assert attestation.result["predicate"]["metrics"] == run.metrics
+        assert attestation.result["predicate"]["gate"] == run.gate
     good = [r for r in _runs(project) if r.component == "good"]
-    assert good[0].metrics == {"score": 2, "recall_a": 0.99}
+    assert {k: v for k, v in good[0].metrics.items() if not k.startswith("tcpkit.")} == {
+        "score": 2, "recall_a": 0.99}
+    assert good[0].metrics["tcpkit.exclusive"] is False
+    assert isinstance(good[0].metrics["tcpkit.load1_before"], float)
     assert len({r.input_digest for r in good}) == 4  # parameters differ per gate
 
 
@@ -171,7 +181,7 @@ def test_dependent_component_loads_frozen_module_in_its_kernel(project: Path, fi
                  "--until", "DEVELOPMENT"])
     assert code == 0
     runs = [r for r in _runs(project) if r.component == "joined"]
-    assert [(r.gate, r.decision, r.metrics) for r in runs] == [("DEVELOPMENT", "passed", {"value": 2})]
+    assert [(r.gate, r.decision, r.metrics["value"]) for r in runs] == [("DEVELOPMENT", "passed", 2)]
     assert "frozen:good" in runs[0].inputs
 
 

@@ -46,8 +46,9 @@ def test_init_writes_0600_keys_in_0700_dir_and_public_record(dirs: tuple[Path, P
     record = init_keys("alice", trust_dir=trust_dir)
     assert _mode(keys) == 0o700
     files = sorted(p.name for p in keys.iterdir())
-    assert files == ["alice.ed25519.pem", "alice.mldsa65.pem"]
-    assert all(_mode(keys / f) == 0o600 for f in files)
+    assert files == ["alice.ed25519.pem", "alice.mldsa65.pem", "alice.pub"]
+    assert [_mode(keys / f) for f in files] == [0o600, 0o600, 0o644]
+    assert (keys / "alice.pub").read_text() == (trust_dir / "alice.pub").read_text()
     assert b"PRIVATE KEY" in (keys / "alice.ed25519.pem").read_bytes()
     pub = trust_dir / "alice.pub"
     document = json.loads(pub.read_text())
@@ -185,13 +186,22 @@ def test_cli_keys_init_and_list(
     out = capsys.readouterr().out
     assert HYBRID_CLAIM in out
     assert "quantum-proof" not in out.lower()
+    # trust is granted by an owner, not taken by making a key: the trust list is untouched
+    assert f"tcpkit trust add {keys / 'alice.pub'} --as OWNER" in out
+    assert len(TrustList.load(root / ".tcpkit" / "trust")) == 0
     monkeypatch.setenv("PASS_VAR", "s3cret")
     assert main(["keys", "init", "bob", "--root", str(root), "--passphrase-env", "PASS_VAR"]) == 0
     capsys.readouterr()
     assert load_signer("bob", passphrase=b"s3cret").name == "bob"
     assert main(["keys", "list", "--root", str(root)]) == 0
     out = capsys.readouterr().out
-    record = TrustList.load(root / ".tcpkit" / "trust").records[0]
+    assert "alice" in out and "bob" in out and "not on this workspace's trust list" in out
+    trust_dir = root / ".tcpkit" / "trust"
+    trust_dir.mkdir(parents=True)
+    (trust_dir / "alice.pub").write_text((keys / "alice.pub").read_text())
+    assert main(["keys", "list", "--root", str(root)]) == 0
+    out = capsys.readouterr().out
+    record = TrustList.load(trust_dir).records[0]
     for key in record.keys:
         assert key.fingerprint in out
     assert "ml-dsa-65" in out and "ed25519" in out and "bob" in out

@@ -26,16 +26,22 @@ def alice() -> HybridSigner:
 
 
 def _freeze(root: Path, component: str, source: bytes, signer: HybridSigner) -> None:
+    from chainkit import build_chain
+
     production = root / "production"
+    production.mkdir(parents=True, exist_ok=True)
+    chain, link = build_chain(component, source, None, signer)  # the four gates that led here
+    (production / f"{component}.chain.intoto.jsonl").write_bytes(chain)
     production.mkdir(parents=True, exist_ok=True)
     (production / f"{component}.py").write_bytes(source)
     statement = make_statement(
         frozen_subject_name(component),
         sha256_hex(source),
         gate="PRODUCTION",
-        policy_uri=f"notebooks/pipeline.toml#{component}.PRODUCTION",
-        policy_digest=sha256_hex(b"gate"),
-        inputs={f"reports/PRODUCTION/{component}.html": sha256_hex(b"r")},
+        policy_uri="file:pipeline.toml#PRODUCTION",
+        policy_digest="0" * 64,
+        inputs={f"reports/PRODUCTION/{component}.html": sha256_hex(b"r"),
+                f"tcpkit:statement/{component}/PRODUCTION": link},
         passed=True,
         verifier_id="tcpkit-pipeline",
     )
@@ -80,7 +86,7 @@ def test_signed_workspace_verifies(workspace: Path, capsys: pytest.CaptureFixtur
     assert code == 0 and report["ok"] is True
     assert set(report["artifacts"][0]) == {"name", "digest", "ok", "reason"}
     assert main(["verify", "--root", str(workspace)]) == 0
-    assert "2 of 2 artifacts verified" in capsys.readouterr().out
+    assert "4 of 4 artifacts verified" in capsys.readouterr().out  # 2 modules, 2 chains
 
 
 def test_each_failure_is_one_line_naming_artifact_and_reason(

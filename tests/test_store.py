@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from tcpkit.release.keys import HybridSigner
 from tcpkit.release.store import (
     CorruptObjectError,
     InvalidDigestError,
@@ -109,6 +110,7 @@ def test_remove_frees_bytes(tmp_path: Path) -> None:
 # --- Hypothesis: the store under the workspace's retention rules ------------------------------
 
 COMPONENTS = ("one", "two")
+SIGNERS = tuple(HybridSigner.generate(name) for name in ("alice", "bob", "ci"))
 CONTENTS = [json.dumps({"cells": [], "v": i}).encode() for i in range(6)]  # few values: dedup happens
 
 
@@ -119,6 +121,9 @@ class StoreRetention(RuleBasedStateMachine):
         super().__init__()
         self.dir = Path(tempfile.mkdtemp(prefix="tcpkit-hyp-"))
         self.ws = Workspace.open(self.dir)
+        for signer in SIGNERS:  # the researchers act with keys the workspace trusts
+            (self.ws.trust_dir / f"{signer.name}.pub").write_text(signer.public_record().to_json())
+            self.ws.add_signer(signer)
         for name in COMPONENTS:
             self.ws.register_component(name, f"{name}.ipynb", "alice", ["bob"])
         self.history: dict[str, list[str]] = {name: [] for name in COMPONENTS}
@@ -150,19 +155,19 @@ class StoreRetention(RuleBasedStateMachine):
         digest = data.draw(st.sampled_from(self.history[component]))
         before = len(self.ws.versions(component))
         if digest in self.stored:
-            version = self.ws.restore(component, digest, "bob")
+            version = self.ws.restore(component, digest, "bob", self.history[component][-1])
             assert version.digest == digest and version.kind == "restore"
             self.history[component].append(digest)
         else:
-            with pytest.raises(MissingObjectError, match="removed by gc"):
-                self.ws.restore(component, digest, "bob")
+            with pytest.raises(MissingObjectError, match="retention removed its content"):
+                self.ws.restore(component, digest, "bob", self.history[component][-1])
             assert len(self.ws.versions(component)) == before
 
     @precondition(lambda self: bool(self.stored))
     @rule(data=st.data())
     def pin(self, data: st.DataObject) -> None:
         digest = data.draw(st.sampled_from(sorted(self.stored)))
-        self.ws.pin(digest, "frozen artifact")
+        self.ws.pin(digest, "frozen artifact", actor="alice")
         self.pinned.add(digest)
 
     @precondition(lambda self: bool(self.stored))
@@ -178,7 +183,7 @@ class StoreRetention(RuleBasedStateMachine):
 
     @rule(keep_last=st.integers(1, 3))
     def gc(self, keep_last: int) -> None:
-        report = self.ws.gc(keep_last, grace_s=0.0)
+        report = self.ws.gc(keep_last, grace_s=0.0, actor="alice")
         keep = {d for h in self.history.values() for d in h[-keep_last:]} | self.pinned | self.run_refs
         expected = self.stored & keep
         assert set(report.objects_removed) == self.stored - keep
@@ -211,3 +216,23 @@ TestStoreRetention.settings = settings(
     max_examples=25, stateful_step_count=20, deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def test_copy_object_keeps_the_destination_mode_or_the_umask(tmp_path: Path) -> None:
+    from tcpkit.release.store import copy_object
+
+    store = ObjectStore(tmp_path / "objects")
+    digest = store.put_bytes(b"content")
+    assert os.stat(store.path_of(digest)).st_mode & 0o777 == 0o444  # objects stay read-only
+    old_umask = os.umask(0o002)
+    try:
+        fresh = tmp_path / "out" / "fresh.txt"
+        copy_object(store, digest, fresh)
+        assert fresh.stat().st_mode & 0o777 == 0o664  # 0666 & ~umask, not mkstemp's 0600
+        shared = tmp_path / "shared.txt"
+        shared.write_bytes(b"old")
+        os.chmod(shared, 0o640)
+        copy_object(store, digest, shared)
+        assert shared.read_bytes() == b"content" and shared.stat().st_mode & 0o777 == 0o640
+    finally:
+        os.umask(old_umask)

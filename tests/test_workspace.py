@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -44,8 +45,13 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+PEOPLE = ("alice", "bob", "carol", "dave", "eve")
+Researchers = Callable[..., Path]
+
+
 @pytest.fixture
-def ws(tmp_path: Path) -> Workspace:
+def ws(tmp_path: Path, researchers: Researchers) -> Workspace:
+    researchers(tmp_path, *PEOPLE)
     workspace = Workspace.open(tmp_path)
     workspace.register_component("stats", "stats.ipynb", "alice", ["bob"])
     yield workspace
@@ -86,7 +92,9 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
         Workspace.open(tmp_path)
 
 
-def test_register_imports_existing_notebook_and_is_idempotent(tmp_path: Path) -> None:
+def test_register_imports_existing_notebook_and_is_idempotent(tmp_path: Path,
+                                                              researchers: Researchers) -> None:
+    researchers(tmp_path, *PEOPLE)
     (tmp_path / "notebooks").mkdir()
     (tmp_path / "notebooks" / "perf.ipynb").write_bytes(nb("x = 1"))
     with Workspace.open(tmp_path) as ws:
@@ -120,7 +128,8 @@ def test_modify_chain_and_conflict_with_notebook_diff(ws: Workspace) -> None:
     assert not ws.store.has(sha(nb("x = 3")))  # the refused content was not even stored
 
 
-def test_conflict_on_plain_text_uses_unified_diff(tmp_path: Path) -> None:
+def test_conflict_on_plain_text_uses_unified_diff(tmp_path: Path, researchers: Researchers) -> None:
+    researchers(tmp_path, "alice")
     with Workspace.open(tmp_path) as ws:
         ws.register_component("cfg", "cfg.txt", "alice")
         v1 = ws.modify("cfg", "alice", b"a\nb\n", None, "one")
@@ -144,7 +153,7 @@ def test_hand_edits_are_backed_up_before_a_modification(ws: Workspace) -> None:
 def test_restore_backs_up_and_writes_a_new_version(ws: Workspace) -> None:
     v1 = ws.modify("stats", "alice", nb("x = 1"), None, "first")
     v2 = ws.modify("stats", "alice", nb("x = 2"), v1.digest, "second")
-    restored = ws.restore("stats", v1.digest[:10], "bob")
+    restored = ws.restore("stats", v1.digest[:10], "bob", v2.digest)
     assert (restored.seq, restored.kind, restored.digest, restored.parent) == (3, "restore", v1.digest, v2.digest)
     assert (ws.notebooks_dir / "stats.ipynb").read_bytes() == nb("x = 1")
     assert ws.audit_log()[-1].details["restored_seq"] == 1
@@ -240,11 +249,11 @@ def test_unknown_component_and_unknown_digest(ws: Workspace) -> None:
         ws.acquire_lease("nope", "alice")
     absent = sha(b"not stored")
     with pytest.raises(UnknownVersionError, match=f"{absent} is not a version of component 'stats'"):
-        ws.restore("stats", absent, "alice")
+        ws.restore("stats", absent, "alice", v1.digest)
     with pytest.raises(MissingObjectError, match="not in the store"):
-        ws.pin(absent, "keep")
+        ws.pin(absent, "keep", actor="alice")
     with pytest.raises(ValueError, match="not a digest"):
-        ws.restore("stats", "xyz", "alice")
+        ws.restore("stats", "xyz", "alice", v1.digest)
     with pytest.raises(ValueError, match="not a sha256 digest"):
         ws.modify("stats", "alice", nb("x"), "abc", "bad base")
     with pytest.raises(ValueError, match="not notebook JSON"):
@@ -254,17 +263,18 @@ def test_unknown_component_and_unknown_digest(ws: Workspace) -> None:
 
 def test_corrupted_object_blocks_restore_and_changes_nothing(ws: Workspace) -> None:
     v1 = ws.modify("stats", "alice", nb("x = 1"), None, "first")
-    ws.modify("stats", "alice", nb("x = 2"), v1.digest, "second")
+    v2 = ws.modify("stats", "alice", nb("x = 2"), v1.digest, "second")
     path = ws.store.path_of(v1.digest)
     os.chmod(path, 0o644)
     path.write_bytes(nb("x = 666"))
     before = snapshot(ws)
     with pytest.raises(CorruptObjectError, match=f"object {v1.digest} .* is corrupted"):
-        ws.restore("stats", v1.digest, "alice")
+        ws.restore("stats", v1.digest, "alice", v2.digest)
     assert snapshot(ws) == before
 
 
-def test_truncated_database_is_refused_untouched(tmp_path: Path) -> None:
+def test_truncated_database_is_refused_untouched(tmp_path: Path, researchers: Researchers) -> None:
+    researchers(tmp_path, "alice")
     with Workspace.open(tmp_path) as ws:
         ws.register_component("stats", "stats.ipynb", "alice")
         for i in range(30):
@@ -282,7 +292,8 @@ def test_truncated_database_is_refused_untouched(tmp_path: Path) -> None:
         assert len(ws.versions("stats")) == 30
 
 
-def test_locked_database_retries_then_fails_clearly(tmp_path: Path) -> None:
+def test_locked_database_retries_then_fails_clearly(tmp_path: Path, researchers: Researchers) -> None:
+    researchers(tmp_path, "alice")
     with Workspace.open(tmp_path) as setup:
         setup.register_component("stats", "stats.ipynb", "alice")
         v1 = setup.modify("stats", "alice", nb("x = 1"), None, "first")
@@ -346,21 +357,21 @@ def test_gc_keeps_last_n_and_referenced_objects(ws: Workspace) -> None:
     for i in range(6):
         cur = ws.modify("stats", "alice", nb(f"x = {i}"), cur and cur.digest, f"v{i}")
         digests.append(cur.digest)
-    ws.pin(digests[0], "frozen module")
+    ws.pin(digests[0], "frozen module", actor="alice")
     ws.record_gate_run(_run("stats", "DEVELOPMENT", sha(b"in"), "passed", digests[1]))
     orphan = ws.store.put_bytes(b"orphan")
-    young = ws.gc(keep_last=2)  # default grace: the fresh orphan stays
+    young = ws.gc(keep_last=2, actor="alice")  # default grace: the fresh orphan stays
     assert set(young.objects_removed) == {digests[2], digests[3]}
     assert young.versions_pruned == (("stats", 3), ("stats", 4))
     assert ws.store.has(orphan)
-    old = ws.gc(keep_last=2, grace_s=0)
+    old = ws.gc(keep_last=2, grace_s=0, actor="alice")
     assert old.objects_removed == (orphan,)
     for kept in (digests[0], digests[1], digests[4], digests[5]):
         ws.store.verify(kept)
     assert [s.versions_kept for s in ws.status()] == [4]
-    ws.set_keep_last(1)
+    ws.set_keep_last(1, "alice")
     assert ws.keep_last == 1
-    assert ws.gc(grace_s=0).objects_removed == (digests[4],)
+    assert ws.gc(grace_s=0, actor="alice").objects_removed == (digests[4],)
 
 
 def test_audit_chain_detects_hand_edits(ws: Workspace, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -422,3 +433,115 @@ def test_cli_commands(ws: Workspace, tmp_path: Path, capsys: pytest.CaptureFixtu
     assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["keep_last"] == 1
     assert main(["status", "--root", str(tmp_path / "nowhere")]) == 2
     assert "no tcpkit workspace" in capsys.readouterr().err
+
+
+# --- the workspace as a group shares it -----------------------------------------------------------
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_modify_and_restore_keep_the_notebook_mode(ws: Workspace) -> None:
+    old_umask = os.umask(0o022)
+    try:
+        v1 = ws.modify("stats", "alice", nb("x = 1"), None, "first")
+        path = ws.notebooks_dir / "stats.ipynb"
+        assert _mode(path) == 0o644  # a new file: what the umask gives, not mkstemp's 0600
+        os.chmod(path, 0o664)  # a group-writable notebook stays group-writable
+        v2 = ws.modify("stats", "bob", nb("x = 2"), v1.digest, "second")
+        assert _mode(path) == 0o664
+        ws.restore("stats", v1.digest, "bob", v2.digest)
+        assert _mode(path) == 0o664
+    finally:
+        os.umask(old_umask)
+
+
+def test_restore_has_the_same_base_check_as_modify(ws: Workspace) -> None:
+    v1 = ws.modify("stats", "alice", nb("x = 1"), None, "first")
+    v2 = ws.modify("stats", "alice", nb("x = 2"), v1.digest, "second")
+    ws.modify("stats", "bob", nb("x = 3"), v2.digest, "third, by someone else meanwhile")
+    before = snapshot(ws)
+    with pytest.raises(ConflictError, match=f"changed since your base {v2.digest}") as err:
+        ws.restore("stats", v1.digest, "alice", v2.digest)
+    assert "x = 3" in err.value.diff
+    assert snapshot(ws) == before
+
+
+def test_missing_content_is_a_workspace_error_naming_the_retention_rule(ws: Workspace) -> None:
+    cur = None
+    for i in range(4):
+        cur = ws.modify("stats", "alice", nb(f"x = {i}"), cur and cur.digest, f"v{i}")
+    first = ws.versions("stats")[0]
+    ws.gc(keep_last=2, grace_s=0, actor="alice")
+    before = snapshot(ws)
+    with pytest.raises(WorkspaceError) as err:  # a caller catching the workspace's errors sees it
+        ws.restore("stats", first.digest, "alice", cur.digest)  # type: ignore[union-attr]
+    assert isinstance(err.value, MissingObjectError)
+    message = str(err.value)
+    assert f"version 1 ({first.digest})" in message
+    assert "retention removed its content" in message and "keep_last=2" in message
+    assert "only the last 2 versions of each component" in message
+    assert snapshot(ws) == before
+
+
+def test_conflict_with_an_unreadable_current_version_blames_the_current_side(ws: Workspace) -> None:
+    v1 = ws.modify("stats", "alice", nb("x = 1"), None, "first")
+    v2 = ws.modify("stats", "alice", nb("x = 2"), v1.digest, "second")
+    path = ws.store.path_of(v2.digest)
+    os.chmod(path, 0o644)
+    path.write_bytes(b"damaged")
+    with pytest.raises(ConflictError) as err:
+        ws.modify("stats", "bob", nb("x = 9"), v1.digest, "stale")
+    assert f"content of current {v2.digest[:12]} is not available" in err.value.diff
+    assert "base" not in err.value.diff
+
+
+def test_audit_chain_recomputes_from_the_documented_recipe(ws: Workspace) -> None:
+    """Someone outside tcpkit recomputes every hash from the module docstring alone."""
+    import base64
+    import re
+
+    from tcpkit.release import audit as audit_module
+    from tcpkit.release.dsse import pae
+
+    ws.modify("stats", "alice", nb("x = 1"), None, "first ü")  # non-ASCII kept as is
+    doc = audit_module.__doc__ or ""
+    block = re.search(r"::\n\n(.*?\})\n", doc, re.S)
+    assert block is not None, "the docstring shows the hashed object as a literal block"
+    documented = re.findall(r'"(\w+)":', block.group(1))
+    rows = ws.db.query("SELECT * FROM audit ORDER BY seq")
+    columns = {"action": "action", "actor": "actor", "at": "at", "details": "details",
+               "prev": "prev_hash", "seq": "seq"}
+    assert sorted(documented) == sorted(columns)
+    trust = {r.name: r for r in __import__("tcpkit.release.keys", fromlist=["TrustList"]).TrustList.load(
+        ws.trust_dir)}
+    for row in rows:
+        obj = {key: row[columns[key]] for key in documented}
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        assert hashlib.sha256(text.encode("utf-8")).hexdigest() == row["hash"]
+        message = pae(audit_module.AUDIT_PAYLOAD_TYPE, row["hash"].encode("ascii"))
+        [ed] = [s for s in json.loads(row["signatures"]) if s["algorithm"] == "ed25519"]
+        trust[row["actor"]].key("ed25519").key.verify(base64.b64decode(ed["sig"]), message)
+
+
+def test_cli_restore_says_what_it_backed_up_and_where(ws: Workspace, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    v1 = ws.modify("stats", "alice", nb("x = 1"), None, "first")
+    ws.modify("stats", "alice", nb("x = 2"), v1.digest, "second")
+    (ws.notebooks_dir / "stats.ipynb").write_bytes(nb("edited by hand"))
+    capsys.readouterr()
+    assert main(["restore", "stats", v1.digest[:12], "--as", "alice", "--root", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    backup = ws.versions("stats")[-2]
+    assert backup.kind == "backup" and backup.digest == sha(nb("edited by hand"))
+    where = ws.store.path_of(backup.digest)
+    assert (f"backed up notebooks/stats.ipynb as found on disk first: version {backup.seq} "
+            f"({backup.digest[:12]}), stored at {where}") in out
+    assert where.is_file()
+    # unchanged on disk: the current version is the backup, and the message says so
+    assert main(["restore", "stats", v1.digest[:12], "--as", "alice", "--root", str(tmp_path),
+                 "--base", ws.current("stats").digest[:12]]) == 0  # type: ignore[union-attr]
+    assert "on disk was version" in capsys.readouterr().out
+    # a stale --base is refused like a stale modify
+    assert main(["restore", "stats", v1.digest[:12], "--as", "alice", "--root", str(tmp_path),
+                 "--base", backup.digest[:12]]) == 1
+    assert "changed since your base" in capsys.readouterr().err

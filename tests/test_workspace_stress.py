@@ -23,6 +23,7 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -113,10 +114,11 @@ def _worker(root: str, index: int, journal: str, hook_at: int | None, stuck: obj
     ws.close()
 
 
-def test_eight_processes_with_sigkills(tmp_path: Path) -> None:
+def test_eight_processes_with_sigkills(tmp_path: Path, researchers: Callable[..., Path]) -> None:
     started = time.monotonic()
+    members = [f"w{i}" for i in range(PROCESSES)]
+    researchers(tmp_path, *members)  # forked workers find their keys through $TCPKIT_KEYS
     with Workspace.open(tmp_path) as ws:
-        members = [f"w{i}" for i in range(PROCESSES)]
         for i, name in enumerate(COMPONENTS):
             ws.register_component(name, f"{name}.ipynb", members[i], [m for m in members if m != members[i]])
     ctx = mp.get_context("fork")
@@ -221,7 +223,7 @@ def test_eight_processes_with_sigkills(tmp_path: Path) -> None:
     assert any(v.digest == uncommitted and v.kind == "backup" for name in COMPONENTS
                for v in ws.versions(name))
     backups = sum(v.kind == "backup" for name in COMPONENTS for v in ws.versions(name))
-    report = ws.gc(grace_s=0.0)
+    report = ws.gc(grace_s=0.0, actor="w0")
     assert report.temporaries_removed >= len(HOOK_KILLED) - 1
     for name in COMPONENTS:
         for v in ws.versions(name)[-10:]:

@@ -1,226 +1,539 @@
-"""Adversaries against the statistics engine, and evasion-versus-budget curves.
+"""Adversaries against any detector, in the simulator's feature space, and evasion curves.
 
-Five white-box attacks, each with a *budget*, are run over many seeds against two
-defenders, and the share of attacks that reach their goal unseen is reported with
-Wilson intervals (:func:`evasion_curve`). The same seeded world is used for both
-defenders, so the comparison is paired.
+The attacks run against any object with the small :class:`Detector` protocol
+(``fit(reference_windows) -> self``, ``detect(windows) -> DetectionResult`` whose
+``flags`` are its decisions), so the security evaluation attacks the detector that
+ships: :func:`tcpkit.detect.config.build_detector` of a
+:class:`~tcpkit.detect.config.DetectorConfig`. The comparison is :class:`NaiveDetector`
+(classical covariance of each agent's change, chi-square p-values, the same FDR rule,
+no CUSUM, no level test), attacked by the same attackers on the same fleets in the
+same run.
 
-Defenders
+The world
 ---------
-``"naive"``
-    Classical (empirical) mean and covariance of a baseline window; per window a
-    chi-square test on the squared Mahalanobis distance; for sequences an *adaptive*
-    per-agent baseline whose centre follows an EWMA of the agent's own windows.
-``"tcpkit"``
-    Robust (MCD) baseline from :mod:`tcpkit.detect.baseline`; the reference is frozen
-    after fitting; per window the same chi-square test; for sequences also a
-    one-sided CUSUM (:class:`tcpkit.detect.sequential.CusumDetector`) of the
-    normal score of the distance against vetted clean windows; for queries a jittered
-    threshold. The query-rate limit changes time, not queries, and is measured by
-    :func:`probing_cost` in windows rather than folded into the evasion rate.
+Per seed, :func:`make_world` simulates three clean fleets with
+:func:`tcpkit.detect.simulate.simulate_network` (windows of shape
+``(n_agents, n_windows, 12)``): the *reference* fleet the detectors are fitted on, the
+*monitored* fleet they judge, and a *replay* fleet (fresh agents) where a prober
+plays what its queries taught it. A share ``attacked_fraction`` of the monitored
+agents is attacker-controlled; the rest are the clean agents whose false alarms are
+counted in the same runs.
 
-Attacks and their budgets (``REFERENCE_BUDGETS`` holds the budget at which the
-headline metric ``evasion_<attack>_<detector>`` is read)
-------------------------------------------------------------------------------------
-``mimicry`` (budget: persistent offset in sigma units, reference 2.0)
-    The attacker knows the defender's centre, covariance and per-window threshold.
-    It holds its agent ``budget`` sigmas towards a target; whenever a window would
-    score above the threshold it shrinks that window towards the defender's centre
-    until it is just under it (Wagner & Soto 2002). Goal: the shrinking costs less
-    than 10 % of the offset on average.
-``poisoning`` (budget: contaminated fraction of the baseline window, reference 0.2)
-    That fraction of the baseline window is replaced by a ramp of windows from the
-    normal centre to a target ``target_distance`` sigmas away (each ramp window with
-    normal noise). The defender fits on the poisoned window; the attacker then shows
-    windows at the target. Goal: a target window is not flagged.
-``drift`` (budget: total drift in sigma units over the horizon, reference 6.0)
-    The boiling frog: the agent's mean moves linearly from 0 to ``budget`` sigmas
-    over ``n_windows`` windows. Goal: no alarm over the whole horizon.
-``probing`` (budget: number of oracle queries, reference 16)
-    The attacker queries the per-window test along a line from the normal centre and
-    bisects the decision boundary (Lowd & Meek 2005), with ``probe_repeats`` votes
-    per point when the threshold is jittered (a point counts as safe only if no vote
-    flagged it). It then sits at the largest radius it believes safe for
-    ``probe_hold_windows`` windows. Goal: that radius is within ``probe_eps`` sigma
-    of the true boundary and none of the holding windows is flagged.
-``coordination`` (budget: number k of colluding agents, reference 4)
-    k agents share a total displacement of ``target_distance`` sigmas, each holding
-    ``target_distance / k`` in the same direction for the whole horizon. Goal: none
-    of the k agents raises an alarm.
+Budgets are in units of the clean agents' own spread
+---------------------------------------------------------
+``change_sd`` is, per feature, the robust standard deviation (1.4826 x MAD) of the
+clean reference agents' *change* (mean of the detection windows minus mean of the
+agent's own reference windows); ``level_sd`` the same for the *level* (mean over
+all windows). An attack of budget ``b`` on the change moves feature ``j`` by
+``b * change_sd[j]`` in the direction ``sign[j]``: every feature stays within ``b``
+clean SDs. The attacker is white-box: among the ``2**(d - 1)`` sign patterns with the
+goal feature (default ``bias_high_risk``, under-rating dangerous commands) negative,
+it takes the one with the smallest Mahalanobis norm under the clean agents' own
+(classical) correlation of changes, i.e. the pattern that looks least unusual
+(:func:`whitebox_signs`). The shift is added to the feature windows directly: the
+attacker is assumed to control its behaviour finely enough to realise it.
 
-A budget of 0 (where it exists) is the clean case: its "evasion" is one minus the
-defender's false-alarm rate over the horizon, and is reported as such.
+Attacks and their budgets
+-------------------------
+``mimicry`` (budget: clean change SDs per feature)
+    A constant shift of ``b`` SDs per feature from the first detection window on,
+    spread over all features so that each stays under the radar.
+``poisoning`` (budget: clean *level* SDs per feature)
+    The shift is present from window 0, so the agent's change is zero and only its
+    level shows it; the same attacker controls ``poison_fraction`` of the reference
+    fleet, whose agents carry the same shift, so the detector is fitted and
+    calibrated on a poisoned reference (refitted per budget).
+``drift`` (budget: clean change SDs per feature at the last window)
+    The boiling frog: the shift grows linearly per detection window, from
+    ``b / T`` at the first to ``b`` at the last of ``T`` windows (mean about ``b / 2``).
+``probing`` (budget: decisions the attacker may query)
+    Each attacker queries the detector's decision (its ``flags`` on the monitored
+    fleet with the attacker at a candidate shift) and bisects ``[0, probe_max]`` clean
+    SDs per feature for the largest undetected shift; it then plays the largest
+    shift it saw pass, as a fresh agent of the replay fleet. It *evades* when it is
+    not flagged there and that shift is at least ``probe_goal`` SDs per feature (a
+    smaller move does not reach its goal).
+``coordination`` (budget: colluders per group)
+    The attackers form groups of ``k`` that move together (same direction, plus a
+    per-window shock of ``coordination_shock`` SDs shared by the group) and share a
+    collective shift of ``coordination_total`` SDs per feature: each member moves
+    ``coordination_total / k``. More colluders, smaller individual moves.
 
-Trials within a seed share the seed's baseline fit, so the Wilson interval (which
-treats trials as independent) is somewhat too narrow; more seeds, not more
-attackers per seed, is the honest way to narrow it.
+Evasion and the half-evasion budget
+-----------------------------------
+The evasion rate at a budget is the share of attacker-controlled agents that the
+detector does not flag (over seeds), with a Wilson interval over agents and a
+cluster-bootstrap interval over seeds. Agents of one seed share one fit, one
+calibration set and one BH cut, so the Wilson interval is too narrow; the seed
+interval (the world as the unit) is the honest one once there are several seeds. :attr:`EvasionCurve.half_budget` is the
+budget at which evasion crosses 0.5: for shift attacks (evasion falls with the
+budget) the largest shift the attacker can make and still evade half the time
+(linear interpolation; ``inf`` when evasion stays above 0.5 over the sweep); for
+probing and coordination (evasion grows with the budget) the smallest swept budget
+at which evasion exceeds 0.5 (``inf`` when none does).
+
+Note on the conformal-BH resolution: the shipped detector's p-values are at least
+``1 / (n_cal + 1)``, so BH at level ``q`` over ``m`` monitored agents flags nothing
+unless about ``m / (q (n_cal + 1))`` agents reach that floor. ``n_reference``,
+``n_monitored`` and ``attacked_fraction`` therefore matter and are part of the
+evaluation's configuration.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
-from functools import lru_cache
-from typing import Literal, Protocol
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
-from tcpkit.detect.kernel import WhiteningKernel
-
-Attack = Literal["mimicry", "poisoning", "drift", "probing", "coordination"]
-DetectorName = Literal["naive", "tcpkit"]
+from tcpkit.detect.baseline import Baseline, DetectionResult, decide
 
 ATTACKS: tuple[str, ...] = ("mimicry", "poisoning", "drift", "probing", "coordination")
-DETECTORS: tuple[str, ...] = ("naive", "tcpkit")
+
+UNITS: dict[str, str] = {
+    "mimicry": "clean change SDs per feature",
+    "poisoning": "clean level SDs per feature",
+    "drift": "clean change SDs per feature at the last window",
+    "probing": "queried decisions",
+    "coordination": "colluders per group",
+}
+"""The unit of each attack's budget."""
+
+INCREASING: frozenset[str] = frozenset({"probing", "coordination"})
+"""Attacks whose budget helps the attacker (evasion grows with it)."""
 
 DEFAULT_BUDGETS: dict[str, tuple[float, ...]] = {
-    "mimicry": (0.0, 0.5, 1.0, 1.5, 2.0, 3.0),
-    "poisoning": (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5),
-    "drift": (0.0, 1.0, 2.0, 4.0, 6.0),
-    "probing": (4.0, 8.0, 12.0, 16.0, 24.0),
+    "mimicry": (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0),
+    "poisoning": (0.0, 1.0, 2.0, 3.0, 5.0),
+    "drift": (0.0, 1.0, 2.0, 4.0, 6.0, 8.0),
+    "probing": (1.0, 2.0, 4.0, 8.0, 16.0),
     "coordination": (1.0, 2.0, 4.0, 8.0, 16.0),
 }
-"""Budgets swept by default, per attack (units in the module docstring)."""
+"""Budgets swept by default, per attack (units in :data:`UNITS`)."""
 
 REFERENCE_BUDGETS: dict[str, float] = {
-    "mimicry": 2.0,
-    "poisoning": 0.2,
+    "mimicry": 3.0,
+    "poisoning": 3.0,
     "drift": 6.0,
     "probing": 16.0,
     "coordination": 4.0,
 }
-"""The budget at which each attack's headline evasion rate is read."""
+"""The budget at which each attack's gated evasion rate is read (always swept)."""
+
+_MAX_SIGN_FEATURES = 16  # 2**15 sign patterns: exhaustive search stays instant
 
 
 class AttackError(ValueError):
     """An attack, detector, budget or configuration value that cannot be used."""
 
 
-def _is_real(value: object) -> bool:
-    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+class Detector(Protocol):
+    """What an attack needs of a detector: fit on reference windows, decide on windows."""
+
+    def fit(self, reference: NDArray[np.float64]) -> Detector: ...
+
+    def detect(self, windows: NDArray[np.float64]) -> DetectionResult: ...
 
 
-# ---------------------------------------------------------------------------------------
-# configuration and results
+DetectorFactory = Callable[[], Detector]
+"""Builds a fresh, unfitted detector (poisoning fits one per budget)."""
+
+
+def _real(name: str, value: Any, low: float, high: float | None = None, *,
+          open_low: bool = False, open_high: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise AttackError(f"{name}={value!r}: expected a number")
+    v = float(value)
+    bad = not math.isfinite(v) or (v <= low if open_low else v < low)
+    if high is not None:
+        bad = bad or (v >= high if open_high else v > high)
+    if bad:
+        left = "(" if open_low else "["
+        right = "inf)" if high is None else (f"{high})" if open_high else f"{high}]")
+        raise AttackError(f"{name}={value!r}: expected a number in {left}{low}, {right}")
+    return v
+
+
+def _int(name: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise AttackError(f"{name}={value!r}: expected an integer >= {low}")
+    return int(value)
 
 
 @dataclass(frozen=True)
 class AttackConfig:
-    """The world and the defenders' settings shared by every attack.
+    """The world of the security evaluation and the attackers' settings.
 
     Attributes
     ----------
-    n_features : dimension of the per-window behaviour vector.
-    n_baseline : windows in the baseline (reference) fit.
-    n_windows : horizon of the sequential attacks, in windows.
-    n_attackers : independent attackers (trials) per seed.
-    alpha : false-alarm budget of the per-window test over the whole horizon; the
-        per-window level is ``alpha / n_windows`` (Bonferroni).
-    target_distance : sigmas from the normal centre to the poisoning target, and the
-        total displacement shared by a coordinating coalition.
-    ewma_lambda : adaptation rate of the naive defender's per-agent baseline.
-    cusum_k, cusum_h : reference value and decision interval of tcpkit's CUSUM, in
-        units of the standardised distance ``(d2 - d) / sqrt(2 d)``.
-    threshold_jitter : tcpkit's relative jitter of the per-window threshold; each
-        query or window sees ``threshold * (1 + j * U)``, ``U ~ Uniform(-1, 1)``.
-    max_queries_per_window : tcpkit's query-rate limit (queries answered per window).
-    probe_eps : sigmas within which a prober must locate the boundary.
-    probe_radius : upper end of the prober's initial bracket, in sigmas.
-    probe_repeats : votes per probed point when the threshold is jittered.
-    probe_hold_windows : windows the prober then spends at its chosen radius.
-    robust_method : the :class:`~tcpkit.detect.baseline.Baseline` method of tcpkit.
+    n_reference : clean agents of the reference fleet the detectors are fitted on.
+    n_monitored : agents of the monitored fleet (attacked plus clean).
+    attacked_fraction : share of the monitored agents under the attacker's control.
+    n_windows, reference_windows : windows per agent, and the first of them forming
+        each agent's own reference period (must equal the detector's).
+    poison_fraction : share of the reference fleet the poisoning attacker controls.
+    probe_max : upper end of the prober's search, clean SDs per feature.
+    probe_goal : smallest shift (clean SDs per feature) that reaches a prober's goal.
+    coordination_total : collective shift of a coordinating group, clean SDs per feature.
+    coordination_shock : per-window shock shared by a group, clean SDs per feature.
+    goal_feature : the feature every attacker moves downwards (its purpose).
+    world : further keyword arguments of ``simulate_network`` (e.g. a difficulty).
     """
 
-    n_features: int = 4
-    n_baseline: int = 300
-    n_windows: int = 100
-    n_attackers: int = 25
-    alpha: float = 0.01
-    target_distance: float = 6.0
-    ewma_lambda: float = 0.1
-    cusum_k: float = 0.5
-    cusum_h: float = 8.0
-    threshold_jitter: float = 0.1
-    max_queries_per_window: int = 4
-    probe_eps: float = 0.1
-    probe_radius: float = 20.0
-    probe_repeats: int = 3
-    probe_hold_windows: int = 10
-    robust_method: str = "mcd"
+    n_reference: int = 4000
+    n_monitored: int = 300
+    attacked_fraction: float = 0.1
+    n_windows: int = 20
+    reference_windows: int = 5
+    poison_fraction: float = 0.1
+    probe_max: float = 12.0
+    probe_goal: float = 3.0
+    coordination_total: float = 12.0
+    coordination_shock: float = 0.5
+    goal_feature: str = "bias_high_risk"
+    world: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        ints = {
-            "n_features": (self.n_features, 1),
-            "n_windows": (self.n_windows, 1),
-            "n_attackers": (self.n_attackers, 1),
-            "max_queries_per_window": (self.max_queries_per_window, 1),
-            "probe_repeats": (self.probe_repeats, 1),
-            "probe_hold_windows": (self.probe_hold_windows, 1),
-        }
-        for name, (value, low) in ints.items():
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-                raise AttackError(f"{name} must be an integer >= {low}, got {value!r}")
-        if isinstance(self.n_baseline, bool) or not isinstance(self.n_baseline, int | np.integer):
-            raise AttackError(f"n_baseline must be an integer, got {self.n_baseline!r}")
-        if self.n_baseline < 10 * self.n_features:
+        _int("n_reference", self.n_reference, 40)
+        _int("n_monitored", self.n_monitored, 2)
+        _int("n_windows", self.n_windows, 2)
+        _int("reference_windows", self.reference_windows, 1)
+        if self.reference_windows >= self.n_windows:
             raise AttackError(
-                f"n_baseline={self.n_baseline} is too small for n_features={self.n_features}: "
-                f"need at least {10 * self.n_features} windows"
+                f"reference_windows={self.reference_windows} must be smaller than "
+                f"n_windows={self.n_windows}"
             )
-        positive = {
-            "target_distance": self.target_distance,
-            "cusum_h": self.cusum_h,
-            "probe_eps": self.probe_eps,
-            "probe_radius": self.probe_radius,
-        }
-        for name, number in positive.items():
-            if not (_is_real(number) and math.isfinite(number) and number > 0):
-                raise AttackError(f"{name} must be a positive finite number, got {number!r}")
-        unit = {
-            "alpha": (self.alpha, False),
-            "ewma_lambda": (self.ewma_lambda, False),
-            "threshold_jitter": (self.threshold_jitter, True),
-        }
-        for name, (rate, zero_ok) in unit.items():
-            ok = _is_real(rate) and math.isfinite(rate)
-            ok = ok and (0 <= rate < 1 if zero_ok else 0 < rate < 1)
-            if not ok:
-                interval = "[0, 1)" if zero_ok else "(0, 1)"
-                raise AttackError(f"{name} must lie in {interval}, got {rate!r}")
-        if not (_is_real(self.cusum_k) and math.isfinite(self.cusum_k)
-                and self.cusum_k >= 0):
-            raise AttackError(f"cusum_k must be a finite number >= 0, got {self.cusum_k!r}")
-        if self.probe_eps >= self.probe_radius:
-            raise AttackError("probe_eps must be smaller than probe_radius")
+        _real("attacked_fraction", self.attacked_fraction, 0.0, 1.0, open_low=True, open_high=True)
+        _real("poison_fraction", self.poison_fraction, 0.0, 0.5, open_high=True)
+        _real("probe_max", self.probe_max, 0.0, open_low=True)
+        _real("probe_goal", self.probe_goal, 0.0, self.probe_max, open_low=True)
+        _real("coordination_total", self.coordination_total, 0.0, open_low=True)
+        _real("coordination_shock", self.coordination_shock, 0.0)
+        if not isinstance(self.goal_feature, str) or not self.goal_feature:
+            raise AttackError(f"goal_feature={self.goal_feature!r}: expected a feature name")
+        if not isinstance(self.world, Mapping):
+            raise AttackError(f"world must be a table of simulate_network settings, not {self.world!r}")
+        fixed = {"n_agents", "n_windows", "baseline_windows", "compromised_fraction", "seed"}
+        clash = sorted(fixed & set(self.world))
+        if clash:
+            raise AttackError(f"world may not set {clash}: the evaluation sets them itself")
+        if round(self.attacked_fraction * self.n_monitored) < 1:
+            raise AttackError(
+                f"attacked_fraction={self.attacked_fraction} of n_monitored={self.n_monitored} "
+                "gives no attacker"
+            )
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> AttackConfig:
+        """A configuration from a plain mapping (notebook parameter, TOML table)."""
+        if mapping is None:
+            return cls()
+        if not isinstance(mapping, Mapping):
+            raise AttackError(f"an attack configuration must be a table, not {type(mapping).__name__}")
+        allowed = list(cls.__dataclass_fields__)
+        unknown = sorted(set(mapping) - set(allowed))
+        if unknown:
+            raise AttackError(f"unknown attack setting {unknown[0]!r}: allowed are {', '.join(allowed)}")
+        return cls(**dict(mapping))
 
     @property
-    def window_alpha(self) -> float:
-        """Per-window level of the chi-square test (``alpha / n_windows``)."""
-        return self.alpha / self.n_windows
+    def n_attacked(self) -> int:
+        """Attacker-controlled agents of the monitored fleet."""
+        return int(round(self.attacked_fraction * self.n_monitored))
+
+
+# ---------------------------------------------------------------------------------------
+# the naive defender
+
+
+def _change_and_level(windows: NDArray[np.float64], reference_windows: int) -> tuple[
+    NDArray[np.float64], NDArray[np.float64]
+]:
+    """Per agent: mean of the detection windows minus own reference mean, and mean level."""
+    ref = windows[:, :reference_windows].mean(axis=1)
+    return windows[:, reference_windows:].mean(axis=1) - ref, windows.mean(axis=1)
+
+
+def _check_windows(windows: ArrayLike, name: str) -> NDArray[np.float64]:
+    w = np.asarray(windows, dtype=np.float64)
+    if w.ndim != 3 or min(w.shape) == 0:
+        raise AttackError(f"{name} has shape {w.shape}: expected (n_agents, n_windows, n_features)")
+    if not np.all(np.isfinite(w)):
+        raise AttackError(f"{name} contains NaN or infinite values")
+    return w
+
+
+class NaiveDetector:
+    """The comparison: classical covariance of each agent's change, chi-square p-values.
+
+    Fitted on the reference fleet's changes (empirical mean and covariance), it scores
+    each monitored agent's change by its squared Mahalanobis distance, turns it into a
+    chi-square p-value with ``d`` degrees of freedom and decides with the same rule as
+    the shipped detector (``decide(p, alpha, fdr)``). No robust estimate, no level
+    test, no CUSUM, no conformal calibration.
+
+    Parameters
+    ----------
+    alpha, fdr : the decision rule (take them from the shipped configuration).
+    reference_windows : each agent's own reference period, in windows.
+    """
+
+    def __init__(self, alpha: float = 0.01, fdr: str = "bh", reference_windows: int = 5) -> None:
+        self.alpha = _real("alpha", alpha, 0.0, 1.0, open_low=True, open_high=True)
+        self.fdr = fdr
+        self.reference_windows = _int("reference_windows", reference_windows, 1)
+
+    def fit(self, reference: NDArray[np.float64]) -> NaiveDetector:
+        w = _check_windows(reference, "reference")
+        change, _ = _change_and_level(w, self.reference_windows)
+        self.baseline_ = Baseline(method="empirical").fit(change)
+        self.n_features_in_ = int(w.shape[2])
+        return self
+
+    def detect(self, windows: NDArray[np.float64]) -> DetectionResult:
+        if not hasattr(self, "baseline_"):
+            raise AttackError("this NaiveDetector is not fitted: call fit(reference) first")
+        w = _check_windows(windows, "windows")
+        change, _ = _change_and_level(w, self.reference_windows)
+        d2 = np.asarray(self.baseline_.mahalanobis(change), dtype=np.float64)
+        p = np.asarray(stats.chi2.sf(d2, self.n_features_in_), dtype=np.float64)
+        flags, q = decide(p, self.alpha, self.fdr)
+        return DetectionResult(flags, p, q, d2, (), self.alpha, self.fdr, "chi-square")
+
+
+# ---------------------------------------------------------------------------------------
+# the world
+
+
+def robust_sd(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Per column: 1.4826 x median absolute deviation (the clean agents' own spread)."""
+    x = np.asarray(x, dtype=np.float64)
+    mad = np.median(np.abs(x - np.median(x, axis=0)), axis=0)
+    sd = 1.4826 * mad
+    if np.any(sd <= 0):
+        bad = np.flatnonzero(sd <= 0).tolist()
+        raise AttackError(f"features {bad} have no spread among the clean agents: no unit for a budget")
+    return np.asarray(sd, dtype=np.float64)
+
+
+def whitebox_signs(stat: NDArray[np.float64], sd: NDArray[np.float64], goal: int) -> NDArray[np.float64]:
+    """The sign pattern (goal feature negative) with the smallest Mahalanobis norm.
+
+    ``stat`` holds the clean agents' statistic (n, d), ``sd`` its per-feature spread.
+    Among all ``2**(d - 1)`` patterns ``s`` with ``s[goal] = -1`` it returns the one
+    minimising ``s' R^+ s`` with ``R`` the classical correlation of ``stat / sd``: the
+    direction in which a shift of equal size on every feature looks least unusual.
+    """
+    d = int(sd.size)
+    if d > _MAX_SIGN_FEATURES:
+        raise AttackError(f"{d} features: the exhaustive sign search supports at most {_MAX_SIGN_FEATURES}")
+    if not 0 <= goal < d:
+        raise AttackError(f"goal feature index {goal} is outside 0..{d - 1}")
+    z = np.asarray(stat, dtype=np.float64) / sd
+    precision = np.linalg.pinv(np.atleast_2d(np.cov(z, rowvar=False)))
+    free = [j for j in range(d) if j != goal]
+    codes = np.arange(2 ** (d - 1), dtype=np.int64)
+    bits = (codes[:, None] >> np.arange(d - 1, dtype=np.int64)) & 1
+    patterns = np.empty((codes.size, d), dtype=np.float64)
+    patterns[:, free] = 1.0 - 2.0 * bits
+    patterns[:, goal] = -1.0
+    norms = np.einsum("ij,jk,ik->i", patterns, precision, patterns)
+    return np.asarray(patterns[int(np.argmin(norms))], dtype=np.float64)
+
+
+def shift_distance(stat: NDArray[np.float64], sd: NDArray[np.float64],
+                   signs: NDArray[np.float64]) -> float:
+    """Mahalanobis length of the budget-1 shift ``signs * sd`` under the clean agents'
+    own (classical) covariance of ``stat``: what a budget means as one distance."""
+    z = np.asarray(stat, dtype=np.float64) / sd
+    precision = np.linalg.pinv(np.atleast_2d(np.cov(z, rowvar=False)))
+    return float(np.sqrt(signs @ precision @ signs))
+
+
+@dataclass(frozen=True, eq=False)
+class World:
+    """One seed's fleets, the clean spread that sets the budget units, and the attackers.
+
+    Attributes
+    ----------
+    seed : the evaluation seed (the simulator seeds are ``3 seed``, ``3 seed + 1``,
+        ``3 seed + 2`` for the reference, monitored and replay fleets).
+    reference, monitored, replay : clean windows (n_agents, n_windows, d).
+    feature_names : the simulator's feature names.
+    change_sd, level_sd : per-feature robust SD of the reference agents' change and level.
+    change_signs, level_signs : the white-box attacker's sign pattern for each statistic.
+    change_distance, level_distance : :func:`shift_distance` of each budget-1 shift.
+    attacked : rows of the monitored (and replay) fleet under the attacker's control.
+    poisoned : rows of the reference fleet under the poisoning attacker's control.
+    """
+
+    seed: int
+    reference: NDArray[np.float64]
+    monitored: NDArray[np.float64]
+    replay: NDArray[np.float64]
+    feature_names: tuple[str, ...]
+    change_sd: NDArray[np.float64]
+    level_sd: NDArray[np.float64]
+    change_signs: NDArray[np.float64]
+    level_signs: NDArray[np.float64]
+    change_distance: float
+    level_distance: float
+    attacked: NDArray[np.intp]
+    poisoned: NDArray[np.intp]
 
     @property
-    def window_threshold(self) -> float:
-        """Per-window threshold on the squared distance (chi-square quantile)."""
-        return float(stats.chi2.isf(self.window_alpha, self.n_features))
+    def change_unit(self) -> NDArray[np.float64]:
+        """The shift of budget 1 on the change: one clean SD per feature, signed."""
+        return self.change_signs * self.change_sd
+
+    @property
+    def level_unit(self) -> NDArray[np.float64]:
+        """The shift of budget 1 on the level: one clean level SD per feature, signed."""
+        return self.level_signs * self.level_sd
+
+    @property
+    def clean(self) -> NDArray[np.bool_]:
+        """Mask of the monitored agents the attacker does not control."""
+        mask = np.ones(self.monitored.shape[0], dtype=bool)
+        mask[self.attacked] = False
+        return mask
+
+
+def make_world(seed: int, config: AttackConfig) -> World:
+    """Simulate one seed's clean fleets and place the attackers (see :class:`World`)."""
+    from tcpkit.detect.simulate import simulate_network
+
+    seed = _int("seed", seed, 0)
+    settings = dict(config.world)
+
+    def fleet(n: int, s: int) -> tuple[NDArray[np.float64], tuple[str, ...]]:
+        net = simulate_network(
+            n_agents=n, n_windows=config.n_windows, baseline_windows=config.reference_windows,
+            compromised_fraction=0.0, seed=s, **settings,
+        )
+        return np.array(net.windows, dtype=np.float64), tuple(net.feature_names)
+
+    reference, names = fleet(config.n_reference, 3 * seed)
+    monitored, _ = fleet(config.n_monitored, 3 * seed + 1)
+    replay, _ = fleet(config.n_monitored, 3 * seed + 2)
+    if config.goal_feature not in names:
+        raise AttackError(f"goal_feature={config.goal_feature!r} is not a feature: choose one of {names}")
+    goal = names.index(config.goal_feature)
+    change, level = _change_and_level(reference, config.reference_windows)
+    change_sd, level_sd = robust_sd(change), robust_sd(level)
+    rng = np.random.default_rng([seed, 0xA77])
+    attacked = np.sort(rng.choice(config.n_monitored, size=config.n_attacked, replace=False))
+    n_poison = int(round(config.poison_fraction * config.n_reference))
+    poisoned = np.sort(rng.choice(config.n_reference, size=n_poison, replace=False))
+    change_signs = whitebox_signs(change, change_sd, goal)
+    level_signs = whitebox_signs(level, level_sd, goal)
+    return World(
+        seed=seed, reference=reference, monitored=monitored, replay=replay, feature_names=names,
+        change_sd=change_sd, level_sd=level_sd, change_signs=change_signs, level_signs=level_signs,
+        change_distance=shift_distance(change, change_sd, change_signs),
+        level_distance=shift_distance(level, level_sd, level_signs),
+        attacked=attacked.astype(np.intp), poisoned=poisoned.astype(np.intp),
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# the attacks: windows the attacker plays, per budget
+
+
+def mimicry_windows(world: World, budget: float, config: AttackConfig) -> NDArray[np.float64]:
+    """Monitored windows with the attackers ``budget`` clean SDs off on every feature."""
+    w = world.monitored.copy()
+    w[world.attacked, config.reference_windows:] += budget * world.change_unit
+    return w
+
+
+def drift_windows(world: World, budget: float, config: AttackConfig) -> NDArray[np.float64]:
+    """Monitored windows with the attackers drifting linearly to ``budget`` SDs."""
+    w = world.monitored.copy()
+    n_after = config.n_windows - config.reference_windows
+    ramp = np.arange(1, n_after + 1, dtype=np.float64) / n_after
+    w[world.attacked, config.reference_windows:] += budget * ramp[:, None] * world.change_unit
+    return w
+
+
+def poisoned_windows(world: World, budget: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(reference, monitored) windows with the poisoning shift present from window 0."""
+    shift = budget * world.level_unit
+    reference = world.reference.copy()
+    reference[world.poisoned] += shift
+    monitored = world.monitored.copy()
+    monitored[world.attacked] += shift
+    return reference, monitored
+
+
+def coordination_windows(world: World, group_size: int, config: AttackConfig) -> NDArray[np.float64]:
+    """Monitored windows with the attackers in groups of ``group_size`` moving together."""
+    w = world.monitored.copy()
+    n_after = config.n_windows - config.reference_windows
+    groups = np.arange(world.attacked.size) // group_size
+    rng = np.random.default_rng([world.seed, 0xC00, group_size])
+    shock = rng.standard_normal((int(groups.max()) + 1, n_after)) * config.coordination_shock
+    per_member = config.coordination_total / group_size
+    offsets = per_member + shock[groups]  # (n_attacked, n_after), clean SDs
+    w[world.attacked, config.reference_windows:] += offsets[:, :, None] * world.change_unit
+    return w
+
+
+def probe(
+    detector: Detector, world: World, max_queries: int, config: AttackConfig
+) -> NDArray[np.float64]:
+    """Bisect each attacker's largest undetected shift with up to ``max_queries`` decisions.
+
+    Returns an array (max_queries + 1, n_attacked): row ``q`` is the largest shift (clean
+    SDs per feature) each attacker has seen pass after ``q`` queries (0 before any).
+    All attackers query at once: one ``detect`` call on the monitored fleet per query.
+    """
+    n = world.attacked.size
+    lo, hi = np.zeros(n), np.full(n, config.probe_max)
+    known = np.zeros((max_queries + 1, n))
+    for q in range(1, max_queries + 1):
+        mid = 0.5 * (lo + hi)
+        w = world.monitored.copy()
+        w[world.attacked, config.reference_windows:] += mid[:, None, None] * world.change_unit
+        flagged = np.asarray(detector.detect(w).flags, dtype=bool)[world.attacked]
+        hi = np.where(flagged, mid, hi)
+        lo = np.where(flagged, lo, mid)
+        known[q] = lo
+    return known
+
+
+# ---------------------------------------------------------------------------------------
+# results
+
+
+def _wilson(k: NDArray[np.int64], n: NDArray[np.int64], alpha: float) -> tuple[
+    NDArray[np.float64], NDArray[np.float64]
+]:
+    low, high = proportion_confint(k, n, alpha=alpha, method="wilson")
+    rate = k / np.maximum(n, 1)
+    return np.minimum(np.atleast_1d(low), rate), np.maximum(np.atleast_1d(high), rate)
 
 
 @dataclass(frozen=True)
 class EvasionCurve:
-    """Evasion rate against budget for one attack and one defender, with intervals.
+    """Evasion rate against budget for one attack and one detector, over seeds.
 
     Attributes
     ----------
-    attack, detector : what was attacked, and how it was defended.
-    budgets : the budgets swept (units: see the module docstring).
-    evaded, trials : per budget, attacks that reached their goal unseen, and attacks run.
-    rates : ``evaded / trials``.
-    ci_low, ci_high : Wilson interval of each rate at level ``1 - ci_alpha``.
-    seeds : the seeds used (each a separate world).
-    reference_budget : the budget of the headline number (see ``REFERENCE_BUDGETS``).
+    attack, detector : what was attacked, and the detector's name.
+    budgets : the budgets swept, in ``unit``.
+    evaded, trials : per budget, attacker agents not flagged (that reached their goal),
+        and attacker agents.
+    rates, ci_low, ci_high : ``evaded / trials`` and its Wilson interval (too narrow:
+        the agents of one seed share a fit; see ``per_seed`` and :meth:`seed_interval`).
+    per_seed : (n_budgets, n_seeds) evasion rate of each seed.
+    seeds : the evaluation seeds.
+    reference_budget : the budget of the gated number.
     """
 
     attack: str
@@ -231,12 +544,17 @@ class EvasionCurve:
     rates: tuple[float, ...]
     ci_low: tuple[float, ...]
     ci_high: tuple[float, ...]
+    per_seed: tuple[tuple[float, ...], ...]
     seeds: tuple[int, ...]
     reference_budget: float
     ci_alpha: float = 0.05
 
+    @property
+    def unit(self) -> str:
+        return UNITS[self.attack]
+
     def at(self, budget: float) -> tuple[float, float, float]:
-        """Return ``(rate, ci_low, ci_high)`` at ``budget`` (which must have been swept)."""
+        """``(rate, ci_low, ci_high)`` at a swept ``budget``."""
         for i, b in enumerate(self.budgets):
             if math.isclose(b, budget):
                 return self.rates[i], self.ci_low[i], self.ci_high[i]
@@ -244,588 +562,139 @@ class EvasionCurve:
 
     @property
     def reference_rate(self) -> float:
-        """Evasion rate at the reference budget (NaN when it was not swept)."""
-        try:
-            return self.at(self.reference_budget)[0]
-        except AttackError:
-            return float("nan")
+        return self.at(self.reference_budget)[0]
+
+    def seed_interval(self, budget: float, n_boot: int = 2000) -> tuple[float, float]:
+        """Cluster-bootstrap interval of the rate at ``budget``, resampling seeds.
+
+        The unit is the simulated world (one fit, one calibration, one BH cut each), so
+        the interval respects the dependence that the Wilson interval ignores. Every seed
+        has the same number of attackers, so the pooled rate is the mean of the seeds'
+        rates. ``(nan, nan)`` with fewer than two seeds.
+        """
+        self.at(budget)
+        i = next(j for j, b in enumerate(self.budgets) if math.isclose(b, budget))
+        rates = np.asarray(self.per_seed[i], dtype=np.float64)
+        if rates.size < 2:
+            return math.nan, math.nan
+        rng = np.random.default_rng(0)
+        means = rates[rng.integers(0, rates.size, size=(n_boot, rates.size))].mean(axis=1)
+        low, high = np.quantile(means, [self.ci_alpha / 2, 1 - self.ci_alpha / 2])
+        return float(low), float(high)
+
+    @property
+    def half_budget(self) -> float:
+        """The budget at which evasion crosses 0.5 (see the module docstring); inf if never."""
+        b, r = np.asarray(self.budgets), np.asarray(self.rates)
+        if self.attack in INCREASING:
+            over = np.flatnonzero(r > 0.5)
+            return float(b[over[0]]) if over.size else math.inf
+        below = np.flatnonzero(r <= 0.5)
+        if below.size == 0:
+            return math.inf
+        i = int(below[0])
+        if i == 0:
+            return float(b[0])
+        b0, b1, r0, r1 = b[i - 1], b[i], r[i - 1], r[i]
+        return float(b0 + (r0 - 0.5) / (r0 - r1) * (b1 - b0))
 
     def summary(self) -> str:
-        """A plain-text table: budget, evaded/trials, rate and interval."""
         lines = [
-            f"{self.attack} vs {self.detector}: {len(self.seeds)} seeds, "
-            f"Wilson {100 * (1 - self.ci_alpha):.0f}% intervals",
-            f"{'budget':>8} {'evaded':>9} {'rate':>6}  interval",
+            f"{self.attack} vs {self.detector} (budget: {self.unit}); {len(self.seeds)} seeds; "
+            f"{100 * (1 - self.ci_alpha):.0f}% intervals: Wilson over agents, bootstrap over seeds",
+            f"{'budget':>8} {'evaded':>11} {'rate':>6}  {'Wilson':<16} {'over seeds':<16} per seed",
         ]
-        for b, e, n, r, lo, hi in zip(
-            self.budgets, self.evaded, self.trials, self.rates, self.ci_low, self.ci_high,
-            strict=True,
-        ):
-            lines.append(f"{b:>8g} {e:>4d}/{n:<4d} {r:6.3f}  [{lo:.3f}, {hi:.3f}]")
+        for i, b in enumerate(self.budgets):
+            seeds = " ".join(f"{x:.2f}" for x in self.per_seed[i])
+            lo, hi = self.seed_interval(b)
+            over = f"[{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) else "(one seed)"
+            lines.append(
+                f"{b:>8g} {self.evaded[i]:>5d}/{self.trials[i]:<5d} {self.rates[i]:6.3f}  "
+                f"[{self.ci_low[i]:.3f}, {self.ci_high[i]:.3f}] {over:<16} {seeds}"
+            )
+        hb = self.half_budget
+        lines.append(f"evasion crosses 0.5 at budget {hb:.3g}" if math.isfinite(hb)
+                     else "evasion does not cross 0.5 within the sweep")
         return "\n".join(lines)
 
 
 @dataclass(frozen=True)
-class ProbingResult:
-    """What a boundary-probing attacker needed and achieved against one set of defences.
+class FalseAlarms:
+    """Clean monitored agents flagged in the attack runs of one detector."""
 
-    Attributes
-    ----------
-    threshold_jitter, max_queries_per_window : the defences in force (``None`` = no limit).
-    queries : per trial, oracle queries spent until the bracket was narrower than ``eps``.
-    windows : per trial, windows needed to spend those queries under the rate limit.
-    boundary_error : per trial, true boundary radius minus the radius the attacker chose
-        (sigmas; negative means it chose a radius beyond the boundary).
-    located : per trial, whether the chosen radius is within ``eps`` below the boundary.
-    held_unflagged : per trial, whether the chosen radius survived the holding windows.
-    eps : the precision the attacker searched to, in sigmas.
-    lower_bound_queries : ``ceil(log2(probe_radius / eps))``, bisection's cost with an
-        exact oracle.
-    """
-
-    threshold_jitter: float
-    max_queries_per_window: int | None
-    queries: NDArray[np.int64] = field(repr=False)
-    windows: NDArray[np.int64] = field(repr=False)
-    boundary_error: NDArray[np.float64] = field(repr=False)
-    located: NDArray[np.bool_] = field(repr=False)
-    held_unflagged: NDArray[np.bool_] = field(repr=False)
-    eps: float
-    lower_bound_queries: int
+    detector: str
+    flagged: int
+    clean: int
+    ci_alpha: float = 0.05
 
     @property
-    def mean_queries(self) -> float:
-        return float(np.mean(self.queries))
+    def rate(self) -> float:
+        return self.flagged / self.clean if self.clean else math.nan
 
     @property
-    def mean_windows(self) -> float:
-        return float(np.mean(self.windows))
-
-    @property
-    def success_rate(self) -> float:
-        """Share of trials that located the boundary *and* then held there unflagged."""
-        return float(np.mean(self.located & self.held_unflagged))
-
-
-def _check_matrix(X: NDArray[np.float64], name: str) -> NDArray[np.float64]:
-    """``X`` as a finite 2-D float64 array with at least two rows, or one clear error."""
-    data = np.asarray(X, dtype=np.float64)
-    if data.ndim != 2 or data.shape[0] < 2 or data.shape[1] < 1:
-        raise AttackError(f"{name} has shape {data.shape}: expected (n_windows >= 2, n_features)")
-    if not np.all(np.isfinite(data)):
-        raise AttackError(f"{name} contains NaN or infinite values")
-    return data
-
-
-# ---------------------------------------------------------------------------------------
-# detectors: a small protocol so that every attack runs against any defender
-
-
-class StaticDetector(Protocol):
-    """A per-window test: fitted centre and covariance, squared distances, a threshold."""
-
-    location_: NDArray[np.float64]
-    covariance_: NDArray[np.float64]
-    threshold_: float
-
-    def fit(self, X: NDArray[np.float64]) -> StaticDetector: ...
-
-    def score(self, X: NDArray[np.float64]) -> NDArray[np.float64]: ...
-
-
-class SequentialDetector(Protocol):
-    """A per-agent monitor over consecutive windows, vectorised over agents.
-
-    ``start`` resets the state for ``n_agents``; ``centres`` and ``scores`` describe the
-    per-window test in the current state (what a white-box attacker looks at);
-    ``observe`` consumes one window per agent and updates the state; ``alarms`` says
-    which agents raised an alarm at any window observed since ``start``.
-    """
-
-    threshold: float
-
-    def start(self, n_agents: int) -> None: ...
-
-    def centres(self) -> NDArray[np.float64]: ...
-
-    def scores(self, X: NDArray[np.float64]) -> NDArray[np.float64]: ...
-
-    def observe(self, X: NDArray[np.float64]) -> None: ...
-
-    def alarms(self) -> NDArray[np.bool_]: ...
-
-
-@dataclass
-class ClassicalDetector:
-    """The naive per-window test: empirical mean and covariance, chi-square threshold.
-
-    Parameters
-    ----------
-    alpha : per-window false-alarm level; the threshold is the chi-square quantile.
-    """
-
-    alpha: float = 0.01
-
-    def fit(self, X: NDArray[np.float64]) -> ClassicalDetector:
-        data = _check_matrix(X, "X")
-        self.location_ = data.mean(axis=0)
-        self.covariance_ = np.cov(data, rowvar=False).reshape(data.shape[1], data.shape[1])
-        self._set_threshold(data.shape[1])
-        return self
-
-    def _set_threshold(self, d: int) -> None:
-        self.threshold_ = float(stats.chi2.isf(self.alpha, d))
-        self.kernel_ = WhiteningKernel.from_covariance(self.location_, self.covariance_)
-
-    def score(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.asarray(self.kernel_.squared_distances(X), dtype=np.float64)
-
-
-@dataclass
-class RobustDetector(ClassicalDetector):
-    """tcpkit's per-window test: the robust :class:`~tcpkit.detect.baseline.Baseline`.
-
-    Parameters
-    ----------
-    alpha : per-window false-alarm level (chi-square threshold, as for the naive test,
-        so that the two differ only in the estimator).
-    method : the Baseline method (``"mcd"`` by default).
-    random_state : seed of the robust fit.
-    """
-
-    method: str = "mcd"
-    random_state: int = 0
-
-    def fit(self, X: NDArray[np.float64]) -> RobustDetector:
-        data = _check_matrix(X, "X")
-        self.location_, self.covariance_ = _robust_estimate(data, self.method, self.random_state)
-        self._set_threshold(data.shape[1])
-        return self
-
-
-class EwmaMonitor:
-    """The naive sequential defender: a per-agent baseline that keeps adapting.
-
-    Each agent's centre starts at the fitted location and follows an exponentially
-    weighted moving average of the agent's own windows (rate ``lam``); a window is
-    flagged when its squared distance from the current centre, with the fitted
-    covariance inflated by ``2 / (2 - lam)`` (the variance of an EWMA residual), exceeds
-    ``threshold``. It adapts to everything, which is what a slow drift exploits.
-    """
-
-    def __init__(self, location: NDArray[np.float64], covariance: NDArray[np.float64],
-                 *, lam: float, threshold: float) -> None:
-        self.location = np.asarray(location, dtype=np.float64)
-        self.lam = float(lam)
-        self.threshold = float(threshold)
-        scaled = np.asarray(covariance, dtype=np.float64) * (2.0 / (2.0 - self.lam))
-        self._kernel = WhiteningKernel.from_covariance(np.zeros_like(self.location), scaled)
-        self._centres = self.location[None, :]
-
-    def start(self, n_agents: int) -> None:
-        self._centres = np.repeat(self.location[None, :], n_agents, axis=0)
-        self._alarmed = np.zeros(n_agents, dtype=bool)
-
-    def centres(self) -> NDArray[np.float64]:
-        return self._centres
-
-    def scores(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.asarray(self._kernel.squared_distances(X - self._centres), dtype=np.float64)
-
-    def observe(self, X: NDArray[np.float64]) -> None:
-        self._alarmed |= self.scores(X) > self.threshold
-        self._centres = (1.0 - self.lam) * self._centres + self.lam * X
-
-    def alarms(self) -> NDArray[np.bool_]:
-        return self._alarmed.copy()
-
-
-class FrozenCusumMonitor:
-    """tcpkit's sequential defender: a frozen reference, a per-window test and CUSUM.
-
-    The reference (location, covariance) never moves after fitting. A window is
-    flagged when its squared distance exceeds ``threshold``; in addition each agent's
-    sequence of squared distances goes through
-    :class:`tcpkit.detect.sequential.CusumDetector` (one-sided CUSUM of normal scores
-    taken against ``reference_scores``, the squared distances of vetted clean windows),
-    so that many windows that are each only a little high add up to an alarm.
-    """
-
-    def __init__(self, location: NDArray[np.float64], covariance: NDArray[np.float64],
-                 *, reference_scores: NDArray[np.float64], k: float, h: float,
-                 threshold: float) -> None:
-        from tcpkit.detect.sequential import CusumDetector
-
-        self.location = np.asarray(location, dtype=np.float64)
-        self.threshold = float(threshold)
-        self._kernel = WhiteningKernel.from_covariance(self.location, covariance)
-        self._cusum = CusumDetector(reference_scores, k=k, h=h)
-        self._scores: list[NDArray[np.float64]] = []
-
-    def start(self, n_agents: int) -> None:
-        self._n = n_agents
-        self._scores = []
-
-    def centres(self) -> NDArray[np.float64]:
-        return self.location[None, :]
-
-    def scores(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
-        return np.asarray(self._kernel.squared_distances(X), dtype=np.float64)
-
-    def observe(self, X: NDArray[np.float64]) -> None:
-        self._scores.append(self.scores(X))
-
-    def alarms(self) -> NDArray[np.bool_]:
-        if not self._scores:
-            return np.zeros(self._n, dtype=bool)
-        stream = np.stack(self._scores, axis=1)
-        window = np.any(stream > self.threshold, axis=1)
-        return np.asarray(window | self._cusum.run(stream).alarms)
-
-
-def _robust_estimate(
-    X: NDArray[np.float64], method: str, random_state: int
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """Location and covariance from tcpkit's Baseline (the production estimator)."""
-    from tcpkit.detect.baseline import Baseline
-
-    base = Baseline(method=method, random_state=random_state).fit(X)  # type: ignore[arg-type]
-    return (np.asarray(base.location_, dtype=np.float64),
-            np.asarray(base.covariance_, dtype=np.float64))
-
-
-# ---------------------------------------------------------------------------------------
-# the seeded world
+    def ci(self) -> tuple[float, float]:
+        low, high = _wilson(np.array([self.flagged]), np.array([self.clean]), self.ci_alpha)
+        return float(low[0]), float(high[0])
 
 
 @dataclass(frozen=True)
-class _World:
-    """One seed's normal behaviour: centre, covariance factor, attack direction, baseline."""
+class SecurityEvaluation:
+    """Every curve and false-alarm count of one run of :func:`evaluate_attacks`."""
 
-    mean: NDArray[np.float64]
-    chol: NDArray[np.float64]
-    direction: NDArray[np.float64]  # unit vector in whitened coordinates
-    baseline: NDArray[np.float64]  # windows the reference is fitted on
-    calibration: NDArray[np.float64]  # further clean windows: the CUSUM's reference scores
+    curves: dict[tuple[str, str], EvasionCurve]
+    false_alarms: dict[str, FalseAlarms]
+    probe_shift: dict[str, dict[float, float]]
+    config: AttackConfig
+    seeds: tuple[int, ...]
 
-    def point(self, offsets: NDArray[np.float64], noise: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Feature vectors at ``offsets`` sigmas along the direction, plus whitened noise."""
-        z = np.asarray(offsets)[..., None] * self.direction + noise
-        return self.mean + z @ self.chol.T
+    @property
+    def detectors(self) -> tuple[str, ...]:
+        return tuple(self.false_alarms)
 
-    def project(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
-        """Offset of feature vectors along the attack direction, in sigmas."""
-        z = np.linalg.solve(self.chol, (np.asarray(X) - self.mean).reshape(-1, self.mean.size).T)
-        return (self.direction @ z).reshape(np.asarray(X).shape[:-1])
+    @property
+    def attacks(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(a for a, _ in self.curves))
 
-
-def _make_world(seed: int, cfg: AttackConfig) -> tuple[_World, np.random.Generator]:
-    rng = np.random.default_rng([int(seed), 0x7C9])
-    d = cfg.n_features
-    a = rng.standard_normal((d, d))
-    cov = a @ a.T / d + 0.5 * np.eye(d)
-    chol = np.linalg.cholesky(cov)
-    mean = rng.normal(0.0, 2.0, d)
-    direction = rng.standard_normal(d)
-    direction /= np.linalg.norm(direction)
-    baseline = mean + rng.standard_normal((cfg.n_baseline, d)) @ chol.T
-    calibration = mean + rng.standard_normal((cfg.n_baseline, d)) @ chol.T
-    world = _World(
-        np.asarray(mean, dtype=np.float64), np.asarray(chol, dtype=np.float64), direction,
-        np.asarray(baseline, dtype=np.float64), np.asarray(calibration, dtype=np.float64),
-    )
-    return world, rng
-
-
-@lru_cache(maxsize=256)
-def _clean_fit(seed: int, detector: str, cfg: AttackConfig) -> tuple[NDArray[np.float64], ...]:
-    """Fit the defender's reference on the seed's clean baseline (cached: MCD is slow)."""
-    world, _ = _make_world(seed, cfg)
-    det = _static(detector, cfg, alpha=cfg.window_alpha, seed=seed).fit(world.baseline)
-    loc, cov = det.location_.copy(), det.covariance_.copy()
-    loc.flags.writeable = False
-    cov.flags.writeable = False
-    return loc, cov
-
-
-def _static(detector: str, cfg: AttackConfig, *, alpha: float, seed: int) -> ClassicalDetector:
-    if detector == "naive":
-        return ClassicalDetector(alpha=alpha)
-    return RobustDetector(alpha=alpha, method=cfg.robust_method, random_state=int(seed))
-
-
-def _sequential(detector: str, seed: int, cfg: AttackConfig) -> SequentialDetector:
-    loc, cov = _clean_fit(seed, detector, cfg)
-    if detector == "naive":
-        return EwmaMonitor(loc, cov, lam=cfg.ewma_lambda, threshold=cfg.window_threshold)
-    world, _ = _make_world(seed, cfg)
-    kernel = WhiteningKernel.from_covariance(loc, cov)
-    reference = np.asarray(kernel.squared_distances(world.calibration), dtype=np.float64)
-    return FrozenCusumMonitor(loc, cov, reference_scores=reference, k=cfg.cusum_k,
-                              h=cfg.cusum_h, threshold=cfg.window_threshold)
+    def metrics(self) -> dict[str, float | int]:
+        """The recorded numbers: evasion at the reference budgets, half-evasion budgets,
+        false-alarm rates, and the budgets and trial counts they were measured at."""
+        out: dict[str, float | int] = {}
+        for (attack, det), c in self.curves.items():
+            rate, _, high = c.at(c.reference_budget)
+            out[f"evasion_{attack}_{det}"] = rate
+            out[f"evasion_{attack}_{det}_ci_high"] = high
+            out[f"evasion_{attack}_{det}_seed_ci_high"] = c.seed_interval(c.reference_budget)[1]
+            out[f"half_evasion_budget_{attack}_{det}"] = c.half_budget
+            out[f"budget_{attack}"] = c.reference_budget
+            out[f"evasion_trials_{attack}"] = c.trials[c.budgets.index(c.reference_budget)]
+        for det, fa in self.false_alarms.items():
+            out[f"false_alarm_rate_{det}"] = fa.rate
+            out[f"false_alarm_rate_{det}_ci_high"] = fa.ci[1]
+            out[f"clean_agents_judged_{det}"] = fa.clean
+        out["attacked_fraction"] = self.config.attacked_fraction
+        out["poison_fraction"] = self.config.poison_fraction
+        out["probe_goal"] = self.config.probe_goal
+        out["coordination_total"] = self.config.coordination_total
+        out["security_seeds"] = len(self.seeds)
+        return out
 
 
 # ---------------------------------------------------------------------------------------
-# the attacks: each returns, for one seed, the number of successful attackers per budget
+# the sweep
 
 
-def _run_sequence(monitor: SequentialDetector, windows: NDArray[np.float64]) -> NDArray[np.bool_]:
-    """Feed (n_agents, T, d) windows to a monitor; True where an agent ever alarmed."""
-    n, horizon, _ = windows.shape
-    monitor.start(n)
-    for t in range(horizon):
-        monitor.observe(windows[:, t, :])
-    return monitor.alarms()
-
-
-def mimic_windows(
-    monitor: SequentialDetector, proposed: NDArray[np.float64], *, margin: float = 1e-6
-) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """Play ``proposed`` (n_agents, T, d) windows, shrinking each towards the monitor's
-    current centre so that its per-window score stays below the threshold.
-
-    Returns the windows actually played and whether each agent ever raised an alarm.
-    By construction no played window scores above ``(1 - margin) * threshold``.
-    """
-    if not 0 < margin < 1:
-        raise AttackError(f"margin must lie in (0, 1), got {margin!r}")
-    n, horizon, _ = proposed.shape
-    monitor.start(n)
-    played = np.empty_like(proposed)
-    limit = (1.0 - margin) * monitor.threshold
-    for t in range(horizon):
-        x = proposed[:, t, :]
-        s = monitor.scores(x)
-        over = s > limit
-        if np.any(over):
-            c = np.broadcast_to(monitor.centres(), x.shape)
-            factor = np.sqrt(limit / s[over])[:, None]
-            x = x.copy()
-            x[over] = c[over] + (x[over] - c[over]) * factor
-        played[:, t, :] = x
-        monitor.observe(x)
-    return played, monitor.alarms()
-
-
-def _mimicry(seed: int, detector: str, budgets: Sequence[float], cfg: AttackConfig) -> list[int]:
-    world, rng = _make_world(seed, cfg)
-    n, horizon, d = cfg.n_attackers, cfg.n_windows, cfg.n_features
-    noise = rng.standard_normal((n, horizon, d))
-    out = []
-    for b in budgets:
-        proposed = world.point(np.full((n, horizon), b), noise)
-        played, alarmed = mimic_windows(_sequential(detector, seed, cfg), proposed)
-        shrink = (world.project(proposed) - world.project(played)).mean(axis=1)
-        goal = shrink <= 0.1 * b + 1e-12 if b > 0 else np.ones(n, dtype=bool)
-        out.append(int(np.sum(goal & ~alarmed)))
-    return out
-
-
-def poison_baseline(
-    baseline: NDArray[np.float64], target: NDArray[np.float64], fraction: float,
-    rng: np.random.Generator,
-) -> NDArray[np.float64]:
-    """Replace ``fraction`` of ``baseline`` by a ramp from its mean towards ``target``.
-
-    The ramp windows keep the baseline's own spread (each is a ramp point plus the
-    deviation of the window it replaces), so they look like normal windows in motion.
-    """
-    if not 0 <= fraction < 1:
-        raise AttackError(f"poisoning fraction must lie in [0, 1), got {fraction!r}")
-    X = np.array(baseline, dtype=np.float64, copy=True)
-    m = int(round(fraction * X.shape[0]))
-    if m == 0:
-        return X
-    centre = X.mean(axis=0)
-    rows = rng.choice(X.shape[0], size=m, replace=False)
-    steps = np.linspace(0.0, 1.0, m)[:, None]
-    X[rows] = X[rows] + steps * (np.asarray(target, dtype=np.float64) - centre)
-    return X
-
-
-def _poisoning(seed: int, detector: str, budgets: Sequence[float], cfg: AttackConfig) -> list[int]:
-    world, rng = _make_world(seed, cfg)
-    n, d = cfg.n_attackers, cfg.n_features
-    target = world.point(np.array(cfg.target_distance), np.zeros(d))
-    attack_windows = world.point(np.full(n, cfg.target_distance), rng.standard_normal((n, d)))
-    out = []
-    for b in budgets:
-        poisoned = poison_baseline(world.baseline, target, b, np.random.default_rng([seed, 1]))
-        det = _static(detector, cfg, alpha=cfg.alpha, seed=seed).fit(poisoned)
-        out.append(int(np.sum(det.score(attack_windows) <= det.threshold_)))
-    return out
-
-
-def _drift(seed: int, detector: str, budgets: Sequence[float], cfg: AttackConfig) -> list[int]:
-    world, rng = _make_world(seed, cfg)
-    n, horizon, d = cfg.n_attackers, cfg.n_windows, cfg.n_features
-    noise = rng.standard_normal((n, horizon, d))
-    ramp = np.linspace(0.0, 1.0, horizon)
-    out = []
-    for b in budgets:
-        windows = world.point(np.broadcast_to(b * ramp, (n, horizon)), noise)
-        out.append(int(np.sum(~_run_sequence(_sequential(detector, seed, cfg), windows))))
-    return out
-
-
-def _coordination(seed: int, detector: str, budgets: Sequence[float],
-                  cfg: AttackConfig) -> list[int]:
-    world, rng = _make_world(seed, cfg)
-    n, horizon, d = cfg.n_attackers, cfg.n_windows, cfg.n_features
-    kmax = int(max(budgets))
-    noise = rng.standard_normal((n, kmax, horizon, d))
-    out = []
-    for b in budgets:
-        k = int(b)
-        offsets = np.full((n * k, horizon), cfg.target_distance / k)
-        windows = world.point(offsets, noise[:, :k].reshape(n * k, horizon, d))
-        alarmed = _run_sequence(_sequential(detector, seed, cfg), windows).reshape(n, k)
-        out.append(int(np.sum(~alarmed.any(axis=1))))
-    return out
-
-
-# ---------------------------------------------------------------------------------------
-# probing
-
-
-def _boundary_radius(world: _World, loc: NDArray[np.float64], cov: NDArray[np.float64],
-                     threshold: float) -> float:
-    """Radius r along the attack line where the detector's squared distance equals threshold."""
-    kern = WhiteningKernel.from_covariance(loc, cov)
-    p0 = kern.whitening @ (world.mean - loc)
-    v = kern.whitening @ (world.chol @ world.direction)
-    a, b, c = v @ v, 2 * p0 @ v, p0 @ p0 - threshold
-    disc = b * b - 4 * a * c
-    if c >= 0 or disc < 0:
-        raise AttackError("the normal centre is already flagged: no boundary to probe")
-    return float((-b + math.sqrt(disc)) / (2 * a))
-
-
-def _bisect(
-    world: _World, det: ClassicalDetector, rng: np.random.Generator, *, n: int,
-    budget: int | None, jitter: float, repeats: int, cfg: AttackConfig,
-) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
-    """Vectorised noisy bisection for n attackers; returns chosen radii and queries spent."""
-    lo = np.zeros(n)
-    hi = np.full(n, cfg.probe_radius)
-    queries = np.zeros(n, dtype=np.int64)
-    zero_noise = np.zeros(world.mean.size)
-    while True:
-        active = (hi - lo) > cfg.probe_eps
-        if budget is not None:
-            active &= queries + repeats <= budget
-        if not np.any(active):
-            break
-        mid = 0.5 * (lo + hi)
-        d2 = det.score(world.point(mid, np.broadcast_to(zero_noise, (n, zero_noise.size))))
-        u = rng.uniform(-1.0, 1.0, (repeats, n))
-        flagged = np.any(d2 > det.threshold_ * (1.0 + jitter * u), axis=0)
-        hi = np.where(active & flagged, mid, hi)
-        lo = np.where(active & ~flagged, mid, lo)
-        queries += np.where(active, repeats, 0)
-    return lo, queries
-
-
-def _hold(world: _World, det: ClassicalDetector, radius: NDArray[np.float64], jitter: float,
-          windows: int, rng: np.random.Generator) -> NDArray[np.bool_]:
-    """Whether an attacker sitting at ``radius`` stays unflagged for ``windows`` windows."""
-    n = radius.size
-    d2 = det.score(world.point(radius, np.zeros((n, world.mean.size))))
-    u = rng.uniform(-1.0, 1.0, (windows, n))
-    return np.asarray(~np.any(d2 > det.threshold_ * (1.0 + jitter * u), axis=0))
-
-
-def _probe_trials(
-    seed: int, detector: str, cfg: AttackConfig, *, budget: int | None, jitter: float,
-    repeats: int,
-) -> tuple[NDArray[np.float64], NDArray[np.int64], NDArray[np.bool_], NDArray[np.bool_]]:
-    world, rng = _make_world(seed, cfg)
-    loc, cov = _clean_fit(seed, detector, cfg)
-    det = _static(detector, cfg, alpha=cfg.alpha, seed=seed)
-    det.location_, det.covariance_ = np.array(loc), np.array(cov)
-    det._set_threshold(cfg.n_features)
-    r_true = _boundary_radius(world, det.location_, det.covariance_, det.threshold_)
-    radius, queries = _bisect(world, det, rng, n=cfg.n_attackers, budget=budget,
-                              jitter=jitter, repeats=repeats, cfg=cfg)
-    error = r_true - radius
-    located = (error >= 0) & (error <= cfg.probe_eps)
-    held = _hold(world, det, radius, jitter, cfg.probe_hold_windows, rng)
-    return error, queries, located, held
-
-
-def _probing(seed: int, detector: str, budgets: Sequence[float], cfg: AttackConfig) -> list[int]:
-    jitter = 0.0 if detector == "naive" else cfg.threshold_jitter
-    repeats = 1 if jitter == 0 else cfg.probe_repeats
-    out = []
-    for b in budgets:
-        _, _, located, held = _probe_trials(seed, detector, cfg, budget=int(b), jitter=jitter,
-                                            repeats=repeats)
-        out.append(int(np.sum(located & held)))
-    return out
-
-
-def probing_cost(
-    *, threshold_jitter: float = 0.0, max_queries_per_window: int | None = None,
-    seeds: Iterable[int] = range(10), detector: str = "tcpkit",
-    config: AttackConfig | None = None,
-) -> ProbingResult:
-    """Queries and windows a bisecting attacker needs to locate the boundary within eps.
-
-    With no jitter the oracle is exact and bisection needs ``ceil(log2(R / eps))``
-    queries. With jitter the attacker takes ``probe_repeats`` votes per point (safe only
-    if none flags), which multiplies the queries and leaves it short of the boundary.
-    A query-rate limit does not change the number of queries but the time: the windows
-    needed are ``ceil(queries / max_queries_per_window)``.
-    """
-    cfg = config if config is not None else AttackConfig()
-    det_name = _check_detector(detector)
-    if not (isinstance(threshold_jitter, int | float) and 0 <= threshold_jitter < 1):
-        raise AttackError(f"threshold_jitter must lie in [0, 1), got {threshold_jitter!r}")
-    if max_queries_per_window is not None and (
-        isinstance(max_queries_per_window, bool) or not isinstance(max_queries_per_window, int)
-        or max_queries_per_window < 1
-    ):
-        raise AttackError(
-            f"max_queries_per_window must be a positive integer or None, got {max_queries_per_window!r}"
-        )
-    seed_list = _check_seeds(seeds)
-    repeats = 1 if threshold_jitter == 0 else cfg.probe_repeats
-    parts = [_probe_trials(s, det_name, cfg, budget=None, jitter=float(threshold_jitter),
-                           repeats=repeats) for s in seed_list]
-    error = np.concatenate([p[0] for p in parts])
-    queries = np.concatenate([p[1] for p in parts])
-    per_window = max_queries_per_window if max_queries_per_window is not None else None
-    windows = (-(-queries // per_window) if per_window is not None
-               else np.ones_like(queries)).astype(np.int64)
-    return ProbingResult(
-        threshold_jitter=float(threshold_jitter),
-        max_queries_per_window=max_queries_per_window,
-        queries=queries,
-        windows=windows,
-        boundary_error=error,
-        located=np.concatenate([p[2] for p in parts]),
-        held_unflagged=np.concatenate([p[3] for p in parts]),
-        eps=cfg.probe_eps,
-        lower_bound_queries=math.ceil(math.log2(cfg.probe_radius / cfg.probe_eps)),
-    )
-
-
-# ---------------------------------------------------------------------------------------
-# the public sweep
-
-_RUNNERS = {
-    "mimicry": _mimicry,
-    "poisoning": _poisoning,
-    "drift": _drift,
-    "probing": _probing,
-    "coordination": _coordination,
-}
-
-
-def _check_detector(detector: str) -> str:
-    if detector not in DETECTORS:
-        raise AttackError(f"unknown detector {detector!r}: choose one of {list(DETECTORS)}")
-    return detector
+def _check_budgets(attack: str, budgets: Iterable[float] | None) -> tuple[float, ...]:
+    values = list(DEFAULT_BUDGETS[attack] if budgets is None else budgets)
+    out: list[float] = []
+    for b in values:
+        v = _real(f"{attack} budget", b, 0.0)
+        if attack in INCREASING and (v != int(v) or v < 1):
+            raise AttackError(f"{attack} budget {b!r} must be a whole number >= 1")
+        out.append(v)
+    ref = REFERENCE_BUDGETS[attack]
+    if not any(math.isclose(v, ref) for v in out):
+        out.append(ref)  # the gated number is always measured
+    return tuple(sorted(set(out)))
 
 
 def _check_seeds(seeds: Iterable[int]) -> tuple[int, ...]:
@@ -835,95 +704,152 @@ def _check_seeds(seeds: Iterable[int]) -> tuple[int, ...]:
         raise AttackError(f"seeds must be an iterable of integers, got {seeds!r}") from None
     if not seed_list:
         raise AttackError("seeds is empty: give at least one seed")
-    for s in seed_list:
-        if isinstance(s, bool) or not isinstance(s, int | np.integer) or s < 0:
-            raise AttackError(f"seeds must be non-negative integers, got {s!r}")
-    return tuple(int(s) for s in seed_list)
+    return tuple(_int("seed", s, 0) for s in seed_list)
 
 
-def _check_budgets(attack: str, budgets: Iterable[float] | None) -> tuple[float, ...]:
-    values = DEFAULT_BUDGETS[attack] if budgets is None else tuple(budgets)
-    if not values:
-        raise AttackError(f"budgets for {attack} is empty")
-    out = []
-    for b in values:
-        if isinstance(b, bool) or not isinstance(b, int | float | np.integer | np.floating):
-            raise AttackError(f"budget {b!r} for {attack} is not a number")
-        v = float(b)
-        if not math.isfinite(v) or v < 0:
-            raise AttackError(f"budget {b!r} for {attack} must be finite and >= 0")
-        if attack == "poisoning" and v >= 1:
-            raise AttackError(f"poisoning budget {b!r} is a fraction and must be < 1")
-        if attack in ("probing", "coordination") and (v != int(v) or v < 1):
-            raise AttackError(f"{attack} budget {b!r} must be a whole number >= 1")
-        out.append(v)
-    return tuple(out)
+class _Tally:
+    """Per (attack, detector): evaded and trials per budget and seed; clean false alarms."""
+
+    def __init__(self) -> None:
+        self.evaded: dict[tuple[str, str, float, int], int] = {}
+        self.trials: dict[tuple[str, str, float, int], int] = {}
+        self.flagged: dict[str, int] = {}
+        self.clean: dict[str, int] = {}
+
+    def judge(self, key: tuple[str, str, float, int], world: World, flags: NDArray[np.bool_],
+              goal: NDArray[np.bool_] | None = None) -> None:
+        flags = np.asarray(flags, dtype=bool)
+        if flags.shape != (world.monitored.shape[0],):
+            raise AttackError(f"detector {key[1]!r} returned flags of shape {flags.shape} for "
+                              f"{world.monitored.shape[0]} agents")
+        unseen = ~flags[world.attacked]
+        if goal is not None:
+            unseen &= goal
+        self.evaded[key] = int(unseen.sum())
+        self.trials[key] = int(world.attacked.size)
+        det = key[1]
+        self.flagged[det] = self.flagged.get(det, 0) + int(flags[world.clean].sum())
+        self.clean[det] = self.clean.get(det, 0) + int(world.clean.sum())
 
 
-def evasion_curve(
-    attack: str,
-    detector: str,
-    budgets: Iterable[float] | None = None,
-    seeds: Iterable[int] = range(10),
+def evaluate_attacks(
+    detectors: Mapping[str, DetectorFactory],
+    seeds: Iterable[int],
     *,
     config: AttackConfig | None = None,
+    attacks: Sequence[str] = ATTACKS,
+    budgets: Mapping[str, Iterable[float]] | None = None,
     ci_alpha: float = 0.05,
-) -> EvasionCurve:
-    """Evasion rate against budget for one attack and one defender, over seeds.
+) -> SecurityEvaluation:
+    """Run every attack against every detector on the same seeded fleets.
 
     Parameters
     ----------
-    attack : one of ``ATTACKS``.
-    detector : ``"naive"`` or ``"tcpkit"`` (see the module docstring).
-    budgets : budgets to sweep; ``DEFAULT_BUDGETS[attack]`` when omitted.
-    seeds : one seeded world each; ``config.n_attackers`` trials per seed and budget.
-    config : world and defender settings (``AttackConfig()`` when omitted).
+    detectors : ``{name: factory}``; each factory builds a fresh unfitted detector with
+        the :class:`Detector` protocol (e.g. ``lambda: build_detector(config)``).
+    seeds : evaluation seeds (one world each, see :func:`make_world`).
+    config : the world and the attackers (``AttackConfig()`` when omitted).
+    attacks : which of :data:`ATTACKS` to run.
+    budgets : per-attack budgets (default :data:`DEFAULT_BUDGETS`); the reference budget
+        is always added.
     ci_alpha : 1 - level of the Wilson intervals.
-
-    Returns
-    -------
-    EvasionCurve with evaded/trials, rates and Wilson intervals per budget.
     """
-    if attack not in _RUNNERS:
-        raise AttackError(f"unknown attack {attack!r}: choose one of {list(ATTACKS)}")
-    det = _check_detector(detector)
     cfg = config if config is not None else AttackConfig()
     if not isinstance(cfg, AttackConfig):
         raise AttackError(f"config must be an AttackConfig, got {type(cfg).__name__}")
-    if not (isinstance(ci_alpha, float) and 0 < ci_alpha < 1):
-        raise AttackError(f"ci_alpha must lie in (0, 1), got {ci_alpha!r}")
-    budget_list = _check_budgets(attack, budgets)
+    if not detectors:
+        raise AttackError("detectors is empty: give at least one {name: factory}")
+    unknown = sorted(set(attacks) - set(ATTACKS))
+    if unknown or not attacks:
+        raise AttackError(f"unknown attack(s) {unknown}: choose from {list(ATTACKS)}")
+    extra = sorted(set(budgets or {}) - set(ATTACKS))
+    if extra:
+        raise AttackError(f"budgets names unknown attack(s) {extra}: choose from {list(ATTACKS)}")
+    _real("ci_alpha", ci_alpha, 0.0, 1.0, open_low=True, open_high=True)
+    sweeps = {a: _check_budgets(a, (budgets or {}).get(a)) for a in attacks}
     seed_list = _check_seeds(seeds)
-    runner = _RUNNERS[attack]
-    evaded = np.zeros(len(budget_list), dtype=np.int64)
-    for s in seed_list:
-        evaded += np.asarray(runner(s, det, budget_list, cfg), dtype=np.int64)
-    trials = np.full(len(budget_list), cfg.n_attackers * len(seed_list), dtype=np.int64)
-    low, high = proportion_confint(evaded, trials, alpha=ci_alpha, method="wilson")
-    rates = evaded / trials
-    # the Wilson bounds at 0 and 1 come back a rounding error inside the rate itself
-    low = np.minimum(np.atleast_1d(low), rates)
-    high = np.maximum(np.atleast_1d(high), rates)
+    tally = _Tally()
+    probe_shift: dict[str, dict[float, list[float]]] = {}
+    for seed in seed_list:
+        world = make_world(seed, cfg)
+        for name, factory in detectors.items():
+            _attack_world(name, factory, world, cfg, sweeps, tally, probe_shift)
+    curves = {}
+    for attack, sweep in sweeps.items():
+        for name in detectors:
+            curves[attack, name] = _curve(attack, name, sweep, seed_list, tally, ci_alpha)
+    false_alarms = {
+        name: FalseAlarms(name, tally.flagged.get(name, 0), tally.clean.get(name, 0), ci_alpha)
+        for name in detectors
+    }
+    shifts = {name: {q: float(np.mean(v)) for q, v in by_q.items()} for name, by_q in probe_shift.items()}
+    return SecurityEvaluation(curves, false_alarms, shifts, cfg, seed_list)
+
+
+def _fit(factory: DetectorFactory, reference: NDArray[np.float64], name: str) -> Detector:
+    detector = factory()
+    fitted = detector.fit(reference)
+    if fitted is None:
+        raise AttackError(f"detector {name!r}: fit() must return the fitted detector (self)")
+    return fitted
+
+
+def _attack_world(
+    name: str, factory: DetectorFactory, world: World, cfg: AttackConfig,
+    sweeps: Mapping[str, tuple[float, ...]], tally: _Tally,
+    probe_shift: dict[str, dict[float, list[float]]],
+) -> None:
+    """All attacks of one seed against one detector (fitted once on the clean reference)."""
+    fitted: list[Detector] = []
+
+    def clean() -> Detector:  # fitted on first use: a poisoning-only sweep never needs it
+        if not fitted:
+            fitted.append(_fit(factory, world.reference, name))
+        return fitted[0]
+
+    def flags(d: Detector, w: NDArray[np.float64]) -> NDArray[np.bool_]:
+        return np.asarray(d.detect(w).flags, dtype=bool)
+
+    s = world.seed
+    for attack, sweep in sweeps.items():
+        if attack == "mimicry":
+            for b in sweep:
+                tally.judge((attack, name, b, s), world, flags(clean(), mimicry_windows(world, b, cfg)))
+        elif attack == "drift":
+            for b in sweep:
+                tally.judge((attack, name, b, s), world, flags(clean(), drift_windows(world, b, cfg)))
+        elif attack == "coordination":
+            for b in sweep:
+                w = coordination_windows(world, int(b), cfg)
+                tally.judge((attack, name, b, s), world, flags(clean(), w))
+        elif attack == "poisoning":
+            for b in sweep:
+                reference, monitored = poisoned_windows(world, b)
+                poisoned = clean() if b == 0 else _fit(factory, reference, name)
+                tally.judge((attack, name, b, s), world, flags(poisoned, monitored))
+        else:  # probing
+            det = clean()
+            known = probe(det, world, int(max(sweep)), cfg)
+            for b in sweep:
+                shift = known[int(b)]
+                w = world.replay.copy()
+                w[world.attacked, cfg.reference_windows:] += shift[:, None, None] * world.change_unit
+                goal = shift >= cfg.probe_goal
+                tally.judge((attack, name, b, s), world, flags(det, w), goal)
+                probe_shift.setdefault(name, {}).setdefault(b, []).extend(shift.tolist())
+
+
+def _curve(attack: str, name: str, sweep: tuple[float, ...], seeds: tuple[int, ...],
+           tally: _Tally, ci_alpha: float) -> EvasionCurve:
+    ev = np.array([[tally.evaded[attack, name, b, s] for s in seeds] for b in sweep], dtype=np.int64)
+    tr = np.array([[tally.trials[attack, name, b, s] for s in seeds] for b in sweep], dtype=np.int64)
+    evaded, trials = ev.sum(axis=1), tr.sum(axis=1)
+    low, high = _wilson(evaded, trials, ci_alpha)
     return EvasionCurve(
-        attack=attack,
-        detector=det,
-        budgets=budget_list,
-        evaded=tuple(int(e) for e in evaded),
-        trials=tuple(int(t) for t in trials),
-        rates=tuple(float(r) for r in rates),
-        ci_low=tuple(float(x) for x in low),
-        ci_high=tuple(float(x) for x in high),
-        seeds=seed_list,
-        reference_budget=REFERENCE_BUDGETS[attack],
-        ci_alpha=ci_alpha,
+        attack=attack, detector=name, budgets=sweep,
+        evaded=tuple(int(x) for x in evaded), trials=tuple(int(x) for x in trials),
+        rates=tuple(float(x) for x in evaded / trials),
+        ci_low=tuple(float(x) for x in low), ci_high=tuple(float(x) for x in high),
+        per_seed=tuple(tuple(float(x) for x in row) for row in ev / tr),
+        seeds=seeds, reference_budget=REFERENCE_BUDGETS[attack], ci_alpha=ci_alpha,
     )
-
-
-def with_defences(config: AttackConfig, defences: dict[str, float | int]) -> AttackConfig:
-    """Return ``config`` with the production defences (``cusum_k``, ``cusum_h``,
-    ``threshold_jitter``, ``max_queries_per_window``) applied; unknown keys are refused."""
-    allowed = {"cusum_k", "cusum_h", "threshold_jitter", "max_queries_per_window"}
-    unknown = set(defences) - allowed
-    if unknown:
-        raise AttackError(f"unknown defence(s) {sorted(unknown)}: allowed {sorted(allowed)}")
-    return replace(config, **defences)  # type: ignore[arg-type]

@@ -52,26 +52,41 @@ def generate_chunk(
     n_features: int,
     compromised_fraction: float,
     shift: float,
+    df: float = math.inf,
+    stream: int = 1,
 ) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
     """Chunk ``index`` of the synthetic population: agent features and compromise labels.
 
-    Honest agents are Gaussian with a covariance fixed by ``seed``; compromised agents
-    are moved ``shift`` Mahalanobis units along a direction fixed by ``seed``. The same
-    ``(seed, index)`` always gives the same chunk, so a second pass can regenerate it
-    instead of storing it.
+    Honest agents are ``Z @ mix.T + centre`` with a mixing matrix and centre fixed by
+    ``seed``; ``Z`` has independent coordinates, standard normal (``df=inf``) or
+    Student t with ``df`` degrees of freedom scaled to unit variance (heavy tails, not
+    elliptical after mixing). Compromised agents are moved ``shift`` honest standard
+    deviations (Mahalanobis units of the honest covariance ``mix @ mix.T``) along a
+    direction fixed by ``seed``. The same ``(seed, stream, index)`` always gives the
+    same chunk, so a later pass can regenerate it instead of storing it; ``stream=3``
+    is the separate clean calibration population (:data:`CALIBRATION_STREAM`).
     """
+    if not (df > 2.0):
+        raise ValueError(f"df must be > 2 (finite variance) or inf, got {df!r}")
     population = np.random.default_rng([seed, 0])
     mix = population.normal(size=(n_features, n_features)) / math.sqrt(n_features) + np.eye(n_features)
     direction = population.normal(size=n_features)
     direction /= np.linalg.norm(direction)
     centre = population.normal(scale=10.0, size=n_features) + 100.0
-    rng = np.random.default_rng([seed, 1, index])
-    X = rng.standard_normal(size=(rows, n_features))
+    rng = np.random.default_rng([seed, stream, index])
+    if math.isinf(df):
+        X = rng.standard_normal(size=(rows, n_features))
+    else:
+        X = rng.standard_t(df, size=(rows, n_features)) * math.sqrt((df - 2.0) / df)
     labels = rng.random(rows) < compromised_fraction
     X[labels] += shift * direction
     X = X @ mix.T
     X += centre
     return X, labels
+
+
+CALIBRATION_STREAM = 3
+"""The generator stream of the clean calibration agents (the fleet's own agents are stream 1)."""
 
 
 def _batch_moments(X: NDArray[np.float64]) -> Moments:
@@ -199,7 +214,8 @@ class DaskBackend:
 # --- out-of-core generation, robust baseline and BH flags -------------------------------------
 REWEIGHT_QUANTILE = 0.975
 INITIAL_METHODS = ("mcd", "ogk")
-Spec = tuple[int, int, int, int, float, float]
+PVALUE_METHODS = ("chi2", "conformal")
+Spec = tuple[int, int, int, int, float, float, float]
 
 
 def truncation_consistency(n_features: int, quantile: float = REWEIGHT_QUANTILE) -> float:
@@ -208,7 +224,7 @@ def truncation_consistency(n_features: int, quantile: float = REWEIGHT_QUANTILE)
     For ``X ~ N(mu, S)`` and ``q = chi2_d^{-1}(quantile)``, the rows with ``d2 <= q`` have
     covariance ``S * F_{d+2}(q) / quantile`` (``F_k`` the chi-square cdf with ``k`` degrees
     of freedom; Croux and Haesbroeck 1999), so the truncated covariance is multiplied by
-    ``quantile / F_{d+2}(q)`` (about 1.16 for d = 8 at 0.975), as in MCD's reweighting step.
+    ``quantile / F_{d+2}(q)``, as in MCD's reweighting step.
     """
     from scipy.stats import chi2
 
@@ -239,25 +255,48 @@ def _chunk_trimmed(
     return Moments.from_batch(X), Moments.from_batch(X[d2 <= cutoff])
 
 
+def _chunk_scores(
+    spec: Spec, location: NDArray[np.float64], covariance: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Squared distances of one clean calibration chunk under the robust estimate."""
+    X, _ = generate_chunk(*spec, stream=CALIBRATION_STREAM)
+    return np.asarray(WhiteningKernel.from_covariance(location, covariance).squared_distances(X), np.float64)
+
+
+def conformal_pvalues(d2: NDArray[np.floating[Any]], calibration: NDArray[np.floating[Any]]) -> NDArray[np.float64]:
+    """``(1 + #{calibration >= d2}) / (n + 1)`` for sorted calibration scores (split conformal)."""
+    cal = np.asarray(calibration, dtype=np.float64)
+    above = cal.size - np.searchsorted(cal, np.asarray(d2, dtype=np.float64), side="left")
+    return np.asarray((1.0 + above) / (cal.size + 1.0), dtype=np.float64)
+
+
 def _chunk_candidates(
     spec: Spec,
     offset: int,
     location: NDArray[np.float64],
     covariance: NDArray[np.float64],
     alpha: float,
+    calibration: NDArray[np.float64] | None = None,
 ) -> tuple[int, int, NDArray[np.float64], NDArray[np.int64], NDArray[np.bool_]]:
     """(rows, compromised, p-values <= alpha, their global indices, their labels) of one chunk.
 
     Only agents with ``p <= alpha`` can be rejected by BH at level ``alpha``; their p-values
-    are computed exactly (the cheap ``d2`` pre-filter sits 1e-9 below the quantile, far
-    outside the rounding of the survival function), everything else stays on the worker.
+    are computed exactly, everything else stays on the worker. Without ``calibration``
+    the p-values are chi-square (the cheap ``d2`` pre-filter sits 1e-9 below the
+    quantile, far outside the rounding of the survival function); with it, conformal
+    (:func:`conformal_pvalues`).
     """
     from scipy.stats import chi2
 
     X, labels = generate_chunk(*spec)
     d2 = WhiteningKernel.from_covariance(location, covariance).squared_distances(X)
-    index = np.flatnonzero(d2 >= chi2.isf(alpha, X.shape[1]) * (1.0 - 1e-9))
-    p = chi2_sf(d2[index], X.shape[1])
+    if calibration is None:
+        index = np.flatnonzero(d2 >= chi2.isf(alpha, X.shape[1]) * (1.0 - 1e-9))
+        p = chi2_sf(d2[index], X.shape[1])
+    else:
+        p_all = conformal_pvalues(d2, calibration)
+        index = np.flatnonzero(p_all <= alpha)
+        p = p_all[index]
     keep = p <= alpha
     return (
         X.shape[0],
@@ -297,7 +336,9 @@ class OutOfCoreResult:
     ``fdp`` (false discovery proportion) are against the generator's labels;
     ``client_peak_bytes`` is the peak of Python/numpy allocations on the client
     (tracemalloc) during the run. ``flagged`` holds the sorted global indices of the
-    flagged agents when asked for.
+    flagged agents when asked for. ``pvalues`` says how the p-values were computed
+    (``"chi2"`` or ``"conformal"`` on ``n_calibration`` clean calibration agents),
+    ``df`` and ``shift`` describe the generated population.
     """
 
     n_agents: int
@@ -326,15 +367,19 @@ class OutOfCoreResult:
     client_peak_bytes: int
     backend: str
     flagged: NDArray[np.int64] | None = None
+    pvalues: str = "chi2"
+    n_calibration: int = 0
+    df: float = math.inf
+    shift: float = math.nan
 
 
 def _chunk_specs(
-    n_agents: int, chunk_rows: int, seed: int, n_features: int, fraction: float, shift: float
+    n_agents: int, chunk_rows: int, seed: int, n_features: int, fraction: float, shift: float, df: float
 ) -> list[Spec]:
     specs = []
     for index, start in enumerate(range(0, n_agents, chunk_rows)):
         rows = min(chunk_rows, n_agents - start)
-        specs.append((seed, index, rows, n_features, fraction, shift))
+        specs.append((seed, index, rows, n_features, fraction, shift, df))
     return specs
 
 
@@ -360,6 +405,9 @@ def run_out_of_core(
     initial: str = "mcd",
     reweight_steps: int = 1,
     return_flagged: bool = False,
+    df: float = math.inf,
+    pvalues: str = "chi2",
+    n_calibration: int = 200_000,
 ) -> OutOfCoreResult:
     """Generate ``n_agents`` agents in chunks on the workers, fit a robust baseline, flag with BH.
 
@@ -374,14 +422,23 @@ def run_out_of_core(
        quantile, then correct the truncated covariance for consistency
        (:func:`truncation_consistency`): MCD's one-step reweighting, done out of core.
        The first of these passes also returns the plain pooled moments;
-    2. a last pass computes chi-square p-values under the robust estimate and returns
-       those ``<= alpha`` (the only ones Benjamini-Hochberg can reject); the client
-       finds the BH cut-off over all ``n_agents`` tests (:func:`bh_cutoff`) and flags
-       ``p <= cutoff``. This equals ``multipletests(p, alpha, "fdr_bh")`` on all agents.
+    2. with ``pvalues="conformal"``, a pass over ``n_calibration`` clean calibration
+       agents (a separate stream of the generator, :data:`CALIBRATION_STREAM`) returns
+       their squared distances under the robust estimate; the client sorts them;
+    3. a last pass computes p-values under the robust estimate (chi-square, or
+       conformal against the calibration scores) and returns those ``<= alpha`` (the
+       only ones Benjamini-Hochberg can reject); the client finds the BH cut-off over
+       all ``n_agents`` tests (:func:`bh_cutoff`) and flags ``p <= cutoff``. This
+       equals ``multipletests(p, alpha, "fdr_bh")`` on all agents.
 
-    The p-values assume Gaussian honest features (true for this generator); BH controls
-    the FDR at ``alpha`` for independent agents. ``backend=None`` runs the same chunks in
-    this process, for comparison (same bits).
+    Chi-square p-values assume Gaussian honest features (``df=inf``); heavy tails
+    (``df=5``) make them anti-conservative. Conformal p-values assume only that the
+    calibration agents are exchangeable with the honest agents (a vetted clean
+    sample); they cannot go below ``1 / (n_calibration + 1)``, so ``n_calibration``
+    must be large against ``n_agents / (alpha * n_compromised)``. BH controls the FDR
+    at ``alpha`` for independent agents (for conformal p-values sharing one
+    calibration set, PRDS holds and BH still controls it: Bates et al. 2023).
+    ``backend=None`` runs the same chunks in this process, for comparison (same bits).
     """
     from scipy.stats import chi2
 
@@ -397,7 +454,15 @@ def run_out_of_core(
         raise ClusterError(f"reweight_steps must be 1 or 2, got {reweight_steps!r}")
     if isinstance(subsample, bool) or not isinstance(subsample, int) or subsample < 10 * n_features:
         raise ClusterError(f"subsample must be an integer >= 10 * n_features, got {subsample!r}")
-    specs = _chunk_specs(n_agents, chunk_rows, seed, n_features, compromised_fraction, shift)
+    if pvalues not in PVALUE_METHODS:
+        raise ClusterError(f"pvalues={pvalues!r} is unknown: choose one of {', '.join(PVALUE_METHODS)}")
+    if not (df > 2.0):
+        raise ClusterError(f"df must be > 2 (finite variance) or inf, got {df!r}")
+    if pvalues == "conformal" and (
+        isinstance(n_calibration, bool) or not isinstance(n_calibration, int) or n_calibration < 100
+    ):
+        raise ClusterError(f"n_calibration must be an integer >= 100, got {n_calibration!r}")
+    specs = _chunk_specs(n_agents, chunk_rows, seed, n_features, compromised_fraction, shift, df)
     n = len(specs)
     cutoff = float(chi2.ppf(REWEIGHT_QUANTILE, n_features))
     factor = truncation_consistency(n_features)
@@ -435,8 +500,15 @@ def run_out_of_core(
                     "too few to estimate a covariance"
                 )
             location, covariance = kept.mean, kept.covariance() * factor
+        calibration: NDArray[np.float64] | None = None
+        if pvalues == "conformal":
+            cal_specs = _chunk_specs(n_calibration, chunk_rows, seed, n_features, 0.0, 0.0, df)
+            m = len(cal_specs)
+            calibration = np.sort(np.concatenate(mapper(_chunk_scores, cal_specs, [location] * m, [covariance] * m)))
         offsets = [index * chunk_rows for index in range(n)]
-        found = mapper(_chunk_candidates, specs, offsets, [location] * n, [covariance] * n, [alpha] * n)
+        found = mapper(
+            _chunk_candidates, specs, offsets, [location] * n, [covariance] * n, [alpha] * n, [calibration] * n
+        )
         p_all = np.concatenate([f[2] for f in found])
         p_cutoff = bh_cutoff(p_all, n_agents, alpha)
         flags = p_all <= p_cutoff
@@ -480,4 +552,70 @@ def run_out_of_core(
         client_peak_bytes=int(peak),
         backend="local" if backend is None else ("dask:" + (backend.scheduler or "LocalCluster")),
         flagged=flagged,
+        pvalues=pvalues,
+        n_calibration=n_calibration if pvalues == "conformal" else 0,
+        df=float(df),
+        shift=float(shift),
     )
+
+
+def same_result(a: OutOfCoreResult, b: OutOfCoreResult) -> bool:
+    """Bitwise the same baseline, robust estimate, BH cut-off and flagged agents (flags required)."""
+    if a.flagged is None or b.flagged is None:
+        raise ClusterError("same_result needs both runs with return_flagged=True")
+    return bool(
+        a.baseline == b.baseline
+        and a.pooled == b.pooled
+        and np.array_equal(a.location, b.location)
+        and np.array_equal(a.covariance, b.covariance)
+        and a.p_cutoff == b.p_cutoff
+        and np.array_equal(a.flagged, b.flagged)
+    )
+
+
+def oracle_recall(
+    shifts: Sequence[float],
+    *,
+    df: float = math.inf,
+    n_features: int = 8,
+    compromised_fraction: float = 0.01,
+    alpha: float = 0.01,
+    seed: int = 0,
+    n_honest: int = 1_000_000,
+    n_compromised: int = 100_000,
+) -> list[float]:
+    """Best recall any threshold on the true Mahalanobis distance can reach at FDR ``alpha``.
+
+    The oracle knows the honest distribution of :func:`generate_chunk` exactly (its
+    whitened noise and the compromised direction): for each shift it draws ``n_honest``
+    honest and ``n_compromised`` compromised whitened rows, and returns the largest
+    true-positive rate over thresholds ``t`` whose population false discovery rate
+    ``pi0 * fpr(t) / (pi0 * fpr(t) + pi1 * tpr(t))`` is at most ``alpha``. A fitted
+    pipeline cannot beat it by scoring distances; it says where recall is contested.
+    """
+    if not 0 < compromised_fraction < 1 or not 0 < alpha < 1 or not (df > 2.0):
+        raise ClusterError("need 0 < compromised_fraction < 1, 0 < alpha < 1 and df > 2")
+    population = np.random.default_rng([seed, 0])
+    population.normal(size=(n_features, n_features))
+    direction = population.normal(size=n_features)
+    direction /= np.linalg.norm(direction)
+    rng = np.random.default_rng([seed, 4])
+
+    def noise(rows: int) -> NDArray[np.float64]:
+        if math.isinf(df):
+            return rng.standard_normal(size=(rows, n_features))
+        return rng.standard_t(df, size=(rows, n_features)) * math.sqrt((df - 2.0) / df)
+
+    honest = np.sort(np.einsum("ij,ij->i", h := noise(n_honest), h))
+    pi1 = compromised_fraction
+    out = []
+    for shift in shifts:
+        c = noise(n_compromised) + float(shift) * direction
+        comp = np.sort(np.einsum("ij,ij->i", c, c))
+        grid = np.unique(np.concatenate([honest[-20_000:], comp]))
+        fpr = 1.0 - np.searchsorted(honest, grid, side="left") / honest.size
+        tpr = 1.0 - np.searchsorted(comp, grid, side="left") / comp.size
+        fdr = (1 - pi1) * fpr / np.maximum((1 - pi1) * fpr + pi1 * tpr, np.finfo(float).tiny)
+        ok = (fdr <= alpha) & (tpr > 0)
+        out.append(float(tpr[ok].max()) if ok.any() else 0.0)
+    return out

@@ -80,22 +80,41 @@ def screen_mask(parts: Sequence[Moments], z_threshold: float) -> np.ndarray:
     return np.asarray(np.max(z, axis=1) <= z_threshold)
 
 
-def combine_robust(
+def robust_kept(
     parts: Sequence[Moments], *, weight_cap: float | None = 3.0, z_threshold: float = 5.0
-) -> Moments:
-    """Weight-capped, outlier-screened Chan fold (see module docstring)."""
+) -> np.ndarray:
+    """Boolean mask over ``parts``: the nodes :func:`combine_robust` merges.
+
+    Empty parts (no rows) are marked kept: they add nothing to the fold.
+    """
     if not parts:
         raise ValueError("combine needs at least one Moments")
+    nonempty = np.array([p.n > 0 for p in parts])
     work = [p for p in parts if p.n > 0]
+    keep = np.ones(len(parts), dtype=bool)
     if not work:
-        return merge_all(parts)
+        return keep
     if weight_cap is not None:
         if weight_cap < 1:
             raise ValueError(f"weight_cap must be >= 1 (a multiple of the median count), got {weight_cap}")
         cap = max(1, int(weight_cap * float(np.median([p.n for p in work]))))
         work = [p.reweighted(cap) if p.n > cap else p for p in work]
-    keep = screen_mask(work, z_threshold)
-    kept = [p for p, ok in zip(work, keep, strict=True) if ok]
+    keep[nonempty] = screen_mask(work, z_threshold)
+    return keep
+
+
+def combine_robust(
+    parts: Sequence[Moments], *, weight_cap: float | None = 3.0, z_threshold: float = 5.0
+) -> Moments:
+    """Weight-capped, outlier-screened Chan fold (see module docstring)."""
+    keep = robust_kept(parts, weight_cap=weight_cap, z_threshold=z_threshold)
+    work = [p for p in parts if p.n > 0]
+    if not work:
+        return merge_all(parts)
+    if weight_cap is not None:
+        cap = max(1, int(weight_cap * float(np.median([p.n for p in work]))))
+        parts = [p.reweighted(cap) if p.n > cap else p for p in parts]
+    kept = [p for p, ok in zip(parts, keep, strict=True) if ok and p.n > 0]
     return merge_all(kept)
 
 

@@ -64,6 +64,7 @@ reference fleet accordingly.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -79,6 +80,7 @@ from tcpkit.detect.baseline import (
     _kernel_config,
     decide,
 )
+from tcpkit.detect.config import ConfigError, DetectorConfig
 from tcpkit.detect.explain import Explanation, explain
 from tcpkit.detect.kernel_config import KernelConfig
 from tcpkit.detect.pvalues import conformal_pvalues
@@ -265,25 +267,21 @@ class NetworkDetector:
 
     Parameters
     ----------
-    reference_windows : number of leading windows forming each agent's own reference period.
-    method : covariance estimator of the three baselines (see :class:`Baseline`). The
-        default "ogk" is robust and fits in a fraction of a second where MCD takes
-        seconds; since the reference fleet is vetted clean, MCD's higher breakdown
-        point buys little here (measured: equal recall on the simulator).
-    cusum_k : CUSUM allowance (normal-score units).
-    target_arl : in-control average run length (windows) for the CUSUM alarm threshold.
-    random_state : seed for the split of the reference fleet and for MCD.
-    max_fit_agents : at most this many reference agents fit the baselines (at most half);
-        all others calibrate, since conformal resolution grows with the calibration set.
-    feature_names : names used in explanations.
-    focus_feature : name of a feature given its own one-sided change test (component
-        ``family``), larger = worse; ignored when ``feature_names`` does not contain it.
+    config : :class:`tcpkit.detect.config.DetectorConfig`, the one description of every
+        setting (FDR level and method, estimator, CUSUM allowance and target ARL, reference
+        period, fit/calibration split, focus feature, seed). Default: ``DetectorConfig()``.
+        Build the shipped detector with :func:`tcpkit.detect.config.build_detector`.
     kernel_factory : optional ``factory(location, covariance) -> kernel`` whose
         ``squared_distances(X)`` scores the three baselines (e.g. a deployment's tuned
         production kernel). Default: each :class:`Baseline`'s own whitening kernel.
     kernel_config : settings (precision, rows per chunk, threads) of the baselines'
         kernels, a :class:`~tcpkit.detect.kernel_config.KernelConfig` or a mapping;
-        default ``KernelConfig()``.
+        default ``KernelConfig()``. Saved by :meth:`to_arrays` with the fitted state.
+    feature_names, **settings : shorthands for ``config.replace(features=..., **settings)``
+        (validated the same way), e.g. ``NetworkDetector(reference_windows=4)``.
+
+    The estimator default "ogk" is robust and fits in a fraction of a second where MCD
+    takes seconds. ``focus_feature`` is ignored when the features do not contain it.
 
     Attributes (after fit)
     ----------------------
@@ -302,29 +300,57 @@ class NetworkDetector:
 
     def __init__(
         self,
-        reference_windows: int = 5,
-        method: str = "ogk",
-        cusum_k: float = 0.5,
-        target_arl: float = 500.0,
-        random_state: int | None = 0,
-        feature_names: tuple[str, ...] | None = None,
-        max_fit_agents: int = 1000,
-        focus_feature: str | None = "family_underrating",
+        config: DetectorConfig | None = None,
+        *,
         kernel_factory: KernelFactory | None = None,
         kernel_config: KernelConfig | Mapping[str, Any] | None = None,
+        feature_names: tuple[str, ...] | None = None,
+        **settings: Any,
     ) -> None:
-        if isinstance(reference_windows, bool) or not isinstance(reference_windows, int | np.integer) or reference_windows < 1:
-            raise BaselineError(f"reference_windows={reference_windows!r}: expected a positive integer")
-        self.reference_windows = int(reference_windows)
-        self.method = method
-        self.cusum_k = float(cusum_k)
-        self.target_arl = float(target_arl)
-        self.random_state = random_state
-        self.feature_names = feature_names
-        self.max_fit_agents = int(max_fit_agents)
-        self.focus_feature = focus_feature
+        base = config if config is not None else DetectorConfig()
+        if not isinstance(base, DetectorConfig):
+            raise BaselineError(f"config must be a DetectorConfig, not {type(base).__name__}")
+        if feature_names is not None:
+            settings["features"] = tuple(feature_names)
+        try:
+            self.config = base.replace(**settings) if settings else base
+        except ConfigError as exc:
+            raise BaselineError(str(exc)) from None
         self.kernel_factory = kernel_factory
         self.kernel_config = _kernel_config(kernel_config)
+
+    # Read-only views of the configuration (the one place the settings live).
+    @property
+    def reference_windows(self) -> int:
+        return self.config.reference_windows
+
+    @property
+    def method(self) -> str:
+        return self.config.method
+
+    @property
+    def cusum_k(self) -> float:
+        return self.config.cusum_k
+
+    @property
+    def target_arl(self) -> float:
+        return self.config.target_arl
+
+    @property
+    def random_state(self) -> int:
+        return self.config.random_state
+
+    @property
+    def feature_names(self) -> tuple[str, ...] | None:
+        return self.config.features
+
+    @property
+    def max_fit_agents(self) -> int:
+        return self.config.max_fit_agents
+
+    @property
+    def focus_feature(self) -> str | None:
+        return self.config.focus_feature
 
     def _baseline(self) -> Baseline:
         return Baseline(
@@ -400,6 +426,10 @@ class NetworkDetector:
                 f"reference has {w.shape[1]} windows: more than reference_windows={self.reference_windows} are needed"
             )
         n = w.shape[0]
+        if self.feature_names is not None and len(self.feature_names) != w.shape[2]:
+            raise BaselineError(
+                f"reference has {w.shape[2]} features but the configuration names {len(self.feature_names)}"
+            )
         if n < 40:
             raise BaselineError(f"reference has {n} agents: at least 40 are needed (half fit, half calibrate)")
         given = dict(estimates or {})
@@ -444,11 +474,139 @@ class NetworkDetector:
             [max(float(np.median(np.abs(fit_scores[name]))), 1e-12) for name in self.components_]
         )
         cal_scores = self._component_scores(feats, cal_rows)
-        self.calibration_ = {name: np.sort(s) for name, s in cal_scores.items()}
         cal_matrix = np.column_stack([cal_scores[name] for name in self.components_])
+        kept = self._untrimmed(cal_matrix)
+        if kept.sum() < 20:
+            raise BaselineError(
+                f"trimming left {int(kept.sum())} of {kept.size} calibration agents: at least 20 are needed"
+            )
+        cal_matrix = cal_matrix[kept]
+        self.trimmed_ = int(kept.size - kept.sum())
+        self.calibration_ = {name: np.sort(cal_matrix[:, j]) for j, name in enumerate(self.components_)}
         self._minp_index = _MinpIndex.build(cal_matrix, self._ranks(cal_matrix), self._tiebreak_key(cal_matrix))
-        self.n_calibration_ = int(cal_rows.size)
+        self.n_calibration_ = int(cal_matrix.shape[0])
+        self._calibration_matrix = cal_matrix
         return self
+
+    # -- the fitted state as plain arrays (what PRODUCTION freezes) ------------------------
+
+    def to_arrays(self) -> dict[str, NDArray[Any]]:
+        """Every fitted value scoring needs, as numeric or unicode arrays (no pickle).
+
+        Saved with ``numpy.savez`` and loaded with ``allow_pickle=False``, the arrays rebuild
+        an equivalent detector through :meth:`from_arrays` (same scores, p-values and
+        decisions, bit for bit). The configuration travels with them as canonical JSON.
+        """
+        self._check_fitted()
+        out: dict[str, NDArray[Any]] = {
+            "format": np.array("tcpkit.network_detector/1"),
+            "config": np.array(self.config.to_json()),
+            "kernel_config": np.array(json.dumps(self.kernel_config.to_mapping(), sort_keys=True)),
+            "n_features_in": np.array(self.n_features_in_, dtype=np.int64),
+            "n_windows": np.array(self.n_windows_, dtype=np.int64),
+            "trimmed": np.array(self.trimmed_, dtype=np.int64),
+            "components": np.array(self.components_, dtype=np.str_),
+            "estimated": np.array(self.estimated_, dtype=np.str_),
+            "cusum_reference": self.cusum_.reference_,
+            "cusum_h": np.array(self.cusum_.h_, dtype=np.float64),
+            "tiebreak_scale": np.asarray(self.tiebreak_scale_, dtype=np.float64),
+            "calibration_matrix": np.asarray(self._calibration_matrix, dtype=np.float64),
+            "focus": np.array(
+                [self.focus_index_, getattr(self, "focus_location_", 0.0), getattr(self, "focus_scale_", 1.0)],
+                dtype=np.float64,
+            ),
+        }
+        for name in ESTIMATED_BASELINES:
+            base: Baseline = getattr(self, f"{name}_")
+            out[f"{name}_location"] = base.location_
+            out[f"{name}_covariance"] = base.covariance_
+        return out
+
+    @classmethod
+    def from_arrays(
+        cls, arrays: Mapping[str, NDArray[Any]], *, kernel_factory: KernelFactory | None = None
+    ) -> NetworkDetector:
+        """The fitted detector that :meth:`to_arrays` described (the inverse, validated)."""
+        try:
+            fmt = str(np.asarray(arrays["format"]))
+            if fmt != "tcpkit.network_detector/1":
+                raise BaselineError(f"model format {fmt!r} is not tcpkit.network_detector/1")
+            config = DetectorConfig.from_json(str(np.asarray(arrays["config"])))
+            # models written before the kernel settings travelled with them use the defaults
+            kernel_config = (
+                json.loads(str(np.asarray(arrays["kernel_config"]))) if "kernel_config" in arrays else None
+            )
+            det = cls(config, kernel_factory=kernel_factory, kernel_config=kernel_config)
+            d = int(arrays["n_features_in"])
+            det.n_features_in_ = d
+            det.n_windows_ = int(arrays["n_windows"])
+            det.trimmed_ = int(arrays["trimmed"])
+            det.components_ = tuple(str(c) for c in np.asarray(arrays["components"]))
+            det.estimated_ = tuple(str(c) for c in np.asarray(arrays["estimated"]))
+            names = det.feature_names
+            for name in ESTIMATED_BASELINES:
+                base = Baseline.from_estimate(
+                    arrays[f"{name}_location"],
+                    arrays[f"{name}_covariance"],
+                    feature_names=names,
+                    kernel_config=det.kernel_config,
+                )
+                if base.n_features_in_ != d:
+                    raise BaselineError(f"{name} baseline has {base.n_features_in_} features, the model {d}")
+                setattr(det, f"{name}_", base)
+            det._kernels = {}
+            if kernel_factory is not None:
+                for name in ESTIMATED_BASELINES:
+                    b: Baseline = getattr(det, f"{name}_")
+                    det._kernels[name] = kernel_factory(b.location_, b.covariance_)
+            det.cusum_ = CusumDetector(
+                np.asarray(arrays["cusum_reference"], dtype=np.float64),
+                k=config.cusum_k,
+                h=float(arrays["cusum_h"]),
+                target_arl=config.target_arl,
+            )
+            focus = np.asarray(arrays["focus"], dtype=np.float64)
+            det.focus_index_ = int(focus[0])
+            if det.focus_index_ >= 0:
+                det.focus_location_, det.focus_scale_ = float(focus[1]), float(focus[2])
+            det.tiebreak_scale_ = np.asarray(arrays["tiebreak_scale"], dtype=np.float64)
+            cal = np.asarray(arrays["calibration_matrix"], dtype=np.float64)
+            if cal.ndim != 2 or cal.shape[1] != len(det.components_) or det.tiebreak_scale_.size != cal.shape[1]:
+                raise BaselineError(
+                    f"calibration matrix has shape {cal.shape}: expected (n, {len(det.components_)})"
+                )
+            if not np.all(np.isfinite(cal)):
+                raise BaselineError("calibration matrix contains NaN or infinite values")
+        except KeyError as exc:
+            raise BaselineError(f"the model has no array {exc.args[0]!r}: not a NetworkDetector model") from None
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, BaselineError):
+                raise
+            raise BaselineError(f"the model is malformed: {exc}") from None
+        det.calibration_ = {name: np.sort(cal[:, j]) for j, name in enumerate(det.components_)}
+        det._minp_index = _MinpIndex.build(cal, det._ranks(cal), det._tiebreak_key(cal))
+        det.n_calibration_ = int(cal.shape[0])
+        det._calibration_matrix = cal
+        return det
+
+    def _untrimmed(self, cal_matrix: NDArray[np.float64]) -> NDArray[np.bool_]:
+        """Calibration agents inside every component's robust fence (all of them when trimming is off).
+
+        The fence of component ``j`` is ``median + trim_mads * scale`` of the calibration
+        agents' ``log1p(score_j / m_j)`` (``m_j``: the fitting agents' median score), with
+        ``scale`` the largest of the normal-consistent MAD, IQR and upper-decile spread (so a
+        test that is zero for most agents still gets a positive scale); it adapts to each
+        test's scale and is itself robust to the agents it trims.
+        """
+        if self.config.trim_mads is None:
+            return np.ones(cal_matrix.shape[0], dtype=bool)
+        logs = np.log1p(np.maximum(cal_matrix, 0.0) / self.tiebreak_scale_)
+        q25, med, q75, q90 = np.quantile(logs, [0.25, 0.5, 0.75, 0.9], axis=0)
+        mad = 1.4826 * np.median(np.abs(logs - med), axis=0)
+        # a test that is zero for most agents (the CUSUM maximum) has MAD 0: use upper quantiles
+        scale = np.maximum.reduce([mad, (q75 - q25) / 1.349, (q90 - med) / 1.2816, np.full(med.shape, 1e-12)])
+        fence = med + self.config.trim_mads * scale
+        return np.asarray((logs <= fence).all(axis=1), dtype=np.bool_)
 
     def _distances(self, name: str, X: NDArray[np.float64]) -> NDArray[np.float64]:
         """Squared distances to baseline ``name``: the injected kernel when given, else the Baseline's."""
@@ -496,15 +654,18 @@ class NetworkDetector:
         if not hasattr(self, "calibration_"):
             raise BaselineError("this NetworkDetector is not fitted: call fit(reference_windows) first")
 
-    def detect(self, windows: ArrayLike, alpha: float = 0.01, fdr: str = "bh") -> DetectionResult:
+    def detect(self, windows: ArrayLike, alpha: float | None = None, fdr: str | None = None) -> DetectionResult:
         """Combined conformal p-values, BH decisions and explanations for every agent.
+
+        ``alpha`` and ``fdr`` default to the configuration's (pass them only to explore).
 
         ``components`` of the result hold ``p_change``, ``p_level``, ``p_cusum`` and ``p_family`` when used (the
         per-test conformal p-values), ``alarm_window`` (first CUSUM alarm after the
         reference period, -1 if none) and the three raw scores.
         """
         self._check_fitted()
-        alpha = _check_alpha(alpha)
+        alpha = _check_alpha(self.config.alpha if alpha is None else alpha)
+        fdr = self.config.fdr if fdr is None else fdr
         w = _check_windows(windows, "windows", self.n_features_in_)
         if w.shape[1] != self.n_windows_:
             raise BaselineError(
@@ -548,17 +709,3 @@ class NetworkDetector:
             flags, combined, q, -np.log10(min_p), tuple(explanations), alpha, fdr, "conformal-minp", components
         )
 
-
-def detect_network(
-    net: NetworkLike,
-    reference: NetworkLike,
-    alpha: float = 0.01,
-    fdr: str = "bh",
-    **detector_args: Any,
-) -> DetectionResult:
-    """Fit :class:`NetworkDetector` on ``reference`` (vetted clean fleet) and judge ``net``."""
-    reference_windows = int(net.params.get("baseline_windows", 5))
-    detector = NetworkDetector(
-        reference_windows=reference_windows, feature_names=tuple(net.feature_names), **detector_args
-    ).fit(reference.windows)
-    return detector.detect(net.windows, alpha=alpha, fdr=fdr)

@@ -4,8 +4,9 @@ Every network node K owns exactly one key, its own node id, and publishes
 there its current :class:`~tcpkit.detect.moments.Moments` under a version
 ``(incarnation, counter)``. A replica is the map ``node_id -> Entry``; two
 replicas join by keeping, per key, the entry with the higher version (ties, which
-only a misbehaving writer can produce, are broken by the payload digest and then
-the signature bytes). That join is a least upper bound in a total order per key,
+only a misbehaving writer can produce, are broken by the payload digest, then by
+whether the entry is signed, then by the signature bytes: content only, never
+arrival order). That join is a least upper bound in a total order per key,
 so it is commutative, associative and idempotent: messages may be lost,
 duplicated, reordered or delayed and every replica that has seen the same set of
 entries holds the same map. The global baseline folds the entries in sorted
@@ -33,6 +34,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+
+import numpy as np
 
 from tcpkit.detect.moments import Moments, MomentsFormatError, merge_all
 
@@ -132,12 +135,18 @@ class Entry:
         return self._digest
 
     @property
-    def order_key(self) -> tuple[int, int, bytes, bytes]:
-        """Total order used by the join: version, then payload digest, then signature."""
+    def order_key(self) -> tuple[int, int, bytes, bool, bytes]:
+        """Total order used by the join: version, payload digest, signed or not, signature.
+
+        Two different entries of one node never share this key (an unsigned entry and
+        one with an empty signature differ in the flag), so the join's winner is a
+        function of the entries' content alone, whatever order they arrive in.
+        """
         return (
             self.version.incarnation,
             self.version.counter,
             self._digest,
+            self.signature is not None,
             self.signature if self.signature is not None else b"",
         )
 
@@ -172,6 +181,23 @@ def signing_bytes(node_id: str, version: Version, payload: bytes) -> bytes:
         + struct.pack("<QQI", version.incarnation, version.counter, len(payload))
         + payload
     )
+
+
+def entry_wire(entry: Entry) -> bytes:
+    """One entry's record in the state wire format: header, node id, payload, signature."""
+    name = entry.node_id.encode("utf-8")
+    sig = entry.signature if entry.signature is not None else b""
+    flags = 0x8000_0000 if entry.signature is not None else 0
+    header = _ENTRY_HEADER.pack(
+        len(name), entry.version.incarnation, entry.version.counter, len(entry.payload), len(sig) | flags
+    )
+    return header + name + entry.payload + sig
+
+
+def state_wire(records: Sequence[bytes]) -> bytes:
+    """A whole state message from entry records already in sorted node order (see :meth:`State.to_bytes`)."""
+    body = _STATE_HEADER.pack(STATE_MAGIC, STATE_FORMAT_VERSION, len(records)) + b"".join(records)
+    return body + _TRAILER.pack(zlib.crc32(body))
 
 
 def _winner(a: Entry, b: Entry) -> Entry:
@@ -268,24 +294,7 @@ class State:
     # --- wire format --------------------------------------------------------------------
     def to_bytes(self) -> bytes:
         """Serialise every entry (sorted by node id) with a CRC-32 trailer."""
-        chunks = [_STATE_HEADER.pack(STATE_MAGIC, STATE_FORMAT_VERSION, len(self.entries))]
-        for key in sorted(self.entries):
-            entry = self.entries[key]
-            name = key.encode("utf-8")
-            sig = entry.signature if entry.signature is not None else b""
-            has_sig = entry.signature is not None
-            chunks.append(
-                _ENTRY_HEADER.pack(
-                    len(name),
-                    entry.version.incarnation,
-                    entry.version.counter,
-                    len(entry.payload),
-                    len(sig) | (0x8000_0000 if has_sig else 0),
-                )
-            )
-            chunks += [name, entry.payload, sig]
-        body = b"".join(chunks)
-        return body + _TRAILER.pack(zlib.crc32(body))
+        return state_wire([entry_wire(self.entries[key]) for key in sorted(self.entries)])
 
     @classmethod
     def from_bytes(cls, data: bytes) -> State:
@@ -573,3 +582,181 @@ def bump_incarnation(path: str | os.PathLike[str]) -> int:
     finally:
         os.close(dir_fd)
     return new
+
+
+# --- order independence, measured -----------------------------------------------------------
+@dataclass(frozen=True)
+class OrderTrials:
+    """Outcome of :func:`order_independence_trials`.
+
+    Attributes
+    ----------
+    trials : int
+        Random delivery orders tried.
+    n_nodes, n_messages : int
+        Keys in the map; entries delivered per trial (duplicates included).
+    n_duplicates, n_version_ties, n_signature_ties, n_restarts, n_stale : int
+        Copies delivered a second time; nodes given a rival payload at their top
+        version; rivals differing only in the signature; nodes re-published under a
+        higher incarnation; distinct entries whose version is below their node's winner.
+    distinct_states : int
+        Distinct SHA-256 digests of the serialised joined states over all trials
+        (1 when every order gave the same bytes).
+    matches_specification : bool
+        The joined state's bytes equal those of the map that keeps, per node, the
+        entry with the largest ``(incarnation, counter, sha256(payload), signed,
+        signature)``, computed here without the join.
+    state_sha256 : str
+        Hex digest of the first trial's joined state.
+    """
+
+    trials: int
+    n_nodes: int
+    n_messages: int
+    n_duplicates: int
+    n_version_ties: int
+    n_signature_ties: int
+    n_restarts: int
+    n_stale: int
+    distinct_states: int
+    matches_specification: bool
+    state_sha256: str
+
+    @property
+    def order_independent(self) -> bool:
+        """Every order agreed byte for byte, on the map the specification names."""
+        return self.distinct_states == 1 and self.matches_specification
+
+
+def _spec_key(entry: Entry) -> tuple[int, int, bytes, bool, bytes]:
+    """The join's documented order, recomputed from the entry's fields (not its cached key)."""
+    sig = entry.signature
+    return (
+        entry.version.incarnation,
+        entry.version.counter,
+        hashlib.sha256(entry.payload).digest(),
+        sig is not None,
+        sig if sig is not None else b"",
+    )
+
+
+def _perturbed(moments: Moments, rng: np.random.Generator) -> Moments:
+    """Other moments of the same shape (a different payload for the same node)."""
+    mean = np.asarray(moments.mean) + rng.normal(size=moments.n_features) * (
+        1e-6 * (1.0 + np.abs(np.asarray(moments.mean)))
+    )
+    return Moments(moments.n + 1, mean, np.asarray(moments.m2))
+
+
+def order_independence_trials(
+    entries: Sequence[Entry],
+    rng: np.random.Generator,
+    trials: int = 20,
+    *,
+    tie_fraction: float = 0.25,
+    restart_fraction: float = 0.25,
+    duplicate_fraction: float = 0.5,
+) -> OrderTrials:
+    """Join ``entries``, mixed with ties, restarts and duplicates, in random orders; compare bytes.
+
+    Per node (taking its highest entry in ``entries``), with probability
+    ``tie_fraction`` rival entries are added at that same version: one with a different
+    payload (a version tie only a misbehaving writer produces), one with the same
+    payload and the signature flipped between absent and empty, and, for half of those
+    nodes, one with random signature bytes; otherwise, with probability ``restart_fraction``, the node
+    re-publishes other moments under incarnation + 1, counter 1 (a restart), which
+    makes the old entry stale. Then ``duplicate_fraction`` times as many entries as
+    there are are delivered a second time.
+
+    Each trial shuffles that multiset, cuts it into random messages (``State.of`` of
+    each piece), and joins the messages pairwise in a random tree with random operand
+    order, then serialises the result. The join is order independent on this input
+    when every trial gives the same bytes and those are the bytes of the map the
+    specification names (see :class:`OrderTrials`).
+
+    Parameters
+    ----------
+    entries : sequence of Entry
+        At least one entry; several entries of one node are allowed.
+    rng : numpy.random.Generator
+        Source of the rivals, the duplicates and the orders.
+    trials : int
+        Random orders (>= 2).
+    """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+    base = list(entries)
+    if not base or not all(isinstance(e, Entry) for e in base):
+        raise ValueError("entries must be a non-empty sequence of Entry")
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 2:
+        raise ValueError(f"trials must be an integer >= 2, got {trials!r}")
+    for name, value in (
+        ("tie_fraction", tie_fraction),
+        ("restart_fraction", restart_fraction),
+        ("duplicate_fraction", duplicate_fraction),
+    ):
+        if not 0.0 <= float(value) <= 1.0:
+            raise ValueError(f"{name} must be in [0, 1], got {value}")
+    if tie_fraction + restart_fraction > 1.0:
+        raise ValueError("tie_fraction + restart_fraction must be at most 1")
+
+    top: dict[str, Entry] = {}
+    for e in base:
+        old = top.get(e.node_id)
+        top[e.node_id] = e if old is None or _spec_key(e) > _spec_key(old) else old
+    pool = list(base)
+    ties = sig_ties = restarts = 0
+    for node in sorted(top):
+        e = top[node]
+        u = float(rng.random())
+        if u < tie_fraction:
+            pool.append(Entry(node, e.version, _perturbed(e.moments, rng).to_bytes(), e.signature))
+            other = b"" if e.signature is None else None
+            pool.append(Entry(node, e.version, e.payload, other))
+            ties += 1
+            sig_ties += 1
+            if rng.random() < 0.5:  # else the signed/unsigned pair may be the top of its node
+                pool.append(Entry(node, e.version, e.payload, rng.bytes(64)))
+                sig_ties += 1
+        elif u < tie_fraction + restart_fraction:
+            restarted = Version(e.version.incarnation + 1, 1)
+            pool.append(Entry(node, restarted, _perturbed(e.moments, rng).to_bytes(), e.signature))
+            restarts += 1
+    n_dup = int(round(duplicate_fraction * len(pool)))
+    messages = pool + [pool[int(i)] for i in rng.integers(0, len(pool), size=n_dup)]
+
+    best: dict[str, Entry] = {}
+    for e in pool:
+        old = best.get(e.node_id)
+        best[e.node_id] = e if old is None or _spec_key(e) > _spec_key(old) else old
+    expected = State(best).to_bytes()
+    n_stale = sum(e.version < best[e.node_id].version for e in set(pool))
+
+    digests: list[str] = []
+    first = b""
+    for _ in range(trials):
+        order = [messages[int(i)] for i in rng.permutation(len(messages))]
+        n_cuts = int(rng.integers(0, len(order)))
+        cuts = np.sort(rng.choice(np.arange(1, len(order)), size=min(n_cuts, len(order) - 1), replace=False))
+        pieces = [State.of(chunk) for chunk in np.split(np.array(order, dtype=object), cuts)]
+        while len(pieces) > 1:
+            i, j = (int(k) for k in rng.choice(len(pieces), size=2, replace=False))
+            a, b = pieces[i], pieces[j]
+            joined = a.join(b) if rng.random() < 0.5 else b.join(a)
+            pieces = [p for k, p in enumerate(pieces) if k not in (i, j)] + [joined]
+        blob = pieces[0].to_bytes()
+        first = first or blob
+        digests.append(hashlib.sha256(blob).hexdigest())
+    return OrderTrials(
+        trials=trials,
+        n_nodes=len(best),
+        n_messages=len(messages),
+        n_duplicates=n_dup,
+        n_version_ties=ties,
+        n_signature_ties=sig_ties,
+        n_restarts=restarts,
+        n_stale=n_stale,
+        distinct_states=len(set(digests)),
+        matches_specification=first == expected,
+        state_sha256=digests[0],
+    )

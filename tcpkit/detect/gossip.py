@@ -27,8 +27,15 @@ reference for small networks. ``"matrix"`` encodes every replica as a row of
 per-key ranks in the CRDT's total order (0 = unknown), so a join is an
 elementwise maximum and 10,000 nodes fit in 12.5 MB per version level; it
 reports the same convergence and bytes as the replica engine (the tests check
-this) and computes baselines from real ``State`` objects built from its rows.
-Ranks are stored as bit-packed thermometer codes, so the join is a bitwise OR.
+this). Ranks are stored as bit-packed thermometer codes, so the join is a bitwise OR.
+
+At the end of a run (:func:`audit_replicas`) every live replica's state is
+serialised on its own, in the wire format of :meth:`State.to_bytes` (the matrix
+engine serialises each replica's own row; nothing is deduplicated), the SHA-256
+digests are compared, each distinct state is parsed back and combined, and a few
+replicas are parsed and combined again from their own bytes: ``bit_identical``
+is the outcome of that comparison, so one replica holding one different bit
+makes it false.
 """
 
 from __future__ import annotations
@@ -58,6 +65,8 @@ from tcpkit.detect.crdt import (
     State,
     StateFormatError,
     Version,
+    entry_wire,
+    state_wire,
 )
 from tcpkit.detect.moments import Moments
 
@@ -102,11 +111,16 @@ class GossipResult:
     max_bytes_per_node : int
         The most bytes any single node sent.
     max_rel_error : float
-        Over all replicas, the largest relative error (``max|a-b| / max|b|``) of the
-        baseline mean and covariance against the pooled batch statistics of the honest
-        nodes' data (``inf`` when a replica has no entries).
-    bit_identical : bool
-        All replicas' baselines have identical bits.
+        Over all live replicas, the largest relative error (``max|a-b| / max|b|``) of
+        the baseline mean and covariance against the pooled batch statistics of the
+        honest nodes' data (``inf`` when a replica has no entries); with
+        ``audit=False``, of the first live replica only.
+    bit_identical : bool or None
+        Every live replica's state, serialised on its own, has the same bytes (SHA-256)
+        and is not empty, and the baselines recomputed from those bytes have identical
+        bits (see :func:`audit_replicas`). ``None`` when not evaluated (``audit=False``).
+    distinct_states : int or None
+        Distinct serialised states among the live replicas (``None`` without audit).
     coverage : tuple of float
         Per round, the fraction of (live replica, key) cells holding the final entry.
     messages : dict
@@ -121,7 +135,8 @@ class GossipResult:
     bytes_per_node: float
     max_bytes_per_node: int
     max_rel_error: float
-    bit_identical: bool
+    bit_identical: bool | None
+    distinct_states: int | None
     coverage: tuple[float, ...]
     messages: Mapping[str, int]
     baseline: Moments
@@ -327,6 +342,7 @@ class _MatrixEngine:
             raise ValueError("two versions of one key share a version and a payload fingerprint")
         self.header_bytes = _STATE_HEADER.size + _TRAILER.size
         self.pending: dict[int, list[tuple[NDArray[np.int64], NDArray[np.uint8]]]] = defaultdict(list)
+        self._records: list[list[bytes]] | None = None
 
     def pack(self, ranks: NDArray[np.integer]) -> NDArray[np.uint8]:
         """Thermometer-code a vector of ranks (one per key) into one packed row."""
@@ -425,16 +441,18 @@ class _MatrixEngine:
         cells = int(alive.sum()) * self.n
         return float((cells - int(wrong[alive].sum())) / cells), complete
 
-    def states(self) -> list[State]:
-        """One real :class:`State` per distinct row (rows deduplicated by content)."""
-        seen: dict[bytes, State] = {}
-        for row in self.state:
-            key = hashlib.sha256(row.tobytes()).digest()
-            if key not in seen:
-                ranks = self.ranks(row)
-                keys = np.flatnonzero(ranks)
-                seen[key] = State.of(self.candidates[k][ranks[k] - 1] for k in keys)
-        return list(seen.values())
+    def wire(self, i: int) -> bytes:
+        """Replica ``i``'s own state in the wire format, serialised from its own row.
+
+        The bytes :meth:`State.to_bytes` gives for the map the row encodes (the tests
+        check this against real replicas): every replica is serialised on its own, so
+        two replicas compare equal only when their rows hold the same entries.
+        """
+        if self._records is None:
+            self._records = [[entry_wire(e) for e in c] for c in self.candidates]
+        ranks = self.ranks(self.state[i])
+        keys = np.flatnonzero(ranks)  # node names are zero-padded: index order is name order
+        return state_wire([self._records[k][ranks[k] - 1] for k in keys.tolist()])
 
 
 def _or_into(
@@ -548,8 +566,9 @@ class _ReplicaEngine:
             hits += sum(entries.get(e.node_id) == e for e in final_entries)
         return hits / max(1, int(alive.sum()) * self.n)
 
-    def states(self) -> list[State]:
-        return [rep.state for rep in self.replicas]
+    def wire(self, i: int) -> bytes:
+        """Replica ``i``'s own state, serialised (:meth:`State.to_bytes`)."""
+        return self.replicas[i].state.to_bytes()
 
 
 def _gather(parts: list[tuple[Any, NDArray[np.int64]]]) -> Any:
@@ -627,6 +646,104 @@ class _DeltaExchange:
             self.eng.apply(acks, dst, rng, False)
 
 
+# --- the end-of-run audit: real serialised replicas, byte-compared ---------------------------
+AUDIT_BASELINES = 8
+"""Replicas (chosen at random) whose baseline is recomputed from their own parsed bytes."""
+
+
+@dataclass(frozen=True)
+class ReplicaAudit:
+    """What :func:`audit_replicas` found.
+
+    ``replicas`` states were compared; ``distinct_states`` of them differ in their
+    SHA-256, ``empty`` hold no entry, ``unreadable`` do not parse; ``distinct_baselines`` counts the different
+    baseline bit patterns among one baseline per distinct state and
+    ``baselines_recomputed`` more, each parsed from a randomly chosen replica's own
+    bytes. ``max_rel_error`` is over the distinct states' baselines.
+    """
+
+    replicas: int
+    distinct_states: int
+    empty: int
+    unreadable: int
+    baselines_recomputed: int
+    distinct_baselines: int
+    max_rel_error: float
+    baseline: Moments | None
+
+    @property
+    def identical(self) -> bool:
+        """One non-empty state, byte for byte, and one baseline, bit for bit."""
+        return (
+            self.replicas > 0
+            and self.distinct_states == 1
+            and self.empty == 0
+            and self.unreadable == 0
+            and self.distinct_baselines == 1
+        )
+
+
+def audit_replicas(
+    wires: Sequence[bytes],
+    combine: Callable[[Sequence[Moments]], Moments],
+    reference: Moments,
+    rng: np.random.Generator,
+    recompute: int = AUDIT_BASELINES,
+) -> ReplicaAudit:
+    """Byte-compare serialised replica states and recompute baselines from the bytes.
+
+    Every state is hashed; each distinct one is parsed back (:meth:`State.from_bytes`,
+    the receiving path) and its baseline computed with ``combine``; then ``recompute``
+    replicas chosen with ``rng`` are parsed and combined again from their own bytes, so a
+    combine that is not a deterministic function of the map shows as a second baseline.
+    """
+    digests = [hashlib.sha256(w).digest() for w in wires]
+    first: dict[bytes, int] = {}
+    for i, d in enumerate(digests):
+        first.setdefault(d, i)
+    baseline_bits: set[bytes] = set()
+    errors: list[float] = []
+    shown: Moments | None = None
+    empty_digests: set[bytes] = set()
+    bad_digests: set[bytes] = set()
+    for d, i in first.items():
+        try:
+            state = State.from_bytes(wires[i])
+        except StateFormatError:
+            bad_digests.add(d)
+            errors.append(math.inf)
+            continue
+        if not len(state):
+            empty_digests.add(d)
+            errors.append(math.inf)
+            continue
+        b = state.baseline(combine)
+        shown = b if shown is None else shown
+        baseline_bits.add(b.to_bytes())
+        errors.append(relative_error(b, reference))
+    picks: list[int] = []
+    if wires:
+        picks = rng.choice(len(wires), size=min(recompute, len(wires)), replace=False).tolist()
+    done = 0
+    for i in picks:
+        if digests[i] in bad_digests:
+            continue
+        state = State.from_bytes(wires[i])
+        if len(state):
+            baseline_bits.add(state.baseline(combine).to_bytes())
+            done += 1
+    return ReplicaAudit(
+        replicas=len(wires),
+        distinct_states=len(first),
+        empty=sum(d in empty_digests for d in digests),
+        unreadable=sum(d in bad_digests for d in digests),
+        baselines_recomputed=done,
+        distinct_baselines=len(baseline_bits),
+        max_rel_error=float(max(errors)) if errors else math.inf,
+        baseline=shown,
+    )
+
+
 # --- the simulator --------------------------------------------------------------------------
 def _check_probability(name: str, value: float, upper_open: bool = True) -> float:
     value = float(value)
@@ -656,6 +773,7 @@ def simulate_gossip(
     persist_incarnation: bool = True,
     max_rounds: int = 500,
     exchange: Exchange = "delta",
+    audit: bool = True,
 ) -> GossipResult:
     """Run push-pull anti-entropy with injected faults until every replica agrees.
 
@@ -691,6 +809,10 @@ def simulate_gossip(
         ``delta`` (default): digest, then only the missing or newer entries (three
         messages per contact, see :class:`_DeltaExchange`); ``full``: push and pull of
         the whole state (two messages per contact), kept for comparison.
+    audit : bool
+        Serialise every live replica's state at the end and compare the bytes
+        (:func:`audit_replicas`); ``False`` skips that (``bit_identical`` is then
+        ``None``) for sweeps that only need the rounds.
 
     Returns
     -------
@@ -818,13 +940,20 @@ def simulate_gossip(
                 converged, rounds = True, r + 1
                 break
 
-        states = eng.states()
-    baselines = []
-    for st in states:
-        baselines.append(st.baseline(combine_fn) if len(st) else None)
-    errors = [math.inf if b is None else relative_error(b, work.reference) for b in baselines]
-    blobs = {b.to_bytes() for b in baselines if b is not None}
-    shown = next((b for b in baselines if b is not None), Moments.empty(n_features))
+        live = np.flatnonzero(alive).tolist()
+        if audit:
+            check = audit_replicas(
+                [eng.wire(i) for i in live], combine_fn, work.reference, np.random.default_rng([seed, 99])
+            )
+            bit_identical: bool | None = check.identical
+            distinct: int | None = check.distinct_states
+            max_error, shown_or_none = check.max_rel_error, check.baseline
+        else:
+            one = State.from_bytes(eng.wire(live[0])) if live else State.of()
+            shown_or_none = one.baseline(combine_fn) if len(one) else None
+            max_error = math.inf if shown_or_none is None else relative_error(shown_or_none, work.reference)
+            bit_identical, distinct = None, None
+    shown = shown_or_none if shown_or_none is not None else Moments.empty(n_features)
     counts["delivered"] = counts["sent"] - counts["lost"] + counts["duplicated"]
     return GossipResult(
         n_nodes=n,
@@ -832,8 +961,9 @@ def simulate_gossip(
         rounds=rounds,
         bytes_per_node=float(sent_bytes.mean()),
         max_bytes_per_node=int(sent_bytes.max()),
-        max_rel_error=float(max(errors)),
-        bit_identical=len(blobs) == 1 and all(b is not None for b in baselines),
+        max_rel_error=float(max_error),
+        bit_identical=bit_identical,
+        distinct_states=distinct,
         coverage=tuple(coverage),
         messages=dict(counts),
         baseline=shown,
@@ -841,3 +971,11 @@ def simulate_gossip(
         engine=use,
         exchange=exchange,
     )
+
+
+def rounds_per_log2_n(sizes: Sequence[int], rounds: Sequence[int]) -> float:
+    """Least-squares slope of rounds to converge against ``log2(n)`` (``O(log n)`` gossip: a constant)."""
+    if len(sizes) != len(rounds) or len(sizes) < 2 or len(set(sizes)) < 2:
+        raise ValueError("need rounds for at least two different network sizes")
+    slope, _ = np.polyfit(np.log2(np.asarray(sizes, dtype=np.float64)), np.asarray(rounds, dtype=np.float64), 1)
+    return float(slope)

@@ -10,6 +10,15 @@ ancestor's shift magnitudes but runs them on a clock counted in commands,
 makes honest agents heterogeneous, and adds the compromise types the ancestor
 declared but never built.
 
+In that first world honest agents never changed and every compromise was
+gross (tens of clean-agent standard deviations on one feature), so any change
+meant compromise and any detector won. The default world is harder: honest
+agents change too (regime changes, drift, heavy tails, correlated traits,
+diurnal latency, workload mix: :mod:`tcpkit.detect.benign`), and compromises
+are subtle (``difficulty="default"``, see :data:`DIFFICULTIES` and
+:func:`tcpkit.detect.separability.separability_table`). ``**EASY_WORLD``
+restores the first world exactly (same seed, bit-identical output).
+
 The model
 ---------
 **Catalogue.** :data:`CATALOGUE` holds 30 command templates in 15 named
@@ -43,8 +52,27 @@ ancestor's ``U(-0.1, 0.1)``). Confidence is
 ``0.85 + U(-0.15, 0.15)``, made heterogeneous). Latency in milliseconds is
 ``L_a * cost * exp(N(0, 0.35))`` with ``L_a = 120 * exp(N(0, 0.3))``.
 
-**Compromises.** They act on the predicted risk only (confidence and latency
-stay honest: an adversary that rewrites scores has no reason to touch them).
+**Benign change** (parameters of :func:`simulate_network`, defaults on; sizes in
+:mod:`tcpkit.detect.benign`). ``z`` is Student t with ``noise_df`` degrees of
+freedom scaled to unit variance. A latent capability ``u_a ~ N(0, 1)`` enters
+the log noise level (``-rho * 0.25 * u_a``), the confidence level
+(``+rho * 0.03 * u_a``) and the log latency level (``+rho * 0.3 * u_a``), each
+trait keeping its variance (``rho = trait_correlation``). Fleet- and node-wide
+regime changes and per-agent drift move bias, noise, confidence and latency.
+Latency follows a diurnal cycle on the simulated clock (:data:`EPOCH` plus
+think times and latencies; see :mod:`tcpkit.detect.sim_events`). Each node's
+weighted command slots drift towards one of :data:`WORKLOAD_PROFILES`. The
+ground truth is on :class:`SimulatedNetwork` (``regime_changes``,
+``fleet_regime_windows``, ``workload_share``, ``workload_profile``).
+
+**Compromises.** The shifts of the table below are the "easy" magnitudes (the
+ancestor's); the ``difficulty`` preset multiplies each attack's shift by its
+own factor (:class:`Difficulty`), chosen for "default" so that no attack type's
+best single feature has a median effect above 3 clean-agent standard
+deviations (a test measures it), and at "default" and "hard" also moves the
+compromised agent's confidence up and its latency down (it stops
+deliberating), except for mimicry, which hides there too. At "easy" confidence
+and latency stay honest.
 Every shift below is multiplied by ``strength`` and applied before clipping;
 all start at ``attack_start`` (default: the first detection window) except
 poisoning, present from window 0. ``t`` is the time since the start in windows,
@@ -79,9 +107,7 @@ mimicry            ``-0.3`` on CRITICAL commands, compensated by
                    honest mean absolute error; where it cannot be hidden,
                    ``k = 0`` and accuracy drops a little. The price is a
                    lower spread (consistency, error rate) and a lower
-                   ``bias_high_risk`` (measured on 1,000 mimics: accuracy
-                   -0.001, about 0.1 honest standard deviations;
-                   ``bias_high_risk`` -0.07, 3.3 standard deviations).
+                   ``bias_high_risk``.
 poisoning          ``-0.5`` on DESTRUCTIVE and CRITICAL commands from window 0,
                    so the baseline windows already carry it: a per-agent
                    before/after comparison cannot see it.
@@ -108,9 +134,7 @@ standardised sums, because they add up over cells and over windows, so the
 window mean accumulates the evidence of a rare targeted command (``iptables
 -F`` appears in about half of the windows) where a per-window maximum of
 ``|sum| / sqrt(n)`` over families (this feature's first form,
-``family_bias_max``) drowned it in the maximum's honest level: measured over
-20 held-out seeds x 500 agents at strength 1, semantic-hijack recall 0.918 ->
-0.971 and mimicry 0.936 -> 1.000 with the same false-positive rate. It reads
+``family_bias_max``) drowned it in the maximum's honest level. It reads
 only the agent's own assessments and uses no random draws, so every other
 feature is unchanged by it.
 
@@ -121,9 +145,14 @@ blocks of :data:`CHUNK_AGENTS` (part of the stream definition: changing it
 changes the draws). Honest agents' draws therefore do not depend on which
 other agents are compromised (an honest agent is bit-identical with
 ``compromised_fraction=0``, and so is every agent at ``strength=0``), and the
-first windows do not depend on ``n_windows``. Per-assessment normal and
-uniform draws are float32 and confidence and latency are computed in float32;
-predicted risks and every feature are float64.
+first windows do not depend on ``n_windows``. The benign draws come from
+streams of their own (two-element spawn keys: the static world, each window's
+regime shifts, and each window's second stream :data:`EXTRA_KEY` for think
+times, t-noise scales and workload swaps), so switching a benign change off
+leaves every other draw as it was. Per-assessment normal and uniform draws are
+float32 and confidence and latency are computed in float32; predicted risks
+and every feature are float64. :func:`simulate_events` records the
+per-assessment arrays only when asked, so the default path does not pay for them.
 
 **Cost.** No Python loop runs per assessment or per agent: the loops are over
 windows, blocks of agents and compromise types. Memory is
@@ -142,6 +171,8 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy import special
 
+from tcpkit.detect.benign import draw_benign
+
 __all__ = [
     "ATTACKS",
     "CATALOGUE",
@@ -151,8 +182,15 @@ __all__ = [
     "FEATURE_NAMES",
     "RISK_CLASSES",
     "RISK_LEVELS",
+    "CALM_WORLD",
+    "DIFFICULTIES",
+    "EASY_WORLD",
+    "EPOCH",
+    "WORKLOAD_PROFILES",
     "CommandTemplate",
+    "Difficulty",
     "SimulatedNetwork",
+    "simulate_events",
     "simulate_network",
 ]
 
@@ -214,6 +252,107 @@ CONFIDENCE_DIFFICULTY_SLOPE = 0.08
 LATENCY_MEDIAN_MS = 120.0
 LATENCY_AGENT_LOG_SD = 0.3
 LATENCY_LOG_SD = 0.35
+
+# The simulated clock (events): UTC microseconds, and the diurnal latency cycle.
+EPOCH = np.datetime64("2026-01-01T00:00:00", "us")
+DIURNAL_PEAK_HOUR = 15.0
+
+
+@dataclass(frozen=True)
+class Difficulty:
+    """How hard a compromise is to see: multipliers of the shifts at ``strength=1``.
+
+    Attributes
+    ----------
+    name : str
+    risk : tuple of (attack, factor)
+        Multiplies each attack's risk shift of the module docstring (1.0 = the
+        "easy" magnitudes, which are the ancestor's).
+    confidence : tuple of (attack, shift)
+        Added to a compromised agent's confidence (a hijacked agent that stops
+        deliberating is more confident).
+    latency : tuple of (attack, log factor)
+        Added to the log of its latency (negative: it answers faster).
+    novelty : float
+        Extra probability that a compromised agent's argument value (file, URL,
+        host, ...) is one it never used before; read by :func:`simulate_events` only.
+
+    Every shift is multiplied by ``strength`` and starts when the attack starts;
+    the confidence and latency shifts of ``gradual_drift`` ramp up over
+    :data:`DRIFT_RAMP_WINDOWS` windows like its risk shift.
+    """
+
+    name: str
+    risk: tuple[tuple[str, float], ...]
+    confidence: tuple[tuple[str, float], ...]
+    latency: tuple[tuple[str, float], ...]
+    novelty: float
+
+    def factor(self, attack: str) -> float:
+        """Risk-shift multiplier of ``attack``."""
+        return dict(self.risk)[attack]
+
+    def confidence_shift(self, attack: str) -> float:
+        """Confidence shift of ``attack`` at strength 1."""
+        return dict(self.confidence)[attack]
+
+    def latency_shift(self, attack: str) -> float:
+        """Log-latency shift of ``attack`` at strength 1."""
+        return dict(self.latency)[attack]
+
+
+def _preset(
+    name: str, risk: dict[str, float], conf: dict[str, float], lat: dict[str, float], nov: float
+) -> Difficulty:
+    return Difficulty(
+        name=name,
+        risk=tuple((a, float(risk[a])) for a in ATTACKS),
+        confidence=tuple((a, float(conf[a])) for a in ATTACKS),
+        latency=tuple((a, float(lat[a])) for a in ATTACKS),
+        novelty=nov,
+    )
+
+
+_NO_SHIFT = dict.fromkeys(ATTACKS, 0.0)
+_DEFAULT_RISK = {
+    "gradual_drift": 0.22,
+    "fp_inflation": 0.088,
+    "fn_suppression": 0.094,
+    "semantic_hijack": 0.34,
+    "coordination": 0.183,
+    "mimicry": 0.62,
+    "poisoning": 0.142,
+}
+# "stops deliberating": more confident and faster; mimicry hides in both, so it keeps them honest
+_DEFAULT_CONF = {**dict.fromkeys(ATTACKS, 0.02), "mimicry": 0.0}
+_DEFAULT_LAT = {**dict.fromkeys(ATTACKS, -0.15), "mimicry": 0.0}
+DIFFICULTIES: dict[str, Difficulty] = {
+    # the ancestor's magnitudes on the risk only: confidence and latency stay honest
+    "easy": _preset("easy", dict.fromkeys(ATTACKS, 1.0), _NO_SHIFT, _NO_SHIFT, 0.15),
+    "default": _preset("default", _DEFAULT_RISK, _DEFAULT_CONF, _DEFAULT_LAT, 0.015),
+    "hard": _preset(
+        "hard",
+        {a: 0.6 * f for a, f in _DEFAULT_RISK.items()},
+        {a: 0.6 * f for a, f in _DEFAULT_CONF.items()},
+        {a: 0.6 * f for a, f in _DEFAULT_LAT.items()},
+        0.009,
+    ),
+}
+DRIFT_RAMP_WINDOWS = 8
+
+# Parameters that switch every benign change off (with difficulty="easy" this is the
+# stationary world of the first version: honest agents never change).
+CALM_WORLD: dict[str, Any] = {
+    "fleet_regime_every": 0,
+    "node_regime_rate": 0.0,
+    "regime_scale": 0.0,
+    "benign_drift": 0.0,
+    "noise_df": float("inf"),
+    "trait_correlation": 0.0,
+    "diurnal_amplitude": 0.0,
+    "workload_shift": 0.0,
+}
+EASY_WORLD: dict[str, Any] = {**CALM_WORLD, "difficulty": "easy"}
 
 
 class CommandTemplate(NamedTuple):
@@ -292,6 +431,31 @@ _N_CELLS = len(_CELLS)
 _IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
 _LEVELS = np.array([RISK_LEVELS[c] for c in RISK_CLASSES], dtype=np.float64)
 
+# Alternative workloads: integer multipliers of the template weights by family. A node
+# drifts towards one of them (see tcpkit.detect.benign); weights stay exact in tenths.
+WORKLOAD_PROFILES: dict[str, dict[str, int]] = {
+    "ops": {"network": 3, "remote": 3, "package": 3, "privilege": 2, "permissions": 2,
+            "user_admin": 2, "firewall": 2},
+    "dev": {"file_read": 2, "search": 3, "build": 3, "vcs": 2},
+    "cleanup": {"rm": 3, "file_write": 2, "process": 2, "disk_wipe": 2},
+}
+_PROFILE_NAMES: tuple[str, ...] = tuple(WORKLOAD_PROFILES)
+
+
+def _profile_tables() -> tuple[NDArray[np.int16], NDArray[np.int64]]:
+    tables = []
+    for name in _PROFILE_NAMES:
+        mult = np.array([WORKLOAD_PROFILES[name].get(t.family, 1) for t in CATALOGUE])
+        tables.append(np.repeat(np.arange(len(CATALOGUE)), np.rint(_T_WEIGHT * mult * 10).astype(int)))
+    sizes = np.array([t.size for t in tables], dtype=np.int64)
+    padded = np.zeros((len(tables), int(sizes.max())), dtype=np.int16)
+    for i, t in enumerate(tables):
+        padded[i, : t.size] = t
+    return padded, sizes
+
+
+_PROFILE_TABLE, _PROFILE_SIZE = _profile_tables()
+
 
 @dataclass(frozen=True, eq=False)
 class SimulatedNetwork:
@@ -323,6 +487,16 @@ class SimulatedNetwork:
         Every parameter used, with defaults resolved.
     seed : int
         The seed.
+    regime_changes : (n_nodes, n_windows) bool
+        Ground truth of the benign regime changes: True where a fleet- or
+        node-wide change starts at that node and window (a step that lasts).
+    fleet_regime_windows : tuple of int
+        The windows at which a fleet-wide change starts.
+    workload_share : (n_nodes, n_windows) float64
+        Share of each node's weighted command slots drawn from its alternative
+        workload profile in each window (0 = the catalogue's mix).
+    workload_profile : (n_nodes,) object
+        Name of each node's alternative profile (a key of :data:`WORKLOAD_PROFILES`).
 
     All arrays are read-only: copy before modifying. Equality is identity
     (comparing arrays element-wise is the caller's choice); instances pickle.
@@ -341,6 +515,26 @@ class SimulatedNetwork:
     hijack_family: NDArray[np.object_] = field(
         default_factory=lambda: np.empty(0, dtype=object)
     )
+    regime_changes: NDArray[np.bool_] = field(
+        default_factory=lambda: np.zeros((0, 0), dtype=bool)
+    )
+    fleet_regime_windows: tuple[int, ...] = ()
+    workload_share: NDArray[np.float64] = field(default_factory=lambda: np.zeros((0, 0)))
+    workload_profile: NDArray[np.object_] = field(
+        default_factory=lambda: np.empty(0, dtype=object)
+    )
+
+    def regime_change_agents(self, since: int | None = None) -> NDArray[np.bool_]:
+        """Agents whose node has a regime change starting in windows ``[since, n_windows)``.
+
+        ``since`` defaults to ``baseline_windows`` (changes inside the detection
+        period): the agents on which to measure false alarms during regime changes.
+        """
+        start = int(self.params.get("baseline_windows", 0)) if since is None else int(since)
+        if self.regime_changes.size == 0:
+            return np.zeros(self.n_agents, dtype=bool)
+        hit = np.asarray(self.regime_changes[:, start:].any(axis=1), dtype=bool)
+        return np.asarray(hit[self.node], dtype=bool)
 
     @property
     def n_agents(self) -> int:
@@ -463,6 +657,7 @@ def _mimicry_noise_scale(
 
 
 CHUNK_AGENTS = 1024  # agents per block inside a window (cache-sized temporaries)
+EXTRA_KEY = 1002  # spawn key of each window's second stream (benign draws)
 
 
 class _Drift(NamedTuple):
@@ -516,8 +711,7 @@ def _draw_templates(rng: np.random.Generator, n: int, cpw: int) -> NDArray[np.in
     weighted draw into one integer draw and one gather.
     """
     tmpl = _TABLE_ALL.take(rng.integers(0, _TABLE_ALL.size, (n, cpw), dtype=np.int16))
-    slots = ((np.arange(_N_CLASSES) + 0.5) * cpw / _N_CLASSES).astype(np.intp)
-    for c, j in enumerate(slots):
+    for c, j in enumerate(_class_slots(cpw)):
         table = _TABLE_CLASS[c]
         tmpl[:, j] = table.take(rng.integers(0, table.size, n, dtype=np.int16))
     return tmpl
@@ -527,6 +721,66 @@ def _members_in(rows: NDArray[np.intp], lo: int, hi: int) -> tuple[slice, NDArra
     """Positions (in ``rows``, sorted) and chunk-local indices of the rows in [lo, hi)."""
     a, b = np.searchsorted(rows, [lo, hi])
     return slice(int(a), int(b)), rows[a:b] - lo
+
+
+class _Extra(NamedTuple):
+    """The benign parts of one window that draw from the window's second stream."""
+
+    rng: np.random.Generator
+    noise_df: float  # Student t degrees of freedom of the noise; inf: normal
+    mix_share: NDArray[np.float32] | None  # (n_agents,) share of slots from the profile
+    mix_profile: NDArray[np.intp] | None  # (n_agents,) profile of each agent's node
+    think_s: NDArray[np.float64] | None  # (n_agents,) mean think time; None: no clock
+    think_us: NDArray[np.int64] | None  # (n_agents,) out: the window's think time, us
+    lat_us: NDArray[np.int64] | None  # (n_agents,) out: the window's summed latency, us
+
+
+class _Record(NamedTuple):
+    """Per-assessment arrays of one block of agents in one window (for events)."""
+
+    tmpl: NDArray[np.int8]
+    pred: NDArray[np.float64]
+    conf: NDArray[np.float32]
+    lat: NDArray[np.float32]
+
+
+def _apply_extra(
+    extra: _Extra, tmpl: NDArray[np.intp], z: NDArray[np.float32], lo: int, hi: int, cpw: int
+) -> None:
+    """Draw the window's think time, the t-noise scale and the workload mix of rows lo:hi."""
+    n = hi - lo
+    rx = extra.rng
+    if extra.think_s is not None and extra.think_us is not None:
+        # the sum of cpw exponential think times is Gamma(cpw): one draw per agent
+        total = rx.standard_gamma(float(cpw), n) * extra.think_s[lo:hi]
+        extra.think_us[lo:hi] = np.rint(total * 1e6).astype(np.int64)
+    if np.isfinite(extra.noise_df):
+        df = extra.noise_df
+        # unit-variance Student t: z * sqrt((df - 2) / chi2_df)
+        chi2 = rx.standard_gamma(np.float32(df / 2.0), (n, cpw), dtype=np.float32)
+        chi2 *= np.float32(2.0 / (df - 2.0))
+        np.maximum(chi2, np.float32(1e-20), out=chi2)
+        np.sqrt(chi2, out=chi2)
+        z /= chi2
+    if extra.mix_share is not None and extra.mix_profile is not None:
+        share = extra.mix_share[lo:hi]
+        if not share.any():  # before every node's onset: nothing to swap, nothing drawn
+            return
+        u = rx.random((n, cpw), dtype=np.float32)
+        swap = u < share[:, None]
+        swap[:, _class_slots(cpw)] = False  # the guaranteed class slots stay
+        rows, cols = np.nonzero(swap)
+        prof = extra.mix_profile[lo:hi][rows]
+        size = _PROFILE_SIZE[prof]
+        # given u < share, u / share is uniform on [0, 1): it picks the profile's template
+        v = u[rows, cols].astype(np.float64) / share[rows]
+        pick = np.minimum((v * size).astype(np.int64), size - 1)
+        tmpl[rows, cols] = _PROFILE_TABLE[prof, pick]
+
+
+def _class_slots(cpw: int) -> NDArray[np.intp]:
+    """Positions of the one-per-class guaranteed slots in a window of ``cpw`` commands."""
+    return ((np.arange(_N_CLASSES) + 0.5) * cpw / _N_CLASSES).astype(np.intp)
 
 
 def _window_features(
@@ -540,14 +794,23 @@ def _window_features(
     conf_spread: NDArray[np.float64],
     lat_scale: NDArray[np.float64],
     per_command: list[tuple[NDArray[np.intp], _RowEffect]],
+    *,
+    extra: _Extra | None = None,
+    record: list[_Record] | None = None,
 ) -> NDArray[np.float64]:
-    """Features of agents ``lo:hi`` in one window, shape (hi - lo, d)."""
+    """Features of agents ``lo:hi`` in one window, shape (hi - lo, d).
+
+    ``extra`` adds the benign parts drawn from the window's second stream;
+    ``record`` (events only) receives the per-assessment arrays.
+    """
     n = hi - lo
     tmpl = _draw_templates(rng, n, cpw)
     # Confidence and latency only need single precision; the risk path stays float64.
     z = rng.standard_normal((n, cpw), dtype=np.float32)
     u_conf = rng.random((n, cpw), dtype=np.float32)
     z_lat = rng.standard_normal((n, cpw), dtype=np.float32)
+    if extra is not None:
+        _apply_extra(extra, tmpl, z, lo, hi, cpw)
 
     cls = _T_CLASS.take(tmpl)
     flat = cls + (_N_CLASSES * np.arange(lo, hi, dtype=np.intp))[:, None]
@@ -581,6 +844,10 @@ def _window_features(
     np.exp(lat, out=lat)
     lat *= _COST32.take(tmpl)
     lat *= lat_scale[lo:hi, None].astype(np.float32)
+    if extra is not None and extra.lat_us is not None:
+        extra.lat_us[lo:hi] = np.rint(lat * np.float32(1000.0)).astype(np.int64).sum(axis=1)
+    if record is not None:
+        record.append(_Record(tmpl.astype(np.int8), pred.copy(), conf.copy(), lat.copy()))
 
     local_key = (cls + (_N_CLASSES * np.arange(n, dtype=np.intp))[:, None]).ravel()
     count = np.bincount(local_key, minlength=n * _N_CLASSES).reshape(n, _N_CLASSES)
@@ -649,6 +916,15 @@ def simulate_network(
     baseline_windows: int = 5,
     attack_start: int | None = None,
     seed: int = 0,
+    difficulty: str = "default",
+    fleet_regime_every: int = 8,
+    node_regime_rate: float = 0.05,
+    regime_scale: float = 1.0,
+    benign_drift: float = 1.0,
+    noise_df: float = 5.0,
+    trait_correlation: float = 0.5,
+    diurnal_amplitude: float = 0.2,
+    workload_shift: float = 0.3,
 ) -> SimulatedNetwork:
     """Simulate a network of agents assessing command risk, some of them compromised.
 
@@ -663,7 +939,7 @@ def simulate_network(
         Assigned to the compromised agents in round robin (a name may repeat to
         weight the mix). May be empty only when nobody is compromised.
     strength : float >= 0
-        Multiplies every compromise shift (1.0 = the magnitudes in the module doc).
+        Multiplies every compromise shift (1.0 = the magnitudes of ``difficulty``).
     commands_per_window : int >= 5
         Commands per window (one of each risk class is guaranteed).
     n_windows : int >= 2
@@ -673,6 +949,31 @@ def simulate_network(
         Window at which compromises start; None means ``baseline_windows``.
         Poisoning ignores it and starts at window 0.
     seed : int >= 0
+        Use seeds of :data:`tcpkit.detect.seeds.TUNING_SEEDS` for development.
+    difficulty : one of :data:`DIFFICULTIES` ("easy", "default", "hard")
+        Magnitudes of the compromises (see :class:`Difficulty`). "easy" is the
+        first version's world (risk shifts only, at the module docstring's sizes).
+    fleet_regime_every : int >= 0
+        A fleet-wide regime change every that many windows (0: none); see
+        :mod:`tcpkit.detect.benign`.
+    node_regime_rate : float in [0, 1]
+        Probability of a node-wide regime change per node and window.
+    regime_scale : float >= 0
+        Multiplies the size of every regime change (0: steps of size zero).
+    benign_drift : float >= 0
+        Multiplies the honest agents' slow drift rates (0: no drift).
+    noise_df : float > 2, or inf
+        Degrees of freedom of the Student t assessment noise (scaled to the
+        normal model's variance); inf gives normal noise.
+    trait_correlation : float in [0, 1)
+        Loading of the agents' latent capability on noise (lower), confidence
+        (higher) and latency (higher); 0 makes these traits independent.
+    diurnal_amplitude : float in [0, 0.9]
+        Latency is multiplied by ``1 + a * cos(2 pi (hour - 15) / 24)`` at the
+        hour of the simulated clock (UTC) when the window starts.
+    workload_shift : float in [0, 1]
+        Largest share of a node's weighted command slots that its alternative
+        workload profile takes over (0: the catalogue's mix everywhere).
 
     Returns
     -------
@@ -682,22 +983,54 @@ def simulate_network(
     ------
     ValueError
         Naming the first bad parameter and its allowed range.
+
+    Notes
+    -----
+    ``simulate_network(..., **EASY_WORLD)`` is the stationary world of the first
+    version (honest agents never change, compromises are gross); see :data:`CALM_WORLD`.
     """
-    n_agents = _count("n_agents", n_agents, 1)
-    n_nodes = _count("n_nodes", n_nodes, 1)
+    params = _validate(
+        n_agents=n_agents,
+        n_nodes=n_nodes,
+        compromised_fraction=compromised_fraction,
+        attacks=attacks,
+        strength=strength,
+        commands_per_window=commands_per_window,
+        n_windows=n_windows,
+        baseline_windows=baseline_windows,
+        attack_start=attack_start,
+        seed=seed,
+        difficulty=difficulty,
+        fleet_regime_every=fleet_regime_every,
+        node_regime_rate=node_regime_rate,
+        regime_scale=regime_scale,
+        benign_drift=benign_drift,
+        noise_df=noise_df,
+        trait_correlation=trait_correlation,
+        diurnal_amplitude=diurnal_amplitude,
+        workload_shift=workload_shift,
+    )
+    return _run(params, None)
+
+
+def _validate(**kw: Any) -> dict[str, Any]:
+    """Check every parameter once; return them with defaults resolved."""
+    n_agents = _count("n_agents", kw["n_agents"], 1)
+    n_nodes = _count("n_nodes", kw["n_nodes"], 1)
     if n_nodes > n_agents:
         raise ValueError(f"n_nodes must be in [1, n_agents={n_agents}], got {n_nodes}")
-    compromised_fraction = _real("compromised_fraction", compromised_fraction, 0.0, 1.0)
-    attack_names = _attack_names(attacks)
-    strength = _real("strength", strength, 0.0, None)
-    cpw = _count("commands_per_window", commands_per_window, _N_CLASSES)
-    n_windows = _count("n_windows", n_windows, 2)
-    baseline_windows = _count("baseline_windows", baseline_windows, 1)
+    compromised_fraction = _real("compromised_fraction", kw["compromised_fraction"], 0.0, 1.0)
+    attack_names = _attack_names(kw["attacks"])
+    strength = _real("strength", kw["strength"], 0.0, None)
+    cpw = _count("commands_per_window", kw["commands_per_window"], _N_CLASSES)
+    n_windows = _count("n_windows", kw["n_windows"], 2)
+    baseline_windows = _count("baseline_windows", kw["baseline_windows"], 1)
     if baseline_windows >= n_windows:
         raise ValueError(
             f"baseline_windows must be in [1, n_windows - 1 = {n_windows - 1}], "
             f"got {baseline_windows}"
         )
+    attack_start = kw["attack_start"]
     if attack_start is None:
         start = baseline_windows
     else:
@@ -707,15 +1040,30 @@ def simulate_network(
                 f"attack_start must be in [0, n_windows - 1 = {n_windows - 1}] or None, "
                 f"got {attack_start}"
             )
-    seed = _count("seed", seed, 0)
+    seed = _count("seed", kw["seed"], 0)
     n_compromised = round(compromised_fraction * n_agents)
     if n_compromised > 0 and not attack_names:
         raise ValueError(
             f"attacks must name at least one attack when compromised_fraction > 0 "
             f"(allowed names: {ATTACKS})"
         )
-
-    params: dict[str, Any] = {
+    difficulty = kw["difficulty"]
+    if not isinstance(difficulty, str) or difficulty not in DIFFICULTIES:
+        raise ValueError(
+            f"difficulty must be one of {tuple(DIFFICULTIES)}, got {difficulty!r}"
+        )
+    noise_df = kw["noise_df"]
+    if (
+        isinstance(noise_df, bool)
+        or not isinstance(noise_df, Real)
+        or np.isnan(float(noise_df))
+        or float(noise_df) <= 2.0
+    ):
+        raise ValueError(f"noise_df must be a real number in (2, inf], got {noise_df!r}")
+    trait_correlation = _real("trait_correlation", kw["trait_correlation"], 0.0, 1.0)
+    if trait_correlation >= 1.0:
+        raise ValueError(f"trait_correlation must be in [0, 1), got {trait_correlation!r}")
+    return {
         "n_agents": n_agents,
         "n_nodes": n_nodes,
         "compromised_fraction": compromised_fraction,
@@ -726,7 +1074,39 @@ def simulate_network(
         "baseline_windows": baseline_windows,
         "attack_start": start,
         "seed": seed,
+        "difficulty": difficulty,
+        "fleet_regime_every": _count("fleet_regime_every", kw["fleet_regime_every"], 0),
+        "node_regime_rate": _real("node_regime_rate", kw["node_regime_rate"], 0.0, 1.0),
+        "regime_scale": _real("regime_scale", kw["regime_scale"], 0.0, None),
+        "benign_drift": _real("benign_drift", kw["benign_drift"], 0.0, None),
+        "noise_df": float(noise_df),
+        "trait_correlation": trait_correlation,
+        "diurnal_amplitude": _real("diurnal_amplitude", kw["diurnal_amplitude"], 0.0, 0.9),
+        "workload_shift": _real("workload_shift", kw["workload_shift"], 0.0, 1.0),
     }
+
+
+class _Recorder(NamedTuple):
+    """What :func:`simulate_events` needs from the loop, per window."""
+
+    blocks: list[list[_Record]]  # per window: the blocks of agents in order
+    clock_us: list[NDArray[np.int64]]  # per window: each agent's clock at the window start
+    think_us: list[NDArray[np.int64]]  # per window: each agent's total think time
+
+
+def _run(params: dict[str, Any], record: _Recorder | None) -> SimulatedNetwork:
+    """Simulate with validated ``params``; fill ``record`` (events only)."""
+    n_agents: int = params["n_agents"]
+    n_nodes: int = params["n_nodes"]
+    attack_names: tuple[str, ...] = params["attacks"]
+    strength: float = params["strength"]
+    cpw: int = params["commands_per_window"]
+    n_windows: int = params["n_windows"]
+    baseline_windows: int = params["baseline_windows"]
+    start: int = params["attack_start"]
+    seed: int = params["seed"]
+    diff = DIFFICULTIES[params["difficulty"]]
+    n_compromised = round(params["compromised_fraction"] * n_agents)
 
     ss_traits, ss_assign, *ss_windows = np.random.SeedSequence(seed).spawn(2 + n_windows)
 
@@ -734,10 +1114,10 @@ def simulate_network(
     rt = np.random.default_rng(ss_traits)
     bias = rt.normal(0.0, BIAS_SD, n_agents)
     class_bias = rt.normal(0.0, CLASS_BIAS_SD, (n_agents, _N_CLASSES))
-    sigma = NOISE_MEDIAN * np.exp(rt.normal(0.0, NOISE_LOG_SD, n_agents))
-    conf_level = np.clip(rt.normal(CONFIDENCE_MEAN, CONFIDENCE_LEVEL_SD, n_agents), 0.5, 0.99)
+    log_noise = rt.normal(0.0, NOISE_LOG_SD, n_agents)
+    conf_draw = rt.normal(CONFIDENCE_MEAN, CONFIDENCE_LEVEL_SD, n_agents)
     conf_spread = CONFIDENCE_SPREAD * np.exp(rt.normal(0.0, CONFIDENCE_SPREAD_LOG_SD, n_agents))
-    lat_scale = LATENCY_MEDIAN_MS * np.exp(rt.normal(0.0, LATENCY_AGENT_LOG_SD, n_agents))
+    log_lat = rt.normal(0.0, LATENCY_AGENT_LOG_SD, n_agents)
 
     # Nodes and compromises.
     ra = np.random.default_rng(ss_assign)
@@ -755,6 +1135,32 @@ def simulate_network(
             if name in attack_names:
                 members[name] = np.sort(compromised[assigned == name])
                 attack[members[name]] = name
+
+    # Benign structure (its own streams: nothing above or below changes with it).
+    world = draw_benign(
+        seed,
+        node,
+        n_nodes,
+        n_windows,
+        _N_CLASSES,
+        len(_PROFILE_NAMES),
+        fleet_regime_every=params["fleet_regime_every"],
+        node_regime_rate=params["node_regime_rate"],
+        regime_scale=params["regime_scale"],
+        benign_drift=params["benign_drift"],
+        workload_shift=params["workload_shift"],
+    )
+    rho = params["trait_correlation"]
+    if rho > 0.0:  # mix the latent capability in (rho = 0 keeps the independent traits)
+        keep = np.sqrt(1.0 - rho * rho)
+        u = world.latent
+        log_noise = keep * log_noise - rho * NOISE_LOG_SD * u
+        conf_draw = CONFIDENCE_MEAN + keep * (conf_draw - CONFIDENCE_MEAN) + rho * CONFIDENCE_LEVEL_SD * u
+        log_lat = keep * log_lat + rho * LATENCY_AGENT_LOG_SD * u
+    sigma = NOISE_MEDIAN * np.exp(log_noise)
+    conf_level = np.clip(conf_draw, 0.5, 0.99)
+    lat_scale = LATENCY_MEDIAN_MS * np.exp(log_lat)
+
     hijack = members.get("semantic_hijack", np.empty(0, dtype=np.intp))
     hijack_family = ra.choice(_HIJACK_FAMILIES, size=hijack.size)
     coord = members.get("coordination", np.empty(0, dtype=np.intp))
@@ -763,9 +1169,8 @@ def simulate_network(
     group_target = ra.uniform(*COORDINATION_TARGET_RANGE, size=n_groups)
     group_shock = ra.normal(0.0, COORDINATION_SHOCK_SD, (n_windows, n_groups))
     mimic = members.get("mimicry", np.empty(0, dtype=np.intp))
-    mimic_k = _mimicry_noise_scale(
-        bias[mimic], class_bias[mimic], sigma[mimic], MIMICRY * strength, cpw
-    )
+    mimic_shift = MIMICRY * strength * diff.factor("mimicry")
+    mimic_k = _mimicry_noise_scale(bias[mimic], class_bias[mimic], sigma[mimic], mimic_shift, cpw)
 
     d = len(FEATURE_NAMES)
     windows = np.empty((n_agents, n_windows, d), dtype=np.float64)
@@ -774,36 +1179,85 @@ def simulate_network(
     high = np.array([_DESTRUCTIVE, _CRITICAL], dtype=np.intp)
     not_critical = np.array([_SAFE, _NETWORK, _PRIVESC, _DESTRUCTIVE], dtype=np.intp)
 
+    amplitude = params["diurnal_amplitude"]
+    need_clock = amplitude > 0.0 or record is not None
+    clock = world.start_us.copy() if need_clock else None
+    think_us = np.zeros(n_agents, dtype=np.int64) if need_clock else None
+    lat_us = np.zeros(n_agents, dtype=np.int64) if need_clock else None
+    mixing = params["workload_shift"] > 0.0
+    mix_profile = world.workload_profile[node] if mixing else None
+    # each agent's accumulated regime shift: bias, log noise, confidence, log latency
+    regime = np.zeros((4, n_agents))
+    regime_class = np.zeros((n_agents, _N_CLASSES))
+    s_fp = FP_INFLATION * strength * diff.factor("fp_inflation")
+    s_fn = FN_SUPPRESSION * strength * diff.factor("fn_suppression")
+    s_poison = POISONING * strength * diff.factor("poisoning")
+    s_coord = strength * diff.factor("coordination")
+    s_drift = DRIFT_PER_WINDOW * strength * diff.factor("gradual_drift")
+    s_hijack = HIJACK * strength * diff.factor("semantic_hijack")
+
     for w in range(n_windows):
         # Per-agent, per-class offset and noise for this window: most compromises
         # are a constant shift per class, so they cost one gather per command.
-        class_offset = base_offset.copy()
-        class_noise = base_noise
+        if world.regime_changes[:, w].any():
+            r = world.response[w]
+            regime += world.steps[:, node, w] * r
+            regime_class += world.class_steps[node, w] * r[:, None]
+        shift = regime[0] + world.drift_bias * w
+        class_offset = base_offset + (shift[:, None] + regime_class)
+        class_noise = base_noise * np.exp(regime[1])[:, None]
+        conf_w = conf_level + (regime[2] + world.drift_confidence * w)
+        log_lat_w = regime[3] + world.drift_latency * w
         active = w >= start
         if active and "fp_inflation" in members:
-            class_offset[members["fp_inflation"], _SAFE] += FP_INFLATION * strength
+            class_offset[members["fp_inflation"], _SAFE] += s_fp
         if active and "fn_suppression" in members:
-            class_offset[np.ix_(members["fn_suppression"], high)] -= FN_SUPPRESSION * strength
+            class_offset[np.ix_(members["fn_suppression"], high)] -= s_fn
         if "poisoning" in members:
-            class_offset[np.ix_(members["poisoning"], high)] -= POISONING * strength
+            class_offset[np.ix_(members["poisoning"], high)] -= s_poison
         if active and coord.size:
             pull = COORDINATION_PULL * (group_target[coord_group][:, None] - _LEVELS[None, :])
-            class_offset[coord] += strength * (pull + group_shock[w, coord_group][:, None])
+            class_offset[coord] += s_coord * (pull + group_shock[w, coord_group][:, None])
         if active and mimic.size:
-            class_offset[mimic, _CRITICAL] -= MIMICRY * strength
-            class_noise = base_noise.copy()
+            class_offset[mimic, _CRITICAL] -= mimic_shift
             class_noise[np.ix_(mimic, not_critical)] *= mimic_k[:, None]
+        # Confidence and latency of compromised agents (from their attack's start).
+        for name, rows in members.items():
+            if name != "poisoning" and not active:
+                continue
+            ramp = 1.0
+            if name == "gradual_drift":
+                ramp = min(1.0, (w - start + 1) / DRIFT_RAMP_WINDOWS)
+            conf_w[rows] += diff.confidence_shift(name) * strength * ramp
+            log_lat_w[rows] += diff.latency_shift(name) * strength * ramp
+        lat_w = lat_scale * np.exp(log_lat_w)
+        if clock is not None and amplitude > 0.0:
+            hour = (clock / 3.6e9) % 24.0
+            lat_w *= 1.0 + amplitude * np.cos(2.0 * np.pi * (hour - DIURNAL_PEAK_HOUR) / 24.0)
         # Per-command compromises, applied to the affected rows only.
         per_command: list[tuple[NDArray[np.intp], _RowEffect]] = []
         if active and "gradual_drift" in members:
-            drift = -DRIFT_PER_WINDOW * strength * ((w - start) + (np.arange(cpw) + 0.5) / cpw)
+            drift = -s_drift * ((w - start) + (np.arange(cpw) + 0.5) / cpw)
             per_command.append((members["gradual_drift"], _Drift(drift)))
         if active and hijack.size:
-            per_command.append((hijack, _Hijack(hijack_family, HIJACK * strength)))
+            per_command.append((hijack, _Hijack(hijack_family, s_hijack)))
         if active and mimic.size:
-            per_command.append((mimic, _Compensation(MIMICRY * strength)))
+            per_command.append((mimic, _Compensation(mimic_shift)))
 
         rw = np.random.default_rng(ss_windows[w])
+        extra = _Extra(
+            rng=np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(EXTRA_KEY, w))),
+            noise_df=params["noise_df"],
+            mix_share=world.workload_share[node, w].astype(np.float32) if mixing else None,
+            mix_profile=mix_profile,
+            think_s=world.think_s if need_clock else None,
+            think_us=think_us,
+            lat_us=lat_us,
+        )
+        blocks: list[_Record] | None = None
+        if record is not None:
+            blocks = []
+            record.blocks.append(blocks)
         for lo in range(0, n_agents, CHUNK_AGENTS):
             hi = min(lo + CHUNK_AGENTS, n_agents)
             windows[lo:hi, w, :] = _window_features(
@@ -813,17 +1267,25 @@ def simulate_network(
                 cpw,
                 class_offset,
                 class_noise,
-                conf_level,
+                conf_w,
                 conf_spread,
-                lat_scale,
+                lat_w,
                 per_command,
+                extra=extra,
+                record=blocks,
             )
+        if clock is not None and think_us is not None and lat_us is not None:
+            if record is not None:
+                record.clock_us.append(clock.copy())
+                record.think_us.append(think_us.copy())
+            clock += think_us + lat_us
 
     features = windows[:, baseline_windows:, :].mean(axis=1)
     baseline_features = windows[:, :baseline_windows, :].mean(axis=1)
     target_family = np.full(n_agents, None, dtype=object)
     target_family[hijack] = np.array(_FAMILIES, dtype=object)[hijack_family]
-    for arr in (windows, features, baseline_features, labels, attack, node, target_family):
+    profiles = np.array(_PROFILE_NAMES, dtype=object)[world.workload_profile]
+    for arr in (windows, features, baseline_features, labels, attack, node, target_family, profiles):
         arr.flags.writeable = False
     return SimulatedNetwork(
         windows=windows,
@@ -837,4 +1299,20 @@ def simulate_network(
         params=params,
         seed=seed,
         hijack_family=target_family,
+        regime_changes=world.regime_changes,
+        fleet_regime_windows=world.fleet_regime_windows,
+        workload_share=world.workload_share,
+        workload_profile=profiles,
     )
+
+
+def simulate_events(**kwargs: Any) -> Any:
+    """Simulate a network and its events (one row per command); see :mod:`tcpkit.detect.sim_events`.
+
+    Takes the keyword parameters of :func:`simulate_network` and returns a
+    :class:`~tcpkit.detect.sim_events.SimulatedEvents` (``table``, ``labels``,
+    ``network``); ``network`` is bit-identical to ``simulate_network(**kwargs)``.
+    """
+    from tcpkit.detect.sim_events import simulate_events as _simulate_events
+
+    return _simulate_events(**kwargs)

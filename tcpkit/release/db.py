@@ -114,6 +114,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
     """,
+    # 2: every audit entry is signed by the acting key (see tcpkit.release.audit)
+    """
+    ALTER TABLE audit ADD COLUMN signatures TEXT;  -- canonical JSON list; NULL before version 2
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

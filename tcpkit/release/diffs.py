@@ -53,10 +53,16 @@ def notebook_diff(old: Any, new: Any) -> str:
     return out.getvalue().rstrip()
 
 
-def describe_change(old: bytes | None, new: bytes, old_label: str, new_label: str) -> str:
-    """What changed from ``old`` to ``new``: nbdime for two notebooks, a unified diff otherwise."""
+def describe_change(old: bytes | None, new: bytes | None, old_label: str, new_label: str) -> str:
+    """What changed from ``old`` to ``new``: nbdime for two notebooks, a unified diff otherwise.
+
+    None stands for content that cannot be read (removed or corrupted); the
+    description then names that side.
+    """
     if old is None:
         return f"(the content of {old_label} is not available to compare)"
+    if new is None:
+        return f"(the content of {new_label} is not available to compare)"
     old_nb, new_nb = _as_notebook(old), _as_notebook(new)
     if old_nb is not None and new_nb is not None:
         return _clip(f"nbdime diff {old_label} -> {new_label}:\n" + notebook_diff(old_nb, new_nb))

@@ -11,6 +11,13 @@ never silently turns into a criterion that is not checked.
 Evaluation is strict: a criterion whose metric was not recorded fails with
 "not evaluated", and a value that is not a number fails with its reason.
 Nothing passes by default.
+
+``exclusive = true`` (on a component, or on one of its gates, which then overrides
+the component's value) marks a run that measures speed: the scheduler runs it with
+nothing else in parallel, whatever ``--jobs`` says, and every run records the
+1-minute load average it saw before and after (metrics ``tcpkit.load1_before`` and
+``tcpkit.load1_after``, plus ``tcpkit.exclusive``), so a criterion can demand a
+quiet machine and the report shows the conditions of the measurement.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from tcpkit.release.names import COMPONENT_PATTERN
+from tcpkit.release.names import COMPONENT_PATTERN, InvalidNameError, check_researcher
 
 GATES: tuple[str, ...] = ("DEVELOPMENT", "TESTING", "STAGING", "PRODUCTION")
 """The gate levels, in the order a component passes them (never skipped)."""
@@ -49,8 +56,10 @@ OPERATORS: Mapping[str, Callable[[Any, Any], bool]] = MappingProxyType(
 DEFAULT_TIMEOUT_S = 600.0
 """Per-cell execution limit (seconds) when a gate does not set ``timeout_s``."""
 
-_COMPONENT_KEYS = frozenset({"notebook", "owner", "contributors", "depends_on", "timeout_s", "gates"})
-_GATE_KEYS = frozenset({"parameters", "quick", "criteria", "timeout_s"})
+_COMPONENT_KEYS = frozenset(
+    {"notebook", "owner", "contributors", "depends_on", "timeout_s", "exclusive", "gates"}
+)
+_GATE_KEYS = frozenset({"parameters", "quick", "criteria", "timeout_s", "exclusive"})
 _CRITERION_KEYS = frozenset({"metric", "op", "threshold"})
 _NAME = re.compile(rf"^{COMPONENT_PATTERN}\Z")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -210,6 +219,8 @@ class GateSpec:
     quick: Mapping[str, Any]
     criteria: tuple[Criterion, ...]
     timeout_s: float = DEFAULT_TIMEOUT_S
+    exclusive: bool = False
+    """Run alone: nothing else executes in parallel (timing gates)."""
 
     def parameters_for(self, profile: str) -> dict[str, Any]:
         """The notebook parameters for ``profile``: full parameters, with quick overrides."""
@@ -229,6 +240,7 @@ class GateSpec:
             "parameters": self.parameters_for(profile),
             "criteria": [c.as_dict() for c in self.criteria],
             "timeout_s": self.timeout_s,
+            **({"exclusive": True} if self.exclusive else {}),
         }
 
     def digest(self, profile: str) -> str:
@@ -442,9 +454,13 @@ class _Validator:
         owner = raw.get("owner")
         if not isinstance(owner, str) or not owner.strip():
             self.error(table, "owner", "must name the researcher who owns the component")
+        else:
+            self.researchers(table, "owner", [owner])
         contributors = self.names(table, "contributors", raw.get("contributors", []))
+        self.researchers(table, "contributors", contributors)
         depends_on = self.names(table, "depends_on", raw.get("depends_on", []))
         default_timeout = self.timeout(table, raw.get("timeout_s", DEFAULT_TIMEOUT_S))
+        default_exclusive = self.flag(table, "exclusive", raw.get("exclusive", False))
         gates_raw = raw.get("gates")
         gates: dict[str, GateSpec] = {}
         if not isinstance(gates_raw, dict):
@@ -454,7 +470,7 @@ class _Validator:
                 if gate not in GATES:
                     self.error([*table, "gates"], gate, f"unknown gate (expected one of {', '.join(GATES)})")
                     continue
-                spec = self.gate(name, gate, graw, default_timeout)
+                spec = self.gate(name, gate, graw, default_timeout, default_exclusive)
                 if spec is not None:
                     gates[gate] = spec
             for gate in GATES:
@@ -479,13 +495,27 @@ class _Validator:
             self.error(table, key, "lists a name twice")
         return tuple(value)
 
+    def researchers(self, table: Sequence[str], key: str, names: Sequence[str]) -> None:
+        for name in names:  # the workspace's rule, checked here so a run fails before any kernel
+            try:
+                check_researcher(name)
+            except InvalidNameError as exc:
+                self.error(table, key, str(exc))
+
     def timeout(self, table: Sequence[str], value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not (0 < value < 86400):
             self.error(table, "timeout_s", "must be a number of seconds between 0 and 86400")
             return DEFAULT_TIMEOUT_S
         return float(value)
 
-    def gate(self, component: str, gate: str, raw: Any, default_timeout: float) -> GateSpec | None:
+    def flag(self, table: Sequence[str], key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            self.error(table, key, "must be true or false")
+            return False
+        return value
+
+    def gate(self, component: str, gate: str, raw: Any, default_timeout: float,
+             default_exclusive: bool = False) -> GateSpec | None:
         table = ["components", component, "gates", gate]
         if not isinstance(raw, dict):
             self.error(table[:-1], gate, "must be a table")
@@ -497,6 +527,7 @@ class _Validator:
         parameters = self.parameters(table, "parameters", raw.get("parameters", {}))
         quick = self.parameters(table, "quick", raw.get("quick", {}))
         timeout = self.timeout(table, raw["timeout_s"]) if "timeout_s" in raw else default_timeout
+        exclusive = self.flag(table, "exclusive", raw["exclusive"]) if "exclusive" in raw else default_exclusive
         criteria_raw = raw.get("criteria")
         criteria: list[Criterion] = []
         if not isinstance(criteria_raw, list) or not criteria_raw:
@@ -515,6 +546,7 @@ class _Validator:
             quick=MappingProxyType(quick),
             criteria=tuple(criteria),
             timeout_s=timeout,
+            exclusive=exclusive,
         )
 
     def parameters(self, table: Sequence[str], key: str, value: Any) -> dict[str, Any]:

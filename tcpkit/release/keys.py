@@ -8,12 +8,19 @@ algorithm-agile). Private keys live outside the repository in :func:`keys_dir`
 optionally encrypted with a passphrase. A key file that group or others can
 read is refused on load, like ssh does, with the ``chmod`` that fixes it.
 
-The public half goes to ``.tcpkit/trust/NAME.pub``: one JSON record holding both
-public keys (PEM), their fingerprints (sha256 of the raw public key) and their
-DSSE keyids. The set of those files is the pinned trust list
-(:class:`TrustList`); it is committed to the repository, so trusting a new
-researcher is a reviewed change. Records are checked on load: a fingerprint or
-keyid that does not match its key is refused.
+The public half is one JSON record, ``NAME.pub``, holding both public keys
+(PEM), their fingerprints (sha256 of the raw public key) and their DSSE keyids.
+It is written beside the private keys; a copy in ``.tcpkit/trust/NAME.pub``
+makes NAME trusted on that workspace. The set of those copies is the pinned
+trust list (:class:`TrustList`); it is committed to the repository, so trusting
+a new researcher is a reviewed change, made with ``tcpkit trust add NAME.pub``
+by an owner (audited). Records are checked on load: a fingerprint or keyid that
+does not match its key is refused.
+
+Trust is granted, not taken: :func:`runner_signer` lets the pipeline's runner
+trust itself only on a workspace whose trust list is still empty (the first
+run of a fresh clone); once a trust list exists, an unknown key is refused with
+the command that adds it.
 """
 
 from __future__ import annotations
@@ -51,6 +58,10 @@ _NAME = re.compile(COMPONENT_PATTERN)  # key names follow the component-name rul
 
 class KeyError_(ValueError):  # noqa: N801 - trailing underscore keeps it apart from the builtin
     """A key name, key file or trust record that cannot be used; the message names it and the fix."""
+
+
+class UntrustedKeyError(KeyError_):
+    """A key that is not on the workspace's trust list (or differs from the record there)."""
 
 
 def validate_name(name: str) -> str:
@@ -262,6 +273,13 @@ class TrustList:
         """Trusted names, sorted."""
         return tuple(record.name for record in self.records)
 
+    def get(self, name: str) -> PublicKeyRecord | None:
+        """The trusted record of ``name``, or None when ``name`` is not trusted."""
+        for record in self.records:
+            if record.name == name:
+                return record
+        return None
+
 
 @dataclass(frozen=True)
 class HybridSigner:
@@ -315,6 +333,11 @@ def trust_path(name: str, trust_dir: Path) -> Path:
     return Path(trust_dir) / f"{name}.pub"
 
 
+def public_record_path(name: str, directory: Path | None = None) -> Path:
+    """Path of the public record ``NAME.pub`` beside the private keys (what ``trust add`` takes)."""
+    return _resolve_keys_dir(directory) / f"{name}.pub"
+
+
 def _write_new(path: Path, data: bytes, mode: int) -> None:
     """Write ``path`` atomically, refusing to replace an existing file.
 
@@ -349,18 +372,20 @@ def _ensure_private_dir(directory: Path) -> None:
 def init_keys(
     name: str,
     *,
-    trust_dir: Path,
+    trust_dir: Path | None,
     keys_dir: Path | None = None,
     passphrase: bytes | None = None,
 ) -> PublicKeyRecord:
-    """Create the hybrid key pair ``name``: private keys to ``keys_dir``, public record to ``trust_dir``.
+    """Create the hybrid key pair ``name``: private keys and ``NAME.pub`` in ``keys_dir``.
 
     Parameters
     ----------
     name : str
         Key name, ``[a-z][a-z0-9-]{0,63}``.
-    trust_dir : Path
-        The pinned trust directory (``ROOT/.tcpkit/trust``); created if missing.
+    trust_dir : Path or None
+        A trust directory (``ROOT/.tcpkit/trust``, created if missing) that also
+        receives ``NAME.pub``, which trusts the key there; None writes no trust
+        record (``tcpkit keys init`` does that: trust is granted by an owner).
     keys_dir : Path, optional
         Private key directory; default :func:`keys_dir`. Created with mode 0700.
     passphrase : bytes, optional
@@ -381,9 +406,11 @@ def init_keys(
     if passphrase is not None and not passphrase:
         raise KeyError_("the passphrase is empty; omit it for unencrypted keys")
     directory = _resolve_keys_dir(keys_dir)
-    trust_dir = Path(trust_dir)
+    trust_dir = Path(trust_dir) if trust_dir is not None else None
     targets = [private_key_path(name, get_algorithm(alg), directory) for alg in REQUIRED_ALGORITHMS]
-    targets.append(trust_path(name, trust_dir))
+    targets.append(public_record_path(name, directory))
+    if trust_dir is not None:
+        targets.append(trust_path(name, trust_dir))
     existing = [str(path) for path in targets if path.exists()]
     if existing:
         raise KeyError_(
@@ -396,17 +423,21 @@ def init_keys(
         else serialization.NoEncryption()
     )
     _ensure_private_dir(directory)
-    trust_dir.mkdir(parents=True, exist_ok=True)
+    if trust_dir is not None:
+        trust_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    private_paths = targets[: len(REQUIRED_ALGORITHMS)]
     try:
-        for (_alg, key), path in zip(signer.private_keys, targets[:-1], strict=True):
+        for (_alg, key), path in zip(signer.private_keys, private_paths, strict=True):
             pem = key.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
             )
             _write_new(path, pem, 0o600)
             written.append(path)
         record = signer.public_record()
-        _write_new(targets[-1], record.to_json().encode("utf-8"), 0o644)
+        for path in targets[len(REQUIRED_ALGORITHMS):]:
+            _write_new(path, record.to_json().encode("utf-8"), 0o644)
+            written.append(path)
     except BaseException:
         for path in written:
             path.unlink(missing_ok=True)
@@ -476,7 +507,9 @@ def ensure_signer(
 
     If the keys exist, they are loaded and their public record is added to ``trust_dir``
     when absent. A record already there that differs from the keys raises KeyError_: a
-    pinned trust entry is never replaced silently.
+    pinned trust entry is never replaced silently. This trusts the key unconditionally,
+    so it is for tests and scratch trust directories; the pipeline uses
+    :func:`runner_signer`, which only trusts itself on an empty trust list.
     """
     validate_name(name)
     directory = _resolve_keys_dir(keys_dir)
@@ -499,6 +532,86 @@ def ensure_signer(
         with contextlib.suppress(KeyError_):  # written concurrently; the next load re-checks it
             _write_new(path, record.to_json().encode("utf-8"), 0o644)
     return signer, False
+
+
+def export_public(signer: HybridSigner, directory: Path | None = None) -> Path:
+    """Write ``NAME.pub`` of ``signer`` beside its private keys (kept if already right); its path.
+
+    A ``NAME.pub`` there that describes other keys raises KeyError_: it is never replaced.
+    """
+    path = public_record_path(signer.name, directory)
+    record = signer.public_record()
+    if path.exists():
+        if PublicKeyRecord.from_json(path.read_text(encoding="utf-8"), source=str(path)) != record:
+            raise KeyError_(f"{path} describes other keys than the private keys of {signer.name!r}")
+        return path
+    with contextlib.suppress(KeyError_):  # written concurrently: the same bytes
+        _write_new(path, record.to_json().encode("utf-8"), 0o644)
+    return path
+
+
+def check_trusted(signer: HybridSigner, trust: TrustList, trust_dir: Path,
+                  keys_dir: Path | None = None) -> PublicKeyRecord:
+    """The trusted record of ``signer``; UntrustedKeyError naming the fix when there is none.
+
+    The record must list exactly the signer's public keys: a trust entry of the same
+    name made for other keys refuses the signer as well.
+    """
+    record = trust.get(signer.name)
+    if record is None:
+        pub = public_record_path(signer.name, keys_dir)
+        raise UntrustedKeyError(
+            f"key {signer.name!r} is not on the trust list {Path(trust_dir)}: an owner of a "
+            f"component adds it with 'tcpkit trust add {pub} --as OWNER'"
+        )
+    if record != signer.public_record():
+        raise UntrustedKeyError(
+            f"the private keys of {signer.name!r} in {_resolve_keys_dir(keys_dir)} do not match "
+            f"the trusted record {trust_path(signer.name, trust_dir)}; use the keys that record "
+            "was made from, or have an owner review the trust change"
+        )
+    return record
+
+
+def runner_signer(name: str, *, trust_dir: Path, keys_dir: Path | None = None
+                  ) -> tuple[HybridSigner, str | None]:
+    """The pipeline runner's signer, creating its local key on first use; ``(signer, note)``.
+
+    Trust is granted, not taken: on a workspace whose trust list is empty the runner
+    key is trusted (its record is written to ``trust_dir``) and ``note`` says so; on a
+    workspace with a trust list, a runner that is not on it raises UntrustedKeyError
+    with the ``tcpkit trust add`` command that an owner runs. ``note`` is None when the
+    runner was already trusted and nothing was created.
+    """
+    validate_name(name)
+    directory = _resolve_keys_dir(keys_dir)
+    first = private_key_path(name, get_algorithm(REQUIRED_ALGORITHMS[0]), directory)
+    created = not first.exists()
+    if created:
+        init_keys(name, trust_dir=None, keys_dir=directory)
+    signer = load_signer(name, keys_dir=directory)
+    pub = export_public(signer, directory)
+    trust = TrustList.load(trust_dir)
+    made = f"created a signing key for runner {name!r} in {directory}; " if created else ""
+    if len(trust) == 0:
+        path = trust_path(name, trust_dir)
+        Path(trust_dir).mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(KeyError_):  # written concurrently; checked just below
+            _write_new(path, signer.public_record().to_json().encode("utf-8"), 0o644)
+        check_trusted(signer, TrustList.load(trust_dir), trust_dir, directory)
+        return signer, (
+            f"{made}the workspace had no trust list yet, so runner {name!r} is its first "
+            f"trusted key ({path}): commit it so that others trust this runner's attestations"
+        )
+    try:
+        check_trusted(signer, trust, trust_dir, directory)
+    except UntrustedKeyError:
+        raise UntrustedKeyError(
+            f"{made}runner key {name!r} is not on the trust list {Path(trust_dir)}, so the "
+            f"pipeline refuses to sign with it: an owner of a component runs 'tcpkit trust add "
+            f"{pub} --as OWNER' (or set TCPKIT_RUNNER to a trusted runner's name)"
+        ) from None
+    return signer, None
 
 
 def list_private_keys(directory: Path | None = None) -> list[str]:

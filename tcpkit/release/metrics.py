@@ -6,6 +6,13 @@ the tcpkit MIME type; after papermill has executed the notebook,
 notebook's own outputs (rather than a side file) means the executed notebook is
 the single, self-contained evidence of what was measured. When a name is
 recorded twice, the later value wins.
+
+``record_model(arrays)`` stores the fitted state of the notebook's detector the same
+way: numeric, bool or fixed-width unicode numpy arrays only (nothing that needs
+pickle), saved with ``numpy.savez`` and emitted as a base64 display output of type
+:data:`MODEL_MIME`; ``read_model`` gives the ``.npz`` bytes back. The pipeline freezes
+the model of the PRODUCTION run beside the module
+(:func:`tcpkit.release.promote.load_detector` rebuilds the detector from it).
 """
 
 from __future__ import annotations
@@ -103,3 +110,132 @@ def _load(notebook: str | Path | nbformat.NotebookNode | Mapping[str, Any]) -> M
         except Exception as exc:  # nbformat raises several unrelated types for bad JSON
             raise MetricError(f"notebook {path} is not a valid notebook: {exc}") from None
     return notebook
+
+
+# --- the fitted model ---------------------------------------------------------------------------
+
+MODEL_MIME = "application/vnd.tcpkit.model+npz"
+"""MIME type of the display output that carries a recorded model (base64 of a ``.npz`` file)."""
+
+_ARRAY_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}\Z")
+_RESERVED = frozenset({"file", "allow_pickle"})  # parameter names of numpy.savez
+_KINDS = {"b": "bool", "i": "signed integer", "u": "unsigned integer", "f": "float",
+          "c": "complex", "U": "fixed-width unicode"}
+
+
+def check_model(arrays: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate the arrays of a fitted model; return them as a plain dict.
+
+    Only ``numpy.ndarray`` values of numeric, bool or fixed-width unicode dtype
+    are accepted (no object, bytes, structured or datetime arrays), so that the
+    saved file loads with ``allow_pickle=False`` and loading it runs no code.
+
+    Raises
+    ------
+    MetricError
+        Naming the first array (or key) that is not acceptable.
+    """
+    import numpy as np
+
+    if not isinstance(arrays, Mapping) or not arrays:
+        raise MetricError("a model is a non-empty mapping of names to numpy arrays")
+    checked: dict[str, Any] = {}
+    for name, value in arrays.items():
+        if not isinstance(name, str) or not _ARRAY_NAME.match(name) or name in _RESERVED:
+            raise MetricError(
+                f"model array name {name!r} is invalid: use a Python identifier of at most 128 "
+                f"characters other than {', '.join(sorted(_RESERVED))}"
+            )
+        if type(value) is not np.ndarray:
+            raise MetricError(
+                f"model array {name!r} is a {type(value).__name__}, not a numpy.ndarray "
+                "(convert it with numpy.asarray first)"
+            )
+        dtype = value.dtype
+        if dtype.kind not in _KINDS or dtype.fields is not None or dtype.hasobject:
+            raise MetricError(
+                f"model array {name!r} has dtype {dtype}: allowed are "
+                f"{', '.join(_KINDS.values())} (never object, bytes or structured dtypes)"
+            )
+        checked[name] = value
+    return checked
+
+
+def model_bytes(arrays: Mapping[str, Any]) -> bytes:
+    """The ``.npz`` bytes (``numpy.savez``) of a validated model."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **check_model(arrays))
+    return buffer.getvalue()
+
+
+def load_model_bytes(data: bytes, what: str = "model") -> dict[str, Any]:
+    """The arrays of ``.npz`` bytes, loaded with ``allow_pickle=False``; MetricError if invalid."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise MetricError(f"{what} is not a loadable .npz without pickle: {exc}") from None
+    try:
+        return check_model(arrays)
+    except MetricError as exc:
+        raise MetricError(f"{what}: {exc}") from None
+
+
+def record_model(arrays: Mapping[str, Any]) -> None:
+    """Record the fitted state of the notebook's detector in the running notebook.
+
+    The arrays are validated (:func:`check_model`), saved with ``numpy.savez``
+    and emitted as a display output of type :data:`MODEL_MIME` (base64), so the
+    executed notebook carries the model it measured. The pipeline freezes the
+    model recorded by the PRODUCTION run as ``production/<component>.model.npz``;
+    a later call replaces an earlier one.
+    """
+    import base64
+
+    data = model_bytes(arrays)
+    try:
+        from IPython.display import display
+    except ImportError:
+        raise MetricError("record_model() must run inside an IPython kernel (a notebook)") from None
+    names = ", ".join(f"{k}{list(v.shape)}" for k, v in check_model(arrays).items())
+    text = f"tcpkit model ({len(data)} bytes): {names}"
+    display({MODEL_MIME: base64.b64encode(data).decode("ascii"), "text/plain": text}, raw=True)
+
+
+def read_model(notebook: str | Path | nbformat.NotebookNode | Mapping[str, Any]) -> bytes | None:
+    """The ``.npz`` bytes of the last model recorded in an executed notebook; None if none.
+
+    Raises
+    ------
+    MetricError
+        The recorded model is not valid base64 or not a loadable, pickle-free ``.npz``.
+    """
+    import base64
+    import binascii
+
+    nb = _load(notebook)
+    found: bytes | None = None
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code":
+            continue
+        for output in cell.get("outputs", []):
+            payload = (output.get("data") or {}).get(MODEL_MIME)
+            if payload is None:
+                continue
+            text = "".join(payload) if isinstance(payload, list) else payload
+            try:
+                found = base64.b64decode(str(text).encode("ascii"), validate=True)
+            except (binascii.Error, UnicodeEncodeError):
+                raise MetricError("the recorded model output is not valid base64") from None
+    if found is not None:
+        load_model_bytes(found, "the recorded model")
+    return found

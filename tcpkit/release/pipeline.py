@@ -12,21 +12,35 @@ on a pass; a failure stops that component while the others go on. Passing
 PRODUCTION freezes the component's exported module (:mod:`tcpkit.release.promote`).
 
 A run whose combined input digest (notebook, parameters, exported module,
-tcpkit version, gate definition, and the frozen modules of the components it
-depends on) equals that of an earlier passing run is skipped, so an unchanged
+tcpkit version, gate definition, the frozen modules of the components it
+depends on, and the environment of :mod:`tcpkit.release.runkey`: every source
+file of the tcpkit package, every installed distribution, Python, the kernel
+spec) equals that of an earlier passing run is skipped, so an unchanged
 re-run costs seconds; ``force`` re-runs. Components that depend on others start
 only once every dependency is frozen and verifies.
 
+Each run signs two statements over the notebook and the module and model it
+would freeze (a SLSA verification summary and a gate result, see
+:mod:`tcpkit.release.attestation`), kept as one bundle in the object store; each
+names the previous gate's summary, so a component's four gates form one chain,
+which freezing writes beside the frozen module (:mod:`tcpkit.release.chain`).
+PRODUCTION freezes the module and the model its run recorded
+(:func:`tcpkit.release.metrics.record_model`).
+
 Components run in parallel (``jobs`` threads, each driving one papermill
-kernel process); the recording (database, store, signatures) happens on the
+kernel process), except runs marked ``exclusive`` in the pipeline file, which
+run with nothing else in parallel; every run records the 1-minute load average
+before and after it. The recording (database, store, signatures) happens on the
 calling thread, one run at a time.
+
+This module schedules; the parts live in :mod:`tcpkit.release.run` (parameters,
+execution, recording and freezing, the index), and every path comes from one
+:class:`tcpkit.release.project.Project`.
 """
 
 from __future__ import annotations
 
-import ast
 import concurrent.futures as cf
-import contextlib
 import functools
 import os
 import re
@@ -34,9 +48,8 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -45,11 +58,8 @@ from tcpkit.release.gates import (
     GATES,
     PROFILES,
     ComponentSpec,
-    CriterionResult,
-    GateSpec,
     Pipeline,
     PipelineError,
-    evaluate,
     gate_index,
     load_pipeline,
     locate,
@@ -57,22 +67,41 @@ from tcpkit.release.gates import (
     sha256_json,
 )
 from tcpkit.release.names import COMPONENT_PATTERN
-from tcpkit.release.report import RunSummary
+from tcpkit.release.project import PIPELINE_FILE, REPORTS_DIR, Project
+from tcpkit.release.run.execute import (
+    KERNEL,
+    KERNEL_ARGUMENTS,
+    START_TIMEOUT_S,
+    Execution,
+    Job,
+    execute,
+)
+from tcpkit.release.run.execute import kernel_environment as _kernel_environment
+from tcpkit.release.run.index import write_index
+from tcpkit.release.run.params import ParameterError, check_parameters, notebook_parameters
+from tcpkit.release.run.record import Outcome, Recorder
 from tcpkit.release.store import digest_bytes
 
-PIPELINE_FILE = Path("notebooks") / "pipeline.toml"
-REPORTS_DIR = "reports"
-KERNEL = "python3"
-# The kernel's own log (a TCP-transport warning on every start, a note when it is
-# interrupted at shutdown) would be printed between the progress lines; what a run
-# did or why it failed comes from the executed notebook, never from that log.
-KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
-START_TIMEOUT_S = 120.0
+__all__ = [
+    "KERNEL",
+    "KERNEL_ARGUMENTS",
+    "PIPELINE_FILE",
+    "REPORTS_DIR",
+    "START_TIMEOUT_S",
+    "GatePipeline",
+    "Outcome",
+    "ParameterError",
+    "PipelineResult",
+    "RunOptions",
+    "check_parameters",
+    "execute",
+    "notebook_parameters",
+    "run_pipeline",
+    "runner_name",
+    "summarize",
+]
+
 _RUNNER = re.compile(rf"^{COMPONENT_PATTERN}\Z")  # a runner is a key name
-
-
-class ParameterError(PipelineError):
-    """Gate parameters that a notebook's ``parameters`` cell does not declare."""
 
 
 # --- values -------------------------------------------------------------------------------------
@@ -96,16 +125,6 @@ class RunOptions:
             raise ValueError(f"jobs must be an integer from 1 to 64, got {self.jobs!r}")
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one component at one gate in this invocation."""
-
-    component: str
-    gate: str
-    status: str  # passed | failed | skipped | blocked
-    reason: str
-    summary: RunSummary | None = None
-    duration_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -124,94 +143,6 @@ class PipelineResult:
         return all(level == self.until for level in self.reached.values())
 
 
-@dataclass(frozen=True)
-class _Job:
-    component: str
-    gate: str
-    notebook: Path
-    parameters: Mapping[str, Any]
-    spec: GateSpec
-    inputs: Mapping[str, str]
-    input_digest: str
-    module: bytes
-    profile: str
-    runner: str
-    workdir: Path
-
-
-@dataclass(frozen=True)
-class _Execution:
-    job: _Job
-    started_at: str
-    duration_s: float
-    executed: bytes | None
-    metrics: Mapping[str, Any]
-    results: tuple[CriterionResult, ...]
-    error: str | None
-    error_cell: str | None
-    passed: bool
-    page: bytes = field(repr=False, default=b"")
-
-
-# --- parameters ---------------------------------------------------------------------------------
-
-
-def notebook_parameters(notebook: Mapping[str, Any]) -> set[str] | None:
-    """Names assigned in the notebook's cell tagged ``parameters``; None when it has none."""
-    for cell in notebook.get("cells", []):
-        if cell.get("cell_type") != "code" or "parameters" not in (cell.get("metadata", {}).get("tags") or []):
-            continue
-        source = cell.get("source", "")
-        if isinstance(source, list):
-            source = "".join(source)
-        try:
-            tree = ast.parse(source)
-        except SyntaxError as exc:
-            raise ParameterError([f"the parameters cell is not valid Python: {exc.msg} (line {exc.lineno})"]) from None
-        names: set[str] = set()
-        for node in tree.body:
-            targets: list[ast.expr] = []
-            if isinstance(node, ast.Assign):
-                targets = list(node.targets)
-            elif isinstance(node, ast.AnnAssign | ast.AugAssign):
-                targets = [node.target]
-            for target in targets:
-                for sub in ast.walk(target):
-                    if isinstance(sub, ast.Name):
-                        names.add(sub.id)
-        return names
-    return None
-
-
-def check_parameters(notebook_path: Path, parameters: Mapping[str, Any],
-                     where: Callable[[str], str]) -> list[str]:
-    """Errors for parameters that the notebook does not declare (empty list when all is well).
-
-    ``where(name)`` says where parameter ``name`` is defined (file, line, key).
-    """
-    import nbformat
-
-    if not parameters:
-        return []
-    try:
-        notebook = nbformat.read(notebook_path, as_version=4)
-    except Exception as exc:  # nbformat raises several unrelated types
-        return [f"notebook {notebook_path} cannot be read: {exc}"]
-    try:
-        declared = notebook_parameters(notebook)
-    except ParameterError as exc:
-        return [f"{notebook_path.name}: {exc}"]
-    if declared is None:
-        return [
-            f"{where(sorted(parameters)[0])}: notebook {notebook_path.name} has no cell tagged "
-            f"'parameters', so it cannot take {', '.join(sorted(parameters))}"
-        ]
-    return [
-        f"{where(name)}: parameter {name!r} is not defined in the parameters cell of "
-        f"{notebook_path.name} (it defines {', '.join(sorted(declared)) or 'nothing'})"
-        for name in sorted(set(parameters) - declared)
-    ]
-
 
 # --- identities ---------------------------------------------------------------------------------
 
@@ -227,105 +158,6 @@ def runner_name() -> str:
         return env
     host = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower()).strip("-") or "local"
     return f"runner-{host}"[:64].rstrip("-")
-
-
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-# --- execution (worker threads) -----------------------------------------------------------------
-
-
-def _describe_error(exc: BaseException, timeout_s: float) -> tuple[str, str | None]:
-    from papermill.exceptions import PapermillExecutionError
-
-    if isinstance(exc, PapermillExecutionError):
-        source = exc.source if isinstance(exc.source, str) else "".join(exc.source or [])
-        lines = source.strip().splitlines()
-        shown = "\n".join(lines[:12]) + ("\n..." if len(lines) > 12 else "")
-        return f"{exc.ename}: {exc.evalue}", f"#{exc.cell_index} (In [{exc.exec_count}])\n{shown}"
-    name = type(exc).__name__
-    if "Timeout" in name or isinstance(exc, TimeoutError):
-        return f"{name}: a cell ran longer than the gate's limit of {timeout_s:g} s ({exc})", None
-    if "DeadKernel" in name:
-        return f"{name}: the kernel died during execution ({exc})", None
-    return f"{name}: {exc}", None
-
-
-def execute(job: _Job, signer_label: str) -> _Execution:
-    """Run one gate: papermill, metrics, criteria, and the rendered report (no recording)."""
-    import nbformat
-    import papermill
-
-    from tcpkit.release.metrics import MetricError, read_metrics
-    from tcpkit.release.report import render_run_report
-
-    started_at = _now()
-    start = time.monotonic()
-    output = job.workdir / f"{job.component}-{job.gate}.ipynb"
-    error: str | None = None
-    error_cell: str | None = None
-    try:
-        papermill.execute_notebook(
-            str(job.notebook),
-            str(output),
-            parameters=dict(job.parameters),
-            kernel_name=KERNEL,
-            progress_bar=False,
-            log_output=False,
-            request_save_on_cell_execute=False,
-            start_timeout=int(START_TIMEOUT_S),
-            execution_timeout=int(max(1, round(job.spec.timeout_s))),
-            cwd=str(job.notebook.parent),
-            extra_arguments=list(KERNEL_ARGUMENTS),
-        )
-    except Exception as exc:  # every failure mode of a run is a failed gate, never a crash
-        error, error_cell = _describe_error(exc, job.spec.timeout_s)
-    duration = time.monotonic() - start
-    executed = output.read_bytes() if output.is_file() else None
-    notebook = None
-    metrics: Mapping[str, Any] = {}
-    if executed is not None:
-        try:
-            notebook = nbformat.reads(executed.decode("utf-8"), as_version=4)
-            metrics = read_metrics(notebook)
-        except (MetricError, ValueError) as exc:
-            error = error or f"the executed notebook cannot be read: {exc}"
-    results = list(evaluate(job.spec.criteria, metrics).results)
-    if job.gate == "PRODUCTION" and not job.module:
-        results.append(CriterionResult(
-            "export module", "!=", False, None, False,
-            "not evaluated: the notebook has no '#| export' cells, so there is nothing to freeze",
-        ))
-    passed = error is None and bool(results) and all(r.ok for r in results)
-    summary = _summary(job, started_at, duration, metrics, tuple(results), error, error_cell,
-                       "passed" if passed else "failed", signer_label)
-    page = render_run_report(summary, notebook)
-    return _Execution(job, started_at, duration, executed, metrics, tuple(results), error, error_cell,
-                      passed, page)
-
-
-def _summary(job: _Job, started_at: str, duration: float, metrics: Mapping[str, Any],
-             results: Sequence[CriterionResult], error: str | None, error_cell: str | None,
-             decision: str, signer: str) -> RunSummary:
-    return RunSummary(
-        component=job.component,
-        gate=job.gate,
-        decision=decision,
-        profile=job.profile,
-        criteria=tuple(r.as_dict() for r in results),
-        metrics=dict(metrics),
-        inputs=dict(job.inputs),
-        input_digest=job.input_digest,
-        parameters=dict(job.parameters),
-        runner=job.runner,
-        signer=signer,
-        started_at=started_at,
-        duration_s=duration,
-        error=error,
-        error_cell=error_cell,
-        report=f"{job.gate}/{job.component}.html",
-    )
 
 
 # --- progress -----------------------------------------------------------------------------------
@@ -377,11 +209,12 @@ class GatePipeline:
 
     def __init__(self, root: Path, options: RunOptions, stream: TextIO | None = None,
                  progress: bool | None = None) -> None:
-        self.root = Path(root).resolve()
+        self.project = Project.at(root)
+        self.root = self.project.root
         self.options = options
         self.stream = stream if stream is not None else sys.stdout
         self.progress_enabled = progress
-        self.pipeline: Pipeline = load_pipeline(self.root / PIPELINE_FILE, require_notebooks=False)
+        self.pipeline: Pipeline = load_pipeline(self.project.pipeline_file, require_notebooks=False)
         unknown = [c for c in options.components if c not in self.pipeline.components]
         if unknown:
             raise PipelineError([
@@ -392,6 +225,7 @@ class GatePipeline:
                          if not options.components or c in options.components]
         self.last = gate_index(options.until)
         self.missing = missing_notebooks(self.pipeline, self.selected)
+        self.recorder = Recorder(self.project, self.pipeline)
 
     def preflight(self) -> dict[str, list[str]]:
         """Check every selected gate's parameters against its notebook before running anything.
@@ -420,29 +254,26 @@ class GatePipeline:
 
     def run(self) -> PipelineResult:
         """Run the pipeline; returns the outcomes (failures are outcomes, not exceptions)."""
-        from tcpkit.release.signing import ensure_signer, keys_dir
+        from tcpkit.release.keys import KeyError_, runner_signer
         from tcpkit.release.workspace import Workspace
 
         start = time.monotonic()
         for name, problems in self.preflight().items():
             self.missing[name] = problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
         runner = runner_name()
-        trust_dir = self.root / ".tcpkit" / "trust"
+        trust_dir = self.project.trust_dir
         ws = Workspace.open(self.root)
         try:
-            trust_file = trust_dir / f"{runner}.pub"
-            had_trust = trust_file.exists()
-            signer, created = ensure_signer(runner, trust_dir=trust_dir)
-            if created or not had_trust:
-                print(
-                    f"note: {'created a signing key' if created else 'using the signing key'} for runner "
-                    f"{runner!r} ({keys_dir()}); its public key was added to "
-                    f"{trust_file.relative_to(self.root)}: commit it so that others trust this runner's "
-                    "attestations",
-                    file=self.stream, flush=True,
-                )
+            try:  # trust is granted, not taken: only an empty trust list lets the runner trust itself
+                signer, note = runner_signer(runner, trust_dir=trust_dir)
+            except KeyError_ as exc:
+                raise PipelineError([str(exc)]) from None
+            if note is not None:
+                print(f"note: {note}", file=self.stream, flush=True)
+            ws.add_signer(signer)  # the pipeline acts as its runner: no researcher's key is needed
             for name, spec in self.pipeline.components.items():
-                ws.register_component(name, spec.notebook.name, spec.owner, spec.contributors)
+                ws.register_component(name, spec.notebook.name, spec.owner, spec.contributors,
+                                      actor=runner)
             with _kernel_environment(self.root), tempfile.TemporaryDirectory(prefix="tcpkit-run-") as tmp:
                 outcomes = self._drive(ws, signer, runner, Path(tmp))
             reached = self._reached(outcomes)
@@ -458,8 +289,11 @@ class GatePipeline:
         progress = _Progress(steps, self.stream, self.progress_enabled)
         state: dict[str, str] = {}  # component -> waiting | running | done | stopped
         next_gate: dict[str, int] = dict.fromkeys(self.selected, 0)
-        futures: dict[cf.Future[_Execution], str] = {}
+        futures: dict[cf.Future[Execution], str] = {}
+        exclusive: set[cf.Future[Execution]] = set()
+        pending: list[Job] = []
         counter = [0]
+        self.recorder.bundles = {name: [] for name in self.selected}
 
         def log(outcome: Outcome) -> None:
             counter[0] += 1
@@ -474,19 +308,37 @@ class GatePipeline:
             progress.advance(self.last + 1 - next_gate[component] - 1)
 
         def advance(pool: cf.ThreadPoolExecutor, component: str) -> None:
-            """Skip what can be skipped; submit the next gate that must run."""
+            """Skip what can be skipped; queue the next gate that must run."""
             spec = self.pipeline.components[component]
             while next_gate[component] <= self.last:
                 gate = GATES[next_gate[component]]
                 job = self._job(spec, gate, runner, workdir)
                 previous = None if self.options.force else ws.find_passing_run(component, gate, job.input_digest)
-                if previous is None or (gate == "PRODUCTION" and not self._refreeze(ws, signer, job)):
+                bundle = self.recorder.stored_bundle(ws, previous) if previous is not None else None
+                if bundle is not None and gate == "PRODUCTION" and not self.recorder.refreeze(
+                        ws, signer, job, previous, bundle):
+                    bundle = None
+                if bundle is None:
                     state[component] = "running"
-                    futures[pool.submit(execute, job, signer.name)] = component
+                    pending.append(job)
                     return
-                log(self._skipped(job, previous))
+                self.recorder.bundles[component].append(bundle)
+                log(self.recorder.skipped(job, previous))
                 next_gate[component] += 1
             state[component] = "done"
+
+        def dispatch(pool: cf.ThreadPoolExecutor) -> None:
+            """Submit queued runs in order; an exclusive run waits for a idle machine and holds
+            back everything behind it until it is done."""
+            while pending and not exclusive:
+                job = pending[0]
+                if job.spec.exclusive and futures:
+                    return
+                pending.pop(0)
+                future = pool.submit(execute, job, signer.name)
+                futures[future] = job.component
+                if job.spec.exclusive:
+                    exclusive.add(future)
 
         def start_ready(pool: cf.ThreadPoolExecutor) -> None:
             for component in self.selected:
@@ -511,12 +363,14 @@ class GatePipeline:
 
         with cf.ThreadPoolExecutor(max_workers=self.options.jobs, thread_name_prefix="tcpkit-gate") as pool:
             start_ready(pool)
+            dispatch(pool)
             while futures:
                 done, _ = cf.wait(list(futures), return_when=cf.FIRST_COMPLETED)
                 for future in done:
                     component = futures.pop(future)
+                    exclusive.discard(future)
                     execution = future.result()
-                    outcome = self._record(ws, signer, runner, execution)
+                    outcome = self.recorder.record(ws, signer, runner, execution)
                     log(outcome)
                     if outcome.status == "passed":
                         next_gate[component] += 1
@@ -528,6 +382,7 @@ class GatePipeline:
                     if status == "waiting":
                         del state[component]
                 start_ready(pool)
+                dispatch(pool)
         progress.close()
         return outcomes
 
@@ -539,15 +394,16 @@ class GatePipeline:
             try:
                 verify_frozen(dep, self.root)
             except FrozenModuleError as exc:
-                frozen = self.root / "production" / f"{dep}.py"
+                frozen = self.project.frozen_module(dep)
                 missing.append(f"{dep} (not frozen)" if not frozen.is_file() else f"{dep} ({exc})")
         if missing:
             return "not run: waiting for its dependencies to be frozen and verified: " + "; ".join(missing)
         return ""
 
     # -- inputs --------------------------------------------------------------------------------
-    def _job(self, spec: ComponentSpec, gate: str, runner: str, workdir: Path) -> _Job:
+    def _job(self, spec: ComponentSpec, gate: str, runner: str, workdir: Path) -> Job:
         from tcpkit.release.promote import build_module
+        from tcpkit.release.runkey import environment_inputs
 
         gspec = spec.gates[gate]
         params = gspec.parameters_for(self.options.profile)
@@ -560,115 +416,16 @@ class GatePipeline:
             "tcpkit": digest_bytes(__version__.encode("utf-8")),
             "gate": gspec.digest(self.options.profile),
         }
+        groups = environment_inputs(KERNEL, KERNEL_ARGUMENTS)
+        inputs.update({group.name: group.digest for group in groups})
+        details = {group.name: group.items for group in groups}
         for dep in spec.depends_on:
-            frozen = self.root / "production" / f"{dep}.py"
-            if frozen.is_file():
-                inputs[f"frozen:{dep}"] = digest_bytes(frozen.read_bytes())
-        return _Job(spec.name, gate, spec.notebook, params, gspec, inputs, sha256_json(inputs), module,
-                    self.options.profile, runner, workdir)
-
-    # -- recording (calling thread) ------------------------------------------------------------
-    def _record(self, ws: Any, signer: Any, runner: str, ex: _Execution) -> Outcome:
-        from tcpkit.release.promote import freeze
-        from tcpkit.release.report import write_run_report
-        from tcpkit.release.signing import dump_envelope, make_statement, sign_statement
-        from tcpkit.release.workspace import GateRun
-
-        job = ex.job
-        executed_digest = ws.store.put_bytes(ex.executed) if ex.executed is not None else None
-        report_digest = ws.store.put_bytes(ex.page)
-        write_run_report(self.root / REPORTS_DIR, _summary(
-            job, ex.started_at, ex.duration_s, ex.metrics, ex.results, ex.error, ex.error_cell,
-            "passed" if ex.passed else "failed", signer.name), ex.page)
-        attested = {f"tcpkit:input/{k}": v for k, v in job.inputs.items()}
-        attested[f"reports/{job.gate}/{job.component}.html"] = report_digest
-        if executed_digest is not None:
-            attested[f"tcpkit:executed/{job.component}-{job.gate}.ipynb"] = executed_digest
-        statement = make_statement(
-            f"notebooks/{job.notebook.name}",
-            job.inputs["notebook"],
-            gate=job.gate,
-            policy_uri=self.pipeline.policy_uri(job.component, job.gate),
-            policy_digest=job.inputs["gate"],
-            inputs=attested,
-            passed=ex.passed,
-            verifier_id=runner,
-            resource_uri=f"tcpkit:component/{job.component}",
-        )
-        envelope_digest = ws.store.put_bytes(dump_envelope(sign_statement(statement, [signer])))
-        ws.record_gate_run(GateRun(
-            component=job.component, gate=job.gate, input_digest=job.input_digest,
-            inputs=dict(job.inputs), decision="passed" if ex.passed else "failed",
-            metrics=dict(ex.metrics), criteria=[r.as_dict() for r in ex.results],
-            executed_notebook_digest=executed_digest, report_digest=report_digest,
-            envelope_digest=envelope_digest, runner=runner, started_at=ex.started_at,
-            duration_s=ex.duration_s,
-        ))
-        summary = _summary(job, ex.started_at, ex.duration_s, ex.metrics, ex.results, ex.error,
-                           ex.error_cell, "passed" if ex.passed else "failed", signer.name)
-        if not ex.passed:
-            return Outcome(job.component, job.gate, "failed", _failure_reason(ex), summary, ex.duration_s)
-        ws.set_level(job.component, job.gate, runner)
-        reason = _key_values(ex.results)
-        if job.gate == "PRODUCTION":
-            artifact = freeze(
-                self.root, job.component, job.module, signer=signer,
-                policy_uri=self.pipeline.policy_uri(job.component, job.gate),
-                policy_digest=job.inputs["gate"],
-                inputs={**attested, "tcpkit:gate-run-envelope": envelope_digest},
-                verifier_id=runner, backup=ws.store.put_bytes,
-                pin=lambda digest, why: ws.pin(digest, why, actor=runner),
-            )
-            reason += f"; frozen production/{job.component}.py sha256 {artifact.digest[:12]}"
-        return Outcome(job.component, job.gate, "passed", reason, summary, ex.duration_s)
-
-    def _skipped(self, job: _Job, previous: Any) -> Outcome:
-        report = self.root / REPORTS_DIR / job.gate / f"{job.component}.html"
-        if previous.report_digest and not report.is_file():
-            from tcpkit.release.atomic import write_atomic
-
-            report.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(Exception):
-                write_atomic(report, self._store_bytes(previous.report_digest), mode=0o644)
-        summary = RunSummary(
-            component=job.component, gate=job.gate, decision="skipped", profile=job.profile,
-            criteria=tuple(previous.criteria), metrics=dict(previous.metrics), inputs=dict(job.inputs),
-            input_digest=job.input_digest, parameters=dict(job.parameters), runner=previous.runner,
-            started_at=previous.started_at, duration_s=previous.duration_s,
-            report=f"{job.gate}/{job.component}.html" if report.is_file() else None,
-        )
-        return Outcome(job.component, job.gate, "skipped",
-                       f"inputs unchanged since the passing run of {previous.started_at}", summary)
-
-    def _store_bytes(self, digest: str) -> bytes:
-        from tcpkit.release.store import ObjectStore
-
-        return ObjectStore(self.root / ".tcpkit" / "objects").get_bytes(digest)
-
-    def _refreeze(self, ws: Any, signer: Any, job: _Job) -> bool:
-        """For a skipped PRODUCTION: the frozen module must be there and verify, else re-freeze it
-        from the (identical) module the passing run attested. False when that is impossible."""
-        from tcpkit.release.promote import FrozenModuleError, PromotionError, freeze, verify_frozen
-
-        try:
-            data, _ = verify_frozen(job.component, self.root)
-            if digest_bytes(data) == job.inputs["module"]:
-                return True
-        except FrozenModuleError:
-            pass
-        if not job.module:
-            return False
-        try:
-            freeze(self.root, job.component, job.module, signer=signer,
-                   policy_uri=self.pipeline.policy_uri(job.component, job.gate),
-                   policy_digest=job.inputs["gate"],
-                   inputs={f"tcpkit:input/{k}": v for k, v in job.inputs.items()},
-                   verifier_id=job.runner, backup=ws.store.put_bytes,
-                   pin=lambda digest, why: ws.pin(digest, why, actor=job.runner))
-        except PromotionError:
-            return False
-        return True
-
+            for key, frozen in ((f"frozen:{dep}", self.project.frozen_module(dep)),
+                                (f"frozen-model:{dep}", self.project.frozen_model(dep))):
+                if frozen.is_file():
+                    inputs[key] = digest_bytes(frozen.read_bytes())
+        return Job(spec.name, gate, spec.notebook, params, gspec, inputs, sha256_json(inputs), module,
+                    self.options.profile, runner, workdir, details)
     def _reached(self, outcomes: Sequence[Outcome]) -> dict[str, str | None]:
         reached: dict[str, str | None] = dict.fromkeys(self.selected)
         for outcome in outcomes:
@@ -678,95 +435,7 @@ class GatePipeline:
 
     # -- index ---------------------------------------------------------------------------------
     def _write_index(self, ws: Any, outcomes: Sequence[Outcome]) -> Path:
-        from tcpkit.release.report import FrozenRow, IndexData, write_index
-        from tcpkit.release.signing import verify_workspace
-
-        cells: dict[tuple[str, str], RunSummary] = {}
-        for run in ws.gate_runs():
-            report = self.root / REPORTS_DIR / run.gate / f"{run.component}.html"
-            cells[(run.component, run.gate)] = RunSummary(
-                component=run.component, gate=run.gate, decision=run.decision,
-                criteria=tuple(run.criteria), metrics=dict(run.metrics), inputs=dict(run.inputs),
-                input_digest=run.input_digest, runner=run.runner, started_at=run.started_at,
-                duration_s=run.duration_s,
-                report=f"{run.gate}/{run.component}.html" if report.is_file() else None,
-            )
-        notes: list[str] = []
-        for outcome in outcomes:
-            if outcome.summary is not None:
-                cells[(outcome.component, outcome.gate)] = outcome.summary
-            if outcome.status in ("failed", "blocked"):
-                notes.append(f"{outcome.component} {outcome.gate} {outcome.status}: {outcome.reason}")
-        frozen: list[FrozenRow] = []
-        try:
-            checks = verify_workspace(self.root)
-            frozen = [FrozenRow(c.name, c.digest, c.ok, c.reason) for c in checks]
-        except ValueError as exc:
-            notes.append(f"frozen artifacts could not be verified: {exc}")
-        data = IndexData(
-            gates=GATES,
-            components=tuple(self.pipeline.components),
-            owners={n: s.owner for n, s in self.pipeline.components.items()},
-            cells=cells,
-            collaboration=tuple(_collaboration(ws)),
-            frozen=tuple(frozen),
-            notes=tuple(notes),
-        )
-        return write_index(self.root / REPORTS_DIR, data)
-
-
-def _collaboration(ws: Any) -> Iterator[tuple[str, str]]:
-    status = ws.status()
-    people: set[str] = set()
-    for row in status:
-        people.update((row.owner, *row.contributors))
-    yield "researchers", f"{len(people)}: {', '.join(sorted(people))}"
-    yield "components", f"{len(status)}: " + ", ".join(f"{r.name} ({r.level or 'no gate yet'})" for r in status)
-    yield "versions recorded", str(sum(r.versions for r in status))
-    yield "versions kept in the store", str(sum(r.versions_kept for r in status))
-    pins = ws.pins()
-    yield "pinned backups", f"{len(pins)}" + (": " + "; ".join(sorted(set(pins.values()))) if pins else "")
-    live = [f"{r.name} held by {r.lease_holder} until {r.lease_expires}" for r in status if r.lease_holder]
-    yield "leases", "; ".join(live) if live else "none held"
-    yield "gate runs recorded", str(len(ws.gate_runs()))
-    broken = ws.verify_audit()
-    yield "audit log", f"{len(ws.audit_log())} entries, hash chain {'BROKEN: ' + str(broken) if broken else 'intact'}"
-
-
-def _failure_reason(ex: _Execution) -> str:
-    if ex.error:
-        where = f" in cell {ex.error_cell.splitlines()[0]}" if ex.error_cell else ""
-        return f"error{where}: {ex.error.splitlines()[0] if ex.error else ''}"
-    failures = [r.reason for r in ex.results if not r.ok]
-    return "; ".join(failures) if failures else "no criterion was evaluated"
-
-
-def _key_values(results: Sequence[CriterionResult], limit: int = 3) -> str:
-    shown = [f"{r.metric}={_short(r.value)}" for r in results[:limit]]
-    if len(results) > limit:
-        shown.append(f"+{len(results) - limit} more")
-    return ", ".join(shown)
-
-
-def _short(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
-@contextlib.contextmanager
-def _kernel_environment(root: Path) -> Iterator[None]:
-    """Environment the notebook kernels inherit: the project root, a headless plot backend."""
-    settings = {"TCPKIT_ROOT": str(root), "MPLBACKEND": "module://matplotlib_inline.backend_inline",
-                "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
-    saved = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        return write_index(self.project, self.pipeline, ws, outcomes)
 
 
 def run_pipeline(root: str | Path, options: RunOptions | None = None, *, stream: TextIO | None = None,

@@ -4,14 +4,25 @@ The module of a component is the code of its cells whose first line is
 ``#| export`` (nbdev's convention) or that carry the ``export`` tag, in
 notebook order, under a generated header that names the notebook, the cells
 and the notebook's digest. Passing PRODUCTION freezes it:
-``production/<component>.py`` and ``production/<component>.dsse.json`` (a DSSE
-envelope over an in-toto statement about the module's bytes), both written
-atomically, with the module's bytes backed up in the object store and pinned.
 
-:func:`load_frozen` is the only way production code should import a frozen
-module: it reads the bytes once, verifies them against the signed statement
-and the pinned trust list, and executes exactly the bytes it verified, so a
-file swapped between the check and the import cannot slip through.
+* ``production/<component>.py``: the module;
+* ``production/<component>.model.npz``: the fitted state the PRODUCTION run recorded
+  with :func:`tcpkit.release.metrics.record_model` (numpy arrays, no pickle), when it
+  recorded one;
+* ``production/<component>.dsse.json``: a DSSE envelope over one in-toto statement (a
+  PASSED PRODUCTION verification summary) whose subjects are the module and the model;
+* ``production/<component>.chain.intoto.jsonl``: the signed statements of the four
+  gate runs that led here (:mod:`tcpkit.release.chain`), so the chain verifies offline.
+
+All are written atomically, with the module and model backed up in the object
+store and pinned.
+
+:func:`load_frozen` (the module), :func:`load_model` (the arrays) and
+:func:`load_detector` (``module.from_model(arrays)``, a ready detector) are the only
+ways production code should use a frozen component: each reads the files once,
+verifies every subject against the signed statement and the pinned trust list, and
+uses exactly the bytes it verified, so a file swapped between the check and the use
+cannot slip through. Tampering with either file refuses all three.
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ import importlib.util
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -29,9 +40,12 @@ from typing import Any
 
 from tcpkit.release.atomic import write_atomic
 from tcpkit.release.names import check_component
+from tcpkit.release.project import Project
 
 PRODUCTION_DIR = "production"
 ENVELOPE_SUFFIX = ".dsse.json"
+MODEL_SUFFIX = ".model.npz"
+CHAIN_SUFFIX = ".chain.intoto.jsonl"
 MODULE_PREFIX = "tcpkit_frozen"
 _DIRECTIVE = re.compile(r"^\s*#\s*\|\s*export\s*$")
 
@@ -62,6 +76,7 @@ class FrozenArtifact:
     envelope_path: Path
     digest: str
     envelope_digest: str
+    model_digest: str | None = None
 
 
 def export_cells(notebook: Mapping[str, Any]) -> list[ExportCell]:
@@ -140,11 +155,20 @@ def build_module(notebook_path: str | Path, *, display_name: str | None = None) 
     return "\n".join(parts).encode("utf-8")
 
 
-def production_paths(root: Path, component: str) -> tuple[Path, Path]:
+def production_paths(root: Path | Project, component: str) -> tuple[Path, Path]:
     """``(production/<component>.py, production/<component>.dsse.json)`` under ``root``."""
-    check_component(component)
-    directory = Path(root) / PRODUCTION_DIR
-    return directory / f"{component}.py", directory / f"{component}{ENVELOPE_SUFFIX}"
+    project = Project.at(root)
+    return project.frozen_module(component), project.frozen_envelope(component)
+
+
+def model_path(root: Path | Project, component: str) -> Path:
+    """``production/<component>.model.npz`` under ``root``."""
+    return Project.at(root).frozen_model(component)
+
+
+def chain_path(root: Path | Project, component: str) -> Path:
+    """``production/<component>.chain.intoto.jsonl`` under ``root``."""
+    return Project.at(root).frozen_chain(component)
 
 
 def freeze(
@@ -157,23 +181,38 @@ def freeze(
     policy_digest: str,
     inputs: Mapping[str, str],
     verifier_id: str,
+    model: bytes | None = None,
+    chain: bytes | None = None,
     backup: Callable[[bytes], str] | None = None,
     pin: Callable[[str, str], None] | None = None,
 ) -> FrozenArtifact:
-    """Freeze ``module`` as ``production/<component>.py`` with its signed attestation.
+    """Freeze ``module`` (and ``model``) under ``production/`` with their signed attestation.
 
-    The module's bytes are backed up first (``backup`` returns their digest,
-    e.g. ``ObjectStore.put_bytes``) and pinned (``pin(digest, reason)``), then
-    the envelope and the module are written atomically. The envelope is
-    written before the module so that a reader never sees a new module
-    beside an old attestation that would wrongly verify it; any mismatch is
-    refused by :func:`load_frozen`.
+    The module's and the model's bytes are backed up first (``backup`` returns their
+    digest, e.g. ``ObjectStore.put_bytes``) and pinned (``pin(digest, reason)``), then
+    the envelope, the chain, the model and the module are written atomically, the
+    envelope first, so that a reader never sees new files beside an old attestation
+    that would wrongly verify them; any mismatch is refused by :func:`load_frozen`.
+    Without a ``model`` a stale ``production/<component>.model.npz`` is removed.
+
+    Parameters
+    ----------
+    inputs : mapping of str to str
+        Input attestations, URI -> sha256; the pipeline names the PRODUCTION run's
+        summary statement here (``tcpkit:statement/<component>/PRODUCTION``).
+    model : bytes, optional
+        The ``.npz`` bytes of the fitted model (a second subject of the statement).
+    chain : bytes, optional
+        The four gate bundles (``.chain.intoto.jsonl``) that led to this freeze.
 
     Raises
     ------
     PromotionError
-        An empty module (the notebook exports nothing).
+        An empty module (the notebook exports nothing), or a model that does not load
+        without pickle.
     """
+    from tcpkit.release.attestation import frozen_model_subject_name
+    from tcpkit.release.metrics import MetricError, load_model_bytes
     from tcpkit.release.signing import (
         dump_envelope,
         frozen_subject_name,
@@ -187,12 +226,23 @@ def freeze(
             f"component {component!r} exports nothing: mark its module cells with '#| export'"
         )
     digest = hashlib.sha256(module).hexdigest()
+    model_digest = hashlib.sha256(model).hexdigest() if model is not None else None
+    if model is not None:
+        try:
+            load_model_bytes(model, f"the model of {component}")
+        except MetricError as exc:
+            raise PromotionError(str(exc)) from None
     if backup is not None:
-        stored = backup(module)
-        if stored != digest:
-            raise PromotionError(f"backup of {component} returned digest {stored}, expected {digest}")
-        if pin is not None:
-            pin(digest, f"frozen module production/{component}.py")
+        for data, expected, what in ((module, digest, f"production/{component}.py"),
+                                     (model, model_digest, f"production/{component}{MODEL_SUFFIX}")):
+            if data is None:
+                continue
+            stored = backup(data)
+            if stored != expected:
+                raise PromotionError(f"backup of {what} returned digest {stored}, expected {expected}")
+            if pin is not None:
+                pin(stored, f"frozen {what}")
+    extra = {frozen_model_subject_name(component): model_digest} if model_digest else {}
     statement = make_statement(
         frozen_subject_name(component),
         digest,
@@ -202,104 +252,101 @@ def freeze(
         inputs=inputs,
         passed=True,
         verifier_id=verifier_id,
+        resource_uri=f"tcpkit:component/{component}",
+        extra_subjects=extra,
     )
     envelope = sign_statement(statement, [signer])
     envelope_bytes = dump_envelope(envelope)
-    module_path, envelope_path = production_paths(Path(root), component)
-    module_path.parent.mkdir(parents=True, exist_ok=True)
+    module_file, envelope_path = production_paths(Path(root), component)
+    module_file.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(envelope_path, envelope_bytes, mode=0o644)
-    write_atomic(module_path, module, mode=0o644)
+    if chain is not None:
+        write_atomic(chain_path(Path(root), component), chain, mode=0o644)
+    model_file = model_path(Path(root), component)
+    if model is not None:
+        write_atomic(model_file, model, mode=0o644)
+    elif model_file.exists() or model_file.is_symlink():
+        model_file.unlink()
+    write_atomic(module_file, module, mode=0o644)
     return FrozenArtifact(
-        component, module_path, envelope_path, digest, hashlib.sha256(envelope_bytes).hexdigest()
+        component, module_file, envelope_path, digest, hashlib.sha256(envelope_bytes).hexdigest(),
+        model_digest,
     )
 
 
 def find_root(start: str | Path | None = None) -> Path:
     """The project root: ``$TCPKIT_ROOT``, else the nearest ancestor of ``start`` (default
     the working directory) holding ``.tcpkit`` or ``production``."""
-    env = os.environ.get("TCPKIT_ROOT")
-    if env and start is None:
-        return Path(env).resolve()
+    project = Project.find(start)
+    if project is not None:
+        return project.root
     here = Path(start if start is not None else os.getcwd()).resolve()
-    for candidate in (here, *here.parents):
-        if (candidate / ".tcpkit").is_dir() or (candidate / PRODUCTION_DIR).is_dir():
-            return candidate
     raise FrozenModuleError(
         f"no tcpkit project (a directory with .tcpkit/ or production/) at or above {here}; "
         "set TCPKIT_ROOT"
     )
 
 
-def verify_frozen(component: str, root: str | Path | None = None) -> tuple[bytes, dict[str, Any]]:
-    """Read and verify a frozen module; return ``(module bytes, verified statement)``.
+@dataclass(frozen=True)
+class VerifiedComponent:
+    """The verified bytes of a frozen component (read once, checked, then used)."""
+
+    component: str
+    module: bytes
+    model: bytes | None
+    statement: dict[str, Any]
+    module_path: Path
+
+
+def verify_component(component: str, root: str | Path | None = None) -> VerifiedComponent:
+    """Read and verify every frozen file of ``component``: module, model, attestation.
 
     Raises
     ------
     FrozenModuleError
-        With the reason: no such module, no attestation, untrusted or bad
-        signature, digest mismatch, a statement that is not a pass.
+        With the reason: no such module, no attestation, untrusted or bad signature,
+        a statement that is not a PASSED PRODUCTION summary, a module or model whose
+        digest differs from the signed one, a model the statement does not name.
     """
-    from tcpkit.release.signing import (
-        TrustList,
-        VerificationError,
-        frozen_subject_name,
-        verify_artifact,
-    )
+    from tcpkit.release.attestation import verify_frozen_files
+    from tcpkit.release.signing import TrustList, VerificationError
 
     check_component(component)
     base = find_root() if root is None else Path(root)
-    module_path, envelope_path = production_paths(base, component)
-    for path, what in ((module_path, "frozen module"), (envelope_path, "attestation")):
+    module_file, envelope_path = production_paths(base, component)
+    for path, what in ((module_file, "frozen module"), (envelope_path, "attestation")):
         if path.is_symlink() or not path.is_file():
             raise FrozenModuleError(
                 f"refusing to load {component!r}: {what} {path} does not exist or is not a regular file"
                 + (" (has the component passed PRODUCTION?)" if what == "frozen module" else "")
             )
-    data = module_path.read_bytes()
-    envelope = envelope_path.read_bytes()
     try:
-        trust = TrustList.load(base / ".tcpkit" / "trust")
-        statement = verify_artifact(data, frozen_subject_name(component), envelope, trust)
+        trust = TrustList.load(Project.at(base).trust_dir)
+        files = verify_frozen_files(base, component, trust)
     except VerificationError as exc:
         reason = getattr(exc, "reason", None) or str(exc)
-        raise FrozenModuleError(f"refusing to load {module_path}: {reason}") from None
+        raise FrozenModuleError(f"refusing to load {component!r} ({module_file}): {reason}") from None
     except ValueError as exc:  # a broken trust list
-        raise FrozenModuleError(f"refusing to load {module_path}: {exc}") from None
-    return data, statement
+        raise FrozenModuleError(f"refusing to load {component!r} ({module_file}): {exc}") from None
+    return VerifiedComponent(component, files.module, files.model, files.statement, module_file)
 
 
-def load_frozen(component: str, root: str | Path | None = None) -> ModuleType:
-    """Import the frozen module of ``component`` after verifying it.
+def verify_frozen(component: str, root: str | Path | None = None) -> tuple[bytes, dict[str, Any]]:
+    """Read and verify a frozen component (:func:`verify_component`); return
+    ``(module bytes, verified statement)``."""
+    verified = verify_component(component, root)
+    return verified.module, verified.statement
 
-    The bytes are read once, verified (signatures against ``.tcpkit/trust``,
-    sha256 against the signed statement, decision PASSED) and then executed
-    from memory as module ``tcpkit_frozen.<component>``; the file is not read
-    again after verification.
 
-    Parameters
-    ----------
-    component : str
-        Component name, e.g. ``"statistics"``.
-    root : str or Path, optional
-        Project root; default ``$TCPKIT_ROOT`` or the nearest ancestor of the
-        working directory with ``.tcpkit/`` or ``production/``.
-
-    Raises
-    ------
-    FrozenModuleError
-        The module is missing, unsigned, untrusted or tampered; nothing is imported.
-    """
-    base = find_root() if root is None else Path(root)
-    data, statement = verify_frozen(component, base)
-    module_path, _ = production_paths(base, component)
-    name = f"{MODULE_PREFIX}.{component}"
-    spec = importlib.util.spec_from_loader(name, loader=None, origin=str(module_path))
+def _import(verified: VerifiedComponent) -> ModuleType:
+    name = f"{MODULE_PREFIX}.{verified.component}"
+    spec = importlib.util.spec_from_loader(name, loader=None, origin=str(verified.module_path))
     if spec is None:  # pragma: no cover - spec_from_loader only fails without a name
         raise FrozenModuleError(f"cannot create a module spec for {name}")
     module = importlib.util.module_from_spec(spec)
-    module.__file__ = str(module_path)
-    module.__dict__["__tcpkit_statement__"] = statement
-    code = compile(data, str(module_path), "exec")
+    module.__file__ = str(verified.module_path)
+    module.__dict__["__tcpkit_statement__"] = verified.statement
+    code = compile(verified.module, str(verified.module_path), "exec")
     previous = sys.modules.get(name)
     sys.modules[name] = module  # dataclasses and pickling look the module up while it runs
     try:
@@ -313,6 +360,76 @@ def load_frozen(component: str, root: str | Path | None = None) -> ModuleType:
     return module
 
 
-def load_all(components: Sequence[str], root: str | Path | None = None) -> dict[str, ModuleType]:
-    """:func:`load_frozen` for several components; the first refusal stops with its reason."""
-    return {component: load_frozen(component, root) for component in components}
+def _arrays(verified: VerifiedComponent) -> dict[str, Any]:
+    from tcpkit.release.metrics import MetricError, load_model_bytes
+
+    if verified.model is None:
+        raise FrozenModuleError(
+            f"component {verified.component!r} froze no model: its notebook's PRODUCTION run did not "
+            "record one with tcpkit.release.metrics.record_model(arrays)"
+        )
+    try:
+        return load_model_bytes(verified.model, f"production/{verified.component}{MODEL_SUFFIX}")
+    except MetricError as exc:
+        raise FrozenModuleError(f"refusing to load the model of {verified.component!r}: {exc}") from None
+
+
+def load_frozen(component: str, root: str | Path | None = None) -> ModuleType:
+    """Import the frozen module of ``component`` after verifying every frozen file.
+
+    The bytes are read once, verified (signatures against ``.tcpkit/trust``, a PASSED
+    PRODUCTION statement, the sha256 of the module and of the model against the signed
+    subjects) and then executed from memory as module ``tcpkit_frozen.<component>``;
+    the file is not read again after verification.
+
+    Parameters
+    ----------
+    component : str
+        Component name, e.g. ``"statistics"``.
+    root : str or Path, optional
+        Project root; default ``$TCPKIT_ROOT`` or the nearest ancestor of the
+        working directory with ``.tcpkit/`` or ``production/``.
+
+    Raises
+    ------
+    FrozenModuleError
+        The module or model is missing, unsigned, untrusted or tampered; nothing is imported.
+    """
+    return _import(verify_component(component, root))
+
+
+def load_model(component: str, root: str | Path | None = None) -> dict[str, Any]:
+    """The frozen model of ``component``: its arrays, loaded with ``allow_pickle=False``.
+
+    Verifies every frozen file first, like :func:`load_frozen`.
+
+    Raises
+    ------
+    FrozenModuleError
+        A frozen file fails verification, or the component froze no model.
+    """
+    return _arrays(verify_component(component, root))
+
+
+def load_detector(component: str, root: str | Path | None = None) -> Any:
+    """A ready detector: ``from_model(arrays)`` of the frozen module, on the frozen model.
+
+    Module and model are read once and verified together (:func:`verify_component`)
+    before either is used; the module's export cells must define ``from_model(arrays)``.
+
+    Raises
+    ------
+    FrozenModuleError
+        A frozen file fails verification, the component froze no model, or its module
+        defines no ``from_model``.
+    """
+    verified = verify_component(component, root)
+    arrays = _arrays(verified)
+    module = _import(verified)
+    factory = getattr(module, "from_model", None)
+    if not callable(factory):
+        raise FrozenModuleError(
+            f"the frozen module of {component!r} defines no from_model(arrays): add it to an "
+            "'#| export' cell so that load_detector can rebuild the detector from its model"
+        )
+    return factory(arrays)

@@ -49,6 +49,10 @@ class PermissionDenied(WorkspaceError):
     """The researcher is neither the component's owner nor one of its contributors."""
 
 
+class IdentityError(WorkspaceError):
+    """Acting as a researcher without their private key, or with a key the workspace does not trust."""
+
+
 class UnknownComponentError(WorkspaceError, LookupError):
     """No component of that name is registered."""
 

@@ -71,6 +71,8 @@ class RunSummary:
     metrics: Mapping[str, Any] = field(default_factory=dict)
     inputs: Mapping[str, str] = field(default_factory=dict)
     input_digest: str = ""
+    input_details: Mapping[str, Sequence[tuple[str, str]]] = field(default_factory=dict)
+    """For input groups (tcpkit source, distributions, python, kernel): the items digested."""
     parameters: Mapping[str, Any] = field(default_factory=dict)
     runner: str = ""
     signer: str = ""
@@ -174,13 +176,28 @@ def _header(summary: RunSummary) -> str:
             for k, v in summary.parameters.items()
         )
         parts.append(f"<h2>Parameters</h2><table><tr><th>name</th><th>value</th></tr>{params}</table>")
+    conditions = {k: v for k, v in summary.metrics.items() if k.startswith("tcpkit.")}
+    if conditions:
+        shown = " · ".join(f"{_e(k[len('tcpkit.'):])} <b>{_e(_fmt(v))}</b>" for k, v in conditions.items())
+        parts.append(f"<p class=\"meta\">run conditions: {shown}</p>")
     digests = "".join(
-        f"<tr><td>{_e(k)}</td><td class=\"digest\">{_e(v)}</td></tr>" for k, v in summary.inputs.items()
+        f"<tr><td>{_e(k)}{_details(summary.input_details.get(k))}</td>"
+        f"<td class=\"digest\">{_e(v)}</td></tr>" for k, v in summary.inputs.items()
     )
     if summary.input_digest:
         digests += f"<tr><th>combined input digest</th><td class=\"digest\">{_e(summary.input_digest)}</td></tr>"
     parts.append(f"<h2>Inputs</h2><table><tr><th>input</th><th>sha256</th></tr>{digests}</table>")
     return "\n".join(parts)
+
+
+def _details(items: Sequence[tuple[str, str]] | None) -> str:
+    """A closed ``<details>`` listing the items behind a group digest (empty without items)."""
+    if not items:
+        return ""
+    rows = "".join(f"<tr><td><code>{_e(k)}</code></td><td class=\"digest\">{_e(v)}</td></tr>"
+                   for k, v in items)
+    return (f"<details><summary class=\"small\">{len(items)} items</summary>"
+            f"<table>{rows}</table></details>")
 
 
 def render_notebook(notebook: Mapping[str, Any]) -> str:

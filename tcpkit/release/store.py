@@ -24,14 +24,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tcpkit.release.atomic import TMP_MARK, fsync_dir, write_atomic
+from tcpkit.release.db import WorkspaceError
 
 ALGORITHM = "sha256"
 _DIGEST = re.compile(r"^[0-9a-f]{64}\Z")
 _CHUNK = 1 << 20
 
 
-class StoreError(Exception):
-    """Base class of object-store errors."""
+class StoreError(WorkspaceError):
+    """Base class of object-store errors (workspace errors: a caller catching those sees these)."""
 
 
 class InvalidDigestError(StoreError, ValueError):
@@ -236,7 +237,11 @@ class ObjectStore:
 
 
 def copy_object(store: ObjectStore, digest: str, destination: Path) -> None:
-    """Verify an object and copy it to ``destination`` atomically ("restore is a copy")."""
+    """Verify an object and copy it to ``destination`` atomically ("restore is a copy").
+
+    The copy keeps the mode of the file it replaces (a new file gets the umask's),
+    not the read-only mode of the stored object.
+    """
     data = store.get_bytes(digest)
     destination.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(destination, data)

@@ -5,7 +5,17 @@ Layout under the project root::
     notebooks/<notebook>        the content of each component (its notebook file)
     .tcpkit/tcpkit.db           SQLite (WAL): see :mod:`tcpkit.release.db` for the schema
     .tcpkit/objects/sha256/..   content-addressed blobs (:class:`~tcpkit.release.store.ObjectStore`)
-    .tcpkit/trust/              public keys the project trusts (used by the signing module)
+    .tcpkit/trust/              public keys the project trusts (signing module, audit signatures)
+
+Who acts
+    Every change is made by a named researcher (or runner) and the workspace
+    proves it: the actor's private key is loaded from ``keys_dir`` (default
+    ``$TCPKIT_KEYS``, else ``~/.config/tcpkit/keys``) or given with
+    :meth:`Workspace.add_signer`, must match the actor's record on the trust
+    list (``.tcpkit/trust/NAME.pub``), and signs the change's audit entry.
+    Without the key, or with a key the trust list does not hold, the change is
+    refused with :class:`IdentityError` before anything is written. Trust is
+    granted by :meth:`Workspace.trust_add`, by an owner of a component.
 
 What "the content" of a component is
     the bytes of its notebook file, ``<root>/notebooks/<notebook>``. A
@@ -15,7 +25,8 @@ What "the content" of a component is
     the notebook file atomically and record the version in one transaction.
 
 How a modification stays safe among several researchers and processes
-    Every change runs in one ``BEGIN IMMEDIATE`` transaction, so concurrent
+    The actor's key is proven first (see "Who acts"). Then every change runs
+    in one ``BEGIN IMMEDIATE`` transaction, so concurrent
     writers are serialised by SQLite's file lock (released by the kernel when a
     process dies). Inside it, in this order: permission (owner or contributor),
     lease (the researcher's own live lease, or a transient one when the
@@ -49,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from tcpkit.release import audit as _audit
+from tcpkit.release import keys as _keys
 from tcpkit.release.atomic import stale_temporaries, write_atomic
 from tcpkit.release.audit import AuditBreak, AuditEntry, canonical_json, now_iso
 from tcpkit.release.db import CorruptDatabaseError, Database, DatabaseLockedError, WorkspaceError
@@ -69,6 +81,7 @@ from tcpkit.release.records import (
     ConflictError,
     GateRun,
     GcReport,
+    IdentityError,
     LeaseError,
     PermissionDenied,
     UnknownComponentError,
@@ -94,7 +107,6 @@ STATE_DIR = ".tcpkit"
 NOTEBOOKS_DIR = "notebooks"
 DEFAULT_KEEP_LAST = 10
 DEFAULT_GRACE_S = 3600.0
-SYSTEM_ACTOR = "tcpkit"
 
 
 class Workspace:
@@ -103,23 +115,32 @@ class Workspace:
     One instance holds one SQLite connection; use one instance per thread or
     process (they coordinate through the database). Attributes: ``root`` (the
     project directory), ``state_dir`` (``root/.tcpkit``), ``store`` (the
-    object store), ``notebooks_dir`` (``root/notebooks``), ``db``.
+    object store), ``notebooks_dir`` (``root/notebooks``), ``trust_dir``
+    (``root/.tcpkit/trust``), ``keys_dir`` (where actors' private keys are
+    looked for), ``db``.
     """
 
-    def __init__(self, root: Path, db: Database, store: ObjectStore) -> None:
+    def __init__(self, root: Path, db: Database, store: ObjectStore,
+                 keys_dir: Path | None = None) -> None:
         self.root = root
         self.state_dir = root / STATE_DIR
         self.notebooks_dir = root / NOTEBOOKS_DIR
+        self.trust_dir = self.state_dir / "trust"
+        self.keys_dir = Path(keys_dir) if keys_dir is not None else _keys.keys_dir()
         self.db = db
         self.store = store
+        self._signers: dict[str, _keys.HybridSigner] = {}
 
     @classmethod
-    def open(cls, root: Path | str, *, lock_timeout_s: float = 10.0) -> Workspace:
+    def open(cls, root: Path | str, *, lock_timeout_s: float = 10.0,
+             keys_dir: Path | None = None) -> Workspace:
         """Open (creating if needed) the workspace of project directory ``root``.
 
         Creates ``root/.tcpkit/{tcpkit.db,objects,trust}``, checks the database
         (a damaged one raises :class:`CorruptDatabaseError` and is left as it
-        is) and migrates its schema to the current version.
+        is) and migrates its schema to the current version. ``keys_dir`` is
+        where actors' private keys are looked for (default
+        :func:`tcpkit.release.keys.keys_dir`).
         """
         root = Path(root).resolve()
         if not root.is_dir():
@@ -129,7 +150,115 @@ class Workspace:
         (state / "trust").mkdir(exist_ok=True)
         store = ObjectStore(state / "objects")
         db = Database(state / "tcpkit.db", lock_timeout_s=lock_timeout_s)
-        return cls(root, db, store)
+        return cls(root, db, store, keys_dir)
+
+    # -- identity --------------------------------------------------------------------------
+    def add_signer(self, signer: _keys.HybridSigner) -> None:
+        """Act as ``signer.name`` with these in-memory keys (a runner's, or a passphrase-protected key).
+
+        The keys must still match the trust list when they are used.
+        """
+        if not isinstance(signer, _keys.HybridSigner):
+            raise TypeError(f"add_signer needs a HybridSigner, got {type(signer).__name__}")
+        self._signers[signer.name] = signer
+
+    def signer(self, actor: str) -> _keys.HybridSigner:
+        """The proven key of ``actor``: loaded from ``keys_dir`` and checked against the trust list.
+
+        Raises
+        ------
+        IdentityError
+            No private key of ``actor`` (the message names the directory and
+            ``tcpkit keys init``), an unusable key file, or a key that is not on
+            the trust list (the message gives the ``tcpkit trust add`` command).
+        """
+        check_researcher(actor)
+        signer = self._signers.get(actor)
+        if signer is None:
+            signer = self._load_signer(actor)
+            self._signers[actor] = signer
+        try:
+            _keys.check_trusted(signer, self._trust(), self.trust_dir, self.keys_dir)
+        except _keys.KeyError_ as exc:
+            raise IdentityError(f"cannot act as {actor}: {exc}; nothing was changed") from None
+        return signer
+
+    def _load_signer(self, actor: str) -> _keys.HybridSigner:
+        from tcpkit.release.algorithms import ALGORITHMS
+
+        paths = [_keys.private_key_path(actor, alg, self.keys_dir) for alg in ALGORITHMS.values()]
+        if not any(path.exists() for path in paths):
+            raise IdentityError(
+                f"cannot act as {actor}: no private key of {actor} in {self.keys_dir} (looked for "
+                f"{' and '.join(p.name for p in paths)}; set $TCPKIT_KEYS to use another directory); "
+                f"make one with 'tcpkit keys init {actor}'; nothing was changed")
+        try:
+            return _keys.load_signer(actor, keys_dir=self.keys_dir)
+        except _keys.KeyError_ as exc:
+            raise IdentityError(f"cannot act as {actor}: {exc}; nothing was changed") from None
+
+    def _trust(self) -> _keys.TrustList:
+        try:
+            return _keys.TrustList.load(self.trust_dir)
+        except _keys.KeyError_ as exc:
+            raise IdentityError(f"the trust list {self.trust_dir} is unusable: {exc}") from None
+
+    def trust_add(self, record_file: Path | str, actor: str) -> tuple[_keys.PublicKeyRecord, bool]:
+        """An owner (``actor``, owner of any component) trusts the key in ``record_file``; audited.
+
+        ``record_file`` is a ``NAME.pub`` record (``tcpkit keys init`` writes one
+        beside the private keys). The actor must prove their own key, which must
+        already be trusted, with one exception that lets a workspace start:
+        while no owner of any component is on the trust list, an owner may add
+        their own key (the record must be that of the key they prove). A name
+        already trusted with other keys is refused (tcpkit never replaces a
+        trust entry silently). Returns ``(record, added)``: ``added`` is False
+        when the same record was already trusted.
+        """
+        path = Path(record_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise WorkspaceError(f"cannot read public key record {str(path)!r}: {exc.strerror}") from None
+        try:
+            record = _keys.PublicKeyRecord.from_json(text, source=str(path))
+        except _keys.KeyError_ as exc:
+            raise WorkspaceError(str(exc)) from None
+        check_researcher(actor)
+        owners = {c.owner for c in self.components()}
+        if actor not in owners:
+            raise PermissionDenied(
+                f"{actor} may not change the trust list: only an owner of a component may "
+                f"(owners: {', '.join(sorted(owners)) or 'none, no component is registered'})")
+        target = _keys.trust_path(record.name, self.trust_dir)
+        with self.db.write() as conn:  # the write lock also serialises concurrent trust changes
+            trust = self._trust()
+            bootstrap = not any(name in owners for name in trust.names)
+            if bootstrap:
+                signer = self._signers.get(actor) or self._load_signer(actor)
+                if record != signer.public_record():
+                    whose = "other private keys" if record.name == actor else f"the key of {record.name}"
+                    raise IdentityError(
+                        f"no owner is on the trust list {self.trust_dir} yet, so the first key an "
+                        f"owner adds must be their own: {path} holds {whose}, not the key {actor} "
+                        "proved; nothing was changed")
+                self._signers[actor] = signer
+            else:
+                signer = self.signer(actor)
+            existing = trust.get(record.name)
+            if existing is not None:
+                if existing == record:
+                    return record, False
+                raise IdentityError(
+                    f"{record.name} is already trusted with other keys ({target}); tcpkit never "
+                    "replaces a trust entry: remove that file in a reviewed commit first; "
+                    "nothing was changed")
+            _audit.append(conn, signer, "trust-add", {
+                "name": record.name, "bootstrap": bootstrap,
+                "fingerprints": {key.algorithm: key.fingerprint for key in record.keys}})
+            self.trust_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(target, record.to_json().encode("utf-8"), mode=0o644)
+        return record, True
 
     def close(self) -> None:
         """Close the database connection."""
@@ -150,14 +279,17 @@ class Workspace:
                            ) -> ComponentInfo:
         """Register a component, or update its notebook/owner/contributors (idempotent; audited on change).
 
-        When the component has no version yet and its notebook file exists, the
-        file is imported as version 1 (kind ``import``, author ``owner``).
+        ``actor`` (default: ``owner``) makes the change and needs their key (the
+        pipeline registers as its runner). When the component has no version
+        yet and its notebook file exists, the file is imported as version 1
+        (kind ``import``, author ``owner``).
         """
         check_component(name)
         check_notebook(notebook)
         check_researcher(owner)
         members = tuple(dict.fromkeys(check_researcher(c) for c in contributors if c != owner))
         who = check_researcher(actor) if actor is not None else owner
+        signer = self.signer(who)
         path = self.notebooks_dir / notebook
         with self.db.write() as conn:
             row = conn.execute("SELECT * FROM components WHERE name = ?", (name,)).fetchone()
@@ -168,7 +300,7 @@ class Workspace:
                     " updated_at) VALUES (?,?,?,?,NULL,?,?)",
                     (name, notebook, owner, json.dumps(list(members)), stamp, stamp),
                 )
-                _audit.append(conn, who, "register", {"component": name, "notebook": notebook,
+                _audit.append(conn, signer, "register", {"component": name, "notebook": notebook,
                                                       "owner": owner, "contributors": list(members)})
             else:
                 old = component_of(row)
@@ -177,7 +309,7 @@ class Workspace:
                         "UPDATE components SET notebook=?, owner=?, contributors=?, updated_at=?"
                         " WHERE name=?", (notebook, owner, json.dumps(list(members)), stamp, name),
                     )
-                    _audit.append(conn, who, "reregister", {
+                    _audit.append(conn, signer, "reregister", {
                         "component": name,
                         "before": {"notebook": old.notebook, "owner": old.owner,
                                    "contributors": list(old.contributors)},
@@ -188,7 +320,7 @@ class Workspace:
             if has_version is None and path.is_file():
                 data = path.read_bytes()
                 digest = self.store.put_bytes(data)
-                self._insert_version(conn, name, 1, digest, None, owner,
+                self._insert_version(conn, signer, name, 1, digest, None, owner,
                                      f"import of notebooks/{notebook}", "import")
             return self._component_in(conn, name)
 
@@ -220,7 +352,7 @@ class Workspace:
                              ) -> ComponentInfo:
         check_component(component)
         check_researcher(researcher)
-        check_researcher(actor)
+        signer = self.signer(actor)
         with self.db.write() as conn:
             info = self._component_in(conn, component)
             if actor != info.owner:
@@ -238,7 +370,7 @@ class Workspace:
             updated = [*current, researcher] if add else [c for c in current if c != researcher]
             conn.execute("UPDATE components SET contributors=?, updated_at=? WHERE name=?",
                          (json.dumps(updated), now_iso(), component))
-            _audit.append(conn, actor, "contributor-add" if add else "contributor-remove",
+            _audit.append(conn, signer, "contributor-add" if add else "contributor-remove",
                           {"component": component, "researcher": researcher})
             return self._component_in(conn, component)
 
@@ -246,12 +378,12 @@ class Workspace:
         """Record that ``component`` has reached ``gate`` (audited). Gate order is the pipeline's job."""
         check_component(component)
         check_gate(gate)
-        check_researcher(actor)
+        signer = self.signer(actor)
         with self.db.write() as conn:
             before = self._component_in(conn, component).level
             conn.execute("UPDATE components SET level=?, updated_at=? WHERE name=?",
                          (gate, now_iso(), component))
-            _audit.append(conn, actor, "level", {"component": component, "from": before, "to": gate})
+            _audit.append(conn, signer, "level", {"component": component, "from": before, "to": gate})
 
     # -- versions --------------------------------------------------------------------------
     def current(self, component: str) -> VersionInfo | None:
@@ -319,40 +451,61 @@ class Workspace:
             raise TypeError(f"message must be a string, got {type(message).__name__}")
         info = self.component(component)
         data = check_content(info.notebook, content)
-        return self._commit(component, researcher, data, base, message, kind="modify", check_base=True)
+        return self._commit(component, researcher, data, base, message, kind="modify")
 
-    def restore(self, component: str, digest: str, researcher: str, message: str | None = None
-                ) -> VersionInfo:
-        """Write an earlier version back as a new version (after backing up the current one).
+    def restore(self, component: str, digest: str, researcher: str, base: str | None,
+                message: str | None = None) -> VersionInfo:
+        """Write an earlier version back as a new version (after backing up the file on disk).
 
         ``digest`` may be a unique prefix (>= 6 hex) of one of the component's
-        versions. The stored object is verified before anything is written.
+        versions. ``base`` is the digest of the version the caller saw as
+        current (None: no version yet), checked as in :meth:`modify`: if
+        another version has become current since, :class:`ConflictError` is
+        raised and nothing is written. The stored object is verified before
+        anything is written; an object that retention removed raises
+        :class:`MissingObjectError` naming the rule.
         """
         check_component(component)
         check_researcher(researcher)
+        if base is not None:
+            check_digest(base)
         target = self.version(component, digest)
         try:
             data = self.store.get_bytes(target.digest)
         except MissingObjectError:
-            raise MissingObjectError(
-                f"version {target.seq} ({target.digest}) of component {component!r} is no longer "
-                "in the store (removed by gc); nothing was changed") from None
+            raise MissingObjectError(self._why_missing(target)) from None
         note = message if message is not None else f"restore of version {target.seq} ({target.digest[:12]})"
-        return self._commit(component, researcher, data, None, note, kind="restore", check_base=False,
-                            restored=target)
+        return self._commit(component, researcher, data, base, note, kind="restore", restored=target)
+
+    def _why_missing(self, version: VersionInfo) -> str:
+        """The sentence for a version whose content is gone: which retention rule removed it."""
+        head = (f"version {version.seq} ({version.digest}) of component {version.component!r} is "
+                "no longer in the store")
+        gcs = [e for e in self.audit_log() if e.action == "gc" and e.at > version.created_at
+               and e.details.get("objects_removed")]
+        if not gcs:
+            return (f"{head}, and no gc that removed objects is recorded since it was made: the "
+                    "object file was deleted outside tcpkit; nothing was changed")
+        last = gcs[-1]
+        keep = last.details.get("keep_last")
+        return (f"{head}: retention removed its content (gc by {last.actor} at {last.at}, audit "
+                f"entry {last.seq}, keep_last={keep}: only the last {keep} versions of each "
+                "component keep their content, plus those a gate run or a pin references); "
+                "nothing was changed")
 
     def _commit(self, component: str, researcher: str, data: bytes, base: str | None, message: str,
-                *, kind: str, check_base: bool, restored: VersionInfo | None = None) -> VersionInfo:
+                *, kind: str, restored: VersionInfo | None = None) -> VersionInfo:
+        signer = self.signer(researcher)
         try:
             with self.db.write() as conn:
                 info = self._component_in(conn, component)
                 self._require_member(info, researcher, "modify")
-                lease_mode = self._lease_for_change(conn, info, researcher)
+                lease_mode = self._lease_for_change(conn, info, signer)
                 row = conn.execute("SELECT * FROM versions WHERE component = ? ORDER BY seq DESC LIMIT 1",
                                    (component,)).fetchone()
                 current = None if row is None else version_of(row)
                 current_digest = None if current is None else current.digest
-                if check_base and base != current_digest:
+                if base != current_digest:
                     raise Conflict(current)
                 seq = 0 if current is None else current.seq
                 parent = current_digest
@@ -362,34 +515,33 @@ class Workspace:
                     if on_disk != current_digest:
                         seq += 1
                         self._insert_version(
-                            conn, component, seq, on_disk, parent, researcher,
+                            conn, signer, component, seq, on_disk, parent, researcher,
                             f"backup of notebooks/{info.notebook} as found on disk before {kind}",
                             "backup")
                         parent = on_disk
                 digest = self.store.put_bytes(data)
                 seq += 1
-                details: dict[str, Any] = {"lease": lease_mode}
-                if check_base:
-                    details["base"] = base
+                details: dict[str, Any] = {"lease": lease_mode, "base": base}
                 if restored is not None:
                     details["restored_seq"] = restored.seq
-                version = self._insert_version(conn, component, seq, digest, parent, researcher,
-                                               message, kind, details)
+                version = self._insert_version(conn, signer, component, seq, digest, parent,
+                                               researcher, message, kind, details)
                 self.notebooks_dir.mkdir(parents=True, exist_ok=True)
                 write_atomic(path, data)
                 return version
         except Conflict as conflict:
             raise self._conflict_error(component, base, conflict.current) from None
 
-    def _insert_version(self, conn: sqlite3.Connection, component: str, seq: int, digest: str,
-                        parent: str | None, author: str, message: str, kind: str,
+    def _insert_version(self, conn: sqlite3.Connection, signer: _keys.HybridSigner, component: str,
+                        seq: int, digest: str, parent: str | None, author: str, message: str, kind: str,
                         extra: Mapping[str, Any] | None = None) -> VersionInfo:
         stamp = now_iso()
         conn.execute(
             "INSERT INTO versions (component, seq, digest, parent, author, created_at, message, kind)"
             " VALUES (?,?,?,?,?,?,?,?)", (component, seq, digest, parent, author, stamp, message, kind))
-        _audit.append(conn, author, kind, {"component": component, "seq": seq, "digest": digest,
-                                           "parent": parent, **(extra or {})})
+        extra_author = {} if author == signer.name else {"author": author}
+        _audit.append(conn, signer, kind, {"component": component, "seq": seq, "digest": digest,
+                                           "parent": parent, **extra_author, **(extra or {})})
         return VersionInfo(component, seq, digest, parent, author, stamp, message, kind)
 
     def _conflict_error(self, component: str, base: str | None, current: VersionInfo | None
@@ -403,12 +555,12 @@ class Workspace:
                 old = self.store.get_bytes(base)
             except (MissingObjectError, CorruptObjectError):
                 old = None
-        new = b""
+        new: bytes | None = b""
         if current is not None:
             try:
                 new = self.store.get_bytes(current.digest)
             except (MissingObjectError, CorruptObjectError):
-                old = None
+                new = None
         diff = describe_change(old, new, f"base {str(base)[:12]}", f"current {str(current_digest)[:12]}")
         who = "" if current is None else f" (version {current.seq} by {current.author} at {current.created_at})"
         message = (
@@ -439,8 +591,8 @@ class Workspace:
         gone); the takeover is audited. Otherwise :class:`LeaseError` names the holder.
         """
         check_component(component)
-        check_researcher(holder)
         ttl = check_ttl(ttl_s)
+        signer = self.signer(holder)
         owner_pid = (os.getpid() if pid is None else int(pid)) if bind_process else None
         with self.db.write() as conn:
             info = self._component_in(conn, component)
@@ -453,7 +605,7 @@ class Workspace:
                     stale = existing.stale_reason(now)
                     if stale is None:
                         raise self._held(existing, holder)
-                    _audit.append(conn, holder, "lease-takeover", {
+                    _audit.append(conn, signer, "lease-takeover", {
                         "component": component, "previous_holder": existing.holder,
                         "previous_pid": existing.pid, "previous_host": existing.host, "why": stale})
             lease = Lease(component, holder, this_host(), owner_pid,
@@ -462,7 +614,7 @@ class Workspace:
             conn.execute("INSERT OR REPLACE INTO leases VALUES (?,?,?,?,?,?,?,?)",
                          (lease.component, lease.holder, lease.host, lease.pid, lease.proc_start,
                           lease.acquired_at, lease.expires_at, lease.reason))
-            _audit.append(conn, holder, "lease-acquire", {
+            _audit.append(conn, signer, "lease-acquire", {
                 "component": component, "pid": owner_pid, "host": lease.host, "ttl_s": ttl,
                 "reason": lease.reason})
             return lease
@@ -470,8 +622,8 @@ class Workspace:
     def renew_lease(self, component: str, holder: str, ttl_s: float = DEFAULT_TTL_S) -> Lease:
         """Extend ``holder``'s lease to ``ttl_s`` from now (:class:`LeaseError` if not theirs)."""
         check_component(component)
-        check_researcher(holder)
         ttl = check_ttl(ttl_s)
+        signer = self.signer(holder)
         with self.db.write() as conn:
             self._component_in(conn, component)
             row = conn.execute("SELECT * FROM leases WHERE component = ?", (component,)).fetchone()
@@ -480,24 +632,26 @@ class Workspace:
             existing = lease_of(row)
             expires = time.time() + ttl
             conn.execute("UPDATE leases SET expires_at = ? WHERE component = ?", (expires, component))
-            _audit.append(conn, holder, "lease-renew", {"component": component, "ttl_s": ttl})
+            _audit.append(conn, signer, "lease-renew", {"component": component, "ttl_s": ttl})
             return Lease(existing.component, existing.holder, existing.host, existing.pid,
                          existing.proc_start, existing.acquired_at, expires, existing.reason)
 
     def release_lease(self, component: str, holder: str) -> None:
         """Give up ``holder``'s lease (:class:`LeaseError` if the lease is not theirs)."""
         check_component(component)
-        check_researcher(holder)
+        signer = self.signer(holder)
         with self.db.write() as conn:
             self._component_in(conn, component)
             row = conn.execute("SELECT * FROM leases WHERE component = ?", (component,)).fetchone()
             if row is None or row["holder"] != holder:
                 raise LeaseError(self._not_holder(component, holder, None if row is None else lease_of(row)))
             conn.execute("DELETE FROM leases WHERE component = ?", (component,))
-            _audit.append(conn, holder, "lease-release", {"component": component})
+            _audit.append(conn, signer, "lease-release", {"component": component})
 
-    def _lease_for_change(self, conn: sqlite3.Connection, info: ComponentInfo, researcher: str) -> str:
+    def _lease_for_change(self, conn: sqlite3.Connection, info: ComponentInfo,
+                          signer: _keys.HybridSigner) -> str:
         """Check the lease rule for a change; returns "held" or "transient" (audits takeovers)."""
+        researcher = signer.name
         row = conn.execute("SELECT * FROM leases WHERE component = ?", (info.name,)).fetchone()
         if row is None:
             return "transient"
@@ -507,12 +661,12 @@ class Workspace:
             if stale is None:
                 return "held"
             conn.execute("DELETE FROM leases WHERE component = ?", (info.name,))
-            _audit.append(conn, researcher, "lease-expire", {"component": info.name, "why": stale})
+            _audit.append(conn, signer, "lease-expire", {"component": info.name, "why": stale})
             return "transient"
         if stale is None:
             raise self._held(existing, researcher)
         conn.execute("DELETE FROM leases WHERE component = ?", (info.name,))
-        _audit.append(conn, researcher, "lease-takeover", {
+        _audit.append(conn, signer, "lease-takeover", {
             "component": info.name, "previous_holder": existing.holder, "previous_pid": existing.pid,
             "previous_host": existing.host, "why": stale})
         return "transient"
@@ -531,7 +685,7 @@ class Workspace:
 
     # -- gate runs and pins ----------------------------------------------------------------
     def record_gate_run(self, run: GateRun) -> int:
-        """Store a gate run (audited) and return its id.
+        """Store a gate run (audited, signed by ``run.runner``'s key) and return its id.
 
         Digests must be 64-hex sha256; the executed notebook, report and
         envelope must already be in the store (:class:`MissingObjectError` otherwise).
@@ -557,6 +711,7 @@ class Workspace:
             criteria_json = json.dumps(run.criteria, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"gate run metrics/criteria are not JSON data: {exc}") from None
+        signer = self.signer(run.runner)
         with self.db.write() as conn:
             self._component_in(conn, run.component)
             cursor = conn.execute(
@@ -567,7 +722,7 @@ class Workspace:
                  metrics_json, criteria_json, run.executed_notebook_digest, run.report_digest,
                  run.envelope_digest, run.runner, run.started_at, float(run.duration_s)))
             run_id = int(cursor.lastrowid or 0)
-            _audit.append(conn, run.runner if run.runner else SYSTEM_ACTOR, "gate-run", {
+            _audit.append(conn, signer, "gate-run", {
                 "id": run_id, "component": run.component, "gate": run.gate,
                 "input_digest": run.input_digest, "decision": run.decision,
                 "envelope_digest": run.envelope_digest})
@@ -592,21 +747,23 @@ class Workspace:
             rows = self.db.query("SELECT * FROM gate_runs WHERE component=? ORDER BY id", (component,))
         return [gate_run_of(r) for r in rows]
 
-    def pin(self, digest: str, reason: str, *, actor: str = SYSTEM_ACTOR) -> None:
+    def pin(self, digest: str, reason: str, *, actor: str) -> None:
         """Keep object ``digest`` from gc (e.g. referenced by a frozen artifact); audited."""
         self.store.verify(digest)
         if not isinstance(reason, str) or not reason.strip():
             raise ValueError("a pin needs a non-empty reason")
+        signer = self.signer(actor)
         with self.db.write() as conn:
             conn.execute("INSERT OR REPLACE INTO pins VALUES (?,?,?)", (digest, reason, now_iso()))
-            _audit.append(conn, actor, "pin", {"digest": digest, "reason": reason})
+            _audit.append(conn, signer, "pin", {"digest": digest, "reason": reason})
 
-    def unpin(self, digest: str, *, actor: str = SYSTEM_ACTOR) -> None:
+    def unpin(self, digest: str, *, actor: str) -> None:
         """Let gc consider ``digest`` again (audited; no error if it was not pinned)."""
         check_digest(digest)
+        signer = self.signer(actor)
         with self.db.write() as conn:
             if conn.execute("DELETE FROM pins WHERE digest = ?", (digest,)).rowcount:
-                _audit.append(conn, actor, "unpin", {"digest": digest})
+                _audit.append(conn, signer, "unpin", {"digest": digest})
 
     def pins(self) -> dict[str, str]:
         """Pinned digests and their reasons."""
@@ -614,21 +771,21 @@ class Workspace:
 
     # -- audit -----------------------------------------------------------------------------
     def audit(self, action: str, actor: str, details: dict[str, Any]) -> AuditEntry:
-        """Append an entry to the hash-chained audit log in its own transaction."""
+        """Append an entry, signed by ``actor``'s key, to the audit log in its own transaction."""
         if not isinstance(action, str) or not action:
             raise ValueError("audit action must be a non-empty string")
-        check_researcher(actor)
         canonical_json(details)  # refuse non-JSON details before locking anything
+        signer = self.signer(actor)
         with self.db.write() as conn:
-            return _audit.append(conn, actor, action, details)
+            return _audit.append(conn, signer, action, details)
 
     def audit_log(self) -> list[AuditEntry]:
         """The whole audit log, oldest first."""
         return _audit.entries(self.db.query("SELECT * FROM audit ORDER BY seq"))
 
     def verify_audit(self) -> AuditBreak | None:
-        """The first entry where the audit hash chain breaks, or None when it is intact."""
-        return _audit.verify_chain(self.db.query("SELECT * FROM audit ORDER BY seq"))
+        """The first entry whose link, hash or signature (against the trust list) fails, or None."""
+        return _audit.verify_chain(self.db.query("SELECT * FROM audit ORDER BY seq"), self._trust())
 
     # -- retention -------------------------------------------------------------------------
     @property
@@ -637,17 +794,17 @@ class Workspace:
         row = self.db.query_one("SELECT value FROM settings WHERE key = 'keep_last'")
         return DEFAULT_KEEP_LAST if row is None else int(row[0])
 
-    def set_keep_last(self, n: int, actor: str = SYSTEM_ACTOR) -> None:
+    def set_keep_last(self, n: int, actor: str) -> None:
         """Configure the retention depth (>= 1; audited)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"keep_last must be an integer >= 1, got {n!r}")
-        check_researcher(actor)
+        signer = self.signer(actor)
         with self.db.write() as conn:
             conn.execute("INSERT OR REPLACE INTO settings VALUES ('keep_last', ?)", (str(n),))
-            _audit.append(conn, actor, "retention", {"keep_last": n})
+            _audit.append(conn, signer, "retention", {"keep_last": n})
 
     def gc(self, keep_last: int | None = None, *, grace_s: float = DEFAULT_GRACE_S,
-           actor: str = SYSTEM_ACTOR) -> GcReport:
+           actor: str) -> GcReport:
         """Remove stored objects that retention no longer protects; report what was freed.
 
         Kept: objects of each component's last ``keep_last`` versions (default:
@@ -661,7 +818,7 @@ class Workspace:
             raise ValueError(f"keep_last must be an integer >= 1, got {n!r}")
         if not isinstance(grace_s, int | float) or not grace_s >= 0:
             raise ValueError(f"grace_s must be a number >= 0, got {grace_s!r}")
-        check_researcher(actor)
+        signer = self.signer(actor)
         with self.db.write() as conn:
             keep_versions: set[str] = set()
             for row in conn.execute(
@@ -707,7 +864,7 @@ class Workspace:
                 temporaries_removed=temporaries, objects_kept=sum(1 for _ in self.store.iter_digests()),
                 protected={"versions": len(keep_versions), "gate_runs": len(keep_runs),
                            "pins": len(keep_pins)})
-            _audit.append(conn, actor, "gc", {
+            _audit.append(conn, signer, "gc", {
                 "keep_last": n, "objects_removed": len(removed), "bytes_freed": freed,
                 "versions_pruned": len(pruned), "temporaries_removed": temporaries})
             return report
@@ -768,6 +925,7 @@ __all__ = [
     "DatabaseLockedError",
     "GateRun",
     "GcReport",
+    "IdentityError",
     "InvalidNameError",
     "Lease",
     "LeaseError",

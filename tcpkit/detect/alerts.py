@@ -1,0 +1,378 @@
+"""Judge a fleet from its per-window features and say, per agent, what was found and why.
+
+This is the production end of the flow ``events -> features -> detector -> alerts``: the
+detector comes from the shipped configuration (:class:`tcpkit.detect.config.DetectorConfig`,
+read from the frozen, verified model by ``tcpkit detect``); it is fitted on *this* fleet's
+reference period, every agent is judged, and the result is an :class:`AlertReport` that
+renders as JSON, CSV or a standalone HTML page with plots.
+
+What a p-value here assumes
+---------------------------
+No vetted clean fleet exists in a real log, so the fleet judges itself: agents are split
+into ``FOLDS`` folds (seeded) and each agent is judged by a detector fitted and calibrated on
+the other folds (out-of-fold, so an agent never sits in its own calibration set). The fleet
+may hold compromised agents; the robust estimators (OGK/MCD) keep them from moving the
+baselines, and before calibration the agents beyond ``trim_mads`` robust SDs of any test's
+log score are trimmed (``DetectorConfig.trim_mads``). A clean agent's p-value is valid when it
+is exchangeable with the untrimmed calibration agents; trimming also removes the most extreme
+clean agents, which makes p-values a little anti-conservative (by about the trimmed clean
+share), and compromised agents that stay inside the fence make them conservative. Neither
+is assumed away: the integrated notebook's gates measure the false-alarm rate and recall of
+exactly this path. The report says which test produced each agent's smallest p-value.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from tcpkit.detect.baseline import BaselineError, decide
+from tcpkit.detect.composite import NetworkDetector
+from tcpkit.detect.config import DetectorConfig
+
+TOP_FEATURES = 3
+
+
+@dataclass(frozen=True)
+class FeatureContribution:
+    """One feature's share of an agent's squared distance, and which way it moved."""
+
+    feature: str
+    contribution: float
+    direction: str  # "higher" or "lower" than the baseline
+    z: float
+
+
+@dataclass(frozen=True)
+class AgentAlert:
+    """The verdict on one agent."""
+
+    agent: str
+    node: str | None
+    flagged: bool
+    p_value: float
+    q_value: float
+    first_alarm_window: int | None  # absolute window index of the first CUSUM alarm
+    test: str  # the test with the smallest component p-value
+    top_features: tuple[FeatureContribution, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "node": self.node,
+            "flagged": self.flagged,
+            "p_value": self.p_value,
+            "q_value": self.q_value,
+            "first_alarm_window": self.first_alarm_window,
+            "test": self.test,
+            "top_features": [
+                {"feature": f.feature, "contribution": f.contribution, "direction": f.direction, "z": f.z}
+                for f in self.top_features
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class AlertReport:
+    """Every agent's verdict, the decision rule, and what the input left out."""
+
+    detector: Mapping[str, Any]
+    alpha: float
+    fdr: str
+    agents: tuple[AgentAlert, ...]
+    feature_names: tuple[str, ...]
+    reference_windows: int
+    n_windows: int
+    excluded: Mapping[str, str] = field(default_factory=dict)  # agent -> reason
+    notes: Mapping[str, Any] = field(default_factory=dict)  # unmapped actions, omitted features, ...
+    cusum_paths: Mapping[str, NDArray[np.float64]] = field(default_factory=dict)  # flagged agents only
+    cusum_threshold: float = float("nan")
+
+    @property
+    def n_flagged(self) -> int:
+        return sum(a.flagged for a in self.agents)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON document: ``{"detector": ..., "alpha": ..., "agents": [...], ...}``."""
+        return {
+            "detector": dict(self.detector),
+            "alpha": self.alpha,
+            "fdr": self.fdr,
+            "counts": {
+                "agents": len(self.agents),
+                "flagged": self.n_flagged,
+                "excluded": len(self.excluded),
+            },
+            "features": list(self.feature_names),
+            "reference_windows": self.reference_windows,
+            "windows": self.n_windows,
+            "excluded": dict(self.excluded),
+            "notes": dict(self.notes),
+            "agents": [a.as_dict() for a in self.agents],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), indent=2, sort_keys=False, default=_jsonable) + "\n"
+
+    def to_csv(self) -> str:
+        """One row per agent; the top features as ``name:+contribution`` joined by ``;``."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["agent", "node", "flagged", "p_value", "q_value", "first_alarm_window", "test", "top_features"])
+        for a in self.agents:
+            tops = ";".join(f"{f.feature}:{f.contribution:+.4g}:{f.direction}" for f in a.top_features)
+            alarm = "" if a.first_alarm_window is None else a.first_alarm_window
+            writer.writerow([a.agent, a.node or "", a.flagged, repr(a.p_value), repr(a.q_value), alarm, a.test, tops])
+        return out.getvalue()
+
+    def to_html(self) -> str:
+        """A standalone page: summary, flagged agents with plots, the p-value histogram."""
+        return _render_html(self)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def judge_fleet(
+    windows: ArrayLike,
+    agents: Sequence[str],
+    feature_names: Sequence[str],
+    config: DetectorConfig,
+    *,
+    nodes: Sequence[str] | None = None,
+    reference_windows: int | None = None,
+    detector_info: Mapping[str, Any] | None = None,
+    excluded: Mapping[str, str] | None = None,
+    notes: Mapping[str, Any] | None = None,
+) -> AlertReport:
+    """Fit the configured detector on this fleet's reference period and judge every agent.
+
+    Parameters
+    ----------
+    windows : (n_agents, n_windows, d) per-window features, agents in ``agents`` order.
+    config : the shipped configuration; its ``features`` and ``reference_windows`` are
+        replaced by this fleet's (``reference_windows`` when given).
+    detector_info : what identifies the detector in the report (component, digest, ...).
+    """
+    w = np.asarray(windows, dtype=np.float64)
+    if w.ndim != 3:
+        raise BaselineError(f"windows has shape {w.shape}: expected (n_agents, n_windows, n_features)")
+    names = tuple(str(n) for n in feature_names)
+    if len(agents) != w.shape[0] or len(names) != w.shape[2]:
+        raise BaselineError(
+            f"{len(agents)} agents and {len(names)} feature names for windows of shape {w.shape}"
+        )
+    if nodes is not None and len(nodes) != w.shape[0]:
+        raise BaselineError(f"{len(nodes)} nodes for {w.shape[0]} agents")
+    k = config.reference_windows if reference_windows is None else int(reference_windows)
+    focus = config.focus_feature if config.focus_feature in names else None
+    cfg = config.replace(features=list(names), reference_windows=k, focus_feature=focus)
+    if cfg.trim_mads is None:
+        cfg = cfg.replace(trim_mads=DEFAULT_TRIM_MADS)
+    fit = _cross_fit(cfg, w)
+    flags, qvalues = decide(fit.pvalues, cfg.alpha, cfg.fdr)
+    explained = {int(i): fit.explanations[int(i)] for i in np.flatnonzero(flags) if int(i) in fit.explanations}
+    verdicts = []
+    alarm, test = fit.alarm_window, fit.test
+    for i, agent in enumerate(agents):
+        e = explained.get(i)
+        tops: tuple[FeatureContribution, ...] = ()
+        if e is not None:
+            tops = tuple(
+                FeatureContribution(name, c, "higher" if z > 0 else "lower", z) for name, c, z in e.top(TOP_FEATURES)
+            )
+        verdicts.append(
+            AgentAlert(
+                agent=str(agent),
+                node=None if nodes is None else str(nodes[i]),
+                flagged=bool(flags[i]),
+                p_value=float(fit.pvalues[i]),
+                q_value=float(qvalues[i]),
+                first_alarm_window=None if alarm[i] < 0 else int(alarm[i]) + k,
+                test=str(test[i]),
+                top_features=tops,
+            )
+        )
+    paths = {str(agents[int(i)]): fit.cusum_paths[int(i)].copy() for i in np.flatnonzero(flags)}
+    return AlertReport(
+        detector=dict(
+            detector_info or {},
+            config=cfg.to_mapping(),
+            calibration_agents=fit.calibration_agents,
+            trimmed_from_calibration=fit.trimmed,
+        ),
+        alpha=cfg.alpha,
+        fdr=cfg.fdr,
+        agents=tuple(verdicts),
+        feature_names=names,
+        reference_windows=k,
+        n_windows=int(w.shape[1]),
+        excluded=dict(excluded or {}),
+        notes=dict(notes or {}),
+        cusum_paths=paths,
+        cusum_threshold=fit.cusum_threshold,
+    )
+
+
+FOLDS = 2
+DEFAULT_TRIM_MADS = 3.0  # used when the shipped configuration assumes a vetted reference
+
+
+@dataclass(frozen=True)
+class _CrossFit:
+    """Out-of-fold p-values: each agent judged by detectors that never saw it."""
+
+    pvalues: NDArray[np.float64]
+    alarm_window: NDArray[np.int64]
+    test: NDArray[np.object_]
+    explanations: dict[int, Any]
+    cusum_paths: NDArray[np.float64]
+    cusum_threshold: float
+    calibration_agents: int
+    trimmed: int
+
+
+def _cross_fit(cfg: DetectorConfig, w: NDArray[np.float64]) -> _CrossFit:
+    """Each agent judged by a detector fitted and calibrated on the other folds only.
+
+    Judging an agent with a detector whose fit or calibration included it would make its
+    p-value conservative (its own score sits in the calibration); out-of-fold p-values of clean
+    agents are exchangeable with the calibration agents' scores, as conformal inference needs.
+    """
+    n = w.shape[0]
+    fold = np.random.default_rng(cfg.random_state).permutation(n) % FOLDS
+    p = np.empty(n)
+    alarm = np.empty(n, dtype=np.int64)
+    test = np.empty(n, dtype=object)
+    paths = np.empty((n, w.shape[1] - cfg.reference_windows))
+    explanations: dict[int, Any] = {}
+    h, n_cal, trimmed = float("nan"), 0, 0
+    for f in range(FOLDS):
+        judged = np.flatnonzero(fold == f)
+        train = fold != f
+        det = NetworkDetector(cfg).fit(w[train])
+        res = det.detect(w[judged], alpha=0.5, fdr="none")  # p-values only; BH runs over the fleet
+        cus = det.cusum(w[judged])
+        p[judged] = res.pvalues
+        alarm[judged] = res.components["alarm_window"]
+        test[judged] = res.components["explained_by"]
+        paths[judged] = cus.statistic
+        h, n_cal, trimmed = float(cus.h), n_cal + det.n_calibration_, trimmed + det.trimmed_
+        explanations.update({int(judged[e.index]): e for e in res.explanations})
+    return _CrossFit(p, alarm, test, explanations, paths, h, n_cal, trimmed)
+
+
+# -- HTML --------------------------------------------------------------------------------------
+
+_MAX_PLOTTED_AGENTS = 12
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 60rem; padding: 0 1rem; color: #222; }
+table { border-collapse: collapse; width: 100%; font-size: 0.9rem; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.3rem 0.5rem; text-align: left; vertical-align: top; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+img { max-width: 100%; height: auto; }
+code { overflow-wrap: anywhere; }
+.flag { color: #a00; font-weight: 600; }
+"""
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _plots(report: AlertReport) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    out: dict[str, str] = {}
+    p = np.array([a.p_value for a in report.agents])
+    fig, ax = plt.subplots(figsize=(6, 2.6))
+    ax.hist(p, bins=41, range=(0.0, 1.0), color="#4477aa")
+    ax.set_xlabel("combined p-value"), ax.set_ylabel("agents"), ax.set_title("p-values of every agent")
+    out["pvalues"] = _png(fig)
+    plt.close(fig)
+    flagged = [a for a in report.agents if a.flagged][:_MAX_PLOTTED_AGENTS]
+    for a in flagged:
+        fig, (left, right) = plt.subplots(1, 2, figsize=(9, 2.4))
+        path = report.cusum_paths.get(a.agent)
+        if path is not None:
+            x = np.arange(report.reference_windows, report.reference_windows + path.size)
+            left.plot(x, path, marker=".", color="#aa3377")
+            left.axhline(report.cusum_threshold, color="k", ls="--", lw=1, label="alarm threshold")
+            if a.first_alarm_window is not None:
+                left.axvline(a.first_alarm_window, color="#cc6600", lw=1, label="first alarm")
+            left.set_xlabel("window"), left.set_ylabel("CUSUM"), left.legend(fontsize=7)
+        if a.top_features:
+            names = [f.feature for f in a.top_features]
+            right.barh(names, [f.contribution for f in a.top_features], color="#228833")
+            right.invert_yaxis(), right.set_xlabel("share of squared distance")
+        fig.suptitle(f"{a.agent} (p = {a.p_value:.2g}, q = {a.q_value:.2g}, test {a.test})", fontsize=9)
+        out[a.agent] = _png(fig)
+        plt.close(fig)
+    return out
+
+
+def _render_html(report: AlertReport) -> str:
+    e = html.escape
+    plots = _plots(report)
+    flagged = [a for a in report.agents if a.flagged]
+    rows = []
+    for a in flagged:
+        tops = ", ".join(f"{e(f.feature)} {f.direction} ({f.contribution:.3g})" for f in a.top_features)
+        alarm = "-" if a.first_alarm_window is None else str(a.first_alarm_window)
+        rows.append(
+            f"<tr><td><code>{e(a.agent)}</code></td><td>{e(a.node or '-')}</td>"
+            f"<td class=num>{a.p_value:.3g}</td><td class=num>{a.q_value:.3g}</td>"
+            f"<td class=num>{alarm}</td><td>{e(a.test)}</td><td>{tops}</td></tr>"
+        )
+    info = "".join(
+        f"<tr><th>{e(str(k))}</th><td><code>{e(json.dumps(v, default=_jsonable))}</code></td></tr>"
+        for k, v in report.detector.items()
+    )
+    notes = "".join(
+        f"<tr><th>{e(str(k))}</th><td><code>{e(json.dumps(v, default=_jsonable))}</code></td></tr>"
+        for k, v in report.notes.items()
+    )
+    excluded = "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in report.excluded.items())
+    figures = "".join(
+        f'<figure><img src="{plots[a.agent]}" alt="scores of {e(a.agent)}"></figure>'
+        for a in flagged
+        if a.agent in plots
+    )
+    more = len(flagged) - min(len(flagged), _MAX_PLOTTED_AGENTS)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>tcpkit alerts</title><style>{_STYLE}</style></head><body>
+<h1>tcpkit alerts</h1>
+<p><span class=flag>{report.n_flagged}</span> of {len(report.agents)} agents flagged at {e(report.fdr.upper())}
+level {report.alpha:g}; {len(report.excluded)} excluded; reference = each agent's first
+{report.reference_windows} of {report.n_windows} windows.</p>
+<h2>Flagged agents</h2>
+<table><thead><tr><th>agent</th><th>node</th><th>p</th><th>q</th><th>first alarm window</th><th>test</th>
+<th>top features</th></tr></thead><tbody>{''.join(rows) or '<tr><td colspan=7>none</td></tr>'}</tbody></table>
+{figures}{f'<p>{more} more flagged agents are listed above without plots.</p>' if more else ''}
+<h2>All agents</h2><figure><img src="{plots['pvalues']}" alt="p-value histogram"></figure>
+<h2>Detector</h2><table>{info}</table>
+<h2>Input</h2><table>{notes or '<tr><td>nothing left out</td></tr>'}</table>
+{f'<h3>Excluded agents</h3><ul>{excluded}</ul>' if excluded else ''}
+</body></html>
+"""

@@ -1,0 +1,185 @@
+"""The one configuration of the shipped detector, and the one factory that builds it.
+
+What the gates measure is what ships only if there is exactly one description of the
+detector: :class:`DetectorConfig` holds every setting that changes a decision (FDR
+level and method, covariance estimator, CUSUM allowance and target run length, the
+reference period, the fit/calibration split, the focus feature, the seed), each
+default written once, here. :func:`build_detector` is the one factory: the
+statistics notebook's gate cells measure its product, the integrated notebook
+composes it with the performance module's kernel settings, PRODUCTION freezes the
+fitted product (its :meth:`~tcpkit.detect.composite.NetworkDetector.to_arrays`,
+configuration included) and ``tcpkit detect`` loads that.
+
+:meth:`DetectorConfig.from_mapping` is the validation point for configurations that
+come from outside (``pipeline.toml``, a frozen model, a user's dictionary): an unknown
+key or a bad value is one :class:`ConfigError` naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from tcpkit.detect.composite import KernelFactory, NetworkDetector
+
+ESTIMATORS = ("ogk", "mcd", "ledoit_wolf", "empirical")
+FDR_METHODS = ("bh", "none")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that the detector cannot use."""
+
+
+def _number(key: str, value: Any, low: float, high: float | None, *, open_low: bool, open_high: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{key}={value!r}: expected a number")
+    v = float(value)
+    too_low = v <= low if open_low else v < low
+    too_high = high is not None and (v >= high if open_high else v > high)
+    if not math.isfinite(v) or too_low or too_high:
+        lo = "(" if open_low else "["
+        hi = "inf)" if high is None else (f"{high})" if open_high else f"{high}]")
+        raise ConfigError(f"{key}={value!r}: expected a number in {lo}{low}, {hi}")
+    return v
+
+
+def _integer(key: str, value: Any, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
+        raise ConfigError(f"{key}={value!r}: expected an integer >= {low}")
+    if int(value) < low:
+        raise ConfigError(f"{key}={value!r}: expected an integer >= {low}")
+    return int(value)
+
+
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is unknown: choose one of {', '.join(allowed)}")
+    return str(value)
+
+
+def _names(key: str, value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str) or not all(isinstance(v, str) and v for v in value):
+        raise ConfigError(f"{key}={value!r}: expected a list of non-empty feature names or null")
+    names = tuple(value)
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{key} names a feature twice: {names!r}")
+    return names
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Every setting of the shipped network detector (see :class:`NetworkDetector` for what each does).
+
+    Attributes
+    ----------
+    alpha : FDR level of the Benjamini-Hochberg step (per-agent level when ``fdr="none"``).
+        0.01: an operator reviewing alarms accepts about one false one in a hundred.
+    fdr : "bh" (Benjamini-Hochberg across agents) or "none" (per-agent level).
+    method : covariance estimator of the baselines: one of :data:`ESTIMATORS`.
+    cusum_k : CUSUM allowance in normal-score units (half the shift to find fastest).
+    target_arl : in-control average run length of the CUSUM, in windows.
+    reference_windows : each agent's first windows forming its own reference period.
+    max_fit_agents : at most this many reference agents fit the baselines (at most half
+        of them); all others calibrate, since conformal resolution grows with them.
+    focus_feature : feature given its own one-sided change test (larger = worse), or None.
+    features : feature names the detector expects, in order (None: whatever the data has).
+    random_state : seed of the reference split and of MCD's random starts.
+    trim_mads : None for a vetted clean reference; else calibration agents beyond this many
+        robust SDs (MAD) of any test's log score are dropped before calibration, for a
+        reference that may hold compromised agents (the fleet's own, in ``tcpkit detect``).
+    """
+
+    alpha: float = 0.01
+    fdr: str = "bh"
+    method: str = "ogk"
+    cusum_k: float = 0.5
+    target_arl: float = 500.0
+    reference_windows: int = 5
+    max_fit_agents: int = 1000
+    focus_feature: str | None = "family_underrating"
+    features: tuple[str, ...] | None = None
+    random_state: int = 0
+    trim_mads: float | None = None
+
+    def __post_init__(self) -> None:
+        checked = _validated(self)
+        for name, value in checked.items():
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> DetectorConfig:
+        """A configuration from a plain mapping (TOML table, JSON object): defaults fill the rest."""
+        if mapping is None:
+            return cls()
+        if not isinstance(mapping, Mapping):
+            raise ConfigError(f"a detector configuration must be a table of settings, not {type(mapping).__name__}")
+        allowed = [f.name for f in fields(cls)]
+        unknown = sorted(set(mapping) - set(allowed))
+        if unknown:
+            raise ConfigError(f"unknown detector setting {unknown[0]!r}: allowed are {', '.join(allowed)}")
+        return cls(**dict(mapping))
+
+    def replace(self, **changes: Any) -> DetectorConfig:
+        """A copy with ``changes`` applied (validated like :meth:`from_mapping`)."""
+        return DetectorConfig.from_mapping({**self.to_mapping(), **changes})
+
+    def to_mapping(self) -> dict[str, Any]:
+        """Plain values (lists for tuples), the inverse of :meth:`from_mapping`."""
+        out = dataclasses.asdict(self)
+        if out["features"] is not None:
+            out["features"] = list(out["features"])
+        return out
+
+    def to_json(self) -> str:
+        """Canonical JSON (sorted keys), as stored in a frozen model."""
+        return json.dumps(self.to_mapping(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DetectorConfig:
+        try:
+            mapping = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"the stored detector configuration is not JSON: {exc}") from None
+        return cls.from_mapping(mapping)
+
+
+def _validated(config: DetectorConfig) -> dict[str, Any]:
+    """The one validation point of :class:`DetectorConfig`: normalised values, or ConfigError."""
+    focus = config.focus_feature
+    if focus is not None and (not isinstance(focus, str) or not focus):
+        raise ConfigError(f"focus_feature={focus!r}: expected a feature name or null")
+    seed = config.random_state
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"random_state={seed!r}: expected a non-negative integer")
+    return {
+        "alpha": _number("alpha", config.alpha, 0.0, 1.0, open_low=True, open_high=True),
+        "fdr": _choice("fdr", config.fdr, FDR_METHODS),
+        "method": _choice("method", config.method, ESTIMATORS),
+        "cusum_k": _number("cusum_k", config.cusum_k, 0.0, None, open_low=False, open_high=True),
+        "target_arl": _number("target_arl", config.target_arl, 1.0, None, open_low=True, open_high=True),
+        "reference_windows": _integer("reference_windows", config.reference_windows, 1),
+        "max_fit_agents": _integer("max_fit_agents", config.max_fit_agents, 20),
+        "features": _names("features", config.features),
+        "trim_mads": None
+        if config.trim_mads is None
+        else _number("trim_mads", config.trim_mads, 0.0, None, open_low=True, open_high=True),
+    }
+
+
+def build_detector(
+    config: DetectorConfig | Mapping[str, Any] | None = None,
+    *,
+    kernel_factory: KernelFactory | None = None,
+) -> NetworkDetector:
+    """The shipped detector, unfitted, exactly as ``config`` describes it (the one factory)."""
+    from tcpkit.detect.composite import NetworkDetector
+
+    cfg = config if isinstance(config, DetectorConfig) else DetectorConfig.from_mapping(config)
+    return NetworkDetector(config=cfg, kernel_factory=kernel_factory)

@@ -1,0 +1,158 @@
+"""How hard is a simulated world? The best single feature's effect per attack type.
+
+Why
+---
+A detector's recall says little unless the reader knows how separable the
+world was: when one feature alone puts every attacked agent beyond every clean
+agent, any detector wins. :func:`separability_table` measures, for every
+attack type present in a :class:`~tcpkit.detect.simulate.SimulatedNetwork`,
+the single feature on which the attacked agents stand out most, so every
+notebook can show how hard its world is.
+
+Definitions
+-----------
+Two per-agent quantities are examined, each feature separately:
+
+``change``
+    the detection-window mean minus the reference (baseline-window) mean,
+    ``net.features - net.baseline_features``;
+``level``
+    the detection-window mean, ``net.features``.
+
+For an attack type and a feature, the *effect* is
+``|median(attacked) - median(clean)| / sd(clean)`` with the clean agents'
+(``~net.labels``) standard deviation (ddof=1): the median attacked agent's
+distance from the typical clean agent, in clean-agent standard deviations.
+The *best feature* maximises the effect; *beyond* is the share of attacked
+agents beyond every clean agent on that feature, on the side of the effect
+(above the clean maximum when the attacked median is higher, below the clean
+minimum otherwise). A feature with zero clean spread is skipped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tcpkit.detect.simulate import ATTACKS, SimulatedNetwork
+
+__all__ = ["SeparabilityRow", "SeparabilityTable", "separability_table"]
+
+
+@dataclass(frozen=True)
+class SeparabilityRow:
+    """Separability of one attack type (see the module docstring for the definitions)."""
+
+    attack: str
+    n_attacked: int
+    change_feature: str
+    change_effect: float
+    change_beyond: float
+    level_feature: str
+    level_effect: float
+    level_beyond: float
+
+    @property
+    def max_effect(self) -> float:
+        """The larger of the change and level effects."""
+        return max(self.change_effect, self.level_effect)
+
+
+@dataclass(frozen=True)
+class SeparabilityTable:
+    """Per-attack separability of a world; ``rows`` in :data:`ATTACKS` order.
+
+    The unit of every effect is the clean agents' standard deviation of that
+    feature; ``n_clean`` agents define it.
+    """
+
+    rows: tuple[SeparabilityRow, ...]
+    n_clean: int
+    difficulty: str
+
+    @property
+    def max_effect(self) -> float:
+        """Largest best-feature effect over attack types, change or level (nan if no rows)."""
+        return max((r.max_effect for r in self.rows), default=float("nan"))
+
+    def row(self, attack: str) -> SeparabilityRow:
+        """The row of ``attack``."""
+        for r in self.rows:
+            if r.attack == attack:
+                return r
+        raise KeyError(f"no attacked agents of type {attack!r} in this network")
+
+    def to_markdown(self) -> str:
+        """The table as GitHub Markdown (effects in clean-agent SDs, shares in %)."""
+        lines = [
+            f"Separability (difficulty {self.difficulty!r}; effect = |median attacked - median "
+            f"clean| in clean-agent SDs over {self.n_clean} clean agents; beyond = attacked "
+            "agents beyond every clean agent on that feature)",
+            "",
+            "| attack | n | change: best feature | effect | beyond | "
+            "level: best feature | effect | beyond |",
+            "|---|---:|---|---:|---:|---|---:|---:|",
+        ]
+        for r in self.rows:
+            lines.append(
+                f"| {r.attack} | {r.n_attacked} | {r.change_feature} | {r.change_effect:.2f} | "
+                f"{100 * r.change_beyond:.0f} % | {r.level_feature} | {r.level_effect:.2f} | "
+                f"{100 * r.level_beyond:.0f} % |"
+            )
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+
+def _best(
+    bad: NDArray[np.float64], clean: NDArray[np.float64], names: tuple[str, ...]
+) -> tuple[str, float, float]:
+    sd = clean.std(axis=0, ddof=1)
+    centre = np.median(clean, axis=0)
+    gap = np.median(bad, axis=0) - centre
+    ok = sd > 0
+    effect = np.where(ok, np.abs(gap) / np.where(ok, sd, 1.0), -np.inf)
+    j = int(np.argmax(effect))
+    if not np.isfinite(effect[j]):
+        return names[j], float("nan"), float("nan")
+    if gap[j] >= 0:
+        beyond = float(np.mean(bad[:, j] > clean[:, j].max()))
+    else:
+        beyond = float(np.mean(bad[:, j] < clean[:, j].min()))
+    return names[j], float(effect[j]), beyond
+
+
+def separability_table(net: SimulatedNetwork) -> SeparabilityTable:
+    """Best single feature per attack type, for the change and for the level.
+
+    Parameters
+    ----------
+    net : SimulatedNetwork
+        Needs at least two clean agents; attack types without agents are left out.
+
+    Raises
+    ------
+    ValueError
+        When the network has fewer than two clean agents.
+    """
+    clean = ~np.asarray(net.labels, dtype=bool)
+    if int(clean.sum()) < 2:
+        raise ValueError(
+            f"separability_table needs at least 2 clean agents, got {int(clean.sum())}"
+        )
+    change = np.asarray(net.features) - np.asarray(net.baseline_features)
+    level = np.asarray(net.features)
+    names = tuple(net.feature_names)
+    rows = []
+    for attack in ATTACKS:
+        bad = np.asarray(net.attack == attack, dtype=bool)
+        if not bad.any():
+            continue
+        cf, ce, cb = _best(change[bad], change[clean], names)
+        lf, le, lb = _best(level[bad], level[clean], names)
+        rows.append(SeparabilityRow(attack, int(bad.sum()), cf, ce, cb, lf, le, lb))
+    difficulty = str(net.params.get("difficulty", "unknown"))
+    return SeparabilityTable(rows=tuple(rows), n_clean=int(clean.sum()), difficulty=difficulty)

@@ -1,0 +1,7 @@
+"""The gate pipeline in papermill-sized modules (driven by :mod:`tcpkit.release.pipeline`).
+
+* :mod:`tcpkit.release.run.params` - which parameters a notebook declares, checked before a run;
+* :mod:`tcpkit.release.run.execute` - one gate run on a worker thread (papermill, metrics, model);
+* :mod:`tcpkit.release.run.record` - signing, recording and freezing on the calling thread;
+* :mod:`tcpkit.release.run.index` - ``reports/index.html``.
+"""

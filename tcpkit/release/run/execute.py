@@ -1,0 +1,198 @@
+"""Execution of one gate run on a worker thread: papermill, metrics, model, criteria, report page.
+
+:func:`execute` runs the component's notebook with the gate's parameters in kernel
+:data:`KERNEL` (a per-cell execution limit and a kernel start limit, so a run can fail
+but never hang), reads back the metrics and the model it recorded, adds the run's
+conditions (whether it ran alone, the 1-minute load average before and after), checks
+the gate's criteria and renders the report page. Nothing is recorded here: the
+recording happens on the calling thread (:mod:`tcpkit.release.run.record`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tcpkit.release.gates import CriterionResult, GateSpec, evaluate
+from tcpkit.release.report import RunSummary
+
+KERNEL = "python3"
+# The kernel's own log (a TCP-transport warning on every start, a note when it is
+# interrupted at shutdown) would be printed between the progress lines; what a run
+# did or why it failed comes from the executed notebook, never from that log.
+KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
+START_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """One gate run to execute: the notebook, its parameters, the gate and the run key."""
+
+    component: str
+    gate: str
+    notebook: Path
+    parameters: Mapping[str, Any]
+    spec: GateSpec
+    inputs: Mapping[str, str]
+    input_digest: str
+    module: bytes
+    profile: str
+    runner: str
+    workdir: Path
+    details: Mapping[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """What one executed gate run produced (before it is recorded)."""
+
+    job: Job
+    started_at: str
+    duration_s: float
+    executed: bytes | None
+    metrics: Mapping[str, Any]
+    results: tuple[CriterionResult, ...]
+    error: str | None
+    error_cell: str | None
+    passed: bool
+    page: bytes = field(repr=False, default=b"")
+    model: bytes | None = field(repr=False, default=None)
+    summary: RunSummary | None = None
+    """The run's one record for the report (header of ``page``, cell of the index)."""
+
+
+def now() -> str:
+    """The current UTC time, RFC 3339 to the second."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def describe_error(exc: BaseException, timeout_s: float) -> tuple[str, str | None]:
+    """The error of a failed run in one line, and the failing cell when papermill names it."""
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(exc, PapermillExecutionError):
+        source = exc.source if isinstance(exc.source, str) else "".join(exc.source or [])
+        lines = source.strip().splitlines()
+        shown = "\n".join(lines[:12]) + ("\n..." if len(lines) > 12 else "")
+        return f"{exc.ename}: {exc.evalue}", f"#{exc.cell_index} (In [{exc.exec_count}])\n{shown}"
+    name = type(exc).__name__
+    if "Timeout" in name or isinstance(exc, TimeoutError):
+        return f"{name}: a cell ran longer than the gate's limit of {timeout_s:g} s ({exc})", None
+    if "DeadKernel" in name:
+        return f"{name}: the kernel died during execution ({exc})", None
+    return f"{name}: {exc}", None
+
+
+def execute(job: Job, signer_label: str) -> Execution:
+    """Run one gate: papermill, metrics, criteria, and the rendered report (no recording)."""
+    import nbformat
+    import papermill
+
+    from tcpkit.release.metrics import MetricError, read_metrics, read_model
+    from tcpkit.release.report import render_run_report
+
+    started_at = now()
+    load_before = load1()
+    start = time.monotonic()
+    output = job.workdir / f"{job.component}-{job.gate}.ipynb"
+    error: str | None = None
+    error_cell: str | None = None
+    try:
+        papermill.execute_notebook(
+            str(job.notebook),
+            str(output),
+            parameters=dict(job.parameters),
+            kernel_name=KERNEL,
+            progress_bar=False,
+            log_output=False,
+            request_save_on_cell_execute=False,
+            start_timeout=int(START_TIMEOUT_S),
+            execution_timeout=int(max(1, round(job.spec.timeout_s))),
+            cwd=str(job.notebook.parent),
+            extra_arguments=list(KERNEL_ARGUMENTS),
+        )
+    except Exception as exc:  # every failure mode of a run is a failed gate, never a crash
+        error, error_cell = describe_error(exc, job.spec.timeout_s)
+    duration = time.monotonic() - start
+    load_after = load1()
+    executed = output.read_bytes() if output.is_file() else None
+    notebook = None
+    metrics: dict[str, Any] = {}
+    model: bytes | None = None
+    if executed is not None:
+        try:
+            notebook = nbformat.reads(executed.decode("utf-8"), as_version=4)
+            metrics = read_metrics(notebook)
+            model = read_model(notebook)
+        except (MetricError, ValueError) as exc:
+            error = error or f"the executed notebook cannot be read: {exc}"
+    metrics.update({"tcpkit.exclusive": job.spec.exclusive, "tcpkit.load1_before": load_before,
+                    "tcpkit.load1_after": load_after})
+    results = list(evaluate(job.spec.criteria, metrics).results)
+    if job.gate == "PRODUCTION" and not job.module:
+        results.append(CriterionResult(
+            "export module", "!=", False, None, False,
+            "not evaluated: the notebook has no '#| export' cells, so there is nothing to freeze",
+        ))
+    passed = error is None and bool(results) and all(r.ok for r in results)
+    summary = run_summary(job, started_at, duration, metrics, tuple(results), error, error_cell,
+                       "passed" if passed else "failed", signer_label)
+    page = render_run_report(summary, notebook)
+    return Execution(job, started_at, duration, executed, metrics, tuple(results), error, error_cell,
+                     passed, page, model, summary)
+
+
+def load1() -> float | None:
+    """The 1-minute load average of the machine (None where the OS does not report it)."""
+    try:
+        return round(os.getloadavg()[0], 3)
+    except (OSError, AttributeError):
+        return None
+
+
+def run_summary(job: Job, started_at: str, duration: float, metrics: Mapping[str, Any],
+                results: Sequence[CriterionResult], error: str | None, error_cell: str | None,
+                decision: str, signer: str) -> RunSummary:
+    """The report header (and index cell) of an executed run."""
+    return RunSummary(
+        component=job.component,
+        gate=job.gate,
+        decision=decision,
+        profile=job.profile,
+        criteria=tuple(r.as_dict() for r in results),
+        metrics=dict(metrics),
+        inputs=dict(job.inputs),
+        input_digest=job.input_digest,
+        input_details=dict(job.details),
+        parameters=dict(job.parameters),
+        runner=job.runner,
+        signer=signer,
+        started_at=started_at,
+        duration_s=duration,
+        error=error,
+        error_cell=error_cell,
+        report=f"{job.gate}/{job.component}.html",
+    )
+
+
+@contextlib.contextmanager
+def kernel_environment(root: Path) -> Iterator[None]:
+    """Environment the notebook kernels inherit: the project root, a headless plot backend."""
+    settings = {"TCPKIT_ROOT": str(root), "MPLBACKEND": "module://matplotlib_inline.backend_inline",
+                "PYDEVD_DISABLE_FILE_VALIDATION": "1"}
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

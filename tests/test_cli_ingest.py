@@ -1,0 +1,103 @@
+"""`tcpkit simulate` (with a stand-in simulate_events) and `tcpkit bench --ingest`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow as pa
+import pytest
+
+from tcpkit import cli
+from tcpkit.detect import simulate
+from tcpkit.detect.bench_ingest import synthetic_events
+from tcpkit.detect.events import read_events, validate_events
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """A stand-in for simulate_events (written by another branch) that records its arguments."""
+    seen: dict = {}
+
+    def simulate_events(**params: object) -> SimpleNamespace:
+        seen.update(params)
+        if params.get("strength", 1.0) < 0:
+            raise ValueError("strength must be a real number >= 0.0 and finite, got -1.0")
+        n = int(params["n_agents"])  # type: ignore[call-overload]
+        table = synthetic_events(n * 20, events_per_agent=20, seed=int(params["seed"]))  # type: ignore[call-overload]
+        labels = {
+            "agent": [f"agent-{i:06d}" for i in range(n)],
+            "compromised": [i % 2 == 0 for i in range(n)],
+            "attack": ["mimicry" if i % 2 == 0 else None for i in range(n)],
+            "attack_start_window": [5] * n,
+            "extra": [0] * n,
+        }
+        return SimpleNamespace(table=table, labels=labels, network=None)
+
+    monkeypatch.setattr(simulate, "simulate_events", simulate_events, raising=False)
+    return seen
+
+
+def test_simulate_writes_events_and_labels(fake: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out, labels = tmp_path / "e.parquet", tmp_path / "l.csv"
+    code = cli.main(["simulate", "--agents", "6", "--seed", "3", "--out", str(out), "--labels", str(labels),
+                     "--nodes", "2", "--windows", "4", "--commands-per-window", "10", "--compromised", "0.5",
+                     "--attacks", "mimicry, poisoning", "--strength", "0.5", "--difficulty", "easy"])
+    assert code == 0
+    assert fake == {"n_agents": 6, "seed": 3, "n_nodes": 2, "n_windows": 4, "commands_per_window": 10,
+                    "compromised_fraction": 0.5, "strength": 0.5, "difficulty": "easy",
+                    "attacks": ("mimicry", "poisoning")}
+    assert read_events(out).equals(validate_events(synthetic_events(120, events_per_agent=20, seed=3)))
+    with labels.open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["agent", "compromised", "attack", "attack_start_window"]
+    assert rows[0]["compromised"] == "true" and rows[1]["attack"] == ""
+    assert "wrote 120 events of 6 agents" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("name", "fmt"), [("e.jsonl.gz", None), ("e.json", None), ("e.log", "csv")])
+def test_simulate_any_format(fake: dict, tmp_path: Path, name: str, fmt: str | None) -> None:
+    out = tmp_path / name
+    args = ["simulate", "--agents", "2", "--seed", "1", "--out", str(out)] + (["--format", fmt] if fmt else [])
+    assert cli.main(args) == 0
+    assert read_events(out, format=fmt).num_rows == 40
+
+
+def test_simulate_bad_input_writes_nothing(fake: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert cli.main(["simulate", "--agents", "2", "--seed", "1", "--out", str(tmp_path / "e.xml")]) == 2
+    assert "cannot tell the format" in capsys.readouterr().err
+    assert cli.main(["simulate", "--agents", "2", "--seed", "1", "--out", str(tmp_path / "no" / "e.csv")]) == 2
+    assert cli.main(["simulate", "--agents", "0", "--seed", "1", "--out", str(tmp_path / "e.csv")]) == 2
+    assert cli.main(["simulate", "--agents", "2", "--seed", "1", "--strength", "-1",
+                     "--out", str(tmp_path / "e.csv")]) == 2
+    assert "strength" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_simulate_without_simulate_events(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delattr(simulate, "simulate_events", raising=False)
+    assert cli.main(["simulate", "--agents", "2", "--seed", "1", "--out", str(tmp_path / "e.csv")]) == 1
+
+
+@pytest.mark.slow
+def test_bench_ingest_runs_and_agrees(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    target = tmp_path / "ingest.json"
+    assert cli.main(["bench", "--ingest", "3000", "--json", str(target)]) == 0
+    result = json.loads(target.read_text())
+    assert result["n_events"] == 3000
+    assert set(result["contenders"]) == {"tcpkit", "tcpkit-stream", "pandas"}
+    for name in ("tcpkit", "tcpkit-stream"):
+        assert result["ratios"][name] > 0
+        assert result["max_abs_diff"][name] < 1e-9  # the same features as the pandas groupby
+        assert result["contenders"][name]["peak_rss_mib"] > 0
+    assert "pandas/this" in capsys.readouterr().out
+
+
+def test_labels_need_their_columns(tmp_path: Path) -> None:
+    from tcpkit.detect.events import EventError
+    from tcpkit.detect.events_write import write_labels
+
+    with pytest.raises(EventError, match="attack_start_window"):
+        write_labels(pa.table({"agent": ["a"], "compromised": [True], "attack": ["x"]}), tmp_path / "l.csv")

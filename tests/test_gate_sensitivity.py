@@ -1,0 +1,215 @@
+"""Every gated metric can fail: break what it checks, run the real notebook, watch the gate fail.
+
+A criterion in ``notebooks/pipeline.toml`` is a check only if some broken world makes it
+fail. For each gated metric, a test marked ``@pytest.mark.breaks(component, metric)`` breaks
+the thing the metric measures (a detector that flags nobody, a kernel that is off by 1 %, an
+order-dependent CRDT join, ...) and shows the criterion fail. Tests here run the component's
+real notebook with one sabotage cell inserted (monkeypatching the library inside the kernel)
+and evaluate the real criteria of ``pipeline.toml`` on what it recorded; domain test files
+carry their own markers. :func:`test_every_gated_metric_has_a_breaking_test` keeps the list
+complete: a new criterion without a breaking test fails it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+
+from tcpkit.release.gates import load_pipeline
+from tcpkit.release.metrics import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+TESTS = ROOT / "tests"
+PIPELINE = load_pipeline(NOTEBOOKS / "pipeline.toml")
+
+pytestmark = pytest.mark.slow
+
+
+def gated_metrics() -> set[tuple[str, str]]:
+    return {
+        (name, criterion.metric)
+        for name, spec in PIPELINE.components.items()
+        for gate in spec.gates.values()
+        for criterion in gate.criteria
+    }
+
+
+# Gated metrics whose breaking test is still being written (this list may only shrink).
+NOT_YET_COVERED: set[tuple[str, str]] = {
+    ("performance", m) for m in (
+        "end_to_end_ns_per_agent", "max_rel_error", "max_rel_error_vs_exact", "p999_rel_error_float32",
+        "ratio_to_bandwidth_bound", "speedup_vs_numpy", "speedup_vs_scipy", "speedup_vs_sklearn",
+        "stream_rss_delta_mb",
+    )
+}
+
+
+def _breaks_marks() -> set[tuple[str, str]]:
+    """Every ``breaks(component, metric)`` mark on a test function or module under tests/."""
+    import importlib
+    import inspect
+
+    found: set[tuple[str, str]] = set()
+    for path in sorted(TESTS.glob("test_*.py")):
+        module = importlib.import_module(path.stem)
+        owners = [module, *(f for _, f in inspect.getmembers(module, inspect.isfunction))]
+        for owner in owners:
+            marks = getattr(owner, "pytestmark", [])
+            for mark in marks if isinstance(marks, list) else [marks]:
+                if mark.name == "breaks":
+                    found.add((str(mark.args[0]), str(mark.args[1])))
+    return found
+
+
+def test_every_gated_metric_has_a_breaking_test() -> None:
+    covered = _breaks_marks()
+    missing = sorted(gated_metrics() - covered - NOT_YET_COVERED)
+    assert not missing, f"gated metrics with no test that makes them fail: {missing}"
+
+
+def failing(component: str, gate: str, metrics: Mapping[str, Any]) -> set[str]:
+    """The metrics of ``component``'s ``gate`` criteria that fail on ``metrics``."""
+    spec = PIPELINE.components[component].gate(gate)
+    return {r.metric for c in spec.criteria for r in c.evaluate(metrics) if not r.ok}
+
+
+def run_sabotaged(name: str, after: str, sabotage: str, parameters: Mapping[str, Any], tmp: Path) -> dict[str, Any]:
+    """Execute ``notebooks/<name>.ipynb`` with ``sabotage`` inserted after the first cell containing ``after``."""
+    import papermill
+
+    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
+    at = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and after in c.source)
+    nb.cells.insert(at + 1, nbformat.v4.new_code_cell("# sabotage (test only)\n" + sabotage))
+    source, out = tmp / f"{name}-sabotaged.ipynb", tmp / f"{name}-out.ipynb"
+    nbformat.write(nb, source)
+    # a run that stops at a failing cell records what it reached, like a gate run
+    with contextlib.suppress(papermill.PapermillExecutionError):
+        papermill.execute_notebook(
+            str(source), str(out), parameters=dict(parameters), kernel_name="python3",
+            cwd=str(NOTEBOOKS), progress_bar=False, log_output=False,
+        )
+    return dict(read_metrics(out))
+
+
+FLAG_NOBODY = """
+import dataclasses, numpy as np
+from tcpkit.detect import composite as _c
+_real_detect = _c.NetworkDetector.detect
+def _nobody(self, *a, **k):
+    r = _real_detect(self, *a, **k)
+    return dataclasses.replace(r, flags=np.zeros_like(r.flags), explanations=())
+_c.NetworkDetector.detect = _nobody
+"""
+
+FLAG_EVERYONE = """
+import dataclasses, numpy as np
+from tcpkit.detect import composite as _c
+_real_detect = _c.NetworkDetector.detect
+def _everyone(self, *a, **k):
+    r = _real_detect(self, *a, **k)
+    return dataclasses.replace(r, flags=np.ones_like(r.flags))
+_c.NetworkDetector.detect = _everyone
+"""
+
+STATISTICS_QUICK = {"n_agents": 200, "seeds": 1, "limit_agents": 90, "strengths": [1.0]}
+
+
+@pytest.mark.breaks("statistics", "recall_*")
+def test_statistics_recall_fails_when_the_detector_flags_nobody(tmp_path: Path) -> None:
+    metrics = run_sabotaged("statistics", "#| export", FLAG_NOBODY, STATISTICS_QUICK, tmp_path)
+    assert {f"recall_{a}" for a in ("mimicry", "poisoning", "gradual_drift")} <= failing("statistics", "TESTING", metrics)
+
+
+@pytest.mark.breaks("statistics", "fpr")
+def test_statistics_fpr_fails_when_the_detector_flags_everyone(tmp_path: Path) -> None:
+    metrics = run_sabotaged("statistics", "#| export", FLAG_EVERYONE, STATISTICS_QUICK, tmp_path)
+    assert "fpr" in failing("statistics", "DEVELOPMENT", metrics)
+    assert "fpr" in failing("statistics", "PRODUCTION", metrics)
+
+
+@pytest.fixture(scope="module")
+def frozen_domains() -> Iterator[Path]:
+    """The four domain modules frozen into a throwaway project (as nbval does for integrated)."""
+    from tcpkit.release.fixture import freeze_for_checks
+
+    root = Path(tempfile.mkdtemp(prefix="tcpkit-sabotage-"))
+    freeze_for_checks(root, NOTEBOOKS, ("statistics", "distributed", "performance", "security"))
+    previous = os.environ.get("TCPKIT_ROOT")
+    os.environ["TCPKIT_ROOT"] = str(root)
+    yield root
+    if previous is None:
+        os.environ.pop("TCPKIT_ROOT", None)
+    else:
+        os.environ["TCPKIT_ROOT"] = previous
+    shutil.rmtree(root, ignore_errors=True)
+
+
+INTEGRATED_QUICK = {"n_agents": 600, "n_reference": 3000}
+
+BREAK_DETECTION_KERNEL_AND_CRDT = FLAG_NOBODY + """
+from tcpkit.detect import crdt as _crdt
+from tcpkit.detect.combine import combine_chan as _chan
+_real_join = _crdt.State.join
+_calls = [0]
+def _order_dependent_join(self, other):
+    _calls[0] += 1
+    return other if _calls[0] % 7 == 0 else _real_join(self, other)
+_crdt.State.join = _order_dependent_join
+distributed.combine = lambda ms: _chan(list(ms)[1:])          # silently drops a node
+_real_factory = performance.make_kernel
+class _OffByOnePercent:
+    def __init__(self, k): self.k = k
+    def squared_distances(self, X, **kw): return 1.01 * self.k.squared_distances(X, **kw)
+performance.make_kernel = lambda loc, cov: _OffByOnePercent(_real_factory(loc, cov))
+"""
+
+BREAK_FPR_AGREEMENT_SPEED_AND_ROBUSTNESS = """
+import dataclasses, time, numpy as np
+from tcpkit.detect import composite as _c
+from tcpkit.detect.combine import combine_chan as _chan
+_real_detect = _c.NetworkDetector.detect
+_seen = [0]
+def _everyone_slowly(self, *a, **k):
+    r = _real_detect(self, *a, **k)
+    _seen[0] += 1
+    time.sleep(0.5)
+    flags = np.ones_like(r.flags) if _seen[0] == 1 else r.flags   # only the CRDT path (first call) breaks
+    return dataclasses.replace(r, flags=flags)
+_c.NetworkDetector.detect = _everyone_slowly
+distributed.combine = lambda ms: _chan(list(ms))              # not robust: follows a lying node
+"""
+
+
+@pytest.mark.breaks("integrated", "recall")
+@pytest.mark.breaks("integrated", "recall_attack_*")
+@pytest.mark.breaks("integrated", "explained_alarms")
+@pytest.mark.breaks("integrated", "crdt_order_independent")
+@pytest.mark.breaks("integrated", "combine_rel_error")
+@pytest.mark.breaks("integrated", "kernel_rel_error_vs_oracle")
+def test_integrated_detection_kernel_and_crdt_metrics_fail_when_broken(frozen_domains: Path, tmp_path: Path) -> None:
+    metrics = run_sabotaged("integrated", "load_frozen(name)", BREAK_DETECTION_KERNEL_AND_CRDT, INTEGRATED_QUICK, tmp_path)
+    failed = failing("integrated", "PRODUCTION", metrics) | failing("integrated", "DEVELOPMENT", metrics)
+    expected = {"recall", "explained_alarms", "crdt_order_independent", "combine_rel_error", "kernel_rel_error_vs_oracle"}
+    assert expected <= failed, metrics
+    assert any(m.startswith("recall_attack_") for m in failed)
+
+
+@pytest.mark.breaks("integrated", "fpr")
+@pytest.mark.breaks("integrated", "central_agreement")
+@pytest.mark.breaks("integrated", "agents_per_second")
+@pytest.mark.breaks("integrated", "lying_node_shift_robust")
+def test_integrated_fpr_agreement_speed_and_lying_metrics_fail_when_broken(frozen_domains: Path, tmp_path: Path) -> None:
+    metrics = run_sabotaged(
+        "integrated", "load_frozen(name)", BREAK_FPR_AGREEMENT_SPEED_AND_ROBUSTNESS, INTEGRATED_QUICK, tmp_path
+    )
+    failed = failing("integrated", "PRODUCTION", metrics)
+    assert {"fpr", "central_agreement", "agents_per_second", "lying_node_shift_robust"} <= failed, metrics
