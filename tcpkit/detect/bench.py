@@ -671,6 +671,7 @@ def _time_network_detect(
             return detector.detect(net.windows, alpha=cfg.alpha)
 
         t = _timings(detect, max(1, min(cfg.repeats, 3)))
+        flagged = detector.detect(net.windows, alpha=cfg.alpha).n_flagged
         entries.append(
             _method(
                 f"network_detect{suffix}",
@@ -679,7 +680,8 @@ def _time_network_detect(
                 cfg.network_agents,
                 _peak_traced(detect),
                 f"{net.windows.shape[1]} windows x {net.windows.shape[2]} features per agent, "
-                f"fitted on {cfg.network_reference} clean agents",
+                f"fitted on {cfg.network_reference} clean agents; default DetectorConfig; "
+                f"flags {flagged} (each flag is explained)",
             )
         )
         if kernel_config.dtype == "float32":
