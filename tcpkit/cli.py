@@ -754,7 +754,7 @@ def _add_bench(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = _add_command(
         sub,
         "bench",
-        "benchmark the scoring kernel against scipy, numpy, scikit-learn (and PyOD) on the same data",
+        "benchmark the scoring kernel and the public paths against scipy, numpy, scikit-learn and PyOD",
         _cmd_bench,
     )
     p.add_argument("--agents", default="1000000", metavar="N", help="agents scored (default 1e6)")
@@ -772,6 +772,12 @@ def _add_bench(sub: argparse._SubParsersAction[_Parser]) -> None:
         default="10000000",
         metavar="N",
         help="agents scored as a stream for the resident-memory measurement (default 1e7; 0 skips)",
+    )
+    p.add_argument(
+        "--network-agents",
+        default="20000",
+        metavar="N",
+        help="agents of the simulated network NetworkDetector.detect judges (default 2e4; 0 skips)",
     )
     p.add_argument(
         "--json",
@@ -817,6 +823,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     repeats = _count(args.repeats, "repeats")
     scaling_max = _count(args.scaling_max, "scaling-max", minimum=0)
     stream = _count(args.stream_agents, "stream-agents", minimum=0)
+    network = _count(args.network_agents, "network-agents", minimum=0)
     if features > 4096:
         raise UsageError(f"--features {features}: at most 4096")
     if agents * features > 2 * 10**9:
@@ -831,6 +838,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             scaling=scaling,
             stream_agents=stream,
             fit_rows=max(500, 10 * features),
+            network_agents=network,
         )
     except BenchError as exc:
         raise UsageError(str(exc)) from None

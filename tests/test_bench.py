@@ -32,6 +32,8 @@ TINY = BenchConfig(
     calibration_rows=200,
     bandwidth_bytes=8 * 1024 * 1024,
     min_seconds=0.0,
+    network_agents=120,
+    network_reference=80,
 )
 
 METHODS = {
@@ -46,6 +48,26 @@ METHODS = {
     "sklearn",
     "pyod",
     "baseline_detect",
+    "baseline_mahalanobis_float64",
+    "baseline_mahalanobis_float32",
+    "network_detect",
+    "network_detect_float32",
+}
+
+TARGETS = {
+    "tcpkit_ns_per_agent",
+    "speedup_vs_scipy",
+    "speedup_vs_sklearn",
+    "end_to_end_ns_per_agent",
+    "end_to_end_conformal_ns_per_agent",
+    "ratio_to_bandwidth_bound",
+    "public_ratio_to_kernel",
+    "public_ns_per_agent",
+    "public_speedup_vs_sklearn",
+    "public_ratio_to_bandwidth_bound",
+    "network_detect_agents_per_second",
+    "network_detect_float32_agents_per_second",
+    "stream_rss_delta_mb",
 }
 
 
@@ -62,8 +84,8 @@ def test_schema_and_methods(result: dict[str, Any]) -> None:
     assert result["schema"] == SCHEMA
     assert {m["name"] for m in result["methods"]} == METHODS
     for entry in result["methods"]:
-        if entry["status"] in ("not installed", "not available"):
-            assert entry["name"] in ("pyod", "baseline_detect")
+        if entry["status"] == "not installed":
+            assert entry["name"] == "pyod"
             assert entry["ns_per_agent"] is None
             continue
         assert entry["status"] == "ok"
@@ -101,13 +123,72 @@ def test_scaling_streaming_and_targets(result: dict[str, Any]) -> None:
     assert stream["result_bytes"] == 20_000 * 8
     assert stream["tracemalloc_peak_bytes"] >= stream["result_bytes"]
     assert stream["within_budget"] is True
-    names = [t["name"] for t in result["targets"]]
-    assert "speedup_vs_sklearn" in names and "ratio_to_bandwidth_bound" in names
-    assert "end_to_end_conformal_ns_per_agent" in names
     assert all(t["applies"] is False for t in result["targets"])
     table = format_table(result)
-    for label in ("tcpkit kernel", "scikit-learn", "bandwidth", "scaling", "memory efficiency"):
+    for label in (
+        "tcpkit kernel", "scikit-learn", "bandwidth", "scaling", "memory efficiency",
+        "Baseline.mahalanobis, float32", "NetworkDetector.detect", "public_ratio_to_kernel",
+    ):
         assert label in table
+
+
+def test_targets_report_value_target_and_verdict(result: dict[str, Any]) -> None:
+    targets = {t["name"]: t for t in result["targets"]}
+    assert set(targets) == TARGETS
+    by = {m["name"]: m for m in result["methods"]}
+    for t in targets.values():
+        assert set(t) >= {"value", "op", "threshold", "target", "met", "applies", "measures"}
+        assert t["target"] == f"{t['op']} {t['threshold']:g}"
+        if t["value"] is None:
+            assert t["met"] is None
+        else:
+            want = t["value"] <= t["threshold"] if t["op"] == "<=" else t["value"] >= t["threshold"]
+            assert t["met"] is want
+    # the ratios are computed from entries of the same run
+    ns = {name: m["ns_per_agent"]["median"] for name, m in by.items() if m["ns_per_agent"]}
+    assert targets["public_ratio_to_kernel"]["value"] == pytest.approx(
+        ns["baseline_mahalanobis_float64"] / ns["tcpkit"]
+    )
+    assert targets["public_speedup_vs_sklearn"]["value"] == pytest.approx(
+        ns["sklearn"] / ns["baseline_mahalanobis_float64"]
+    )
+    assert targets["public_ratio_to_bandwidth_bound"]["value"] == pytest.approx(
+        ns["baseline_mahalanobis_float64"] / result["bandwidth"]["bound_ns_per_agent"]
+    )
+    assert targets["network_detect_agents_per_second"]["value"] == pytest.approx(
+        by["network_detect"]["agents_per_second"]
+    )
+    assert targets["network_detect_agents_per_second"]["threshold"] == 240_000
+    assert by["network_detect"]["timed_agents"] == 120
+    # the float32 path is compared with a float64 oracle in the same run
+    assert 0 < result["agreement"]["float32_max_rel_error_vs_oracle"] < 1e-4
+    assert 0 < result["agreement"]["network_float32_max_rel_error_vs_oracle"] < 1e-4
+
+
+def test_a_target_that_is_missed_says_so() -> None:
+    from tcpkit.detect.bench import _targets
+
+    def entry(name: str, ns: float) -> dict[str, Any]:
+        return {"name": name, "ns_per_agent": {"median": ns}, "agents_per_second": 1e9 / ns}
+
+    methods = [
+        entry("tcpkit", 10.0),
+        entry("baseline_mahalanobis_float32", 20.0),  # 2x the kernel: misses <= 1.3
+        entry("sklearn", 300.0),
+        entry("network_detect", 1e9 / 50_000),
+    ]
+    targets = {
+        t["name"]: t
+        for t in _targets(BenchConfig(), methods, {"bound_ns_per_agent": 2.0}, {"status": "skipped"})
+    }
+    assert targets["public_ratio_to_kernel"]["value"] == 2.0
+    assert targets["public_ratio_to_kernel"]["met"] is False
+    assert targets["public_speedup_vs_sklearn"]["met"] is True
+    assert targets["public_ratio_to_bandwidth_bound"]["met"] is False
+    assert targets["network_detect_agents_per_second"]["met"] is False
+    assert targets["network_detect_float32_agents_per_second"]["met"] is None  # not run
+    assert targets["speedup_vs_scipy"]["met"] is None
+    assert all(t["applies"] for t in targets.values())
 
 
 def test_memory_efficiency_is_computed_from_the_shape() -> None:
@@ -126,6 +207,8 @@ def test_memory_efficiency_is_computed_from_the_shape() -> None:
         {"fit_rows": 4, "features": 4},
         {"alpha": 1.5},
         {"stream_chunk_rows": 0},
+        {"network_agents": -1},
+        {"network_reference": 10},
     ],
 )
 def test_bad_config_is_refused(kwargs: dict[str, Any]) -> None:
@@ -138,13 +221,16 @@ def test_cli_writes_json_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     code = main(
         [
             "bench", "--agents", "2e3", "--features", "2", "--repeats", "1",
-            "--scaling-max", "1e3", "--stream-agents", "0", "--json", str(target),
+            "--scaling-max", "1e3", "--stream-agents", "0", "--network-agents", "0",
+            "--json", str(target),
         ]
     )
     assert code == 0
     data = json.loads(target.read_text())
     assert data["schema"] == SCHEMA and data["config"]["agents"] == 2_000
     assert [row["agents"] for row in data["scaling"]] == [1_000]
+    assert "network_detect" not in {m["name"] for m in data["methods"]}
+    assert next(t for t in data["targets"] if t["name"] == "network_detect_agents_per_second")["met"] is None
     assert "tcpkit kernel" in capsys.readouterr().out
 
 

@@ -300,7 +300,7 @@ class NaiveDetector:
             raise AttackError("this NaiveDetector is not fitted: call fit(reference) first")
         w = _check_windows(windows, "windows")
         change, _ = _change_and_level(w, self.reference_windows)
-        d2 = self.baseline_.mahalanobis(change)
+        d2 = np.asarray(self.baseline_.mahalanobis(change), dtype=np.float64)
         p = np.asarray(stats.chi2.sf(d2, self.n_features_in_), dtype=np.float64)
         flags, q = decide(p, self.alpha, self.fdr)
         return DetectionResult(flags, p, q, d2, (), self.alpha, self.fdr, "chi-square")

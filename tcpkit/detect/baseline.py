@@ -23,6 +23,7 @@ P-values and their assumptions
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +38,7 @@ from tcpkit.detect.covariance import (
 )
 from tcpkit.detect.explain import Explanation, explain
 from tcpkit.detect.kernel import WhiteningKernel
+from tcpkit.detect.kernel_config import KernelConfig, KernelConfigError
 from tcpkit.detect.pvalues import bh_reject, chi2_sf, conformal_pvalues
 from tcpkit.detect.sequential import CusumDetector, CusumResult
 
@@ -49,6 +51,7 @@ __all__ = [
     "Explanation",
     "SingularDataWarning",
     "check_matrix",
+    "check_scoring_matrix",
 ]
 
 PVALUE_METHODS = ("conformal", "chi2")
@@ -86,6 +89,44 @@ def check_matrix(X: ArrayLike, name: str = "X", n_features: int | None = None) -
             f"(columns {', '.join(str(c) for c in cols[:5])})"
         )
     return data
+
+
+def check_scoring_matrix(X: ArrayLike, name: str, n_features: int) -> NDArray[np.floating]:
+    """Check the shape and type of rows to score, without copying float32/float64 arrays.
+
+    Finiteness is not checked here: the kernel checks it inside its chunk loop (one
+    pass over the data, not two) and names the offending rows. Other numeric input
+    (integers, float16, nested lists) becomes float64.
+
+    Raises :class:`BaselineError` naming what is wrong.
+    """
+    if isinstance(X, np.ndarray) and X.dtype in (np.float32, np.float64):
+        data = X
+    else:
+        try:
+            data = np.asarray(X)
+            if data.dtype.kind not in "biuf":
+                raise TypeError(f"dtype {data.dtype} is not real numbers")
+            data = data.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise BaselineError(f"{name} is not a numeric array: {exc}") from None
+    if data.ndim != 2:
+        raise BaselineError(f"{name} has shape {data.shape}: expected a 2-D (n_agents, n_features) array")
+    if data.shape[0] == 0 or data.shape[1] == 0:
+        raise BaselineError(f"{name} has shape {data.shape}: it is empty")
+    if data.shape[1] != n_features:
+        raise BaselineError(
+            f"{name} has {data.shape[1]} features: the baseline was fitted on {n_features}"
+        )
+    return data
+
+
+def _kernel_config(value: KernelConfig | Mapping[str, Any] | None) -> KernelConfig:
+    """The kernel settings of a baseline, validated once (errors as BaselineError)."""
+    try:
+        return KernelConfig.coerce(value)
+    except KernelConfigError as exc:
+        raise BaselineError(str(exc)) from None
 
 
 def _check_alpha(alpha: float) -> float:
@@ -152,6 +193,9 @@ class Baseline:
     max_fit_rows : robust fits on more rows use a seeded subsample of this size
         (MCD is O(seconds) per 10^4 rows; scoring still covers every row).
     feature_names : names for explanations; default ``x0, x1, ...``.
+    kernel_config : the scoring kernel's settings (precision, rows per chunk, threads),
+        a :class:`~tcpkit.detect.kernel_config.KernelConfig` or a mapping validated by
+        ``KernelConfig.from_mapping``; default ``KernelConfig()``.
 
     Attributes
     ----------
@@ -171,6 +215,7 @@ class Baseline:
         random_state: int | None = 0,
         max_fit_rows: int = DEFAULT_MAX_FIT_ROWS,
         feature_names: tuple[str, ...] | list[str] | None = None,
+        kernel_config: KernelConfig | Mapping[str, Any] | None = None,
     ) -> None:
         if method not in METHODS:
             raise BaselineError(f"method={method!r} is unknown: choose one of {', '.join(METHODS)}")
@@ -183,6 +228,7 @@ class Baseline:
         self.random_state = random_state
         self.max_fit_rows = int(max_fit_rows)
         self.feature_names = tuple(feature_names) if feature_names is not None else None
+        self.kernel_config = _kernel_config(kernel_config)
 
     # -- fitting ---------------------------------------------------------------------------
 
@@ -216,6 +262,7 @@ class Baseline:
         *,
         feature_names: tuple[str, ...] | list[str] | None = None,
         method: str = "empirical",
+        kernel_config: KernelConfig | Mapping[str, Any] | None = None,
     ) -> Baseline:
         """A fitted baseline from a given location and covariance (e.g. merged moments)."""
         loc = np.asarray(location, dtype=np.float64)
@@ -228,7 +275,7 @@ class Baseline:
             raise BaselineError("location or covariance contains NaN or infinite values")
         if not np.allclose(cov, cov.T, rtol=1e-10, atol=1e-12):
             raise BaselineError("covariance is not symmetric")
-        baseline = cls(method=method, feature_names=feature_names)
+        baseline = cls(method=method, feature_names=feature_names, kernel_config=kernel_config)
         if baseline.feature_names is not None and len(baseline.feature_names) != loc.size:
             raise BaselineError(
                 f"feature_names has {len(baseline.feature_names)} names but location has {loc.size}"
@@ -240,7 +287,7 @@ class Baseline:
 
     def _set_estimate(self, location: NDArray[np.float64], covariance: NDArray[np.float64]) -> None:
         try:
-            kernel = WhiteningKernel.from_covariance(location, covariance)
+            kernel = WhiteningKernel.from_covariance(location, covariance, self.kernel_config)
         except ValueError as exc:
             raise BaselineError(str(exc)) from None
         self.location_ = np.array(location, dtype=np.float64)
@@ -267,10 +314,29 @@ class Baseline:
         self._check_fitted()
         return check_matrix(X, "X", self.n_features_in_)
 
-    def mahalanobis(self, X: ArrayLike) -> NDArray[np.float64]:
-        """Squared Mahalanobis distances of the rows of ``X`` to the baseline."""
-        data = self._validated(X)
-        return np.asarray(self.kernel_.squared_distances(data), dtype=np.float64)
+    def _scores(self, X: ArrayLike) -> tuple[NDArray[np.floating], NDArray[np.floating]]:
+        """(rows as scored, squared distances): shape checked here, finiteness in the kernel."""
+        self._check_fitted()
+        data = check_scoring_matrix(X, "X", self.n_features_in_)
+        try:
+            return data, self.kernel_.squared_distances(data)
+        except ValueError as exc:
+            raise BaselineError(str(exc)) from None
+
+    def mahalanobis(self, X: ArrayLike) -> NDArray[np.floating]:
+        """Squared Mahalanobis distances of the rows of ``X`` to the baseline.
+
+        Scored in the kernel's precision (``kernel_config``): float32 input stays
+        float32 and is returned as float32; no copy of ``X`` is made and the input is
+        checked for NaN/inf inside the kernel's chunk loop.
+
+        Raises
+        ------
+        BaselineError
+            If ``X`` is not (n, n_features_in_) numbers, or a row holds NaN/inf (the rows
+            are named) or overflows float32.
+        """
+        return self._scores(X)[1]
 
     def calibrate(self, X_clean: ArrayLike) -> Baseline:
         """Store the sorted scores of a held-out clean set for conformal p-values; returns self.
@@ -296,7 +362,7 @@ class Baseline:
         return self._pvalues_from_scores(scores, method, alpha)
 
     def _pvalues_from_scores(
-        self, scores: NDArray[np.float64], method: str, alpha: float | None
+        self, scores: NDArray[np.floating], method: str, alpha: float | None
     ) -> NDArray[np.float64]:
         if method == "chi2":
             return chi2_sf(scores, self.n_features_in_)
@@ -335,8 +401,8 @@ class Baseline:
         alpha = _check_alpha(alpha)
         if fdr not in FDR_METHODS:
             raise BaselineError(f"fdr={fdr!r} is unknown: choose one of {', '.join(FDR_METHODS)}")
-        data = self._validated(X)
-        scores = np.asarray(self.kernel_.squared_distances(data), dtype=np.float64)
+        data, distances = self._scores(X)
+        scores = np.asarray(distances, dtype=np.float64)
         p = self._pvalues_from_scores(scores, method, alpha)
         flags, q = decide(p, alpha, fdr)
         explanations = explain(
@@ -353,7 +419,10 @@ class Baseline:
         return explain(data, self.location_, self.covariance_, index, self.feature_names_)
 
     def __repr__(self) -> str:
-        return f"Baseline(method={self.method!r}, support_fraction={self.support_fraction!r}, random_state={self.random_state!r})"
+        return (
+            f"Baseline(method={self.method!r}, support_fraction={self.support_fraction!r}, "
+            f"random_state={self.random_state!r}, kernel_config={self.kernel_config!r})"
+        )
 
 
 def decide(

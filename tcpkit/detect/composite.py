@@ -64,6 +64,7 @@ reference fleet accordingly.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -76,10 +77,12 @@ from tcpkit.detect.baseline import (
     BaselineError,
     DetectionResult,
     _check_alpha,
+    _kernel_config,
     decide,
 )
 from tcpkit.detect.config import ConfigError, DetectorConfig
 from tcpkit.detect.explain import Explanation, explain
+from tcpkit.detect.kernel_config import KernelConfig
 from tcpkit.detect.pvalues import conformal_pvalues
 from tcpkit.detect.sequential import CusumDetector, CusumResult
 
@@ -271,6 +274,9 @@ class NetworkDetector:
     kernel_factory : optional ``factory(location, covariance) -> kernel`` whose
         ``squared_distances(X)`` scores the three baselines (e.g. a deployment's tuned
         production kernel). Default: each :class:`Baseline`'s own whitening kernel.
+    kernel_config : settings (precision, rows per chunk, threads) of the baselines'
+        kernels, a :class:`~tcpkit.detect.kernel_config.KernelConfig` or a mapping;
+        default ``KernelConfig()``. Saved by :meth:`to_arrays` with the fitted state.
     feature_names, **settings : shorthands for ``config.replace(features=..., **settings)``
         (validated the same way), e.g. ``NetworkDetector(reference_windows=4)``.
 
@@ -297,6 +303,7 @@ class NetworkDetector:
         config: DetectorConfig | None = None,
         *,
         kernel_factory: KernelFactory | None = None,
+        kernel_config: KernelConfig | Mapping[str, Any] | None = None,
         feature_names: tuple[str, ...] | None = None,
         **settings: Any,
     ) -> None:
@@ -310,6 +317,7 @@ class NetworkDetector:
         except ConfigError as exc:
             raise BaselineError(str(exc)) from None
         self.kernel_factory = kernel_factory
+        self.kernel_config = _kernel_config(kernel_config)
 
     # Read-only views of the configuration (the one place the settings live).
     @property
@@ -345,7 +353,12 @@ class NetworkDetector:
         return self.config.focus_feature
 
     def _baseline(self) -> Baseline:
-        return Baseline(self.method, random_state=self.random_state, feature_names=self.feature_names)
+        return Baseline(
+            self.method,
+            random_state=self.random_state,
+            feature_names=self.feature_names,
+            kernel_config=self.kernel_config,
+        )
 
     def split(self, n_agents: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         """The (fitting rows, calibration rows) that :meth:`fit` uses for ``n_agents`` reference agents.
@@ -381,7 +394,9 @@ class NetworkDetector:
         except (TypeError, ValueError):
             raise BaselineError(f"estimates[{name!r}] must be a (location, covariance) pair") from None
         try:
-            base = Baseline.from_estimate(location, covariance, feature_names=self.feature_names)
+            base = Baseline.from_estimate(
+                location, covariance, feature_names=self.feature_names, kernel_config=self.kernel_config
+            )
         except BaselineError as exc:
             raise BaselineError(f"estimates[{name!r}]: {exc}") from None
         if base.n_features_in_ != d:
@@ -479,6 +494,7 @@ class NetworkDetector:
         out: dict[str, NDArray[Any]] = {
             "format": np.array("tcpkit.network_detector/1"),
             "config": np.array(self.config.to_json()),
+            "kernel_config": np.array(json.dumps(self.kernel_config.to_mapping(), sort_keys=True)),
             "n_features_in": np.array(self.n_features_in_, dtype=np.int64),
             "n_windows": np.array(self.n_windows_, dtype=np.int64),
             "components": np.array(self.components_, dtype=np.str_),
@@ -508,7 +524,11 @@ class NetworkDetector:
             if fmt != "tcpkit.network_detector/1":
                 raise BaselineError(f"model format {fmt!r} is not tcpkit.network_detector/1")
             config = DetectorConfig.from_json(str(np.asarray(arrays["config"])))
-            det = cls(config, kernel_factory=kernel_factory)
+            # models written before the kernel settings travelled with them use the defaults
+            kernel_config = (
+                json.loads(str(np.asarray(arrays["kernel_config"]))) if "kernel_config" in arrays else None
+            )
+            det = cls(config, kernel_factory=kernel_factory, kernel_config=kernel_config)
             d = int(arrays["n_features_in"])
             det.n_features_in_ = d
             det.n_windows_ = int(arrays["n_windows"])
@@ -517,7 +537,10 @@ class NetworkDetector:
             names = det.feature_names
             for name in ESTIMATED_BASELINES:
                 base = Baseline.from_estimate(
-                    arrays[f"{name}_location"], arrays[f"{name}_covariance"], feature_names=names
+                    arrays[f"{name}_location"],
+                    arrays[f"{name}_covariance"],
+                    feature_names=names,
+                    kernel_config=det.kernel_config,
                 )
                 if base.n_features_in_ != d:
                     raise BaselineError(f"{name} baseline has {base.n_features_in_} features, the model {d}")
@@ -562,7 +585,7 @@ class NetworkDetector:
         kernel = self._kernels.get(name)
         if kernel is None:
             base: Baseline = getattr(self, f"{name}_")
-            return base.mahalanobis(X)
+            return np.asarray(base.mahalanobis(X), dtype=np.float64)
         return np.asarray(kernel.squared_distances(np.ascontiguousarray(X, dtype=np.float64)), dtype=np.float64)
 
     def _ranks(self, scores: NDArray[np.float64]) -> NDArray[np.int64]:

@@ -51,13 +51,13 @@ class Explanation:
 
 
 def explain(
-    X: NDArray[np.float64],
+    X: NDArray[np.floating],
     location: NDArray[np.float64],
     covariance: NDArray[np.float64],
     rows: NDArray[np.intp],
     feature_names: tuple[str, ...],
 ) -> tuple[Explanation, ...]:
-    """Explanations for the given ``rows`` of ``X`` (already validated, (n, d) float64)."""
+    """Explanations for the given ``rows`` of ``X`` (already validated, (n, d) float32 or float64)."""
     if rows.size == 0:
         return ()
     diff = X[rows] - location
