@@ -83,7 +83,7 @@ def test_baseline_and_detector_refuse_bad_settings_as_baseline_errors() -> None:
     with pytest.raises(BaselineError, match="unknown kernel setting 'dtyp'"):
         Baseline(kernel_config={"dtyp": "float32"})
     with pytest.raises(BaselineError, match="dtype='half'"):
-        NetworkDetector(kernel_config={"dtype": "half"})
+        NetworkDetector(kernel={"dtype": "half"})
 
 
 # -- the float32 path --------------------------------------------------------------------------
@@ -186,7 +186,7 @@ def test_detector_settings_reach_its_baselines() -> None:
     reference = level + rng.normal(size=(240, 10, 3))
     monitored = rng.normal(scale=2.0, size=(60, 1, 3)) + rng.normal(size=(60, 10, 3))
     config = KernelConfig(dtype="float32", chunk_rows=2_048)
-    det32 = NetworkDetector(reference_windows=4, method="empirical", kernel_config=config).fit(reference)
+    det32 = NetworkDetector(reference_windows=4, method="empirical", kernel=config).fit(reference)
     det64 = NetworkDetector(reference_windows=4, method="empirical").fit(reference)
     for name in ("change_", "level_", "window_"):
         assert getattr(det32, name).kernel_.config == config
@@ -224,7 +224,7 @@ def test_kernel_settings_travel_with_the_frozen_detector() -> None:
     monitored = rng.normal(size=(80, 1, 4)) + rng.normal(scale=0.3, size=(80, 10, 4))
     monitored[:10, 5:, 1] += 2.0
     config = KernelConfig(dtype="float32", chunk_rows=4_096)
-    det = NetworkDetector(reference_windows=5, kernel_config=config).fit(reference)
+    det = NetworkDetector(reference_windows=5, kernel=config).fit(reference)
     buf = io.BytesIO()
     np.savez(buf, **det.to_arrays())
     buf.seek(0)
@@ -235,8 +235,10 @@ def test_kernel_settings_travel_with_the_frozen_detector() -> None:
     a, b = det.detect(monitored, alpha=0.1), again.detect(monitored, alpha=0.1)
     np.testing.assert_array_equal(a.pvalues, b.pvalues)
     np.testing.assert_array_equal(a.components["score_change"], b.components["score_change"])
-    # a model without the entry (written before it existed) loads with the defaults
-    older = {k: v for k, v in arrays.items() if k != "kernel_config"}
-    assert NetworkDetector.from_arrays(older).kernel_config == KernelConfig()
+    # the settings travel inside the configuration: a bad one is refused with its key
+    import json
+
+    bad = json.loads(str(arrays["config"]))
+    bad["kernel"] = {"dtyp": "float32"}
     with pytest.raises(BaselineError, match="unknown kernel setting 'dtyp'"):
-        NetworkDetector.from_arrays(dict(arrays, kernel_config=np.array('{"dtyp": "float32"}')))
+        NetworkDetector.from_arrays(dict(arrays, config=np.array(json.dumps(bad))))

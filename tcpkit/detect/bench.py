@@ -663,7 +663,7 @@ def _time_network_detect(
         detector = NetworkDetector(
             reference_windows=int(net.params["baseline_windows"]),
             feature_names=tuple(net.feature_names),
-            kernel_config=kernel_config,
+            kernel=kernel_config,
         ).fit(reference.windows)
         say(f"NetworkDetector.detect, kernel {kernel_config.dtype}")
 

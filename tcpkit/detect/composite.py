@@ -64,7 +64,6 @@ reference fleet accordingly.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -77,7 +76,6 @@ from tcpkit.detect.baseline import (
     BaselineError,
     DetectionResult,
     _check_alpha,
-    _kernel_config,
     decide,
 )
 from tcpkit.detect.config import ConfigError, DetectorConfig
@@ -303,7 +301,6 @@ class NetworkDetector:
         config: DetectorConfig | None = None,
         *,
         kernel_factory: KernelFactory | None = None,
-        kernel_config: KernelConfig | Mapping[str, Any] | None = None,
         feature_names: tuple[str, ...] | None = None,
         **settings: Any,
     ) -> None:
@@ -317,7 +314,11 @@ class NetworkDetector:
         except ConfigError as exc:
             raise BaselineError(str(exc)) from None
         self.kernel_factory = kernel_factory
-        self.kernel_config = _kernel_config(kernel_config)
+
+    @property
+    def kernel_config(self) -> KernelConfig:
+        """The scoring kernel's settings: ``config.kernel``."""
+        return self.config.kernel
 
     # Read-only views of the configuration (the one place the settings live).
     @property
@@ -494,7 +495,6 @@ class NetworkDetector:
         out: dict[str, NDArray[Any]] = {
             "format": np.array("tcpkit.network_detector/1"),
             "config": np.array(self.config.to_json()),
-            "kernel_config": np.array(json.dumps(self.kernel_config.to_mapping(), sort_keys=True)),
             "n_features_in": np.array(self.n_features_in_, dtype=np.int64),
             "n_windows": np.array(self.n_windows_, dtype=np.int64),
             "components": np.array(self.components_, dtype=np.str_),
@@ -524,11 +524,7 @@ class NetworkDetector:
             if fmt != "tcpkit.network_detector/1":
                 raise BaselineError(f"model format {fmt!r} is not tcpkit.network_detector/1")
             config = DetectorConfig.from_json(str(np.asarray(arrays["config"])))
-            # models written before the kernel settings travelled with them use the defaults
-            kernel_config = (
-                json.loads(str(np.asarray(arrays["kernel_config"]))) if "kernel_config" in arrays else None
-            )
-            det = cls(config, kernel_factory=kernel_factory, kernel_config=kernel_config)
+            det = cls(config, kernel_factory=kernel_factory)
             d = int(arrays["n_features_in"])
             det.n_features_in_ = d
             det.n_windows_ = int(arrays["n_windows"])

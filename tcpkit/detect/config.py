@@ -24,6 +24,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from tcpkit.detect.kernel_config import KernelConfig, KernelConfigError
+
 if TYPE_CHECKING:
     from tcpkit.detect.composite import KernelFactory, NetworkDetector
 
@@ -91,6 +93,8 @@ class DetectorConfig:
     focus_feature : feature given its own one-sided change test (larger = worse), or None.
     features : feature names the detector expects, in order (None: whatever the data has).
     random_state : seed of the reference split and of MCD's random starts.
+    kernel : the scoring kernel's settings (precision, rows per chunk, threads), a
+        :class:`~tcpkit.detect.kernel_config.KernelConfig`; its defaults live there.
     """
 
     alpha: float = 0.01
@@ -103,6 +107,7 @@ class DetectorConfig:
     focus_feature: str | None = "family_underrating"
     features: tuple[str, ...] | None = None
     random_state: int = 0
+    kernel: KernelConfig = KernelConfig()
 
     def __post_init__(self) -> None:
         checked = _validated(self)
@@ -129,6 +134,7 @@ class DetectorConfig:
     def to_mapping(self) -> dict[str, Any]:
         """Plain values (lists for tuples), the inverse of :meth:`from_mapping`."""
         out = dataclasses.asdict(self)
+        out["kernel"] = self.kernel.to_mapping()
         if out["features"] is not None:
             out["features"] = list(out["features"])
         return out
@@ -151,6 +157,10 @@ def _validated(config: DetectorConfig) -> dict[str, Any]:
     focus = config.focus_feature
     if focus is not None and (not isinstance(focus, str) or not focus):
         raise ConfigError(f"focus_feature={focus!r}: expected a feature name or null")
+    try:
+        kernel = KernelConfig.coerce(config.kernel)
+    except KernelConfigError as exc:
+        raise ConfigError(str(exc)) from None
     seed = config.random_state
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"random_state={seed!r}: expected a non-negative integer")
@@ -163,6 +173,7 @@ def _validated(config: DetectorConfig) -> dict[str, Any]:
         "reference_windows": _integer("reference_windows", config.reference_windows, 1),
         "max_fit_agents": _integer("max_fit_agents", config.max_fit_agents, 20),
         "features": _names("features", config.features),
+        "kernel": kernel,
     }
 
 

@@ -685,7 +685,7 @@ class FleetDetector:
             change_base = Baseline(self.method, random_state=self.random_state).fit(change)
         scores = {
             "level": self._level_distances(self.level_),
-            "change": change_base.mahalanobis(change),
+            "change": np.asarray(change_base.mahalanobis(change), dtype=np.float64),
         }
         cusum = self._cusum.run(self._window_distances(per_window))
         scores["cusum"] = cusum.max_statistic
