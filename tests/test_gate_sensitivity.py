@@ -165,11 +165,9 @@ def _order_dependent_join(self, other):
     return other if _calls[0] % 7 == 0 else _real_join(self, other)
 _crdt.State.join = _order_dependent_join
 distributed.combine = lambda ms: _chan(list(ms)[1:])          # silently drops a node
-_real_factory = performance.make_kernel
-class _OffByOnePercent:
-    def __init__(self, k): self.k = k
-    def squared_distances(self, X, **kw): return 1.01 * self.k.squared_distances(X, **kw)
-performance.make_kernel = lambda loc, cov: _OffByOnePercent(_real_factory(loc, cov))
+from tcpkit.detect import kernel as _kernel
+_real_sq = _kernel.WhiteningKernel.squared_distances
+_kernel.WhiteningKernel.squared_distances = lambda self, X, **kw: 1.01 * _real_sq(self, X, **kw)  # 1 % off
 """
 
 BREAK_FPR_AGREEMENT_SPEED_AND_ROBUSTNESS = """
