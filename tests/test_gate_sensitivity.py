@@ -153,9 +153,29 @@ def frozen_domains() -> Iterator[Path]:
     shutil.rmtree(root, ignore_errors=True)
 
 
-INTEGRATED_QUICK = {"n_agents": 600, "n_reference": 3000}
+INTEGRATED_QUICK = {"n_agents": 600, "n_reference": 3000, "events_agents": 300}
 
-BREAK_DETECTION_KERNEL_AND_CRDT = FLAG_NOBODY + """
+FLEET_NOBODY = """
+import dataclasses, numpy as np
+from tcpkit.detect import fleet as _f
+_real_fleet_detect = _f.FleetDetector.detect
+def _fleet_nobody(self, *a, **k):
+    r = _real_fleet_detect(self, *a, **k)
+    return dataclasses.replace(r, flags=np.zeros_like(r.flags), explanations=())
+_f.FleetDetector.detect = _fleet_nobody
+"""
+
+FLEET_EVERYONE = """
+import dataclasses, numpy as np
+from tcpkit.detect import fleet as _f
+_real_fleet_detect = _f.FleetDetector.detect
+def _fleet_everyone(self, *a, **k):
+    r = _real_fleet_detect(self, *a, **k)
+    return dataclasses.replace(r, flags=np.ones_like(r.flags))
+_f.FleetDetector.detect = _fleet_everyone
+"""
+
+BREAK_DETECTION_KERNEL_AND_CRDT = FLAG_NOBODY + FLEET_NOBODY + """
 from tcpkit.detect import crdt as _crdt
 from tcpkit.detect.combine import combine_chan as _chan
 _real_join = _crdt.State.join
@@ -170,7 +190,7 @@ _real_sq = _kernel.WhiteningKernel.squared_distances
 _kernel.WhiteningKernel.squared_distances = lambda self, X, **kw: 1.01 * _real_sq(self, X, **kw)  # 1 % off
 """
 
-BREAK_FPR_AGREEMENT_SPEED_AND_ROBUSTNESS = """
+BREAK_FPR_AGREEMENT_SPEED_AND_ROBUSTNESS = FLEET_EVERYONE + """
 import dataclasses, time, numpy as np
 from tcpkit.detect import composite as _c
 from tcpkit.detect.combine import combine_chan as _chan
@@ -187,6 +207,7 @@ distributed.combine = lambda ms: _chan(list(ms))              # not robust: foll
 """
 
 
+@pytest.mark.breaks("integrated", "events_recall")
 @pytest.mark.breaks("integrated", "recall")
 @pytest.mark.breaks("integrated", "recall_attack_*")
 @pytest.mark.breaks("integrated", "explained_alarms")
@@ -196,11 +217,13 @@ distributed.combine = lambda ms: _chan(list(ms))              # not robust: foll
 def test_integrated_detection_kernel_and_crdt_metrics_fail_when_broken(frozen_domains: Path, tmp_path: Path) -> None:
     metrics = run_sabotaged("integrated", "load_frozen(name)", BREAK_DETECTION_KERNEL_AND_CRDT, INTEGRATED_QUICK, tmp_path)
     failed = failing("integrated", "PRODUCTION", metrics) | failing("integrated", "DEVELOPMENT", metrics)
-    expected = {"recall", "explained_alarms", "crdt_order_independent", "combine_rel_error", "kernel_rel_error_vs_oracle"}
+    expected = {"recall", "explained_alarms", "crdt_order_independent", "combine_rel_error", "kernel_rel_error_vs_oracle",
+                "events_recall"}
     assert expected <= failed, metrics
     assert any(m.startswith("recall_attack_") for m in failed)
 
 
+@pytest.mark.breaks("integrated", "events_fdp")
 @pytest.mark.breaks("integrated", "fpr")
 @pytest.mark.breaks("integrated", "central_agreement")
 @pytest.mark.breaks("integrated", "agents_per_second")
@@ -210,4 +233,4 @@ def test_integrated_fpr_agreement_speed_and_lying_metrics_fail_when_broken(froze
         "integrated", "load_frozen(name)", BREAK_FPR_AGREEMENT_SPEED_AND_ROBUSTNESS, INTEGRATED_QUICK, tmp_path
     )
     failed = failing("integrated", "PRODUCTION", metrics)
-    assert {"fpr", "central_agreement", "agents_per_second", "lying_node_shift_robust"} <= failed, metrics
+    assert {"fpr", "central_agreement", "agents_per_second", "lying_node_shift_robust", "events_fdp"} <= failed, metrics
