@@ -21,8 +21,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (tcpkit)" >/dev/null
 	touch $(STAMP)
 
+# the gate pipeline, then the production detector on an event log no gate has seen (seed 424242)
+DETECT_LOG := reports/events/simulated.parquet
 run: $(STAMP)
 	$(BIN)/tcpkit run --profile $(PROFILE)
+	mkdir -p reports/events
+	$(BIN)/tcpkit simulate --agents 5000 --seed 424242 --out $(DETECT_LOG) --labels reports/events/labels.csv
+	$(BIN)/tcpkit detect $(DETECT_LOG) --window-events 50 --reference-windows 5 \
+	  --json reports/alerts.json --csv reports/alerts.csv --html reports/alerts.html
 
 test: $(STAMP) lint typecheck pytest nbval
 

@@ -106,6 +106,7 @@ class IndexData:
     frozen: tuple[FrozenRow, ...] = ()
     notes: tuple[str, ...] = ()
     generated_at: str = ""
+    links: tuple[tuple[str, str], ...] = ()  # (label, href relative to reports/)
 
 
 def _e(value: Any) -> str:
@@ -294,6 +295,9 @@ def render_index(data: IndexData) -> bytes:
     if data.collaboration:
         figures = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in data.collaboration)
         parts.append(f"<h2>Collaboration</h2><table>{figures}</table>")
+    if data.links:
+        parts.append("<h2>Other reports</h2><ul>" + "".join(
+            f'<li><a href="{_e(href)}">{_e(label)}</a></li>' for label, href in data.links) + "</ul>")
     parts.append("<h2>Frozen artifacts</h2>")
     if data.frozen:
         frozen_rows = "".join(

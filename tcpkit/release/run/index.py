@@ -54,8 +54,13 @@ def write_index(project: Project, pipeline: Pipeline, ws: Any, outcomes: Sequenc
         collaboration=tuple(collaboration(ws)),
         frozen=tuple(frozen),
         notes=tuple(notes),
+        links=((ALERTS_LABEL, ALERTS_PAGE),),
     )
     return write_page(project.reports, data)
+
+
+ALERTS_PAGE = "alerts.html"
+ALERTS_LABEL = "alerts of make run: tcpkit detect on a simulated event log, with the frozen detector"
 
 
 def collaboration(ws: Any) -> Iterator[tuple[str, str]]:
