@@ -44,13 +44,7 @@ def gated_metrics() -> set[tuple[str, str]]:
 
 
 # Gated metrics whose breaking test is still being written (this list may only shrink).
-NOT_YET_COVERED: set[tuple[str, str]] = {
-    ("performance", m) for m in (
-        "end_to_end_ns_per_agent", "max_rel_error", "max_rel_error_vs_exact", "p999_rel_error_float32",
-        "ratio_to_bandwidth_bound", "speedup_vs_numpy", "speedup_vs_scipy", "speedup_vs_sklearn",
-        "stream_rss_delta_mb",
-    )
-}
+NOT_YET_COVERED: set[tuple[str, str]] = set()
 
 
 def _breaks_marks() -> set[tuple[str, str]]:
@@ -234,3 +228,52 @@ def test_integrated_fpr_agreement_speed_and_lying_metrics_fail_when_broken(froze
     )
     failed = failing("integrated", "PRODUCTION", metrics)
     assert {"fpr", "central_agreement", "agents_per_second", "lying_node_shift_robust", "events_fdp"} <= failed, metrics
+
+
+PERFORMANCE_QUICK = {"agents": 20_000, "repeats": 2, "stream_agents": 4_000_000, "scaling_max": 10_000}
+
+BREAK_THE_KERNEL = """
+import time
+from tcpkit.detect import kernel as _kernel
+_real_sq = _kernel.WhiteningKernel.squared_distances
+_kept = []
+def _wrong_slow_and_leaky(self, X, **kw):
+    time.sleep(0.02)                      # slow: every timed path pays it
+    _kept.append(np.array(X, copy=True))  # leaky: the streamed input stays resident
+    return 1.01 * _real_sq(self, X, **kw)  # wrong: 1 % off
+_kernel.WhiteningKernel.squared_distances = _wrong_slow_and_leaky
+# the stream is measured in a child process: the same leak reaches it through sitecustomize
+import os, pathlib, tempfile
+_site = pathlib.Path(tempfile.mkdtemp())
+(_site / "sitecustomize.py").write_text(
+    "import numpy as np\\n"
+    "from tcpkit.detect import kernel as _k\\n"
+    "_real = _k.WhiteningKernel.squared_distances\\n"
+    "_kept = []\\n"
+    "def _leak(self, X, **kw):\\n"
+    "    _kept.append(np.array(X, copy=True))\\n"
+    "    return _real(self, X, **kw)\\n"
+    "_k.WhiteningKernel.squared_distances = _leak\\n"
+)
+os.environ["PYTHONPATH"] = os.pathsep.join([str(_site), os.environ.get("PYTHONPATH", "")])
+"""
+
+
+@pytest.mark.breaks("performance", "max_rel_error")
+@pytest.mark.breaks("performance", "max_rel_error_vs_exact")
+@pytest.mark.breaks("performance", "p999_rel_error_float32")
+@pytest.mark.breaks("performance", "speedup_vs_sklearn")
+@pytest.mark.breaks("performance", "speedup_vs_numpy")
+@pytest.mark.breaks("performance", "speedup_vs_scipy")
+@pytest.mark.breaks("performance", "ratio_to_bandwidth_bound")
+@pytest.mark.breaks("performance", "end_to_end_ns_per_agent")
+@pytest.mark.breaks("performance", "stream_rss_delta_mb")
+def test_performance_metrics_fail_with_a_wrong_slow_leaky_kernel(tmp_path: Path) -> None:
+    metrics = run_sabotaged("performance", "#| export", BREAK_THE_KERNEL, PERFORMANCE_QUICK, tmp_path)
+    failed = set()
+    for gate in ("DEVELOPMENT", "TESTING", "STAGING", "PRODUCTION"):
+        failed |= failing("performance", gate, metrics)
+    expected = {"max_rel_error", "max_rel_error_vs_exact", "p999_rel_error_float32", "speedup_vs_sklearn",
+                "speedup_vs_numpy", "speedup_vs_scipy", "ratio_to_bandwidth_bound", "end_to_end_ns_per_agent",
+                "stream_rss_delta_mb"}
+    assert expected <= failed, {k: metrics.get(k) for k in expected}
