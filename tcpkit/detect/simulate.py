@@ -358,9 +358,10 @@ _DEFAULT_RISK = {
 # confidence and latency levels.
 _DEFAULT_CONF = {**dict.fromkeys(ATTACKS, 0.029), "gradual_drift": 0.038, "mimicry": 0.0,
                  "poisoning": 0.09}
-_DEFAULT_LAT = {**dict.fromkeys(ATTACKS, -0.06), "mimicry": 0.0, "poisoning": -0.3}
+_DEFAULT_LAT = {**dict.fromkeys(ATTACKS, -0.03), "gradual_drift": -0.06, "mimicry": 0.0,
+                "poisoning": -0.3}
 _DEFAULT_CONF_SPREAD = {**dict.fromkeys(ATTACKS, -0.095), "mimicry": 0.0, "poisoning": -0.3}
-_DEFAULT_LAT_SPREAD = {**dict.fromkeys(ATTACKS, -1.0), "mimicry": 0.0}
+_DEFAULT_LAT_SPREAD = {**dict.fromkeys(ATTACKS, -1.6), "mimicry": 0.0}
 DIFFICULTIES: dict[str, Difficulty] = {
     # the ancestor's magnitudes on the risk only: confidence and latency stay honest
     "easy": _preset("easy", dict.fromkeys(ATTACKS, 1.0), _NO_SHIFT, _NO_SHIFT, 0.15),

@@ -184,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tcpkit.detect.worldcheck", description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="tuning seeds")
     parser.add_argument("--no-fleet", action="store_true", help="skip the FleetDetector")
+    parser.add_argument("--network-alpha", type=float, default=0.01, help="NetworkDetector BH level")
+    parser.add_argument("--fleet-alpha", type=float, default=0.05, help="FleetDetector BH level")
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE",
         help="a simulate_network parameter for both fleets (repeatable), e.g. regime_scale=0.5",
@@ -203,7 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 world[name] = value
     checks = []
     for seed in args.seeds:
-        c = check_seed(seed, world, fleet=not args.no_fleet)
+        c = check_seed(
+            seed, world, fleet=not args.no_fleet,
+            network_alpha=args.network_alpha, fleet_alpha=args.fleet_alpha,
+        )
         print(f"seed {seed}: {c.seconds:.1f} s", flush=True)
         checks.append(c)
     print(_format(pooled(checks), not args.no_fleet))
