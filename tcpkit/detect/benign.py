@@ -25,7 +25,12 @@ agents' bias moves by a shared ``s * REGIME_BIAS_SD`` plus a shared per-class
 and their latency by a factor ``exp(s * REGIME_LATENCY_LOG_SD)``. Each agent
 responds to each change with its own factor ``exp(N(0, REGIME_RESPONSE_LOG_SD))``
 multiplying the step, so peers move alike but not identically, and two
-opposite changes do not cancel exactly.
+opposite changes do not cancel exactly. A fleet-wide change has
+``FLEET_STEP_FACTOR`` times these sizes: a fleet-wide update is rolled out in
+small validated increments, while a node's own model or prompt change is larger.
+The sizes are modest: comparable to an agent's window noise (a regime step of
+the bias, confidence and latency is of the order of one window's noise), so that peers, who
+move alike, cancel it while it still changes every honest agent of the node.
 
 **Slow drift.** Each agent's bias, confidence and log latency move linearly
 with the window index at rates ``N(0, DRIFT_BIAS_SD)``,
@@ -59,11 +64,11 @@ from numpy.typing import NDArray
 
 __all__ = ["BenignWorld", "draw_benign"]
 
-REGIME_BIAS_SD = 0.03
-REGIME_CLASS_SD = 0.01
-REGIME_NOISE_LOG_SD = 0.1
-REGIME_CONFIDENCE_SD = 0.04
-REGIME_LATENCY_LOG_SD = 0.2
+REGIME_BIAS_SD = 0.009
+REGIME_CLASS_SD = 0.003
+REGIME_NOISE_LOG_SD = 0.03
+REGIME_CONFIDENCE_SD = 0.012
+REGIME_LATENCY_LOG_SD = 0.06
 REGIME_RESPONSE_LOG_SD = 0.2
 DRIFT_BIAS_SD = 0.0005
 DRIFT_CONFIDENCE_SD = 0.0008
@@ -72,6 +77,7 @@ THINK_MEDIAN_S = 60.0
 THINK_LOG_SD = 0.25
 START_SPREAD_S = 3600.0
 STEP_SPREAD = 0.25
+FLEET_STEP_FACTOR = 0.25
 WORKLOAD_ONSET_MAX = 15
 WORKLOAD_RAMP = (1, 6)
 
@@ -178,8 +184,8 @@ def draw_benign(
         if is_fleet:
             fleet.append(w)
             changes[:, w] = True
-            step[:, :, w] += fleet_shift[:, None]
-            class_step[:, w] += fleet_class[None, :]
+            step[:, :, w] += FLEET_STEP_FACTOR * fleet_shift[:, None]
+            class_step[:, w] += FLEET_STEP_FACTOR * fleet_class[None, :]
         changes[node_event, w] = True
         step[:, node_event, w] += node_shift[:, node_event]
         class_step[node_event, w] += node_class[node_event]

@@ -70,9 +70,12 @@ ancestor's); the ``difficulty`` preset multiplies each attack's shift by its
 own factor (:class:`Difficulty`), chosen for "default" so that no attack type's
 best single feature has a median effect above 3 clean-agent standard
 deviations (a test measures it), and at "default" and "hard" also moves the
-compromised agent's confidence up and its latency down (it stops
-deliberating), except for mimicry, which hides there too. At "easy" confidence
-and latency stay honest.
+compromised agent's confidence up and its latency down and makes both steadier
+(a smaller confidence spread ``s_a`` and a smaller per-command latency log-SD, so
+the latency's slow tail shrinks more than its mean: it stops deliberating),
+except for mimicry, which hides there too. Each compromise therefore moves
+several features at once, each by at most about 3 clean-agent SDs: the evidence
+is in their combination. At "easy" confidence and latency stay honest.
 Every shift below is multiplied by ``strength`` and applied before clipping;
 all start at ``attack_start`` (default: the first detection window) except
 poisoning, present from window 0. ``t`` is the time since the start in windows,
@@ -276,6 +279,12 @@ class Difficulty:
     novelty : float
         Extra probability that a compromised agent's argument value (file, URL,
         host, ...) is one it never used before; read by :func:`simulate_events` only.
+    confidence_spread : tuple of (attack, log factor)
+        Added to the log of its confidence spread ``s_a`` (negative: uniformly
+        confident, it no longer weighs each command).
+    latency_spread : tuple of (attack, log factor)
+        Added to the log of its per-command latency log-SD (negative: a steadier
+        pace, so the 95th percentile falls more than the mean).
 
     Every shift is multiplied by ``strength`` and starts when the attack starts;
     the confidence and latency shifts of ``gradual_drift`` ramp up over
@@ -287,6 +296,8 @@ class Difficulty:
     confidence: tuple[tuple[str, float], ...]
     latency: tuple[tuple[str, float], ...]
     novelty: float
+    confidence_spread: tuple[tuple[str, float], ...] = tuple((a, 0.0) for a in ATTACKS)
+    latency_spread: tuple[tuple[str, float], ...] = tuple((a, 0.0) for a in ATTACKS)
 
     def factor(self, attack: str) -> float:
         """Risk-shift multiplier of ``attack``."""
@@ -300,42 +311,72 @@ class Difficulty:
         """Log-latency shift of ``attack`` at strength 1."""
         return dict(self.latency)[attack]
 
+    def confidence_spread_shift(self, attack: str) -> float:
+        """Log shift of the confidence spread of ``attack`` at strength 1."""
+        return dict(self.confidence_spread)[attack]
+
+    def latency_spread_shift(self, attack: str) -> float:
+        """Log shift of the per-command latency log-SD of ``attack`` at strength 1."""
+        return dict(self.latency_spread)[attack]
+
 
 def _preset(
-    name: str, risk: dict[str, float], conf: dict[str, float], lat: dict[str, float], nov: float
+    name: str,
+    risk: dict[str, float],
+    conf: dict[str, float],
+    lat: dict[str, float],
+    nov: float,
+    conf_spread: dict[str, float] | None = None,
+    lat_spread: dict[str, float] | None = None,
 ) -> Difficulty:
+    zero = dict.fromkeys(ATTACKS, 0.0)
     return Difficulty(
         name=name,
         risk=tuple((a, float(risk[a])) for a in ATTACKS),
         confidence=tuple((a, float(conf[a])) for a in ATTACKS),
         latency=tuple((a, float(lat[a])) for a in ATTACKS),
         novelty=nov,
+        confidence_spread=tuple((a, float((conf_spread or zero)[a])) for a in ATTACKS),
+        latency_spread=tuple((a, float((lat_spread or zero)[a])) for a in ATTACKS),
     )
 
 
 _NO_SHIFT = dict.fromkeys(ATTACKS, 0.0)
 _DEFAULT_RISK = {
-    "gradual_drift": 0.22,
-    "fp_inflation": 0.088,
-    "fn_suppression": 0.094,
-    "semantic_hijack": 0.34,
-    "coordination": 0.183,
+    "gradual_drift": 0.175,
+    "fp_inflation": 0.066,
+    "fn_suppression": 0.09,
+    "semantic_hijack": 0.42,
+    "coordination": 0.16,
     "mimicry": 0.62,
-    "poisoning": 0.142,
+    "poisoning": 0.13,
 }
-# "stops deliberating": more confident and faster; mimicry hides in both, so it keeps them honest
-_DEFAULT_CONF = {**dict.fromkeys(ATTACKS, 0.02), "mimicry": 0.0}
-_DEFAULT_LAT = {**dict.fromkeys(ATTACKS, -0.15), "mimicry": 0.0}
+# "Stops deliberating": more confident, and uniformly so (a smaller confidence spread); faster,
+# and at a steadier pace (a smaller per-command latency spread, so the slow tail shrinks more
+# than the mean). Mimicry hides in all four and keeps them honest. Poisoning is there from
+# window 0, so only the level sees it: larger shifts, within the honest agents' spread of
+# confidence and latency levels.
+_DEFAULT_CONF = {**dict.fromkeys(ATTACKS, 0.029), "gradual_drift": 0.038, "mimicry": 0.0,
+                 "poisoning": 0.09}
+_DEFAULT_LAT = {**dict.fromkeys(ATTACKS, -0.03), "gradual_drift": -0.06, "mimicry": 0.0,
+                "poisoning": -0.3}
+_DEFAULT_CONF_SPREAD = {**dict.fromkeys(ATTACKS, -0.095), "mimicry": 0.0, "poisoning": -0.3}
+_DEFAULT_LAT_SPREAD = {**dict.fromkeys(ATTACKS, -1.6), "mimicry": 0.0}
 DIFFICULTIES: dict[str, Difficulty] = {
     # the ancestor's magnitudes on the risk only: confidence and latency stay honest
     "easy": _preset("easy", dict.fromkeys(ATTACKS, 1.0), _NO_SHIFT, _NO_SHIFT, 0.15),
-    "default": _preset("default", _DEFAULT_RISK, _DEFAULT_CONF, _DEFAULT_LAT, 0.015),
+    "default": _preset(
+        "default", _DEFAULT_RISK, _DEFAULT_CONF, _DEFAULT_LAT, 0.015,
+        _DEFAULT_CONF_SPREAD, _DEFAULT_LAT_SPREAD,
+    ),
     "hard": _preset(
         "hard",
         {a: 0.6 * f for a, f in _DEFAULT_RISK.items()},
         {a: 0.6 * f for a, f in _DEFAULT_CONF.items()},
         {a: 0.6 * f for a, f in _DEFAULT_LAT.items()},
         0.009,
+        {a: 0.6 * f for a, f in _DEFAULT_CONF_SPREAD.items()},
+        {a: 0.6 * f for a, f in _DEFAULT_LAT_SPREAD.items()},
     ),
 }
 DRIFT_RAMP_WINDOWS = 8
@@ -797,11 +838,13 @@ def _window_features(
     *,
     extra: _Extra | None = None,
     record: list[_Record] | None = None,
+    lat_sd: NDArray[np.float64] | None = None,
 ) -> NDArray[np.float64]:
     """Features of agents ``lo:hi`` in one window, shape (hi - lo, d).
 
     ``extra`` adds the benign parts drawn from the window's second stream;
-    ``record`` (events only) receives the per-assessment arrays.
+    ``record`` (events only) receives the per-assessment arrays; ``lat_sd`` is each
+    agent's per-command latency log-SD (None: :data:`LATENCY_LOG_SD` for all).
     """
     n = hi - lo
     tmpl = _draw_templates(rng, n, cpw)
@@ -840,7 +883,10 @@ def _window_features(
     np.maximum(conf, 0.0, out=conf)
     np.minimum(conf, 1.0, out=conf)
     lat = z_lat
-    lat *= np.float32(LATENCY_LOG_SD)
+    if lat_sd is None:
+        lat *= np.float32(LATENCY_LOG_SD)
+    else:
+        lat *= lat_sd[lo:hi, None].astype(np.float32)
     np.exp(lat, out=lat)
     lat *= _COST32.take(tmpl)
     lat *= lat_scale[lo:hi, None].astype(np.float32)
@@ -1222,6 +1268,8 @@ def _run(params: dict[str, Any], record: _Recorder | None) -> SimulatedNetwork:
             class_offset[mimic, _CRITICAL] -= mimic_shift
             class_noise[np.ix_(mimic, not_critical)] *= mimic_k[:, None]
         # Confidence and latency of compromised agents (from their attack's start).
+        spread_w = conf_spread.copy()
+        lat_sd_w: NDArray[np.float64] | None = None
         for name, rows in members.items():
             if name != "poisoning" and not active:
                 continue
@@ -1230,6 +1278,14 @@ def _run(params: dict[str, Any], record: _Recorder | None) -> SimulatedNetwork:
                 ramp = min(1.0, (w - start + 1) / DRIFT_RAMP_WINDOWS)
             conf_w[rows] += diff.confidence_shift(name) * strength * ramp
             log_lat_w[rows] += diff.latency_shift(name) * strength * ramp
+            cs = diff.confidence_spread_shift(name) * strength * ramp
+            if cs != 0.0:
+                spread_w[rows] *= np.exp(cs)
+            ls = diff.latency_spread_shift(name) * strength * ramp
+            if ls != 0.0:
+                if lat_sd_w is None:
+                    lat_sd_w = np.full(n_agents, LATENCY_LOG_SD)
+                lat_sd_w[rows] *= np.exp(ls)
         lat_w = lat_scale * np.exp(log_lat_w)
         if clock is not None and amplitude > 0.0:
             hour = (clock / 3.6e9) % 24.0
@@ -1268,11 +1324,12 @@ def _run(params: dict[str, Any], record: _Recorder | None) -> SimulatedNetwork:
                 class_offset,
                 class_noise,
                 conf_w,
-                conf_spread,
+                spread_w,
                 lat_w,
                 per_command,
                 extra=extra,
                 record=blocks,
+                lat_sd=lat_sd_w,
             )
         if clock is not None and think_us is not None and lat_us is not None:
             if record is not None:
