@@ -1,7 +1,7 @@
 """The ancestor project's detection rule, re-implemented for side-by-side comparison.
 
-Source: the description in ``FIELD-NOTES.md`` ("The ancestor's simulator and
-detector"); its code is not used. The ancestor scored each agent with additive
+Source: a reading of the ancestor's public code (its rule is described here in full;
+none of its code is used). The ancestor scored each agent with additive
 pieces of evidence on per-assessment accuracy (``1 - |pred - true|``) and bias
 (``pred - true``), comparing the detection phase with a baseline phase:
 
