@@ -94,25 +94,23 @@ def run_sabotaged(name: str, after: str, sabotage: str, parameters: Mapping[str,
     return dict(read_metrics(out))
 
 
-FLAG_NOBODY = """
+def override_flags(module: str, cls: str, flags: str, *, drop_explanations: bool = False) -> str:
+    """Sabotage source: ``module.cls.detect`` returns its result with ``flags`` (an expression in ``r``)."""
+    extra = ", explanations=()" if drop_explanations else ""
+    return f"""
 import dataclasses, numpy as np
-from tcpkit.detect import composite as _c
-_real_detect = _c.NetworkDetector.detect
-def _nobody(self, *a, **k):
-    r = _real_detect(self, *a, **k)
-    return dataclasses.replace(r, flags=np.zeros_like(r.flags), explanations=())
-_c.NetworkDetector.detect = _nobody
+from tcpkit.detect import {module} as _m_{cls}
+_real_{cls} = _m_{cls}.{cls}.detect
+def _patched_{cls}(self, *a, **k):
+    r = _real_{cls}(self, *a, **k)
+    return dataclasses.replace(r, flags={flags}{extra})
+_m_{cls}.{cls}.detect = _patched_{cls}
 """
 
-FLAG_EVERYONE = """
-import dataclasses, numpy as np
-from tcpkit.detect import composite as _c
-_real_detect = _c.NetworkDetector.detect
-def _everyone(self, *a, **k):
-    r = _real_detect(self, *a, **k)
-    return dataclasses.replace(r, flags=np.ones_like(r.flags))
-_c.NetworkDetector.detect = _everyone
-"""
+
+FLAG_NOBODY = override_flags("composite", "NetworkDetector", "np.zeros_like(r.flags)", drop_explanations=True)
+FLAG_EVERYONE = override_flags("composite", "NetworkDetector", "np.ones_like(r.flags)")
+
 
 STATISTICS_QUICK = {"n_agents": 200, "seeds": 1, "limit_agents": 90, "strengths": [1.0]}
 
@@ -149,25 +147,8 @@ def frozen_domains() -> Iterator[Path]:
 
 INTEGRATED_QUICK = {"n_agents": 600, "n_reference": 3000, "events_agents": 300}
 
-FLEET_NOBODY = """
-import dataclasses, numpy as np
-from tcpkit.detect import fleet as _f
-_real_fleet_detect = _f.FleetDetector.detect
-def _fleet_nobody(self, *a, **k):
-    r = _real_fleet_detect(self, *a, **k)
-    return dataclasses.replace(r, flags=np.zeros_like(r.flags), explanations=())
-_f.FleetDetector.detect = _fleet_nobody
-"""
-
-FLEET_EVERYONE = """
-import dataclasses, numpy as np
-from tcpkit.detect import fleet as _f
-_real_fleet_detect = _f.FleetDetector.detect
-def _fleet_everyone(self, *a, **k):
-    r = _real_fleet_detect(self, *a, **k)
-    return dataclasses.replace(r, flags=np.ones_like(r.flags))
-_f.FleetDetector.detect = _fleet_everyone
-"""
+FLEET_NOBODY = override_flags("fleet", "FleetDetector", "np.zeros_like(r.flags)", drop_explanations=True)
+FLEET_EVERYONE = override_flags("fleet", "FleetDetector", "np.ones_like(r.flags)")
 
 BREAK_DETECTION_KERNEL_AND_CRDT = FLAG_NOBODY + FLEET_NOBODY + """
 from tcpkit.detect import crdt as _crdt

@@ -28,7 +28,6 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from types import MappingProxyType
 
 import numpy as np
 
+from tcpkit.detect.files import write_text_atomic
 from tcpkit.detect.moments import Moments, MomentsFormatError, merge_all
 
 Verifier = Callable[[str, bytes, bytes], bool]
@@ -566,21 +566,7 @@ def bump_incarnation(path: str | os.PathLike[str]) -> int:
     new = current + 1
     Version(new, 0)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(f"{new}\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_text_atomic(target, f"{new}\n", encoding="ascii")
     return new
 
 

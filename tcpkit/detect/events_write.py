@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
+from tcpkit.detect import files
 from tcpkit.detect.events import EventError, format_of, json_text, validate_events
 
 __all__ = ["LABEL_COLUMNS", "write_events", "write_labels", "write_text_atomic"]
@@ -288,18 +289,5 @@ def write_labels(labels: pa.Table | dict[str, Any], path: str | os.PathLike[str]
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically (temporary file, fsync, ``os.replace``)."""
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            raw.write(text.encode("utf-8"))
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`tcpkit.detect.files.write_text_atomic`)."""
+    return files.write_text_atomic(path, text)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +42,7 @@ from typing import IO, Any
 from tcpkit.detect.alerts import AlertReport, judge_table
 from tcpkit.detect.config import DetectorConfig
 from tcpkit.detect.features import parse_duration
+from tcpkit.detect.files import write_text_atomic
 
 STATE_FILE = "state.json"
 EVENTS_FILE = "events.jsonl"
@@ -101,24 +101,6 @@ class MonitorState:
             raise MonitorError(f"{where} is damaged ({exc}): move it away to start over") from None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class Monitor:
     """The state machine behind ``tcpkit monitor`` (one :meth:`step` per poll)."""
 
@@ -172,7 +154,7 @@ class Monitor:
         self._print_pending()
 
     def _commit(self, state: MonitorState) -> None:
-        _write_atomic(self.dir / STATE_FILE, state.to_json())
+        write_text_atomic(self.dir / STATE_FILE, state.to_json())
         self.state = state
 
     def _print_pending(self) -> None:
