@@ -12,7 +12,13 @@ import pytest
 
 from tcpkit.cli import main
 from tcpkit.release.gates import GATES
-from tcpkit.release.pipeline import GatePipeline, PipelineResult, RunOptions, slowest_runs, summarize
+from tcpkit.release.pipeline import (
+    GatePipeline,
+    PipelineResult,
+    RunOptions,
+    slowest_runs,
+    summarize,
+)
 from tcpkit.release.run.params import check_parameters, notebook_parameters
 from tcpkit.release.run.record import Outcome
 
