@@ -185,3 +185,14 @@ def test_slowest_runs_summary() -> None:
                     "c4 DEVELOPMENT 4.0 s, c3 DEVELOPMENT 3.0 s")
     none = PipelineResult(outcomes[-1:], {"skip": "TESTING"}, "TESTING", None, 1.0)
     assert "slowest" not in summarize(none)
+
+
+def test_every_gate_of_the_repository_pipeline_passes_the_check() -> None:
+    """The project's own notebooks annotate every parameter, and every gate value fits."""
+    root = Path(__file__).resolve().parents[1]
+    for profile in ("full", "quick"):
+        assert GatePipeline(root, RunOptions(profile=profile)).preflight() == {}
+    for spec in GatePipeline(root, RunOptions()).pipeline.components.values():
+        declared = notebook_parameters(spec.notebook)
+        assert declared, spec.notebook
+        assert [p.name for p in declared.values() if p.kind is None] == [], spec.notebook
