@@ -106,6 +106,45 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 @_registers
+def _add_params(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "params", "a component's notebook parameters: type, default, help and "
+                     "the value each gate (full / quick) gives it", _cmd_params)
+    p.add_argument("name", metavar="NAME", help="component name in notebooks/pipeline.toml")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--root", default=".", metavar="DIR", help="project directory (default: .)")
+
+
+def _cmd_params(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from tcpkit.release.gates import PipelineError, load_pipeline
+    from tcpkit.release.run.paramtable import parameter_table, render_parameter_table
+
+    pipeline_file = Path(args.root) / "notebooks" / "pipeline.toml"
+    if not pipeline_file.is_file():
+        raise UsageError(f"{pipeline_file} does not exist: run from the project root or give --root")
+    try:
+        pipeline = load_pipeline(pipeline_file, require_notebooks=True)
+    except PipelineError as exc:
+        raise UsageError(str(exc)) from None
+    if args.name not in pipeline.components:
+        raise UsageError(f"unknown component {args.name!r} (the pipeline defines "
+                         f"{', '.join(pipeline.components)})")
+    try:
+        table = parameter_table(pipeline, args.name)
+    except PipelineError as exc:
+        raise CheckFailed(str(exc)) from None
+    if args.json:
+        print(json.dumps(table.as_dict(), indent=2, ensure_ascii=False))
+    else:
+        print(render_parameter_table(table))
+    if table.problems:
+        raise CheckFailed(f"{len(table.problems)} gate parameter(s) do not fit {table.notebook}")
+    return EXIT_OK
+
+
+@_registers
 def _add_keys(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = _add_command(
         sub, "keys", "researcher keys: hybrid Ed25519 + ML-DSA-65, algorithm-agile", _cmd_keys_help

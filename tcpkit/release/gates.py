@@ -379,6 +379,7 @@ class _Validator:
     def line_of(self, table: Sequence[str], key: str | None = None, nth: int = 0) -> int:
         """Best line for ``key`` inside ``table`` (``nth`` occurrence within the table)."""
         start = None
+        cut = len(table)
         for cut in range(len(table), 0, -1):  # the table's header, or its nearest declared parent
             start = self._header_line(table[:cut])
             if start is not None:
@@ -388,10 +389,26 @@ class _Validator:
         as_table = self._header_line([*table, key])  # the key may itself be a [table]
         if as_table is not None and nth == 0:
             return as_table
+        if start is not None and cut < len(table) and nth == 0:  # ``quick = { key = ... }``
+            inline = self._find_inline(table[-1], key, start)
+            if inline is not None:
+                return inline
         found = self._find(key, start or 1, nth)
         if found is None:
             found = self._find(key, 1, 0)
         return found or start or 1
+
+    def _find_inline(self, table: str, key: str, start: int) -> int | None:
+        """The line after ``start`` (in its section) of ``table = { ... key = ... }``."""
+        pattern = re.compile(r"(^|[\s{,.])" + _key_regex(table) + r"\s*=\s*\{.*[\s{,]"
+                             + _key_regex(key) + r"\s*=")
+        for number in range(start, len(self.lines) + 1):
+            line = self.lines[number - 1]
+            if number > start and line.lstrip().startswith("["):
+                break
+            if pattern.search(line.split("#", 1)[0]):
+                return number
+        return None
 
     def _find(self, key: str, start: int, nth: int = 0) -> int | None:
         pattern = re.compile(r"(^|[\s{,.])" + _key_regex(key) + r"\s*[=.]")

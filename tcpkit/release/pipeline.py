@@ -98,6 +98,7 @@ __all__ = [
     "notebook_parameters",
     "run_pipeline",
     "runner_name",
+    "slowest_runs",
     "summarize",
 ]
 
@@ -444,6 +445,12 @@ def run_pipeline(root: str | Path, options: RunOptions | None = None, *, stream:
     return GatePipeline(Path(root), options or RunOptions(), stream, progress).run()
 
 
+def slowest_runs(outcomes: Sequence[Outcome], n: int = 5) -> list[Outcome]:
+    """The ``n`` executed runs (passed or failed) that took longest, slowest first."""
+    executed = [o for o in outcomes if o.status in ("passed", "failed") and o.duration_s > 0]
+    return sorted(executed, key=lambda o: o.duration_s, reverse=True)[:n]
+
+
 def summarize(result: PipelineResult) -> str:
     """A few closing lines: how far each component got and where the index is."""
     lines = []
@@ -452,6 +459,10 @@ def summarize(result: PipelineResult) -> str:
         lines.append(f"{mark}{component:<14} reached {level or 'no gate'}")
     counts = {s: sum(1 for o in result.outcomes if o.status == s) for s in ("passed", "failed", "skipped", "blocked")}
     lines.append(", ".join(f"{v} {k}" for k, v in counts.items()) + f" in {result.elapsed_s:.1f} s")
+    slowest = slowest_runs(result.outcomes)
+    if slowest:
+        lines.append(f"slowest {'run' if len(slowest) == 1 else f'{len(slowest)} runs'}: " + ", ".join(
+            f"{o.component} {o.gate} {o.duration_s:.1f} s" for o in slowest))
     if result.index is not None:
         lines.append(f"report: {result.index}")
     return "\n".join(lines)

@@ -249,7 +249,7 @@ def _from_source(root: Path, pipeline: Any, source: str, name: str, owner: str, 
         return content, tables, (f"copied {path.name} and the gate tables of component "
                                  f"{spec.name}; edit them in {PIPELINE}")
     template = tomllib.loads(component_tables(name, owner, notebook_name))
-    declared = notebook_parameters(nb)
+    declared = notebook_parameters(path)
     if declared is None:
         raise ScaffoldError(
             f"{path} has no cell tagged 'parameters', so the gates cannot set its parameters: "
