@@ -107,3 +107,70 @@ def test_code_is_hidden_by_default_by_a_sibling_checkbox() -> None:
     parser.feed(page)
     assert parser.checkbox_depth is not None and parser.checkbox_depth == parser.notebook_depth
     assert parser.code_in_input
+
+
+def _metric_output(name: str, value: object) -> dict[str, object]:
+    from tcpkit.release.metrics import METRIC_MIME
+
+    return nbformat.v4.new_output("display_data", data={METRIC_MIME: {"name": name, "value": value},
+                                                        "text/plain": f"{name} = {value!r}"})
+
+
+def test_format_value_three_significant_digits_intervals_and_booleans() -> None:
+    from tcpkit.release.reportfmt import format_value
+
+    assert format_value(0.9712345678901234) == "0.971"
+    assert format_value(12.3456) == "12.3"
+    assert format_value(123456.7) == "123000"
+    assert format_value(0.000012345) == "1.23e-05"
+    assert format_value(300) == "300"
+    assert format_value([0.91234567, 0.98765432]) == "[0.912, 0.988]"
+    assert format_value(True) == "yes" and format_value(False) == "no"
+    assert format_value(None) == "—" and format_value("float32") == "float32"
+
+
+def test_metrics_render_as_one_formatted_table_per_section_without_raw_lines() -> None:
+    from tcpkit.release.reportfmt import metric_sections
+
+    nb = nbformat.v4.new_notebook()
+    first = nbformat.v4.new_code_cell("record('auroc', auroc)")
+    first.outputs = [_metric_output("auroc", 0.9712345678901234), _metric_output("ci_auroc", [0.95, 0.99])]
+    second = nbformat.v4.new_code_cell("record(...)")
+    second.outputs = [_metric_output("fpr_ci_low", 0.0012345), _metric_output("fpr_ci_high", 0.0234567),
+                      _metric_output("converged", True)]
+    nb.cells = [nbformat.v4.new_markdown_cell("## Accuracy"), first,
+                nbformat.v4.new_markdown_cell("## Calibration\ntext"), second]
+    sections = metric_sections(nb)
+    assert [title for title, _ in sections] == ["Accuracy", "Calibration"]
+    assert sections[1][1] == [("fpr_ci", [0.0012345, 0.0234567]), ("converged", True)]
+    page = render_run_report(SUMMARY, nb).decode()
+    assert "0.9712345678901234" not in page and "auroc = " not in page
+    for text in ("<h3>Accuracy</h3>", "<h3>Calibration</h3>", "0.971", "[0.950, 0.990]",
+                 "[0.00123, 0.0235]", ">yes<"):
+        assert text in page, text
+    assert page.count('class="metrics"') == 2
+
+
+def test_failed_run_shows_the_failing_criterion_or_error_at_the_top() -> None:
+    from dataclasses import replace
+
+    no_error = replace(SUMMARY, error=None, error_cell=None)
+    page = render_run_report(no_error, None).decode()
+    top = page.index('id="failure"')
+    assert top < page.index("<h2>Criteria</h2>") and top < page.index("<h2>Inputs</h2>")
+    box = page[top:page.index("</div>", page.index("</ul>", top))]
+    assert "fpr" in box and "0.0300" in box and "&lt;= 0.0100" in box and "recall" in box
+    errored = render_run_report(SUMMARY, None).decode()
+    top = errored.index('id="failure"')
+    assert errored.index("RuntimeError: &lt;boom&gt;") > top and "#3 (In [3])" in errored[top:]
+    assert top < errored.index("<h2>Criteria</h2>")
+    passed = replace(no_error, decision="passed", criteria=(dict(SUMMARY.criteria[0], ok=True),))
+    assert 'id="failure"' not in render_run_report(passed, None).decode()
+
+
+def test_criteria_table_puts_threshold_beside_measured_value() -> None:
+    from tcpkit.release.report import criteria_table
+
+    table = criteria_table(SUMMARY.criteria)
+    assert table.index("<th>measured</th>") + len("<th>measured</th>") == table.index("<th>threshold</th>")
+    assert re.search(r"0\.0300</td><td class=\"num\"><code>&lt;= 0\.0100", table)

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from tcpkit.release.atomic import write_atomic
+from tcpkit.release.reportfmt import format_value, metric_sections, without_metric_outputs
 
-STATUSES = ("passed", "failed", "skipped", "not run")
+STATUSES = ("passed", "failed", "skipped", "error", "not run")
 
 CSS = """
 :root { --ok: #1a7f37; --bad: #cf222e; --skip: #6e7781; --line: #d0d7de; --bg: #f6f8fa; }
@@ -33,7 +34,17 @@ h1 { font-size: 1.5rem; margin: 0 0 .5rem; } h2 { font-size: 1.15rem; margin: 1.
 table { border-collapse: collapse; width: 100%; margin: .5rem 0; font-size: .92rem; }
 th, td { border: 1px solid var(--line); padding: .35rem .5rem; text-align: left; vertical-align: top; }
 th { background: var(--bg); }
-code, .digest { font: .85rem ui-monospace, SFMono-Regular, Menlo, monospace; word-break: break-all; }
+code, .digest { font: .85rem ui-monospace, SFMono-Regular, Menlo, monospace; }
+code { white-space: nowrap; }
+.wrap .digest { overflow-wrap: anywhere; min-width: 12rem; }
+.error-status { color: var(--bad); font-weight: 700; }
+.reused { display: inline-block; margin-left: .3rem; padding: 0 .4rem; border-radius: .6rem;
+          background: var(--bg); border: 1px solid var(--line); color: var(--skip); font-size: .75rem; }
+.badge.error { background: var(--bad); color: #fff; }
+.why { background: #ffebe9; border: 1px solid #ff818266; padding: .5rem .75rem; margin: .75rem 0; }
+.why pre { overflow-x: auto; white-space: pre; max-height: 24rem; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.spark { vertical-align: middle; }
 .passed { color: var(--ok); font-weight: 600; } .failed { color: var(--bad); font-weight: 600; }
 .skipped { color: var(--skip); font-weight: 600; } .not-run { color: var(--skip); }
 .badge { display: inline-block; padding: .1rem .6rem; border-radius: 1rem; color: #fff; font-weight: 600; }
@@ -114,15 +125,7 @@ def _e(value: Any) -> str:
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if value is None:
-        return "—"
-    if isinstance(value, list):
-        return "[" + ", ".join(_fmt(v) for v in value[:6]) + (", …" if len(value) > 6 else "") + "]"
-    return str(value)
+    return format_value(value)
 
 
 def _status_class(status: str) -> str:
@@ -147,14 +150,14 @@ def criteria_table(criteria: Sequence[Mapping[str, Any]]) -> str:
         rows.append(
             "<tr>"
             f"<td><code>{_e(c.get('metric'))}</code></td>"
-            f"<td><code>{_e(c.get('op'))} {_e(_fmt(c.get('threshold')))}</code></td>"
-            f"<td>{_e(_fmt(c.get('value')))}</td>"
+            f"<td class=\"num\">{_e(_fmt(c.get('value')))}</td>"
+            f"<td class=\"num\"><code>{_e(c.get('op'))} {_e(_fmt(c.get('threshold')))}</code></td>"
             f"<td class=\"{'passed' if ok else 'failed'}\">{'holds' if ok else 'fails'}</td>"
             f"<td class=\"small\">{_e(c.get('reason', ''))}</td>"
             "</tr>"
         )
     return (
-        "<div class=\"wrap\"><table><tr><th>metric</th><th>required</th><th>measured</th>"
+        "<div class=\"wrap\"><table><tr><th>metric</th><th>measured</th><th>threshold</th>"
         "<th>verdict</th><th>reason</th></tr>" + "".join(rows) + "</table></div>"
     )
 
@@ -167,16 +170,15 @@ def _header(summary: RunSummary) -> str:
         f"{summary.duration_s:.1f} s · runner <b>{_e(summary.runner)}</b> · signed by "
         f"<b>{_e(summary.signer or 'nobody')}</b></p>",
     ]
-    if summary.error:
-        cell = f"<p>In cell <code>{_e(summary.error_cell)}</code>:</p>" if summary.error_cell else ""
-        parts.append(f"<h2>Error</h2><div class=\"error\">{cell}<pre>{_e(summary.error)}</pre></div>")
+    parts.append(failure_box(summary))
     parts.append("<h2>Criteria</h2>" + criteria_table(summary.criteria))
     if summary.parameters:
         params = "".join(
             f"<tr><td><code>{_e(k)}</code></td><td><code>{_e(_fmt(v))}</code></td></tr>"
             for k, v in summary.parameters.items()
         )
-        parts.append(f"<h2>Parameters</h2><table><tr><th>name</th><th>value</th></tr>{params}</table>")
+        parts.append("<h2>Parameters</h2><div class=\"wrap\"><table><tr><th>name</th><th>value</th></tr>"
+                     f"{params}</table></div>")
     conditions = {k: v for k, v in summary.metrics.items() if k.startswith("tcpkit.")}
     if conditions:
         shown = " · ".join(f"{_e(k[len('tcpkit.'):])} <b>{_e(_fmt(v))}</b>" for k, v in conditions.items())
@@ -187,8 +189,41 @@ def _header(summary: RunSummary) -> str:
     )
     if summary.input_digest:
         digests += f"<tr><th>combined input digest</th><td class=\"digest\">{_e(summary.input_digest)}</td></tr>"
-    parts.append(f"<h2>Inputs</h2><table><tr><th>input</th><th>sha256</th></tr>{digests}</table>")
-    return "\n".join(parts)
+    parts.append("<h2>Inputs</h2><div class=\"wrap\"><table><tr><th>input</th><th>sha256</th></tr>"
+                 f"{digests}</table></div>")
+    return "\n".join(p for p in parts if p)
+
+
+def failure_box(summary: RunSummary) -> str:
+    """Why a run did not pass, for the top of its page: the error and its cell, else the
+    failing criteria with measured value and threshold (empty for a run that passed)."""
+    if summary.error:
+        cell = f"<p>In cell <code>{_e(summary.error_cell)}</code>:</p>" if summary.error_cell else ""
+        return (f"<div class=\"why error\" id=\"failure\"><b>The run failed with an error.</b>{cell}"
+                f"<pre>{_e(summary.error)}</pre></div>")
+    failing = [c for c in summary.criteria if not c.get("ok")]
+    if summary.decision not in ("failed", "error") and not failing:
+        return ""
+    if not failing:
+        return ("<div class=\"why\" id=\"failure\"><b>The run failed: no criterion was "
+                "evaluated.</b></div>")
+    items = "".join(
+        f"<li><code>{_e(c.get('metric'))}</code> measured <b>{_e(_fmt(c.get('value')))}</b>, "
+        f"required <code>{_e(c.get('op'))} {_e(_fmt(c.get('threshold')))}</code>"
+        f"<div class=\"small\">{_e(c.get('reason', ''))}</div></li>" for c in failing)
+    return (f"<div class=\"why\" id=\"failure\"><b>Failing criteri{'a' if len(failing) > 1 else 'on'}"
+            f"</b><ul>{items}</ul></div>")
+
+
+def metrics_tables(notebook: Mapping[str, Any]) -> str:
+    """The recorded metrics as one formatted table per notebook section (empty without any)."""
+    parts = []
+    for title, items in metric_sections(notebook):
+        rows = "".join(f"<tr><td><code>{_e(name)}</code></td><td class=\"num\">{_e(_fmt(value))}</td></tr>"
+                       for name, value in items)
+        parts.append(f"<h3>{_e(title)}</h3><div class=\"wrap\"><table class=\"metrics\">"
+                     f"<tr><th>metric</th><th>value</th></tr>{rows}</table></div>")
+    return "<h2>Recorded metrics</h2>" + "".join(parts) if parts else ""
 
 
 def _details(items: Sequence[tuple[str, str]] | None) -> str:
@@ -202,13 +237,16 @@ def _details(items: Sequence[tuple[str, str]] | None) -> str:
 
 
 def render_notebook(notebook: Mapping[str, Any]) -> str:
-    """The executed notebook as an HTML fragment (nbconvert ``basic`` template, images embedded)."""
+    """The executed notebook as an HTML fragment (nbconvert ``basic`` template, images embedded).
+
+    The ``record()`` outputs are left out: :func:`metrics_tables` shows them formatted.
+    """
     import nbformat
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(template_name="basic")
     exporter.embed_images = True
-    node = nbformat.from_dict(dict(notebook))
+    node = nbformat.from_dict(without_metric_outputs(notebook))
     body, _resources = exporter.from_notebook_node(node)
     return str(body)
 
@@ -223,6 +261,7 @@ def render_run_report(summary: RunSummary, notebook: Mapping[str, Any] | None) -
     if notebook is None:
         body.append("<h2>Notebook</h2><p class=\"failed\">No executed notebook was produced.</p>")
     else:
+        body.append(metrics_tables(notebook))
         try:
             rendered = render_notebook(notebook)
         except Exception as exc:  # a report must still be written when nbconvert fails
