@@ -174,3 +174,28 @@ def test_criteria_table_puts_threshold_beside_measured_value() -> None:
     table = criteria_table(SUMMARY.criteria)
     assert table.index("<th>measured</th>") + len("<th>measured</th>") == table.index("<th>threshold</th>")
     assert re.search(r"0\.0300</td><td class=\"num\"><code>&lt;= 0\.0100", table)
+
+
+def test_matrix_shows_effective_decision_reused_and_configuration_error() -> None:
+    from dataclasses import replace
+
+    reused = replace(SUMMARY, decision="skipped", error=None, started_at="2025-01-01T00:00:00Z",
+                     criteria=(dict(SUMMARY.criteria[0], ok=True, value=0.004),))
+    broken = RunSummary(component="beta", gate="DEVELOPMENT", decision="error",
+                        error="pipeline.toml line 7: n_agents must be int, got str")
+    data = IndexData(gates=("DEVELOPMENT", "TESTING"), components=("alpha", "beta"), owners={},
+                     cells={("alpha", "TESTING"): reused, ("beta", "DEVELOPMENT"): broken})
+    page = render_index(data).decode()
+    row = page[page.index("<th>alpha"):page.index("</tr>", page.index("<th>alpha"))]
+    assert '>passed</a><span class="reused"' in row and ">skipped<" not in row
+    assert "0.00400" in row
+    row = page[page.index("<th>beta"):page.index("</tr>", page.index("<th>beta"))]
+    assert 'class="error-status">error<' in row and "n_agents must be int" in row
+
+
+def test_index_names_and_digests_do_not_break_mid_word() -> None:
+    page = render_index(IndexData(gates=("DEVELOPMENT",), components=(), owners={}, cells={},
+                                  frozen=(FrozenRow("production/alpha.py", "c" * 64, True, ""),))).decode()
+    assert "word-break: break-all" not in page and "code { white-space: nowrap; }" in page
+    digest_at = page.index(f'<td class="digest">{"c" * 64}')
+    assert page.rfind('<div class="wrap">', 0, digest_at) > page.rfind("</div>", 0, digest_at)

@@ -299,6 +299,34 @@ def _key_metrics(summary: RunSummary, limit: int = 3) -> str:
     return "<br>".join(shown)
 
 
+def effective_decision(summary: RunSummary) -> tuple[str, bool]:
+    """The decision a matrix cell stands for, and whether it is reused.
+
+    A skipped run re-ran nothing: its inputs equal those of an earlier passing run,
+    whose passed decision it reuses. Every other decision stands as recorded.
+    """
+    if summary.decision == "skipped":
+        return "passed", True
+    return summary.decision, False
+
+
+def matrix_cell(summary: RunSummary) -> str:
+    """One cell of the gate matrix: the effective decision (linked to its report), marked
+    "reused" for a skipped run; for an error the error itself; else the key metrics."""
+    decision, reused = effective_decision(summary)
+    css = "error-status" if decision in ("error", "blocked") else _status_class(decision)
+    label = (f"<a class=\"{css}\" href=\"{_e(summary.report)}\">{_e(decision)}</a>" if summary.report
+             else f"<span class=\"{css}\">{_e(decision)}</span>")
+    if reused:
+        label += (f"<span class=\"reused\" title=\"inputs unchanged: the decision of the passing run "
+                  f"of {_e(summary.started_at)} is reused\">reused</span>")
+    if summary.error and decision in ("error", "blocked", "failed"):
+        detail = _e(summary.error.splitlines()[0] if summary.error else "")
+    else:
+        detail = _key_metrics(summary)
+    return f"<td>{label}<div class=\"small\">{detail}</div></td>"
+
+
 def render_index(data: IndexData) -> bytes:
     """``reports/index.html``: gate matrix, collaboration figures, frozen artifacts."""
     generated = data.generated_at or datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
@@ -311,13 +339,7 @@ def render_index(data: IndexData) -> bytes:
             if summary is None:
                 cells.append("<td class=\"not-run\">not run</td>")
                 continue
-            status = _e(summary.decision)
-            label = (
-                f"<a class=\"{_status_class(summary.decision)}\" href=\"{_e(summary.report)}\">{status}</a>"
-                if summary.report
-                else f"<span class=\"{_status_class(summary.decision)}\">{status}</span>"
-            )
-            cells.append(f"<td>{label}<div class=\"small\">{_key_metrics(summary)}</div></td>")
+            cells.append(matrix_cell(summary))
         owner = _e(data.owners.get(component, ""))
         rows.append(f"<tr><th>{_e(component)}<div class=\"small\">{owner}</div></th>{''.join(cells)}</tr>")
     parts = [
@@ -326,8 +348,10 @@ def render_index(data: IndexData) -> bytes:
         "<h2>Gate matrix</h2>",
         f"<div class=\"wrap\"><table><tr><th>component</th>{head}</tr>{''.join(rows)}</table></div>",
         "<p class=\"small\">passed / failed: decided by this or an earlier run (linked report); "
-        "skipped: inputs identical to an earlier passing run; not run: the component has not "
-        "reached this gate.</p>",
+        "passed <span class=\"reused\">reused</span>: skipped, its inputs identical to an earlier "
+        "passing run whose decision it reuses; error: the run could not start (configuration) or "
+        "broke; blocked: a dependency is not frozen; not run: the component has not reached this "
+        "gate.</p>",
     ]
     if data.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in data.notes) + "</ul>")

@@ -38,6 +38,10 @@ def write_index(project: Project, pipeline: Pipeline, ws: Any, outcomes: Sequenc
     for outcome in outcomes:
         if outcome.summary is not None:
             cells[(outcome.component, outcome.gate)] = outcome.summary
+        elif outcome.status in ("failed", "blocked"):  # stopped before any kernel: configuration
+            cells[(outcome.component, outcome.gate)] = RunSummary(
+                component=outcome.component, gate=outcome.gate,
+                decision="error" if outcome.status == "failed" else "blocked", error=outcome.reason)
         if outcome.status in ("failed", "blocked"):
             notes.append(f"{outcome.component} {outcome.gate} {outcome.status}: {outcome.reason}")
     frozen: list[FrozenRow] = []
