@@ -123,7 +123,7 @@ def test_format_value_three_significant_digits_intervals_and_booleans() -> None:
     assert format_value(12.3456) == "12.3"
     assert format_value(123456.7) == "123000"
     assert format_value(0.000012345) == "1.23e-05"
-    assert format_value(300) == "300"
+    assert format_value(300) == "300" and format_value(1_000_000) == "1000000"
     assert format_value([0.91234567, 0.98765432]) == "[0.912, 0.988]"
     assert format_value(True) == "yes" and format_value(False) == "no"
     assert format_value(None) == "—" and format_value("float32") == "float32"
@@ -199,3 +199,34 @@ def test_index_names_and_digests_do_not_break_mid_word() -> None:
     assert "word-break: break-all" not in page and "code { white-space: nowrap; }" in page
     digest_at = page.index(f'<td class="digest">{"c" * 64}')
     assert page.rfind('<div class="wrap">', 0, digest_at) > page.rfind("</div>", 0, digest_at)
+
+
+def test_history_plots_key_metrics_inline_and_links_reports() -> None:
+    from dataclasses import replace
+
+    def run(gate: str, value: float, ok: bool, report: str | None) -> RunSummary:
+        return replace(SUMMARY, gate=gate, decision="passed" if ok else "failed", error=None,
+                       criteria=({"metric": "fpr", "op": "<=", "threshold": 0.01, "value": value, "ok": ok},),
+                       report=report)
+
+    runs = (run("DEVELOPMENT", 0.02, False, "DEVELOPMENT/alpha.html"),
+            run("DEVELOPMENT", 0.005, True, "DEVELOPMENT/alpha.html"),
+            run("TESTING", 0.0071234, True, "TESTING/alpha.html"))
+    data = IndexData(gates=("DEVELOPMENT", "TESTING"), components=("alpha",), owners={}, cells={},
+                     history={"alpha": runs})
+    page = render_index(data).decode()
+    history = page[page.index("<h2>History</h2>"):page.index("<h2>Frozen artifacts</h2>")]
+    assert history.count("<svg") == 1 and history.count("<circle") == 3
+    assert history.count('fill="#cf222e"') == 1 and "0.0200 → 0.00712" in history
+    assert 'href="TESTING/alpha.html"' in history and 'href="DEVELOPMENT/alpha.html"' in history
+    assert "superseded" in history  # the earlier DEVELOPMENT run's report was replaced
+    assert _external(page) == [] and "<img" not in history
+
+
+def test_sparkline_scales_points_into_the_box() -> None:
+    from tcpkit.release.sparkline import HEIGHT, PAD, Point, sparkline
+
+    svg = sparkline([Point(1.0, True, "a"), Point(3.0, False, "b")])
+    ys = [float(v) for v in re.findall(r'cy="([0-9.]+)"', svg)]
+    assert ys == [HEIGHT - PAD, PAD]  # higher value drawn higher
+    assert sparkline([]) == ""

@@ -22,6 +22,7 @@ from typing import Any
 
 from tcpkit.release.atomic import write_atomic
 from tcpkit.release.reportfmt import format_value, metric_sections, without_metric_outputs
+from tcpkit.release.sparkline import Point, sparkline
 
 STATUSES = ("passed", "failed", "skipped", "error", "not run")
 
@@ -118,6 +119,8 @@ class IndexData:
     notes: tuple[str, ...] = ()
     generated_at: str = ""
     links: tuple[tuple[str, str], ...] = ()  # (label, href relative to reports/)
+    history: Mapping[str, tuple[RunSummary, ...]] = field(default_factory=dict)
+    """Per component, every recorded run, oldest first (for the history plots)."""
 
 
 def _e(value: Any) -> str:
@@ -328,7 +331,7 @@ def matrix_cell(summary: RunSummary) -> str:
 
 
 def render_index(data: IndexData) -> bytes:
-    """``reports/index.html``: gate matrix, collaboration figures, frozen artifacts."""
+    """``reports/index.html``: gate matrix, collaboration figures, history, frozen artifacts."""
     generated = data.generated_at or datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     head = "".join(f"<th>{_e(g)}</th>" for g in data.gates)
     rows = []
@@ -361,6 +364,7 @@ def render_index(data: IndexData) -> bytes:
     if data.links:
         parts.append("<h2>Other reports</h2><ul>" + "".join(
             f'<li><a href="{_e(href)}">{_e(label)}</a></li>' for label, href in data.links) + "</ul>")
+    parts.append(history_section(data))
     parts.append("<h2>Frozen artifacts</h2>")
     if data.frozen:
         frozen_rows = "".join(
@@ -376,6 +380,68 @@ def render_index(data: IndexData) -> bytes:
     else:
         parts.append("<p>No component is frozen yet.</p>")
     return _page("tcpkit gate pipeline", "\n".join(parts))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+def key_metric_points(runs: Sequence[RunSummary]) -> dict[str, list[Point]]:
+    """Per metric that has a criterion in any of ``runs``: its numeric value in each run."""
+    series: dict[str, list[Point]] = {}
+    for run in runs:
+        for c in run.criteria:
+            name = str(c.get("metric"))
+            series.setdefault(name, [])
+            value = _number(c.get("value"))
+            if value is not None:
+                label = (f"{run.gate} {run.started_at}: {format_value(c.get('value'))} "
+                         f"({c.get('op')} {format_value(c.get('threshold'))})")
+                series[name].append(Point(value, bool(c.get("ok")), label))
+    return series
+
+
+def history_section(data: IndexData) -> str:
+    """Per component: its key metrics across recorded runs as sparklines, and every run
+    with a link to the report of its gate (a gate's report shows its latest run)."""
+    if not data.history:
+        return ""
+    parts = ["<h2>History</h2>"]
+    for component in data.components:
+        runs = data.history.get(component, ())
+        if not runs:
+            continue
+        rows = []
+        for name, points in key_metric_points(runs).items():
+            if points:
+                plot = sparkline(points)
+                first, last = format_value(points[0].value), format_value(points[-1].value)
+                span = f"{_e(first)} → {_e(last)}" if len(points) > 1 else _e(last)
+            else:
+                plot, span = "", "not a number in any run"
+            rows.append(f"<tr><td><code>{_e(name)}</code></td><td>{plot}</td>"
+                        f"<td class=\"small\">{len(points)} runs: {span}</td></tr>")
+        latest = {r.gate: r for r in runs}
+        run_rows = "".join(
+            f"<tr><td>{_e(r.gate)}</td><td>{_e(r.started_at)}</td>"
+            f"<td class=\"{_status_class(r.decision)}\">{_e(r.decision)}</td>"
+            f"<td class=\"num\">{r.duration_s:.1f} s</td><td>"
+            + (f"<a href=\"{_e(r.report)}\">report</a>" if r.report and latest[r.gate] is r
+               else "superseded" if r.report else "—")
+            + "</td></tr>" for r in reversed(runs))
+        parts.append(
+            f"<h3>{_e(component)}</h3>"
+            + ("<div class=\"wrap\"><table><tr><th>key metric</th><th>across runs</th><th>first → latest"
+               f"</th></tr>{''.join(rows)}</table></div>" if rows else "<p>No criterion recorded.</p>")
+            + f"<details><summary>{len(runs)} recorded runs, newest first</summary><div class=\"wrap\">"
+            "<table><tr><th>gate</th><th>started</th><th>decision</th><th>time</th><th>report</th></tr>"
+            f"{run_rows}</table></div></details>"
+        )
+    return "\n".join(parts)
 
 
 def write_index(reports_dir: Path, data: IndexData) -> Path:

@@ -25,12 +25,12 @@ NO_SECTION = "Recorded metrics"
 
 
 def format_number(value: float | int, digits: int = SIGNIFICANT) -> str:
-    """``value`` with ``digits`` significant digits; integers below a million stay exact.
+    """``value`` with ``digits`` significant digits; integers (counts, seeds) stay exact.
 
     Plain decimals between 1e-3 and 1e6, scientific notation outside (so no
     number prints with more digits than it carries).
     """
-    if isinstance(value, int) and abs(value) < 1_000_000:
+    if isinstance(value, int):
         return str(value)
     number = float(value)
     if not math.isfinite(number):
