@@ -230,3 +230,24 @@ def test_sparkline_scales_points_into_the_box() -> None:
     ys = [float(v) for v in re.findall(r'cy="([0-9.]+)"', svg)]
     assert ys == [HEIGHT - PAD, PAD]  # higher value drawn higher
     assert sparkline([]) == ""
+
+
+def test_browsercheck_probe_copy_and_missing_browser_fails_loudly(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """No browser runs here: the probe injection, and that a missing chromium is an error, not a skip."""
+    import pytest
+
+    from tcpkit.release import browsercheck
+
+    page = tmp_path / "reports" / "TESTING" / "alpha.html"
+    page.parent.mkdir(parents=True)
+    page.write_bytes(render_run_report(SUMMARY, None))
+    copy = browsercheck.probed_copy(page, tmp_path)
+    text = copy.read_text()
+    assert f'<head><base href="{page.parent.resolve().as_uri()}/">' in text
+    assert text.index(browsercheck.MARKER) < text.index("</body>") and "naturalWidth > 0" in text
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(browsercheck.BrowserCheckError, match="chromium is not on PATH"):
+        browsercheck.find_chromium(install=False)
+    assert browsercheck.main([str(tmp_path / "reports"), "--no-install"]) == 1
+    with pytest.raises(browsercheck.BrowserCheckError, match="no \\*.html page"):
+        browsercheck.check(tmp_path / "empty", install=False)
