@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from tcpkit.release.atomic import write_atomic
+from tcpkit.release.reportfmt import format_value, metric_sections, without_metric_outputs
+from tcpkit.release.sparkline import Point, sparkline
 
-STATUSES = ("passed", "failed", "skipped", "not run")
+STATUSES = ("passed", "failed", "skipped", "error", "not run")
 
 CSS = """
 :root { --ok: #1a7f37; --bad: #cf222e; --skip: #6e7781; --line: #d0d7de; --bg: #f6f8fa; }
@@ -33,7 +35,17 @@ h1 { font-size: 1.5rem; margin: 0 0 .5rem; } h2 { font-size: 1.15rem; margin: 1.
 table { border-collapse: collapse; width: 100%; margin: .5rem 0; font-size: .92rem; }
 th, td { border: 1px solid var(--line); padding: .35rem .5rem; text-align: left; vertical-align: top; }
 th { background: var(--bg); }
-code, .digest { font: .85rem ui-monospace, SFMono-Regular, Menlo, monospace; word-break: break-all; }
+code, .digest { font: .85rem ui-monospace, SFMono-Regular, Menlo, monospace; }
+code { white-space: nowrap; }
+.wrap .digest { overflow-wrap: anywhere; min-width: 12rem; }
+.error-status { color: var(--bad); font-weight: 700; }
+.reused { display: inline-block; margin-left: .3rem; padding: 0 .4rem; border-radius: .6rem;
+          background: var(--bg); border: 1px solid var(--line); color: var(--skip); font-size: .75rem; }
+.badge.error { background: var(--bad); color: #fff; }
+.why { background: #ffebe9; border: 1px solid #ff818266; padding: .5rem .75rem; margin: .75rem 0; }
+.why pre { overflow-x: auto; white-space: pre; max-height: 24rem; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+.spark { vertical-align: middle; }
 .passed { color: var(--ok); font-weight: 600; } .failed { color: var(--bad); font-weight: 600; }
 .skipped { color: var(--skip); font-weight: 600; } .not-run { color: var(--skip); }
 .badge { display: inline-block; padding: .1rem .6rem; border-radius: 1rem; color: #fff; font-weight: 600; }
@@ -107,6 +119,8 @@ class IndexData:
     notes: tuple[str, ...] = ()
     generated_at: str = ""
     links: tuple[tuple[str, str], ...] = ()  # (label, href relative to reports/)
+    history: Mapping[str, tuple[RunSummary, ...]] = field(default_factory=dict)
+    """Per component, every recorded run, oldest first (for the history plots)."""
 
 
 def _e(value: Any) -> str:
@@ -114,15 +128,7 @@ def _e(value: Any) -> str:
 
 
 def _fmt(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if value is None:
-        return "—"
-    if isinstance(value, list):
-        return "[" + ", ".join(_fmt(v) for v in value[:6]) + (", …" if len(value) > 6 else "") + "]"
-    return str(value)
+    return format_value(value)
 
 
 def _status_class(status: str) -> str:
@@ -147,14 +153,14 @@ def criteria_table(criteria: Sequence[Mapping[str, Any]]) -> str:
         rows.append(
             "<tr>"
             f"<td><code>{_e(c.get('metric'))}</code></td>"
-            f"<td><code>{_e(c.get('op'))} {_e(_fmt(c.get('threshold')))}</code></td>"
-            f"<td>{_e(_fmt(c.get('value')))}</td>"
+            f"<td class=\"num\">{_e(_fmt(c.get('value')))}</td>"
+            f"<td class=\"num\"><code>{_e(c.get('op'))} {_e(_fmt(c.get('threshold')))}</code></td>"
             f"<td class=\"{'passed' if ok else 'failed'}\">{'holds' if ok else 'fails'}</td>"
             f"<td class=\"small\">{_e(c.get('reason', ''))}</td>"
             "</tr>"
         )
     return (
-        "<div class=\"wrap\"><table><tr><th>metric</th><th>required</th><th>measured</th>"
+        "<div class=\"wrap\"><table><tr><th>metric</th><th>measured</th><th>threshold</th>"
         "<th>verdict</th><th>reason</th></tr>" + "".join(rows) + "</table></div>"
     )
 
@@ -167,16 +173,15 @@ def _header(summary: RunSummary) -> str:
         f"{summary.duration_s:.1f} s · runner <b>{_e(summary.runner)}</b> · signed by "
         f"<b>{_e(summary.signer or 'nobody')}</b></p>",
     ]
-    if summary.error:
-        cell = f"<p>In cell <code>{_e(summary.error_cell)}</code>:</p>" if summary.error_cell else ""
-        parts.append(f"<h2>Error</h2><div class=\"error\">{cell}<pre>{_e(summary.error)}</pre></div>")
+    parts.append(failure_box(summary))
     parts.append("<h2>Criteria</h2>" + criteria_table(summary.criteria))
     if summary.parameters:
         params = "".join(
             f"<tr><td><code>{_e(k)}</code></td><td><code>{_e(_fmt(v))}</code></td></tr>"
             for k, v in summary.parameters.items()
         )
-        parts.append(f"<h2>Parameters</h2><table><tr><th>name</th><th>value</th></tr>{params}</table>")
+        parts.append("<h2>Parameters</h2><div class=\"wrap\"><table><tr><th>name</th><th>value</th></tr>"
+                     f"{params}</table></div>")
     conditions = {k: v for k, v in summary.metrics.items() if k.startswith("tcpkit.")}
     if conditions:
         shown = " · ".join(f"{_e(k[len('tcpkit.'):])} <b>{_e(_fmt(v))}</b>" for k, v in conditions.items())
@@ -187,8 +192,41 @@ def _header(summary: RunSummary) -> str:
     )
     if summary.input_digest:
         digests += f"<tr><th>combined input digest</th><td class=\"digest\">{_e(summary.input_digest)}</td></tr>"
-    parts.append(f"<h2>Inputs</h2><table><tr><th>input</th><th>sha256</th></tr>{digests}</table>")
-    return "\n".join(parts)
+    parts.append("<h2>Inputs</h2><div class=\"wrap\"><table><tr><th>input</th><th>sha256</th></tr>"
+                 f"{digests}</table></div>")
+    return "\n".join(p for p in parts if p)
+
+
+def failure_box(summary: RunSummary) -> str:
+    """Why a run did not pass, for the top of its page: the error and its cell, else the
+    failing criteria with measured value and threshold (empty for a run that passed)."""
+    if summary.error:
+        cell = f"<p>In cell <code>{_e(summary.error_cell)}</code>:</p>" if summary.error_cell else ""
+        return (f"<div class=\"why error\" id=\"failure\"><b>The run failed with an error.</b>{cell}"
+                f"<pre>{_e(summary.error)}</pre></div>")
+    failing = [c for c in summary.criteria if not c.get("ok")]
+    if summary.decision not in ("failed", "error") and not failing:
+        return ""
+    if not failing:
+        return ("<div class=\"why\" id=\"failure\"><b>The run failed: no criterion was "
+                "evaluated.</b></div>")
+    items = "".join(
+        f"<li><code>{_e(c.get('metric'))}</code> measured <b>{_e(_fmt(c.get('value')))}</b>, "
+        f"required <code>{_e(c.get('op'))} {_e(_fmt(c.get('threshold')))}</code>"
+        f"<div class=\"small\">{_e(c.get('reason', ''))}</div></li>" for c in failing)
+    return (f"<div class=\"why\" id=\"failure\"><b>Failing criteri{'a' if len(failing) > 1 else 'on'}"
+            f"</b><ul>{items}</ul></div>")
+
+
+def metrics_tables(notebook: Mapping[str, Any]) -> str:
+    """The recorded metrics as one formatted table per notebook section (empty without any)."""
+    parts = []
+    for title, items in metric_sections(notebook):
+        rows = "".join(f"<tr><td><code>{_e(name)}</code></td><td class=\"num\">{_e(_fmt(value))}</td></tr>"
+                       for name, value in items)
+        parts.append(f"<h3>{_e(title)}</h3><div class=\"wrap\"><table class=\"metrics\">"
+                     f"<tr><th>metric</th><th>value</th></tr>{rows}</table></div>")
+    return "<h2>Recorded metrics</h2>" + "".join(parts) if parts else ""
 
 
 def _details(items: Sequence[tuple[str, str]] | None) -> str:
@@ -202,13 +240,16 @@ def _details(items: Sequence[tuple[str, str]] | None) -> str:
 
 
 def render_notebook(notebook: Mapping[str, Any]) -> str:
-    """The executed notebook as an HTML fragment (nbconvert ``basic`` template, images embedded)."""
+    """The executed notebook as an HTML fragment (nbconvert ``basic`` template, images embedded).
+
+    The ``record()`` outputs are left out: :func:`metrics_tables` shows them formatted.
+    """
     import nbformat
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(template_name="basic")
     exporter.embed_images = True
-    node = nbformat.from_dict(dict(notebook))
+    node = nbformat.from_dict(without_metric_outputs(notebook))
     body, _resources = exporter.from_notebook_node(node)
     return str(body)
 
@@ -223,6 +264,7 @@ def render_run_report(summary: RunSummary, notebook: Mapping[str, Any] | None) -
     if notebook is None:
         body.append("<h2>Notebook</h2><p class=\"failed\">No executed notebook was produced.</p>")
     else:
+        body.append(metrics_tables(notebook))
         try:
             rendered = render_notebook(notebook)
         except Exception as exc:  # a report must still be written when nbconvert fails
@@ -260,8 +302,36 @@ def _key_metrics(summary: RunSummary, limit: int = 3) -> str:
     return "<br>".join(shown)
 
 
+def effective_decision(summary: RunSummary) -> tuple[str, bool]:
+    """The decision a matrix cell stands for, and whether it is reused.
+
+    A skipped run re-ran nothing: its inputs equal those of an earlier passing run,
+    whose passed decision it reuses. Every other decision stands as recorded.
+    """
+    if summary.decision == "skipped":
+        return "passed", True
+    return summary.decision, False
+
+
+def matrix_cell(summary: RunSummary) -> str:
+    """One cell of the gate matrix: the effective decision (linked to its report), marked
+    "reused" for a skipped run; for an error the error itself; else the key metrics."""
+    decision, reused = effective_decision(summary)
+    css = "error-status" if decision in ("error", "blocked") else _status_class(decision)
+    label = (f"<a class=\"{css}\" href=\"{_e(summary.report)}\">{_e(decision)}</a>" if summary.report
+             else f"<span class=\"{css}\">{_e(decision)}</span>")
+    if reused:
+        label += (f"<span class=\"reused\" title=\"inputs unchanged: the decision of the passing run "
+                  f"of {_e(summary.started_at)} is reused\">reused</span>")
+    if summary.error and decision in ("error", "blocked", "failed"):
+        detail = _e(summary.error.splitlines()[0] if summary.error else "")
+    else:
+        detail = _key_metrics(summary)
+    return f"<td>{label}<div class=\"small\">{detail}</div></td>"
+
+
 def render_index(data: IndexData) -> bytes:
-    """``reports/index.html``: gate matrix, collaboration figures, frozen artifacts."""
+    """``reports/index.html``: gate matrix, collaboration figures, history, frozen artifacts."""
     generated = data.generated_at or datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
     head = "".join(f"<th>{_e(g)}</th>" for g in data.gates)
     rows = []
@@ -272,13 +342,7 @@ def render_index(data: IndexData) -> bytes:
             if summary is None:
                 cells.append("<td class=\"not-run\">not run</td>")
                 continue
-            status = _e(summary.decision)
-            label = (
-                f"<a class=\"{_status_class(summary.decision)}\" href=\"{_e(summary.report)}\">{status}</a>"
-                if summary.report
-                else f"<span class=\"{_status_class(summary.decision)}\">{status}</span>"
-            )
-            cells.append(f"<td>{label}<div class=\"small\">{_key_metrics(summary)}</div></td>")
+            cells.append(matrix_cell(summary))
         owner = _e(data.owners.get(component, ""))
         rows.append(f"<tr><th>{_e(component)}<div class=\"small\">{owner}</div></th>{''.join(cells)}</tr>")
     parts = [
@@ -287,8 +351,10 @@ def render_index(data: IndexData) -> bytes:
         "<h2>Gate matrix</h2>",
         f"<div class=\"wrap\"><table><tr><th>component</th>{head}</tr>{''.join(rows)}</table></div>",
         "<p class=\"small\">passed / failed: decided by this or an earlier run (linked report); "
-        "skipped: inputs identical to an earlier passing run; not run: the component has not "
-        "reached this gate.</p>",
+        "passed <span class=\"reused\">reused</span>: skipped, its inputs identical to an earlier "
+        "passing run whose decision it reuses; error: the run could not start (configuration) or "
+        "broke; blocked: a dependency is not frozen; not run: the component has not reached this "
+        "gate.</p>",
     ]
     if data.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in data.notes) + "</ul>")
@@ -298,6 +364,7 @@ def render_index(data: IndexData) -> bytes:
     if data.links:
         parts.append("<h2>Other reports</h2><ul>" + "".join(
             f'<li><a href="{_e(href)}">{_e(label)}</a></li>' for label, href in data.links) + "</ul>")
+    parts.append(history_section(data))
     parts.append("<h2>Frozen artifacts</h2>")
     if data.frozen:
         frozen_rows = "".join(
@@ -313,6 +380,68 @@ def render_index(data: IndexData) -> bytes:
     else:
         parts.append("<p>No component is frozen yet.</p>")
     return _page("tcpkit gate pipeline", "\n".join(parts))
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        return float(value)
+    return None
+
+
+def key_metric_points(runs: Sequence[RunSummary]) -> dict[str, list[Point]]:
+    """Per metric that has a criterion in any of ``runs``: its numeric value in each run."""
+    series: dict[str, list[Point]] = {}
+    for run in runs:
+        for c in run.criteria:
+            name = str(c.get("metric"))
+            series.setdefault(name, [])
+            value = _number(c.get("value"))
+            if value is not None:
+                label = (f"{run.gate} {run.started_at}: {format_value(c.get('value'))} "
+                         f"({c.get('op')} {format_value(c.get('threshold'))})")
+                series[name].append(Point(value, bool(c.get("ok")), label))
+    return series
+
+
+def history_section(data: IndexData) -> str:
+    """Per component: its key metrics across recorded runs as sparklines, and every run
+    with a link to the report of its gate (a gate's report shows its latest run)."""
+    if not data.history:
+        return ""
+    parts = ["<h2>History</h2>"]
+    for component in data.components:
+        runs = data.history.get(component, ())
+        if not runs:
+            continue
+        rows = []
+        for name, points in key_metric_points(runs).items():
+            if points:
+                plot = sparkline(points)
+                first, last = format_value(points[0].value), format_value(points[-1].value)
+                span = f"{_e(first)} → {_e(last)}" if len(points) > 1 else _e(last)
+            else:
+                plot, span = "", "not a number in any run"
+            rows.append(f"<tr><td><code>{_e(name)}</code></td><td>{plot}</td>"
+                        f"<td class=\"small\">{len(points)} runs: {span}</td></tr>")
+        latest = {r.gate: r for r in runs}
+        run_rows = "".join(
+            f"<tr><td>{_e(r.gate)}</td><td>{_e(r.started_at)}</td>"
+            f"<td class=\"{_status_class(r.decision)}\">{_e(r.decision)}</td>"
+            f"<td class=\"num\">{r.duration_s:.1f} s</td><td>"
+            + (f"<a href=\"{_e(r.report)}\">report</a>" if r.report and latest[r.gate] is r
+               else "superseded" if r.report else "—")
+            + "</td></tr>" for r in reversed(runs))
+        parts.append(
+            f"<h3>{_e(component)}</h3>"
+            + ("<div class=\"wrap\"><table><tr><th>key metric</th><th>across runs</th><th>first → latest"
+               f"</th></tr>{''.join(rows)}</table></div>" if rows else "<p>No criterion recorded.</p>")
+            + f"<details><summary>{len(runs)} recorded runs, newest first</summary><div class=\"wrap\">"
+            "<table><tr><th>gate</th><th>started</th><th>decision</th><th>time</th><th>report</th></tr>"
+            f"{run_rows}</table></div></details>"
+        )
+    return "\n".join(parts)
 
 
 def write_index(reports_dir: Path, data: IndexData) -> Path:

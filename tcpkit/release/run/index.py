@@ -1,8 +1,9 @@
-"""``reports/index.html``: the gate matrix, the collaboration figures, the frozen artifacts.
+"""``reports/index.html``: gate matrix, collaboration figures, run history, frozen artifacts.
 
 One record per cell: the latest recorded run of each component at each gate, replaced
 by this invocation's outcome where there is one; the frozen artifacts with their
-verification state (files and chain); the workspace's collaboration figures.
+verification state (files and chain); the workspace's collaboration figures; every
+recorded run per component, for the history plots.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ def write_index(project: Project, pipeline: Pipeline, ws: Any, outcomes: Sequenc
     from tcpkit.release.signing import verify_workspace
 
     cells: dict[tuple[str, str], RunSummary] = {}
+    history: dict[str, list[RunSummary]] = {}
     for run in ws.gate_runs():
         report = project.report(run.gate, run.component)
         cells[(run.component, run.gate)] = RunSummary(
@@ -34,10 +36,15 @@ def write_index(project: Project, pipeline: Pipeline, ws: Any, outcomes: Sequenc
             duration_s=run.duration_s,
             report=f"{run.gate}/{run.component}.html" if report.is_file() else None,
         )
+        history.setdefault(run.component, []).append(cells[(run.component, run.gate)])
     notes: list[str] = []
     for outcome in outcomes:
         if outcome.summary is not None:
             cells[(outcome.component, outcome.gate)] = outcome.summary
+        elif outcome.status in ("failed", "blocked"):  # stopped before any kernel: configuration
+            cells[(outcome.component, outcome.gate)] = RunSummary(
+                component=outcome.component, gate=outcome.gate,
+                decision="error" if outcome.status == "failed" else "blocked", error=outcome.reason)
         if outcome.status in ("failed", "blocked"):
             notes.append(f"{outcome.component} {outcome.gate} {outcome.status}: {outcome.reason}")
     frozen: list[FrozenRow] = []
@@ -55,6 +62,7 @@ def write_index(project: Project, pipeline: Pipeline, ws: Any, outcomes: Sequenc
         frozen=tuple(frozen),
         notes=tuple(notes),
         links=((ALERTS_LABEL, ALERTS_PAGE),),
+        history={name: tuple(runs) for name, runs in history.items()},
     )
     return write_page(project.reports, data)
 
