@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{state} {r.page} @ {r.width}px: scrollWidth {r.scroll_width}, {r.images} images"
               + ("" if r.ok else " — " + "; ".join(r.problems)))
     bad = [r for r in results if not r.ok]
-    print(f"browsercheck: {len(results) - len(bad)}/{len(results)} page views fine")
+    print(f"browsercheck: {len(results) - len(bad)} passed, {len(bad)} failed")
     return 1 if bad else 0
 
 
