@@ -64,6 +64,7 @@ reference fleet accordingly.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -250,14 +251,77 @@ class _Features:
     per_window: NDArray[np.float64]  # (n_agents, n_after, d) window minus own reference mean
 
 
-def _features(windows: NDArray[np.float64], reference_windows: int) -> _Features:
+def window_variances(windows: NDArray[np.float64], reference_windows: int) -> NDArray[np.float64]:
+    """Each agent's window-to-window variance per feature, (n_agents, d), and why this estimator.
+
+    Half the mean squared successive difference (von Neumann) of the windows, taken within
+    the reference period and within the detection period, never across their boundary:
+    a step between the periods (what the change test looks for) or a benign step inside
+    one (a regime change) adds one term of many, and a slow drift adds only its squared
+    slope, whereas the plain variance of the windows would absorb both. Using the
+    detection windows too gives ``n_windows - 2`` terms instead of ``K - 1``.
+    """
+    k = reference_windows
+    diffs = [np.diff(part, axis=1) for part in (windows[:, :k], windows[:, k:]) if part.shape[1] > 1]
+    if not diffs:
+        return np.zeros((windows.shape[0], windows.shape[2]))
+    d2 = np.concatenate(diffs, axis=1)
+    return np.asarray(0.5 * np.mean(d2 * d2, axis=1), dtype=np.float64)
+
+
+def _n_successive(n_windows: int, reference_windows: int) -> int:
+    """Number of successive differences :func:`window_variances` averages."""
+    return max(reference_windows - 1, 0) + max(n_windows - reference_windows - 1, 0)
+
+
+def studentize_prior(windows: NDArray[np.float64], reference_windows: int) -> NDArray[np.float64]:
+    """The population's typical window-to-window variance per feature: the median of :func:`window_variances`.
+
+    Computed on the fitting agents only and frozen with the detector, so every agent
+    (fitting, calibration, judged) is divided by a scale that depends on itself and the
+    fitted state alone (the conformal exchangeability is kept).
+    """
+    if _n_successive(windows.shape[1], reference_windows) == 0:
+        return np.ones(windows.shape[2])  # no within-agent variance: a constant scale
+    prior = np.median(window_variances(windows, reference_windows), axis=0)
+    return np.asarray(np.maximum(prior, 1e-12), dtype=np.float64)
+
+
+def _own_sd(windows: NDArray[np.float64], reference_windows: int, prior: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Each agent's window-to-window SD, shrunk towards ``prior`` (empirical-Bayes pooled variance).
+
+    ``(nu0 prior + m v_i) / (nu0 + m)`` with ``v_i`` from :func:`window_variances` over ``m``
+    successive differences and ``nu0 = K - 1`` prior degrees of freedom (at least one): a
+    lucky quiet agent's own estimate alone would explode its t statistic.
+    """
+    k = reference_windows
+    m = float(_n_successive(windows.shape[1], k))
+    nu0 = float(max(k - 1, 1))
+    pooled = (nu0 * prior[None, :] + m * window_variances(windows, k)) / (nu0 + m)
+    return np.asarray(np.sqrt(np.maximum(pooled, 1e-24)), dtype=np.float64)
+
+
+def _features(
+    windows: NDArray[np.float64], reference_windows: int, prior: NDArray[np.float64] | None = None
+) -> _Features:
+    """Per-agent change, level and single-window changes; studentised by own noise when ``prior`` is given.
+
+    Studentised (``prior`` not None): the change is divided by ``sd_i sqrt(1/K_ref + 1/K_det)``
+    and each single-window change by ``sd_i sqrt(1 + 1/K_ref)``, ``sd_i`` the agent's own
+    shrunk window SD (:func:`_own_sd`): a per-agent t statistic, so that a noisy honest agent
+    and a quiet one have changes on the same scale. The level is a between-agent test and
+    stays raw.
+    """
     ref = windows[:, :reference_windows].mean(axis=1)
     after = windows[:, reference_windows:]
-    return _Features(
-        change=after.mean(axis=1) - ref,
-        level=windows.mean(axis=1),
-        per_window=after - ref[:, None, :],
-    )
+    change = after.mean(axis=1) - ref
+    per_window = after - ref[:, None, :]
+    if prior is not None:
+        sd = _own_sd(windows, reference_windows, prior)
+        k_ref, k_det = reference_windows, after.shape[1]
+        change = change / (sd * np.sqrt(1.0 / k_ref + 1.0 / k_det))
+        per_window = per_window / (sd * np.sqrt(1.0 + 1.0 / k_ref))[:, None, :]
+    return _Features(change=change, level=windows.mean(axis=1), per_window=per_window)
 
 
 class NetworkDetector:
@@ -386,8 +450,18 @@ class NetworkDetector:
             raise BaselineError(
                 f"windows has {w.shape[1]} windows: more than reference_windows={self.reference_windows} are needed"
             )
-        feats = _features(w, self.reference_windows)
+        feats = _features(w, self.reference_windows, self._prior_for(w))
         return {"change": feats.change, "level": feats.level, "window": feats.per_window}
+
+    def _prior_for(self, windows: NDArray[np.float64]) -> NDArray[np.float64] | None:
+        """The studentising prior: the fitted one, else what :meth:`fit` would compute on ``windows``."""
+        if not self.config.studentize:
+            return None
+        fitted = getattr(self, "studentize_prior_", None)
+        if fitted is not None:
+            return np.asarray(fitted, dtype=np.float64)
+        fit_rows, _ = self.split(int(windows.shape[0]))
+        return studentize_prior(windows[fit_rows], self.reference_windows)
 
     def _given_baseline(self, name: str, estimate: tuple[ArrayLike, ArrayLike], d: int) -> Baseline:
         try:
@@ -440,7 +514,10 @@ class NetworkDetector:
                 f"estimates has unknown baselines {unknown}: choose from {', '.join(ESTIMATED_BASELINES)}"
             )
         fit_rows, cal_rows = self.split(n)
-        feats = _features(w, self.reference_windows)
+        self.studentize_prior_: NDArray[np.float64] | None = (
+            studentize_prior(w[fit_rows], self.reference_windows) if self.config.studentize else None
+        )
+        feats = _features(w, self.reference_windows, self.studentize_prior_)
         d = w.shape[2]
         rows = {
             "change": feats.change[fit_rows],
@@ -503,6 +580,9 @@ class NetworkDetector:
             "cusum_h": np.array(self.cusum_.h_, dtype=np.float64),
             "tiebreak_scale": np.asarray(self.tiebreak_scale_, dtype=np.float64),
             "calibration_matrix": np.asarray(self._calibration_matrix, dtype=np.float64),
+            "studentize_prior": np.asarray(
+                self.studentize_prior_ if self.studentize_prior_ is not None else np.zeros(0), dtype=np.float64
+            ),
             "focus": np.array(
                 [self.focus_index_, getattr(self, "focus_location_", 0.0), getattr(self, "focus_scale_", 1.0)],
                 dtype=np.float64,
@@ -523,7 +603,10 @@ class NetworkDetector:
             fmt = str(np.asarray(arrays["format"]))
             if fmt != "tcpkit.network_detector/1":
                 raise BaselineError(f"model format {fmt!r} is not tcpkit.network_detector/1")
-            config = DetectorConfig.from_json(str(np.asarray(arrays["config"])))
+            text = str(np.asarray(arrays["config"]))
+            config = DetectorConfig.from_json(text)
+            if "studentize" not in json.loads(text):  # a model frozen before the setting existed
+                config = config.replace(studentize=False)
             det = cls(config, kernel_factory=kernel_factory)
             d = int(arrays["n_features_in"])
             det.n_features_in_ = d
@@ -556,6 +639,14 @@ class NetworkDetector:
             det.focus_index_ = int(focus[0])
             if det.focus_index_ >= 0:
                 det.focus_location_, det.focus_scale_ = float(focus[1]), float(focus[2])
+            det.studentize_prior_ = None
+            if config.studentize:
+                prior = np.asarray(arrays["studentize_prior"], dtype=np.float64)
+                if prior.shape != (d,) or not np.all(np.isfinite(prior)) or np.any(prior <= 0):
+                    raise BaselineError(
+                        f"studentize_prior has shape {prior.shape}: expected {d} positive finite variances"
+                    )
+                det.studentize_prior_ = prior
             det.tiebreak_scale_ = np.asarray(arrays["tiebreak_scale"], dtype=np.float64)
             cal = np.asarray(arrays["calibration_matrix"], dtype=np.float64)
             if cal.ndim != 2 or cal.shape[1] != len(det.components_) or det.tiebreak_scale_.size != cal.shape[1]:
@@ -616,7 +707,7 @@ class NetworkDetector:
         """CUSUM paths over the windows after the reference period (window 0 = first after it)."""
         self._check_fitted()
         w = _check_windows(windows, "windows", self.n_features_in_)
-        return self._window_cusum(_features(w, self.reference_windows).per_window)
+        return self._window_cusum(_features(w, self.reference_windows, self.studentize_prior_).per_window)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "calibration_"):
@@ -640,7 +731,7 @@ class NetworkDetector:
                 f"windows has {w.shape[1]} windows per agent but the reference had {self.n_windows_}: "
                 "the calibration is only exchangeable for equal lengths"
             )
-        feats = _features(w, self.reference_windows)
+        feats = _features(w, self.reference_windows, self.studentize_prior_)
         cusum = self._window_cusum(feats.per_window)
         scores = self._component_scores(feats, slice(None), cusum)
         p = {
