@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from tcpkit.detect.baseline import BaselineError
-from tcpkit.detect.composite import NetworkDetector, window_variances
+from tcpkit.detect.composite import NetworkDetector
 from tcpkit.detect.config import ConfigError, DetectorConfig, build_detector
+from tcpkit.detect.studentize import window_variances
 
 
 def _hetero_fleet(rng: np.random.Generator, n: int, shift: float = 0.0) -> np.ndarray:

@@ -84,6 +84,7 @@ from tcpkit.detect.explain import Explanation, explain
 from tcpkit.detect.kernel_config import KernelConfig
 from tcpkit.detect.pvalues import conformal_pvalues
 from tcpkit.detect.sequential import CusumDetector, CusumResult
+from tcpkit.detect.studentize import own_sd, studentize_prior
 
 COMPONENTS = ("change", "level", "cusum")
 FAMILY_COMPONENT = "family"
@@ -251,56 +252,6 @@ class _Features:
     per_window: NDArray[np.float64]  # (n_agents, n_after, d) window minus own reference mean
 
 
-def window_variances(windows: NDArray[np.float64], reference_windows: int) -> NDArray[np.float64]:
-    """Each agent's window-to-window variance per feature, (n_agents, d), and why this estimator.
-
-    Half the mean squared successive difference (von Neumann) of the windows, taken within
-    the reference period and within the detection period, never across their boundary:
-    a step between the periods (what the change test looks for) or a benign step inside
-    one (a regime change) adds one term of many, and a slow drift adds only its squared
-    slope, whereas the plain variance of the windows would absorb both. Using the
-    detection windows too gives ``n_windows - 2`` terms instead of ``K - 1``.
-    """
-    k = reference_windows
-    diffs = [np.diff(part, axis=1) for part in (windows[:, :k], windows[:, k:]) if part.shape[1] > 1]
-    if not diffs:
-        return np.zeros((windows.shape[0], windows.shape[2]))
-    d2 = np.concatenate(diffs, axis=1)
-    return np.asarray(0.5 * np.mean(d2 * d2, axis=1), dtype=np.float64)
-
-
-def _n_successive(n_windows: int, reference_windows: int) -> int:
-    """Number of successive differences :func:`window_variances` averages."""
-    return max(reference_windows - 1, 0) + max(n_windows - reference_windows - 1, 0)
-
-
-def studentize_prior(windows: NDArray[np.float64], reference_windows: int) -> NDArray[np.float64]:
-    """The population's typical window-to-window variance per feature: the median of :func:`window_variances`.
-
-    Computed on the fitting agents only and frozen with the detector, so every agent
-    (fitting, calibration, judged) is divided by a scale that depends on itself and the
-    fitted state alone (the conformal exchangeability is kept).
-    """
-    if _n_successive(windows.shape[1], reference_windows) == 0:
-        return np.ones(windows.shape[2])  # no within-agent variance: a constant scale
-    prior = np.median(window_variances(windows, reference_windows), axis=0)
-    return np.asarray(np.maximum(prior, 1e-12), dtype=np.float64)
-
-
-def _own_sd(windows: NDArray[np.float64], reference_windows: int, prior: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Each agent's window-to-window SD, shrunk towards ``prior`` (empirical-Bayes pooled variance).
-
-    ``(nu0 prior + m v_i) / (nu0 + m)`` with ``v_i`` from :func:`window_variances` over ``m``
-    successive differences and ``nu0 = K - 1`` prior degrees of freedom (at least one): a
-    lucky quiet agent's own estimate alone would explode its t statistic.
-    """
-    k = reference_windows
-    m = float(_n_successive(windows.shape[1], k))
-    nu0 = float(max(k - 1, 1))
-    pooled = (nu0 * prior[None, :] + m * window_variances(windows, k)) / (nu0 + m)
-    return np.asarray(np.sqrt(np.maximum(pooled, 1e-24)), dtype=np.float64)
-
-
 def _features(
     windows: NDArray[np.float64], reference_windows: int, prior: NDArray[np.float64] | None = None
 ) -> _Features:
@@ -308,7 +259,7 @@ def _features(
 
     Studentised (``prior`` not None): the change is divided by ``sd_i sqrt(1/K_ref + 1/K_det)``
     and each single-window change by ``sd_i sqrt(1 + 1/K_ref)``, ``sd_i`` the agent's own
-    shrunk window SD (:func:`_own_sd`): a per-agent t statistic, so that a noisy honest agent
+    shrunk window SD (:func:`tcpkit.detect.studentize.own_sd`): a per-agent t statistic, so that a noisy honest agent
     and a quiet one have changes on the same scale. The level is a between-agent test and
     stays raw.
     """
@@ -317,7 +268,7 @@ def _features(
     change = after.mean(axis=1) - ref
     per_window = after - ref[:, None, :]
     if prior is not None:
-        sd = _own_sd(windows, reference_windows, prior)
+        sd = own_sd(windows, reference_windows, prior)
         k_ref, k_det = reference_windows, after.shape[1]
         change = change / (sd * np.sqrt(1.0 / k_ref + 1.0 / k_det))
         per_window = per_window / (sd * np.sqrt(1.0 + 1.0 / k_ref))[:, None, :]
