@@ -57,11 +57,13 @@ def own_sd(windows: NDArray[np.float64], reference_windows: int, prior: NDArray[
     """Each agent's window-to-window SD, shrunk towards ``prior`` (empirical-Bayes pooled variance).
 
     ``(nu0 prior + m v_i) / (nu0 + m)`` with ``v_i`` from :func:`window_variances` over ``m``
-    successive differences and ``nu0 = K - 1`` prior degrees of freedom (at least one): a
-    lucky quiet agent's own estimate alone would explode its t statistic.
+    successive differences and ``nu0 = m`` prior degrees of freedom (at least one): the
+    agent's own estimate and the population's weigh equally. A lucky quiet agent's own
+    estimate alone would explode its t statistic; the prior alone is the raw change. The
+    weight was chosen by measurement on tuning seeds.
     """
     k = reference_windows
     m = float(_n_successive(windows.shape[1], k))
-    nu0 = float(max(k - 1, 1))
+    nu0 = max(m, 1.0)
     pooled = (nu0 * prior[None, :] + m * window_variances(windows, k)) / (nu0 + m)
     return np.asarray(np.sqrt(np.maximum(pooled, 1e-24)), dtype=np.float64)
