@@ -7,7 +7,12 @@ each answering a different question, are therefore run per agent and combined:
 ``change``
     ``x_i = mean(detection windows) - mean(own reference windows)``. Differencing
     removes the agent's own level, so heterogeneity in level cancels; what remains is
-    scored against the covariance of such changes (robust MCD).
+    scored against the covariance of such changes (robust MCD). With
+    ``studentize=True`` (default) the change, the single-window changes of ``cusum`` and
+    so the ``family`` test are first divided by the agent's own window-to-window SD
+    (:mod:`tcpkit.detect.studentize`), so that honest agents' different noise levels
+    cancel too; every agent, calibration agents included, goes through the same
+    per-agent transform, which keeps the conformal p-values valid.
 ``level``
     the agent's mean over *all* its windows against the population of agents (robust
     MCD). Needed for compromises present from the first window (poisoning), which a
