@@ -236,7 +236,7 @@ def test_detector_combined_pvalue_equals_the_per_agent_definition(names: tuple[s
     judged = np.concatenate([fleet[200:], fleet[:200]])  # includes the calibration agents themselves
     result = det.detect(judged, alpha=0.05)
     _, cal_rows = det.split(200)
-    feats = _features(fleet[:200], 3)
+    feats = _features(fleet[:200], 3, det.studentize_prior_)
     cal_scores = det._component_scores(feats, cal_rows)
     cal = np.column_stack([cal_scores[c] for c in det.components_])
     test = np.column_stack([result.components[f"score_{c}"] for c in det.components_])

@@ -7,7 +7,12 @@ each answering a different question, are therefore run per agent and combined:
 ``change``
     ``x_i = mean(detection windows) - mean(own reference windows)``. Differencing
     removes the agent's own level, so heterogeneity in level cancels; what remains is
-    scored against the covariance of such changes (robust MCD).
+    scored against the covariance of such changes (robust MCD). With
+    ``studentize=True`` (default) the change, the single-window changes of ``cusum`` and
+    so the ``family`` test are first divided by the agent's own window-to-window SD
+    (:mod:`tcpkit.detect.studentize`), so that honest agents' different noise levels
+    cancel too; every agent, calibration agents included, goes through the same
+    per-agent transform, which keeps the conformal p-values valid.
 ``level``
     the agent's mean over *all* its windows against the population of agents (robust
     MCD). Needed for compromises present from the first window (poisoning), which a
@@ -64,6 +69,7 @@ reference fleet accordingly.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -83,6 +89,7 @@ from tcpkit.detect.explain import Explanation, explain
 from tcpkit.detect.kernel_config import KernelConfig
 from tcpkit.detect.pvalues import conformal_pvalues
 from tcpkit.detect.sequential import CusumDetector, CusumResult
+from tcpkit.detect.studentize import own_sd, studentize_prior
 
 COMPONENTS = ("change", "level", "cusum")
 FAMILY_COMPONENT = "family"
@@ -250,14 +257,27 @@ class _Features:
     per_window: NDArray[np.float64]  # (n_agents, n_after, d) window minus own reference mean
 
 
-def _features(windows: NDArray[np.float64], reference_windows: int) -> _Features:
+def _features(
+    windows: NDArray[np.float64], reference_windows: int, prior: NDArray[np.float64] | None = None
+) -> _Features:
+    """Per-agent change, level and single-window changes; studentised by own noise when ``prior`` is given.
+
+    Studentised (``prior`` not None): the change is divided by ``sd_i sqrt(1/K_ref + 1/K_det)``
+    and each single-window change by ``sd_i sqrt(1 + 1/K_ref)``, ``sd_i`` the agent's own
+    shrunk window SD (:func:`tcpkit.detect.studentize.own_sd`): a per-agent t statistic, so that a noisy honest agent
+    and a quiet one have changes on the same scale. The level is a between-agent test and
+    stays raw.
+    """
     ref = windows[:, :reference_windows].mean(axis=1)
     after = windows[:, reference_windows:]
-    return _Features(
-        change=after.mean(axis=1) - ref,
-        level=windows.mean(axis=1),
-        per_window=after - ref[:, None, :],
-    )
+    change = after.mean(axis=1) - ref
+    per_window = after - ref[:, None, :]
+    if prior is not None:
+        sd = own_sd(windows, reference_windows, prior)
+        k_ref, k_det = reference_windows, after.shape[1]
+        change = change / (sd * np.sqrt(1.0 / k_ref + 1.0 / k_det))
+        per_window = per_window / (sd * np.sqrt(1.0 + 1.0 / k_ref))[:, None, :]
+    return _Features(change=change, level=windows.mean(axis=1), per_window=per_window)
 
 
 class NetworkDetector:
@@ -386,8 +406,18 @@ class NetworkDetector:
             raise BaselineError(
                 f"windows has {w.shape[1]} windows: more than reference_windows={self.reference_windows} are needed"
             )
-        feats = _features(w, self.reference_windows)
+        feats = _features(w, self.reference_windows, self._prior_for(w))
         return {"change": feats.change, "level": feats.level, "window": feats.per_window}
+
+    def _prior_for(self, windows: NDArray[np.float64]) -> NDArray[np.float64] | None:
+        """The studentising prior: the fitted one, else what :meth:`fit` would compute on ``windows``."""
+        if not self.config.studentize:
+            return None
+        fitted = getattr(self, "studentize_prior_", None)
+        if fitted is not None:
+            return np.asarray(fitted, dtype=np.float64)
+        fit_rows, _ = self.split(int(windows.shape[0]))
+        return studentize_prior(windows[fit_rows], self.reference_windows)
 
     def _given_baseline(self, name: str, estimate: tuple[ArrayLike, ArrayLike], d: int) -> Baseline:
         try:
@@ -440,7 +470,10 @@ class NetworkDetector:
                 f"estimates has unknown baselines {unknown}: choose from {', '.join(ESTIMATED_BASELINES)}"
             )
         fit_rows, cal_rows = self.split(n)
-        feats = _features(w, self.reference_windows)
+        self.studentize_prior_: NDArray[np.float64] | None = (
+            studentize_prior(w[fit_rows], self.reference_windows) if self.config.studentize else None
+        )
+        feats = _features(w, self.reference_windows, self.studentize_prior_)
         d = w.shape[2]
         rows = {
             "change": feats.change[fit_rows],
@@ -503,6 +536,9 @@ class NetworkDetector:
             "cusum_h": np.array(self.cusum_.h_, dtype=np.float64),
             "tiebreak_scale": np.asarray(self.tiebreak_scale_, dtype=np.float64),
             "calibration_matrix": np.asarray(self._calibration_matrix, dtype=np.float64),
+            "studentize_prior": np.asarray(
+                self.studentize_prior_ if self.studentize_prior_ is not None else np.zeros(0), dtype=np.float64
+            ),
             "focus": np.array(
                 [self.focus_index_, getattr(self, "focus_location_", 0.0), getattr(self, "focus_scale_", 1.0)],
                 dtype=np.float64,
@@ -523,7 +559,10 @@ class NetworkDetector:
             fmt = str(np.asarray(arrays["format"]))
             if fmt != "tcpkit.network_detector/1":
                 raise BaselineError(f"model format {fmt!r} is not tcpkit.network_detector/1")
-            config = DetectorConfig.from_json(str(np.asarray(arrays["config"])))
+            text = str(np.asarray(arrays["config"]))
+            config = DetectorConfig.from_json(text)
+            if "studentize" not in json.loads(text):  # a model frozen before the setting existed
+                config = config.replace(studentize=False)
             det = cls(config, kernel_factory=kernel_factory)
             d = int(arrays["n_features_in"])
             det.n_features_in_ = d
@@ -556,6 +595,14 @@ class NetworkDetector:
             det.focus_index_ = int(focus[0])
             if det.focus_index_ >= 0:
                 det.focus_location_, det.focus_scale_ = float(focus[1]), float(focus[2])
+            det.studentize_prior_ = None
+            if config.studentize:
+                prior = np.asarray(arrays["studentize_prior"], dtype=np.float64)
+                if prior.shape != (d,) or not np.all(np.isfinite(prior)) or np.any(prior <= 0):
+                    raise BaselineError(
+                        f"studentize_prior has shape {prior.shape}: expected {d} positive finite variances"
+                    )
+                det.studentize_prior_ = prior
             det.tiebreak_scale_ = np.asarray(arrays["tiebreak_scale"], dtype=np.float64)
             cal = np.asarray(arrays["calibration_matrix"], dtype=np.float64)
             if cal.ndim != 2 or cal.shape[1] != len(det.components_) or det.tiebreak_scale_.size != cal.shape[1]:
@@ -616,7 +663,7 @@ class NetworkDetector:
         """CUSUM paths over the windows after the reference period (window 0 = first after it)."""
         self._check_fitted()
         w = _check_windows(windows, "windows", self.n_features_in_)
-        return self._window_cusum(_features(w, self.reference_windows).per_window)
+        return self._window_cusum(_features(w, self.reference_windows, self.studentize_prior_).per_window)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "calibration_"):
@@ -640,7 +687,7 @@ class NetworkDetector:
                 f"windows has {w.shape[1]} windows per agent but the reference had {self.n_windows_}: "
                 "the calibration is only exchangeable for equal lengths"
             )
-        feats = _features(w, self.reference_windows)
+        feats = _features(w, self.reference_windows, self.studentize_prior_)
         cusum = self._window_cusum(feats.per_window)
         scores = self._component_scores(feats, slice(None), cusum)
         p = {

@@ -91,6 +91,10 @@ class DetectorConfig:
     max_fit_agents : at most this many reference agents fit the baselines (at most half
         of them); all others calibrate, since conformal resolution grows with them.
     focus_feature : feature given its own one-sided change test (larger = worse), or None.
+    studentize : divide each agent's change (and single-window changes, so the CUSUM and
+        the family test too) by its own window-to-window SD, shrunk towards the fitting
+        agents' median (a per-agent t statistic); the level test stays between agents.
+        Honest agents differ in noise, so a raw change distance mostly measures noise.
     features : feature names the detector expects, in order (None: whatever the data has).
     random_state : seed of the reference split and of MCD's random starts.
     kernel : the scoring kernel's settings (precision, rows per chunk, threads), a
@@ -105,6 +109,7 @@ class DetectorConfig:
     reference_windows: int = 5
     max_fit_agents: int = 1000
     focus_feature: str | None = "family_underrating"
+    studentize: bool = True
     features: tuple[str, ...] | None = None
     random_state: int = 0
     kernel: KernelConfig = KernelConfig()
@@ -161,6 +166,8 @@ def _validated(config: DetectorConfig) -> dict[str, Any]:
         kernel = KernelConfig.coerce(config.kernel)
     except KernelConfigError as exc:
         raise ConfigError(str(exc)) from None
+    if not isinstance(config.studentize, bool):
+        raise ConfigError(f"studentize={config.studentize!r}: expected true or false")
     seed = config.random_state
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"random_state={seed!r}: expected a non-negative integer")

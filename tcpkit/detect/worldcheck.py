@@ -82,11 +82,13 @@ def check_seed(
     network_alpha: float = 0.01,
     fleet_alpha: float = 0.05,
     fleet: bool = True,
+    studentize: bool = True,
 ) -> WorldCheck:
     """Separability and both detectors' counts on tuning seed ``seed``.
 
     ``world`` holds keyword parameters of :func:`simulate_network` that differ from its
-    defaults (applied to the monitored and the reference fleet alike).
+    defaults (applied to the monitored and the reference fleet alike). ``studentize`` is
+    the NetworkDetector's setting of that name (False: raw changes, to compare).
     """
     check_tuning_seed(seed)
     check_tuning_seed(seed + REFERENCE_OFFSET)
@@ -102,7 +104,9 @@ def check_seed(
     clean = ~net.labels
     k = int(net.params["baseline_windows"])
     det = build_detector(
-        DetectorConfig(features=FEATURE_NAMES, alpha=network_alpha, reference_windows=k)
+        DetectorConfig(
+            features=FEATURE_NAMES, alpha=network_alpha, reference_windows=k, studentize=studentize
+        )
     ).fit(ref.windows)
     res = det.detect(net.windows)
     fleet_hits: dict[str, int] = {}
@@ -185,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="tuning seeds")
     parser.add_argument("--no-fleet", action="store_true", help="skip the FleetDetector")
     parser.add_argument("--network-alpha", type=float, default=0.01, help="NetworkDetector BH level")
+    parser.add_argument(
+        "--no-studentize", action="store_true", help="NetworkDetector on raw changes (studentize=False)"
+    )
     parser.add_argument("--fleet-alpha", type=float, default=0.05, help="FleetDetector BH level")
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE",
@@ -208,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         c = check_seed(
             seed, world, fleet=not args.no_fleet,
             network_alpha=args.network_alpha, fleet_alpha=args.fleet_alpha,
+            studentize=not args.no_studentize,
         )
         print(f"seed {seed}: {c.seconds:.1f} s", flush=True)
         checks.append(c)
