@@ -70,6 +70,7 @@ import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from tcpkit.detect import simulate as sim
+from tcpkit.detect.events import SCHEMA
 
 __all__ = [
     "EVENT_SCHEMA",
@@ -79,20 +80,7 @@ __all__ = [
     "template_of",
 ]
 
-EVENT_SCHEMA = pa.schema(
-    [
-        ("agent", pa.string()),
-        ("time", pa.timestamp("us", tz="UTC")),
-        ("action", pa.string()),
-        ("node", pa.string()),
-        ("risk_class", pa.string()),
-        ("predicted_risk", pa.float64()),
-        ("confidence", pa.float64()),
-        ("latency_ms", pa.float64()),
-        ("outcome", pa.string()),
-        ("arguments", pa.string()),
-    ]
-)
+EVENT_SCHEMA = SCHEMA  # the canonical event schema (tcpkit.detect.events), every optional column present
 LABEL_SCHEMA = pa.schema(
     [
         ("agent", pa.string()),
