@@ -42,6 +42,7 @@ import numpy as np
 import pyarrow as pa
 from numpy.typing import NDArray
 
+from tcpkit.detect.features import ACTIVITY_FEATURES
 from tcpkit.detect.simulate import (
     CATALOGUE,
     ERROR_TOLERANCE,
@@ -213,21 +214,7 @@ def pandas_features(df: Any, *, window_us: int, reference_windows: int = REFEREN
     for label in ("error", "refused"):
         hit = (df["outcome"] == label).groupby([df["agent"], df["window"]]).sum()
         out[f"outcome_{label}_rate"] = hit / has
-    return out[list(FEATURE_NAMES) + [a for a in _ACTIVITY if a not in FEATURE_NAMES]]
-
-
-_ACTIVITY = (
-    "share_safe",
-    "share_network",
-    "share_privesc",
-    "share_destructive",
-    "share_critical",
-    "action_rate",
-    "novelty_action",
-    "novelty_arguments",
-    "outcome_error_rate",
-    "outcome_refused_rate",
-)
+    return out[list(FEATURE_NAMES) + [a for a in ACTIVITY_FEATURES if a not in FEATURE_NAMES]]
 
 
 def _pandas_novelty(frame: Any, column: str, reference_windows: int) -> Any:
