@@ -31,7 +31,6 @@ import gzip
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, cast
@@ -79,25 +78,22 @@ def write_events(
     target = Path(path)
     fmt, gz = format_of(target, format)
     table = validate_events(table, source="the table to write")
+    _check_folder(target)
+
+    def write(raw: IO[bytes]) -> None:
+        if gz:
+            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0) as z:
+                _WRITERS[fmt](table, cast(IO[bytes], z))
+        else:
+            _WRITERS[fmt](table, raw)
+
+    return files.write_atomic(target, write)
+
+
+def _check_folder(target: Path) -> None:
     folder = target.parent if str(target.parent) else Path(".")
     if not folder.is_dir():
         raise EventError(f"{target}: folder {str(folder)!r} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            if gz:
-                with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0) as z:
-                    _WRITERS[fmt](table, cast(IO[bytes], z))
-            else:
-                _WRITERS[fmt](table, raw)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
 
 
 def _batches(table: pa.Table) -> Iterator[pa.Table]:
@@ -271,21 +267,8 @@ def write_labels(labels: pa.Table | dict[str, Any], path: str | os.PathLike[str]
         raise EventError(f"labels lack column {missing[0]!r} (need {', '.join(LABEL_COLUMNS)})")
     table = table.select(list(LABEL_COLUMNS))
     target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise EventError(f"{target}: folder {str(folder)!r} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as raw:
-            pcsv.write_csv(table, pa.PythonFile(raw, mode="w"))
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+    _check_folder(target)
+    return files.write_atomic(target, lambda raw: pcsv.write_csv(table, pa.PythonFile(raw, mode="w")))
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:

@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
-def write_text_atomic(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically; returns the path."""
+def write_atomic(path: str | os.PathLike[str], write: Callable[[BinaryIO], None]) -> Path:
+    """Create ``path`` atomically with ``write(stream)`` (a binary stream); returns the path."""
     target = Path(path)
     folder = target.parent if str(target.parent) else Path(".")
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as raw:
-            raw.write(text.encode(encoding))
+            write(raw)
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, target)
@@ -34,3 +36,13 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, encoding: str = "
     finally:
         os.close(dir_fd)
     return target
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically; returns the path."""
+    data = text.encode(encoding)
+
+    def write(stream: BinaryIO) -> None:
+        stream.write(data)
+
+    return write_atomic(path, write)
