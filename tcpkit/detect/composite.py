@@ -88,6 +88,7 @@ from tcpkit.detect.config import ConfigError, DetectorConfig
 from tcpkit.detect.explain import Explanation, explain
 from tcpkit.detect.kernel_config import KernelConfig
 from tcpkit.detect.pvalues import conformal_pvalues
+from tcpkit.detect.regression import LevelRegression, fit_level_regression
 from tcpkit.detect.sequential import CusumDetector, CusumResult
 from tcpkit.detect.studentize import own_sd, studentize_prior
 
@@ -258,18 +259,32 @@ class _Features:
 
 
 def _features(
-    windows: NDArray[np.float64], reference_windows: int, prior: NDArray[np.float64] | None = None
+    windows: NDArray[np.float64],
+    reference_windows: int,
+    prior: NDArray[np.float64] | None = None,
+    regression: LevelRegression | None = None,
 ) -> _Features:
     """Per-agent change, level and single-window changes; studentised by own noise when ``prior`` is given.
 
-    Studentised (``prior`` not None): the change is divided by ``sd_i sqrt(1/K_ref + 1/K_det)``
-    and each single-window change by ``sd_i sqrt(1 + 1/K_ref)``, ``sd_i`` the agent's own
-    shrunk window SD (:func:`tcpkit.detect.studentize.own_sd`): a per-agent t statistic, so that a noisy honest agent
-    and a quiet one have changes on the same scale. The level is a between-agent test and
-    stays raw.
+    Studentised (``prior`` not None): every window is divided by ``sd_i``, the agent's own
+    shrunk window SD (:func:`tcpkit.detect.studentize.own_sd`), a per-agent t scale, so
+    that a noisy honest agent and a quiet one have changes on the same scale. The change
+    is the detection mean minus the predicted honest mean: ``regression.predict`` of the
+    (scaled) reference mean (:mod:`tcpkit.detect.regression`), or with ``regression=None``
+    the reference mean itself (then, studentised, divided by ``sd_i sqrt(1/K_ref + 1/K_det)``
+    and each single-window change by ``sd_i sqrt(1 + 1/K_ref)``: the plain t statistics).
+    Single-window changes are measured from the same prediction. The level is a
+    between-agent test and stays raw.
     """
     ref = windows[:, :reference_windows].mean(axis=1)
     after = windows[:, reference_windows:]
+    level = windows.mean(axis=1)
+    if regression is not None:
+        ref_s, after_s = _scaled(windows, reference_windows, prior)
+        expected = regression.predict(ref_s)
+        return _Features(
+            change=after_s.mean(axis=1) - expected, level=level, per_window=after_s - expected[:, None, :]
+        )
     change = after.mean(axis=1) - ref
     per_window = after - ref[:, None, :]
     if prior is not None:
@@ -277,7 +292,19 @@ def _features(
         k_ref, k_det = reference_windows, after.shape[1]
         change = change / (sd * np.sqrt(1.0 / k_ref + 1.0 / k_det))
         per_window = per_window / (sd * np.sqrt(1.0 + 1.0 / k_ref))[:, None, :]
-    return _Features(change=change, level=windows.mean(axis=1), per_window=per_window)
+    return _Features(change=change, level=level, per_window=per_window)
+
+
+def _scaled(
+    windows: NDArray[np.float64], reference_windows: int, prior: NDArray[np.float64] | None
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(reference mean, detection windows), each divided by the agent's own SD when ``prior`` is given."""
+    ref = windows[:, :reference_windows].mean(axis=1)
+    after = windows[:, reference_windows:]
+    if prior is None:
+        return ref, after
+    sd = own_sd(windows, reference_windows, prior)
+    return ref / sd, after / sd[:, None, :]
 
 
 class NetworkDetector:
@@ -406,7 +433,8 @@ class NetworkDetector:
             raise BaselineError(
                 f"windows has {w.shape[1]} windows: more than reference_windows={self.reference_windows} are needed"
             )
-        feats = _features(w, self.reference_windows, self._prior_for(w))
+        prior = self._prior_for(w)
+        feats = _features(w, self.reference_windows, prior, self._regression_for(w, prior))
         return {"change": feats.change, "level": feats.level, "window": feats.per_window}
 
     def _prior_for(self, windows: NDArray[np.float64]) -> NDArray[np.float64] | None:
@@ -418,6 +446,22 @@ class NetworkDetector:
             return np.asarray(fitted, dtype=np.float64)
         fit_rows, _ = self.split(int(windows.shape[0]))
         return studentize_prior(windows[fit_rows], self.reference_windows)
+
+    def _regression_for(
+        self, windows: NDArray[np.float64], prior: NDArray[np.float64] | None
+    ) -> LevelRegression | None:
+        """The level regression: the fitted one, else what :meth:`fit` would fit on ``windows``."""
+        if self.config.change_model == "difference":
+            return None
+        fitted = getattr(self, "regression_", None)
+        if fitted is not None:
+            return fitted
+        fit_rows, _ = self.split(int(windows.shape[0]))
+        return self._fit_regression(windows[fit_rows], prior)
+
+    def _fit_regression(self, windows: NDArray[np.float64], prior: NDArray[np.float64] | None) -> LevelRegression:
+        ref, after = _scaled(windows, self.reference_windows, prior)
+        return fit_level_regression(ref, after.mean(axis=1), self.method, self.random_state)
 
     def _given_baseline(self, name: str, estimate: tuple[ArrayLike, ArrayLike], d: int) -> Baseline:
         try:
@@ -473,7 +517,12 @@ class NetworkDetector:
         self.studentize_prior_: NDArray[np.float64] | None = (
             studentize_prior(w[fit_rows], self.reference_windows) if self.config.studentize else None
         )
-        feats = _features(w, self.reference_windows, self.studentize_prior_)
+        self.regression_: LevelRegression | None = (
+            self._fit_regression(w[fit_rows], self.studentize_prior_)
+            if self.config.change_model == "predicted"
+            else None
+        )
+        feats = _features(w, self.reference_windows, self.studentize_prior_, self.regression_)
         d = w.shape[2]
         rows = {
             "change": feats.change[fit_rows],
@@ -539,6 +588,12 @@ class NetworkDetector:
             "studentize_prior": np.asarray(
                 self.studentize_prior_ if self.studentize_prior_ is not None else np.zeros(0), dtype=np.float64
             ),
+            "regression_intercept": np.asarray(
+                self.regression_.intercept if self.regression_ is not None else np.zeros(0), dtype=np.float64
+            ),
+            "regression_coef": np.asarray(
+                self.regression_.coef if self.regression_ is not None else np.zeros((0, 0)), dtype=np.float64
+            ),
             "focus": np.array(
                 [self.focus_index_, getattr(self, "focus_location_", 0.0), getattr(self, "focus_scale_", 1.0)],
                 dtype=np.float64,
@@ -561,8 +616,11 @@ class NetworkDetector:
                 raise BaselineError(f"model format {fmt!r} is not tcpkit.network_detector/1")
             text = str(np.asarray(arrays["config"]))
             config = DetectorConfig.from_json(text)
-            if "studentize" not in json.loads(text):  # a model frozen before the setting existed
+            stored = json.loads(text)
+            if "studentize" not in stored:  # a model frozen before the setting existed
                 config = config.replace(studentize=False)
+            if "change_model" not in stored:  # frozen before the level regression existed
+                config = config.replace(change_model="difference")
             det = cls(config, kernel_factory=kernel_factory)
             d = int(arrays["n_features_in"])
             det.n_features_in_ = d
@@ -603,6 +661,16 @@ class NetworkDetector:
                         f"studentize_prior has shape {prior.shape}: expected {d} positive finite variances"
                     )
                 det.studentize_prior_ = prior
+            det.regression_ = None
+            if config.change_model == "predicted":
+                det.regression_ = LevelRegression(
+                    np.asarray(arrays["regression_intercept"], dtype=np.float64),
+                    np.asarray(arrays["regression_coef"], dtype=np.float64),
+                )
+                if det.regression_.intercept.size != d:
+                    raise BaselineError(
+                        f"the level regression has {det.regression_.intercept.size} features, the model {d}"
+                    )
             det.tiebreak_scale_ = np.asarray(arrays["tiebreak_scale"], dtype=np.float64)
             cal = np.asarray(arrays["calibration_matrix"], dtype=np.float64)
             if cal.ndim != 2 or cal.shape[1] != len(det.components_) or det.tiebreak_scale_.size != cal.shape[1]:
@@ -663,7 +731,11 @@ class NetworkDetector:
         """CUSUM paths over the windows after the reference period (window 0 = first after it)."""
         self._check_fitted()
         w = _check_windows(windows, "windows", self.n_features_in_)
-        return self._window_cusum(_features(w, self.reference_windows, self.studentize_prior_).per_window)
+        return self._window_cusum(self._features(w).per_window)
+
+    def _features(self, windows: NDArray[np.float64]) -> _Features:
+        """The fitted detector's per-agent features of ``windows``."""
+        return _features(windows, self.reference_windows, self.studentize_prior_, self.regression_)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "calibration_"):
@@ -687,7 +759,7 @@ class NetworkDetector:
                 f"windows has {w.shape[1]} windows per agent but the reference had {self.n_windows_}: "
                 "the calibration is only exchangeable for equal lengths"
             )
-        feats = _features(w, self.reference_windows, self.studentize_prior_)
+        feats = self._features(w)
         cusum = self._window_cusum(feats.per_window)
         scores = self._component_scores(feats, slice(None), cusum)
         p = {

@@ -29,8 +29,9 @@ from tcpkit.detect.kernel_config import KernelConfig, KernelConfigError
 if TYPE_CHECKING:
     from tcpkit.detect.composite import KernelFactory, NetworkDetector
 
-ESTIMATORS = ("ogk", "mcd", "ledoit_wolf", "empirical")
+ESTIMATORS = ("ogk", "mcd", "trimmed", "ledoit_wolf", "empirical")
 FDR_METHODS = ("bh", "none")
+CHANGE_MODELS = ("predicted", "difference")
 
 
 class ConfigError(ValueError):
@@ -95,6 +96,11 @@ class DetectorConfig:
         the family test too) by its own window-to-window SD, shrunk towards the fitting
         agents' median (a per-agent t statistic); the level test stays between agents.
         Honest agents differ in noise, so a raw change distance mostly measures noise.
+    change_model : how the honest detection-period mean is predicted, against which the
+        change test (and the CUSUM and family tests) score an agent: "predicted" (default;
+        the population's regression of the detection mean on the reference mean,
+        :mod:`tcpkit.detect.regression`, which weighs the agent's own past against its
+        peers) or "difference" (the agent's own reference mean: the plain change).
     features : feature names the detector expects, in order (None: whatever the data has).
     random_state : seed of the reference split and of MCD's random starts.
     kernel : the scoring kernel's settings (precision, rows per chunk, threads), a
@@ -110,6 +116,7 @@ class DetectorConfig:
     max_fit_agents: int = 1000
     focus_feature: str | None = "family_underrating"
     studentize: bool = True
+    change_model: str = "predicted"
     features: tuple[str, ...] | None = None
     random_state: int = 0
     kernel: KernelConfig = KernelConfig()
@@ -175,6 +182,7 @@ def _validated(config: DetectorConfig) -> dict[str, Any]:
         "alpha": _number("alpha", config.alpha, 0.0, 1.0, open_low=True, open_high=True),
         "fdr": _choice("fdr", config.fdr, FDR_METHODS),
         "method": _choice("method", config.method, ESTIMATORS),
+        "change_model": _choice("change_model", config.change_model, CHANGE_MODELS),
         "cusum_k": _number("cusum_k", config.cusum_k, 0.0, None, open_low=False, open_high=True),
         "target_arl": _number("target_arl", config.target_arl, 1.0, None, open_low=True, open_high=True),
         "reference_windows": _integer("reference_windows", config.reference_windows, 1),

@@ -19,6 +19,12 @@ Two per-agent quantities are examined, each feature separately:
 ``level``
     the detection-window mean, ``net.features``.
 
+Besides the recorded features, every log ratio ``log(x_i / x_j)`` of two features that
+are strictly positive for every agent in both periods is examined as a feature of its
+own (named ``log(a/b)``): a ratio such as the 95th percentile over the mean latency is a
+single number an analyst computes at once, and a world in which it separates the
+attacked agents is not hard, however small the effect on each raw feature.
+
 For an attack type and a feature, the *effect* is
 ``|median(attacked) - median(clean)| / sd(clean)`` with the clean agents'
 (``~net.labels``) standard deviation (ddof=1): the median attacked agent's
@@ -38,7 +44,7 @@ from numpy.typing import NDArray
 
 from tcpkit.detect.simulate import ATTACKS, SimulatedNetwork
 
-__all__ = ["SeparabilityRow", "SeparabilityTable", "separability_table"]
+__all__ = ["SeparabilityRow", "SeparabilityTable", "oracle_recall", "separability_table"]
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,23 @@ def _best(
     return names[j], float(effect[j]), beyond
 
 
+def _with_log_ratios(
+    after: NDArray[np.float64], before: NDArray[np.float64], names: tuple[str, ...]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], tuple[str, ...]]:
+    """Both periods' features with the log ratio of every strictly positive pair appended."""
+    positive = [j for j in range(len(names)) if np.all(after[:, j] > 0) and np.all(before[:, j] > 0)]
+    pairs = [(i, j) for a, i in enumerate(positive) for j in positive[a + 1 :]]
+    if not pairs:
+        return after, before, names
+    i, j = (np.array(v, dtype=np.intp) for v in zip(*pairs, strict=True))
+    extra_names = tuple(f"log({names[a]}/{names[b]})" for a, b in pairs)
+    return (
+        np.hstack([after, np.log(after[:, i]) - np.log(after[:, j])]),
+        np.hstack([before, np.log(before[:, i]) - np.log(before[:, j])]),
+        names + extra_names,
+    )
+
+
 def separability_table(net: SimulatedNetwork) -> SeparabilityTable:
     """Best single feature per attack type, for the change and for the level.
 
@@ -143,9 +166,13 @@ def separability_table(net: SimulatedNetwork) -> SeparabilityTable:
         raise ValueError(
             f"separability_table needs at least 2 clean agents, got {int(clean.sum())}"
         )
-    change = np.asarray(net.features) - np.asarray(net.baseline_features)
-    level = np.asarray(net.features)
-    names = tuple(net.feature_names)
+    after, before, names = _with_log_ratios(
+        np.asarray(net.features, dtype=np.float64),
+        np.asarray(net.baseline_features, dtype=np.float64),
+        tuple(net.feature_names),
+    )
+    change = after - before
+    level = after
     rows = []
     for attack in ATTACKS:
         bad = np.asarray(net.attack == attack, dtype=bool)
@@ -156,3 +183,39 @@ def separability_table(net: SimulatedNetwork) -> SeparabilityTable:
         rows.append(SeparabilityRow(attack, int(bad.sum()), cf, ce, cb, lf, le, lb))
     difficulty = str(net.params.get("difficulty", "unknown"))
     return SeparabilityTable(rows=tuple(rows), n_clean=int(clean.sum()), difficulty=difficulty)
+
+
+def oracle_recall(net: SimulatedNetwork, fpr: float) -> dict[str, float]:
+    """Recall per attack type of the linear test that knows each attack's shift: a ceiling.
+
+    For every attack type, the agents' stacked ``(change, level)`` rows (24 numbers for 12
+    features) are projected on ``S^-1 delta``, with ``S`` the clean agents' covariance and
+    ``delta`` the attacked agents' median row minus the clean median (the Fisher
+    discriminant direction, computed from the ground truth); an agent is flagged above the
+    clean agents' ``1 - fpr`` quantile of that projection. No detector that has to find the
+    direction from unlabelled data does better with a linear statistic at that
+    false-positive rate; the figure is in-sample (the same agents define the direction and
+    are scored), so it is optimistic. It says whether a requirement such as "recall >= 0.95
+    at a per-agent false-positive rate of 0.002" is reachable in this world at all.
+    ``fpr`` is a per-agent rate in (0, 1); BH at level ``q`` with a share ``pi`` of
+    compromised agents flags at about ``q * pi`` per agent.
+    """
+    if not 0.0 < fpr < 1.0:
+        raise ValueError(f"fpr={fpr!r}: expected a per-agent false-positive rate in (0, 1)")
+    clean = ~np.asarray(net.labels, dtype=bool)
+    if int(clean.sum()) < 2:
+        raise ValueError(f"oracle_recall needs at least 2 clean agents, got {int(clean.sum())}")
+    after = np.asarray(net.features, dtype=np.float64)
+    rows = np.hstack([after - np.asarray(net.baseline_features, dtype=np.float64), after])
+    centre = np.median(rows[clean], axis=0)
+    precision = np.linalg.pinv(np.cov(rows[clean], rowvar=False))
+    out: dict[str, float] = {}
+    for attack in ATTACKS:
+        bad = np.asarray(net.attack == attack, dtype=bool)
+        if not bad.any():
+            continue
+        direction = precision @ (np.median(rows[bad], axis=0) - centre)
+        score = (rows - centre) @ direction
+        cut = float(np.quantile(score[clean], 1.0 - fpr))
+        out[attack] = float(np.mean(score[bad] > cut))
+    return out

@@ -356,12 +356,12 @@ _DEFAULT_RISK = {
 # than the mean). Mimicry hides in all four and keeps them honest. Poisoning is there from
 # window 0, so only the level sees it: larger shifts, within the honest agents' spread of
 # confidence and latency levels.
-_DEFAULT_CONF = {**dict.fromkeys(ATTACKS, 0.029), "gradual_drift": 0.038, "mimicry": 0.0,
+_DEFAULT_CONF = {**dict.fromkeys(ATTACKS, 0.022), "gradual_drift": 0.03, "mimicry": 0.0,
                  "poisoning": 0.09}
 _DEFAULT_LAT = {**dict.fromkeys(ATTACKS, -0.03), "gradual_drift": -0.06, "mimicry": 0.0,
                 "poisoning": -0.3}
-_DEFAULT_CONF_SPREAD = {**dict.fromkeys(ATTACKS, -0.095), "mimicry": 0.0, "poisoning": -0.3}
-_DEFAULT_LAT_SPREAD = {**dict.fromkeys(ATTACKS, -1.6), "mimicry": 0.0}
+_DEFAULT_CONF_SPREAD = {**dict.fromkeys(ATTACKS, -0.07), "mimicry": 0.0, "poisoning": -0.3}
+_DEFAULT_LAT_SPREAD = {**dict.fromkeys(ATTACKS, -0.4), "mimicry": 0.0}
 DIFFICULTIES: dict[str, Difficulty] = {
     # the ancestor's magnitudes on the risk only: confidence and latency stay honest
     "easy": _preset("easy", dict.fromkeys(ATTACKS, 1.0), _NO_SHIFT, _NO_SHIFT, 0.15),
@@ -392,6 +392,7 @@ CALM_WORLD: dict[str, Any] = {
     "trait_correlation": 0.0,
     "diurnal_amplitude": 0.0,
     "workload_shift": 0.0,
+    "latency_spread_sd": 0.0,
 }
 EASY_WORLD: dict[str, Any] = {**CALM_WORLD, "difficulty": "easy"}
 
@@ -699,6 +700,7 @@ def _mimicry_noise_scale(
 
 CHUNK_AGENTS = 1024  # agents per block inside a window (cache-sized temporaries)
 EXTRA_KEY = 1002  # spawn key of each window's second stream (benign draws)
+LATENCY_SPREAD_KEY = 1003  # spawn key of the honest agents' latency-spread draws
 
 
 class _Drift(NamedTuple):
@@ -971,6 +973,7 @@ def simulate_network(
     trait_correlation: float = 0.5,
     diurnal_amplitude: float = 0.2,
     workload_shift: float = 0.3,
+    latency_spread_sd: float = 0.25,
 ) -> SimulatedNetwork:
     """Simulate a network of agents assessing command risk, some of them compromised.
 
@@ -1020,6 +1023,11 @@ def simulate_network(
     workload_shift : float in [0, 1]
         Largest share of a node's weighted command slots that its alternative
         workload profile takes over (0: the catalogue's mix everywhere).
+    latency_spread_sd : float >= 0
+        Honest agents differ in how steady their pace is: each agent's per-command
+        latency log-SD is ``LATENCY_LOG_SD * exp(N(0, latency_spread_sd))`` (0: the
+        same 0.35 for every agent, which makes the ratio of the 95th percentile to
+        the mean latency an agent constant, a tell no real fleet has).
 
     Returns
     -------
@@ -1055,6 +1063,7 @@ def simulate_network(
         trait_correlation=trait_correlation,
         diurnal_amplitude=diurnal_amplitude,
         workload_shift=workload_shift,
+        latency_spread_sd=latency_spread_sd,
     )
     return _run(params, None)
 
@@ -1129,6 +1138,7 @@ def _validate(**kw: Any) -> dict[str, Any]:
         "trait_correlation": trait_correlation,
         "diurnal_amplitude": _real("diurnal_amplitude", kw["diurnal_amplitude"], 0.0, 0.9),
         "workload_shift": _real("workload_shift", kw["workload_shift"], 0.0, 1.0),
+        "latency_spread_sd": _real("latency_spread_sd", kw.get("latency_spread_sd", 0.25), 0.0, None),
     }
 
 
@@ -1206,6 +1216,10 @@ def _run(params: dict[str, Any], record: _Recorder | None) -> SimulatedNetwork:
     sigma = NOISE_MEDIAN * np.exp(log_noise)
     conf_level = np.clip(conf_draw, 0.5, 0.99)
     lat_scale = LATENCY_MEDIAN_MS * np.exp(log_lat)
+    lat_sd_agent: NDArray[np.float64] | None = None
+    if params["latency_spread_sd"] > 0.0:  # its own stream: nothing else changes with it
+        rl = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(LATENCY_SPREAD_KEY,)))
+        lat_sd_agent = LATENCY_LOG_SD * np.exp(rl.normal(0.0, params["latency_spread_sd"], n_agents))
 
     hijack = members.get("semantic_hijack", np.empty(0, dtype=np.intp))
     hijack_family = ra.choice(_HIJACK_FAMILIES, size=hijack.size)
@@ -1269,7 +1283,7 @@ def _run(params: dict[str, Any], record: _Recorder | None) -> SimulatedNetwork:
             class_noise[np.ix_(mimic, not_critical)] *= mimic_k[:, None]
         # Confidence and latency of compromised agents (from their attack's start).
         spread_w = conf_spread.copy()
-        lat_sd_w: NDArray[np.float64] | None = None
+        lat_sd_w = None if lat_sd_agent is None else lat_sd_agent.copy()
         for name, rows in members.items():
             if name != "poisoning" and not active:
                 continue

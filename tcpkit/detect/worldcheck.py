@@ -9,7 +9,9 @@ the shipped detectors, which combine every feature, still find the compromises. 
 module measures both on a few tuning seeds, so that the world's magnitudes can be set
 by measurement rather than by guess:
 
-* the largest best-single-feature effect over attack types (change or level);
+* the largest best-single-feature effect over attack types (change or level), and the
+  recall ceiling of a linear test that knows each attack's shift
+  (:func:`tcpkit.detect.separability.oracle_recall`);
 * :class:`~tcpkit.detect.composite.NetworkDetector` (built by
   :func:`tcpkit.detect.config.build_detector` on every feature) fitted on a vetted clean
   reference fleet of the same world (``seed + REFERENCE_OFFSET``), judging a monitored
@@ -37,7 +39,7 @@ import numpy as np
 from tcpkit.detect.config import DetectorConfig, build_detector
 from tcpkit.detect.fleet import FleetDetector
 from tcpkit.detect.seeds import check_tuning_seed
-from tcpkit.detect.separability import separability_table
+from tcpkit.detect.separability import oracle_recall, separability_table
 from tcpkit.detect.simulate import ATTACKS, FEATURE_NAMES, SimulatedNetwork, simulate_network
 
 __all__ = ["REFERENCE_OFFSET", "WorldCheck", "check_seed", "main", "pooled"]
@@ -65,6 +67,7 @@ class WorldCheck:
     fleet_flagged: int
     fleet_regime_clean: int
     fleet_regime_false: int
+    oracle: dict[str, float]
     seconds: float
 
 
@@ -83,12 +86,14 @@ def check_seed(
     fleet_alpha: float = 0.05,
     fleet: bool = True,
     studentize: bool = True,
+    detector: Mapping[str, Any] | None = None,
 ) -> WorldCheck:
     """Separability and both detectors' counts on tuning seed ``seed``.
 
     ``world`` holds keyword parameters of :func:`simulate_network` that differ from its
     defaults (applied to the monitored and the reference fleet alike). ``studentize`` is
-    the NetworkDetector's setting of that name (False: raw changes, to compare).
+    the NetworkDetector's setting of that name (False: raw changes, to compare);
+    ``detector`` holds further :class:`~tcpkit.detect.config.DetectorConfig` settings.
     """
     check_tuning_seed(seed)
     check_tuning_seed(seed + REFERENCE_OFFSET)
@@ -106,7 +111,7 @@ def check_seed(
     det = build_detector(
         DetectorConfig(
             features=FEATURE_NAMES, alpha=network_alpha, reference_windows=k, studentize=studentize
-        )
+        ).replace(**dict(detector or {}))
     ).fit(ref.windows)
     res = det.detect(net.windows)
     fleet_hits: dict[str, int] = {}
@@ -133,6 +138,7 @@ def check_seed(
         fleet_flagged=fleet_flagged,
         fleet_regime_clean=regime_clean,
         fleet_regime_false=regime_false,
+        oracle=oracle_recall(net, network_alpha * compromised_fraction),
         seconds=time.perf_counter() - t0,
     )
 
@@ -151,6 +157,7 @@ def pooled(checks: Sequence[WorldCheck]) -> dict[str, Any]:
     return {
         "max_effect": max(c.max_effect for c in checks),
         "effects": {a: max(c.effects.get(a, 0.0) for c in checks) for a in attacks},
+        "oracle_recall": {a: float(np.mean([c.oracle[a] for c in checks if a in c.oracle])) for a in attacks},
         "network_recall": recall("network_hits"),
         "network_fpr": sum(c.network_false for c in checks) / n_clean,
         "fleet_recall": recall("fleet_hits"),
@@ -170,6 +177,8 @@ def _format(p: Mapping[str, Any], fleet: bool) -> str:
     lines = [
         f"separability max effect (clean-agent SDs): {p['max_effect']:.2f}",
         f"  per attack: {row(p['effects'])}",
+        "ceiling (linear test knowing each attack's shift, at the per-agent rate BH flags at, "
+        f"alpha x compromised share): {row(p['oracle_recall'])}",
         f"NetworkDetector recall: {row(p['network_recall'])}",
         f"NetworkDetector FPR: {p['network_fpr']:.4f}",
     ]
@@ -183,6 +192,23 @@ def _format(p: Mapping[str, Any], fleet: bool) -> str:
     return "\n".join(lines)
 
 
+def _assignments(parser: argparse.ArgumentParser, option: str, items: Sequence[str]) -> dict[str, Any]:
+    """``NAME=VALUE`` strings as a mapping (integers, then numbers, then strings)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        name, _, value = item.partition("=")
+        if not name or not value:
+            parser.error(f"{option} {item!r}: expected NAME=VALUE")
+        try:
+            out[name] = int(value)
+        except ValueError:
+            try:
+                out[name] = float(value)
+            except ValueError:
+                out[name] = {"true": True, "false": False}.get(value.lower(), value)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: ``python -m tcpkit.detect.worldcheck [--seeds 0 1 2] [--no-fleet]``."""
     parser = argparse.ArgumentParser(prog="python -m tcpkit.detect.worldcheck", description=__doc__.split("\n")[0])
@@ -192,30 +218,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-studentize", action="store_true", help="NetworkDetector on raw changes (studentize=False)"
     )
+    parser.add_argument(
+        "--detector", action="append", default=[], metavar="NAME=VALUE",
+        help="a DetectorConfig setting of the NetworkDetector (repeatable), e.g. change_model=difference",
+    )
+    parser.add_argument("--n-monitored", type=int, default=3000, help="agents of the monitored fleet")
+    parser.add_argument("--n-reference", type=int, default=4000, help="agents of the vetted reference fleet")
+    parser.add_argument("--compromised", type=float, default=0.1, help="compromised fraction of the monitored fleet")
     parser.add_argument("--fleet-alpha", type=float, default=0.05, help="FleetDetector BH level")
     parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE",
         help="a simulate_network parameter for both fleets (repeatable), e.g. regime_scale=0.5",
     )
     args = parser.parse_args(argv)
-    world: dict[str, Any] = {}
-    for item in args.set:
-        name, _, value = item.partition("=")
-        if not name or not value:
-            parser.error(f"--set {item!r}: expected NAME=VALUE")
-        try:
-            world[name] = int(value)
-        except ValueError:
-            try:
-                world[name] = float(value)
-            except ValueError:
-                world[name] = value
+    world = _assignments(parser, "--set", args.set)
+    detector = _assignments(parser, "--detector", args.detector)
     checks = []
     for seed in args.seeds:
         c = check_seed(
             seed, world, fleet=not args.no_fleet,
             network_alpha=args.network_alpha, fleet_alpha=args.fleet_alpha,
-            studentize=not args.no_studentize,
+            studentize=not args.no_studentize, detector=detector,
+            n_monitored=args.n_monitored, n_reference=args.n_reference,
+            compromised_fraction=args.compromised,
         )
         print(f"seed {seed}: {c.seconds:.1f} s", flush=True)
         checks.append(c)
