@@ -35,7 +35,7 @@ def test_defaults_live_in_one_place() -> None:
         ({"alpha": "0.01"}, "alpha='0.01': expected a number"),
         ({"alpha": float("nan")}, "alpha=nan"),
         ({"fdr": "by"}, "fdr='by' is unknown: choose one of bh, none"),
-        ({"method": "pca"}, "method='pca' is unknown: choose one of ogk, mcd, ledoit_wolf, empirical"),
+        ({"method": "pca"}, "method='pca' is unknown: choose one of ogk, mcd, trimmed, ledoit_wolf, empirical"),
         ({"reference_windows": 0}, "reference_windows=0: expected an integer >= 1"),
         ({"reference_windows": True}, "reference_windows=True"),
         ({"cusum_k": -1}, "cusum_k=-1"),

@@ -306,7 +306,8 @@ def test_compromised_agents_answer_faster_and_more_confidently(
         np.testing.assert_array_equal(conf, 0.0)
         np.testing.assert_array_equal(lat, 1.0)
     else:
-        assert np.median(conf) > 0.005 and np.median(lat) < 0.95, (np.median(conf), np.median(lat))
+        # faster: a few per cent on the mean (drift ramps up; most of the effect is the steadier pace)
+        assert np.median(conf) > 0.005 and np.median(lat) < 0.98, (np.median(conf), np.median(lat))
 
 
 @pytest.mark.parametrize("attack", ATTACKS)

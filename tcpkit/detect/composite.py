@@ -325,8 +325,9 @@ class NetworkDetector:
     feature_names, **settings : shorthands for ``config.replace(features=..., **settings)``
         (validated the same way), e.g. ``NetworkDetector(reference_windows=4)``.
 
-    The estimator default "ogk" is robust and fits in a fraction of a second where MCD
-    takes seconds. ``focus_feature`` is ignored when the features do not contain it.
+    The estimator (``config.method``, default "empirical") is discussed at
+    :class:`~tcpkit.detect.config.DetectorConfig`. ``focus_feature`` is ignored when the
+    features do not contain it.
 
     Attributes (after fit)
     ----------------------
@@ -737,6 +738,20 @@ class NetworkDetector:
         """The fitted detector's per-agent features of ``windows``."""
         return _features(windows, self.reference_windows, self.studentize_prior_, self.regression_)
 
+    def _explain(self, rows: NDArray[np.intp], which: NDArray[np.intp], feats: _Features) -> tuple[Explanation, ...]:
+        """Explanations of the flagged ``rows``, in row order, one batched solve per baseline.
+
+        A level alarm is explained against the level baseline; every other one (change,
+        CUSUM, family: all changes) against the change baseline.
+        """
+        names = self.change_.feature_names_
+        by_level = np.asarray(self.components_, dtype=object)[which[rows]] == "level"
+        out: dict[int, Explanation] = {}
+        for mask, base, x in ((by_level, self.level_, feats.level), (~by_level, self.change_, feats.change)):
+            for e in explain(x, base.location_, base.covariance_, rows[mask], names):
+                out[e.index] = e
+        return tuple(out[int(r)] for r in rows)
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "calibration_"):
             raise BaselineError("this NetworkDetector is not fitted: call fit(reference_windows) first")
@@ -779,15 +794,7 @@ class NetworkDetector:
         rows = np.flatnonzero(flags)
         # Explain with the test that flagged: the smallest component p-value.
         which = np.argmin(np.column_stack([p[name] for name in self.components_]), axis=1)
-        explanations: list[Explanation] = []
-        names = self.change_.feature_names_
-        for r in rows:
-            # a CUSUM alarm is a change too: explain it against the change baseline
-            if self.components_[which[r]] == "level":
-                base, x = self.level_, feats.level
-            else:
-                base, x = self.change_, feats.change
-            explanations.extend(explain(x, base.location_, base.covariance_, np.array([r]), names))
+        explanations = self._explain(rows, which, feats)
         components: dict[str, NDArray[Any]] = {f"p_{name}": p[name] for name in self.components_}
         components.update({f"score_{name}": scores[name] for name in self.components_})
         components["alarm_window"] = cusum.alarm_window

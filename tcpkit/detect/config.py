@@ -85,7 +85,13 @@ class DetectorConfig:
     alpha : FDR level of the Benjamini-Hochberg step (per-agent level when ``fdr="none"``).
         0.01: an operator reviewing alarms accepts about one false one in a hundred.
     fdr : "bh" (Benjamini-Hochberg across agents) or "none" (per-agent level).
-    method : covariance estimator of the baselines: one of :data:`ESTIMATORS`.
+    method : covariance estimator of the baselines: one of :data:`ESTIMATORS`. Default
+        "empirical": the reference fleet is vetted clean, where the classical estimate is the
+        efficient one, and honest agents are heavy-tailed and heterogeneous, which the robust
+        estimators' normal-core reweighting (OGK, MCD drop a tenth to a quarter of honest
+        agents) turns into lost power: ``python -m tcpkit.detect.worldcheck --detector
+        method=ogk`` measures it. The price: a reference that was not clean after all (the
+        security notebook's poisoned reference) bends the fit; "trimmed" sits between.
     cusum_k : CUSUM allowance in normal-score units (half the shift to find fastest).
     target_arl : in-control average run length of the CUSUM, in windows.
     reference_windows : each agent's first windows forming its own reference period.
@@ -97,10 +103,12 @@ class DetectorConfig:
         agents' median (a per-agent t statistic); the level test stays between agents.
         Honest agents differ in noise, so a raw change distance mostly measures noise.
     change_model : how the honest detection-period mean is predicted, against which the
-        change test (and the CUSUM and family tests) score an agent: "predicted" (default;
-        the population's regression of the detection mean on the reference mean,
+        change test (and the CUSUM and family tests) score an agent: "difference" (default;
+        the agent's own reference mean: the plain change) or "predicted" (the population's
+        regression of the detection mean on the reference mean,
         :mod:`tcpkit.detect.regression`, which weighs the agent's own past against its
-        peers) or "difference" (the agent's own reference mean: the plain change).
+        peers). In the default simulated world the two are level (``python -m
+        tcpkit.detect.worldcheck --detector change_model=predicted`` compares them).
     features : feature names the detector expects, in order (None: whatever the data has).
     random_state : seed of the reference split and of MCD's random starts.
     kernel : the scoring kernel's settings (precision, rows per chunk, threads), a
@@ -109,14 +117,14 @@ class DetectorConfig:
 
     alpha: float = 0.01
     fdr: str = "bh"
-    method: str = "ogk"
+    method: str = "empirical"
     cusum_k: float = 0.5
     target_arl: float = 500.0
     reference_windows: int = 5
     max_fit_agents: int = 1000
     focus_feature: str | None = "family_underrating"
     studentize: bool = True
-    change_model: str = "predicted"
+    change_model: str = "difference"
     features: tuple[str, ...] | None = None
     random_state: int = 0
     kernel: KernelConfig = KernelConfig()

@@ -767,13 +767,13 @@ class FleetDetector:
         change_base: Baseline,
     ) -> tuple[Explanation, ...]:
         names = self.feature_names_
-        out: list[Explanation] = []
-        for r in rows:
-            if z["level"][r] >= max(z["change"][r], z["cusum"][r]):
-                out.extend(explain(self.level_, self.level_location_, self.level_covariance_, np.array([r]), names))
-            else:
-                out.extend(explain(change, change_base.location_, change_base.covariance_, np.array([r]), names))
-        return tuple(out)
+        by_level = z["level"][rows] >= np.maximum(z["change"][rows], z["cusum"][rows])
+        found: dict[int, Explanation] = {}
+        for e in explain(self.level_, self.level_location_, self.level_covariance_, rows[by_level], names):
+            found[e.index] = e
+        for e in explain(change, change_base.location_, change_base.covariance_, rows[~by_level], names):
+            found[e.index] = e
+        return tuple(found[int(r)] for r in rows)
 
     # -- serialisation ---------------------------------------------------------------------
 
