@@ -128,6 +128,26 @@ def test_statistics_fpr_fails_when_the_detector_flags_everyone(tmp_path: Path) -
     assert "fpr" in failing("statistics", "PRODUCTION", metrics)
 
 
+# BH switched off where the FDR experiment decides: every agent at p <= q is flagged, so the
+# realized FDR over fleets (all-clean null: the chance of any false alarm) leaves q + 2 se behind
+NO_BH_IN_FLEET = """
+from tcpkit.detect import baseline as _b
+_real_decide = _b.decide
+_b.decide = lambda p, alpha, fdr: _real_decide(p, alpha, "none")
+"""
+
+
+@pytest.mark.breaks("statistics", "fdr_margin_*")
+def test_statistics_fdr_margin_fails_when_the_fleet_path_skips_bh(tmp_path: Path) -> None:
+    quick = {**STATISTICS_QUICK, "fdr_fleets": 12, "fdr_agents": 60}
+    (tmp_path / "honest").mkdir()
+    (tmp_path / "sabotaged").mkdir()
+    honest = run_sabotaged("statistics", "#| export", "pass", quick, tmp_path / "honest")
+    sabotaged = run_sabotaged("statistics", "#| export", NO_BH_IN_FLEET, quick, tmp_path / "sabotaged")
+    assert not {m for m in failing("statistics", "TESTING", honest) if m.startswith("fdr_margin_null")}
+    assert {"fdr_margin_null_q05", "fdr_margin_null_q10"} <= failing("statistics", "TESTING", sabotaged)
+
+
 @pytest.fixture(scope="module")
 def frozen_domains() -> Iterator[Path]:
     """The four domain modules frozen into a throwaway project (as nbval does for integrated)."""

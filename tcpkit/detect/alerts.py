@@ -147,14 +147,14 @@ def _jsonable(value: Any) -> Any:
 def fleet_detector(config: DetectorConfig, feature_names: Sequence[str], reference_windows: int) -> FleetDetector:
     """The self-referenced detector ``tcpkit detect`` runs, with the shipped configuration's settings.
 
-    FDR level and method, estimator, CUSUM allowance and run length, and seed come from
-    ``config``; the fleet-specific settings (trimming, node centring, the self test) are
+    FDR level and method, estimator (``config.fleet_method``), CUSUM allowance and run
+    length, and seed come from ``config``; the fleet-specific settings (trimming, node centring, the self test) are
     :data:`tcpkit.detect.fleet.DEFAULTS`.
     """
     return FleetDetector(
         alpha=config.alpha,
         fdr=config.fdr,
-        method=config.method,
+        method=config.fleet_method,
         reference_windows=reference_windows,
         cusum_k=config.cusum_k,
         target_arl=config.target_arl,

@@ -92,6 +92,9 @@ class DetectorConfig:
         agents) turns into lost power: ``python -m tcpkit.detect.worldcheck --detector
         method=ogk`` measures it. The price: a reference that was not clean after all (the
         security notebook's poisoned reference) bends the fit; "trimmed" sits between.
+    fleet_method : estimator of the self-referenced path (:func:`tcpkit.detect.alerts.fleet_detector`,
+        what ``tcpkit detect`` runs), whose reference windows may hold compromised agents:
+        robust by default ("ogk"), since a classical fit there is masked by them.
     cusum_k : CUSUM allowance in normal-score units (half the shift to find fastest).
     target_arl : in-control average run length of the CUSUM, in windows.
     reference_windows : each agent's first windows forming its own reference period.
@@ -118,6 +121,7 @@ class DetectorConfig:
     alpha: float = 0.01
     fdr: str = "bh"
     method: str = "empirical"
+    fleet_method: str = "ogk"
     cusum_k: float = 0.5
     target_arl: float = 500.0
     reference_windows: int = 5
@@ -190,6 +194,7 @@ def _validated(config: DetectorConfig) -> dict[str, Any]:
         "alpha": _number("alpha", config.alpha, 0.0, 1.0, open_low=True, open_high=True),
         "fdr": _choice("fdr", config.fdr, FDR_METHODS),
         "method": _choice("method", config.method, ESTIMATORS),
+        "fleet_method": _choice("fleet_method", config.fleet_method, ESTIMATORS),
         "change_model": _choice("change_model", config.change_model, CHANGE_MODELS),
         "cusum_k": _number("cusum_k", config.cusum_k, 0.0, None, open_low=False, open_high=True),
         "target_arl": _number("target_arl", config.target_arl, 1.0, None, open_low=True, open_high=True),

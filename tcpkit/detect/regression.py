@@ -101,6 +101,6 @@ def fit_level_regression(
         joint = Baseline(method, random_state=random_state).fit(np.hstack([r, m]))
     mu, s = joint.location_, joint.covariance_
     s_rr, s_mr = s[:d, :d], s[d:, :d]
-    coef = np.linalg.solve(s_rr, s_mr.T).T
+    coef = np.asarray(np.linalg.solve(s_rr, s_mr.T).T, dtype=np.float64)
     intercept = mu[d:] - coef @ mu[:d]
     return LevelRegression(intercept, coef)
