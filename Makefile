@@ -56,7 +56,6 @@ lab: $(STAMP) $(IPYTHON_CONFIG)
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root,)
 
 bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/tcpkit bench --json
 
 clean:

@@ -574,15 +574,10 @@ def _time_sklearn(p: _Problem, say: Callable[[str], None]) -> dict[str, Any]:
 
 
 def _time_pyod(p: _Problem, say: Callable[[str], None]) -> dict[str, Any]:
-    """PyOD's MCD ``decision_function`` (the ``bench`` extra), or "not installed"."""
+    """PyOD's MCD ``decision_function`` (a dependency: the statistics notebook compares PyOD too)."""
     say("PyOD MCD")
-    try:
-        from pyod.models.mcd import MCD
-    except ImportError:
-        return _method(
-            "pyod", "PyOD MCD decision_function", None, 0, None,
-            "pip install 'tcpkit[bench]' (make bench does)", "not installed",
-        )
+    from pyod.models.mcd import MCD
+
     Xb = p.X[: p.n_peer]
     model = MCD(random_state=p.cfg.seed).fit(p.fit_sample)
     t = _timings(lambda: model.decision_function(Xb), p.cfg.repeats)
