@@ -122,10 +122,36 @@ def test_statistics_recall_fails_when_the_detector_flags_nobody(tmp_path: Path) 
 
 
 @pytest.mark.breaks("statistics", "fpr")
+@pytest.mark.breaks("statistics", "regime_fpr")
 def test_statistics_fpr_fails_when_the_detector_flags_everyone(tmp_path: Path) -> None:
     metrics = run_sabotaged("statistics", "#| export", FLAG_EVERYONE, STATISTICS_QUICK, tmp_path)
     assert "fpr" in failing("statistics", "DEVELOPMENT", metrics)
-    assert "fpr" in failing("statistics", "PRODUCTION", metrics)
+    assert {"fpr", "regime_fpr"} <= failing("statistics", "PRODUCTION", metrics)
+
+
+# The fleet path alarms on every agent of a node whose median moved (what a detector without node
+# peers does when a model or prompt update moves a whole node)
+NODE_SHIFT_ALARMS = """
+import dataclasses, numpy as np
+from tcpkit.detect import fleet as _fleet
+_real_fleet_detect = _fleet.FleetDetector.detect
+def _node_shift_alarms(self, windows, nodes=None):
+    r = _real_fleet_detect(self, windows, nodes)
+    w = np.asarray(windows, dtype=float); k = self.reference_windows
+    change = w[:, k:].mean(axis=1) - w[:, :k].mean(axis=1)
+    z = (change - np.median(change, axis=0)) / change.std(axis=0)
+    groups = self.groups_
+    shift = np.array([np.abs(np.median(z[groups == g], axis=0)).max() for g in range(groups.max() + 1)])
+    return dataclasses.replace(r, pvalues=np.where(shift[groups] >= np.median(shift), 1e-9, r.pvalues))
+_fleet.FleetDetector.detect = _node_shift_alarms
+"""
+
+
+@pytest.mark.breaks("statistics", "regime_margin_*")
+def test_statistics_regime_margin_fails_when_node_shifts_alarm(tmp_path: Path) -> None:
+    quick = {**STATISTICS_QUICK, "fdr_fleets": 8, "fdr_agents": 60}
+    metrics = run_sabotaged("statistics", "#| export", NODE_SHIFT_ALARMS, quick, tmp_path)
+    assert {"regime_margin_null_q01", "regime_margin_mix_q05"} <= failing("statistics", "TESTING", metrics)
 
 
 # BH switched off where the FDR experiment decides: every agent at p <= q is flagged, so the
@@ -144,7 +170,7 @@ def test_statistics_fdr_margin_fails_when_the_fleet_path_skips_bh(tmp_path: Path
     (tmp_path / "sabotaged").mkdir()
     honest = run_sabotaged("statistics", "#| export", "pass", quick, tmp_path / "honest")
     sabotaged = run_sabotaged("statistics", "#| export", NO_BH_IN_FLEET, quick, tmp_path / "sabotaged")
-    assert not {m for m in failing("statistics", "TESTING", honest) if m.startswith("fdr_margin_null")}
+    assert not {m for m in failing("statistics", "TESTING", honest) if m.startswith(("fdr_margin_null", "regime_"))}
     assert {"fdr_margin_null_q05", "fdr_margin_null_q10"} <= failing("statistics", "TESTING", sabotaged)
 
 

@@ -131,6 +131,9 @@ class FdrPoint:
     ``sqrt(n_fleets)``; fleets are independent), ``margin = q + 2 se - realized``: the
     requirement "realized FDR within q plus two Monte Carlo standard errors" holds when
     ``margin >= 0``. ``naive`` is the naive baseline's realized FDR on the same fleets.
+    ``regime_fpr`` is the false-alarm rate among clean agents whose node had a benign regime
+    change after the reference period (ratio of sums over fleets; nan when no fleet had one),
+    over ``regime_agents`` such agents.
     """
 
     q: float
@@ -138,6 +141,8 @@ class FdrPoint:
     se: float
     naive: float
     n_fleets: int
+    regime_fpr: float = float("nan")
+    regime_agents: int = 0
 
     @property
     def margin(self) -> float:
@@ -164,6 +169,8 @@ def fdr_curve(
     args = dict(detector_args or {})
     fdp: dict[float, list[float]] = {q: [] for q in levels}
     naive_fdp: dict[float, list[float]] = {q: [] for q in levels}
+    regime_false = dict.fromkeys(levels, 0)
+    regime_agents = 0
     with threadpool_limits(1):  # tiny matrices: threaded BLAS only adds contention
         for i in range(n_fleets):
             net = simulate_network(
@@ -171,12 +178,16 @@ def fdr_curve(
             )
             clean = ~np.asarray(net.labels, dtype=bool)
             k = int(net.params["baseline_windows"])
+            regime = np.asarray(net.regime_change_agents(since=k), dtype=bool) & clean
+            regime_agents += int(regime.sum())
             ours = FleetDetector(alpha=levels[0], **args).fit(net.windows, net.node).detect(net.windows, net.node)
             naive = naive_detect(net.windows, k, alpha=levels[0])
             for q in levels:
                 for result, out in ((ours, fdp), (naive, naive_fdp)):
                     flags, _ = decide(result.pvalues, q, "bh")
                     out[q].append(float((flags & clean).sum() / max(int(flags.sum()), 1)))
+                    if result is ours:
+                        regime_false[q] += int((flags & regime).sum())
     points = {}
     for q in levels:
         values = np.asarray(fdp[q])
@@ -186,6 +197,8 @@ def fdr_curve(
             se=float(values.std(ddof=1) / np.sqrt(values.size)) if values.size > 1 else float("nan"),
             naive=float(np.mean(naive_fdp[q])),
             n_fleets=int(values.size),
+            regime_fpr=regime_false[q] / regime_agents if regime_agents else float("nan"),
+            regime_agents=regime_agents,
         )
     return points
 
