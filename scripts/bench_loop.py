@@ -1,0 +1,303 @@
+"""The researcher's loop, measured: where one gate run's time goes, and the three loop targets.
+
+Two modes, both printing a table and (``--json FILE``) writing the numbers:
+
+``phases COMPONENT [--gate GATE] [--profile quick|full]``
+    Runs one gate of one component in-process through :func:`tcpkit.release.pipeline.run_pipeline`
+    (``--force``, one job) with timers around each step of the pipeline, so nothing is
+    modelled: process start and ``import tcpkit.cli`` (a separate interpreter), the
+    pipeline's setup (workspace, signer, registration), the parameter check (papermill's
+    ``inspect_notebook``: the first ``import nbformat``), the run key, papermill's own
+    import, the kernel start and shutdown (papermill's timestamps in the executed notebook),
+    the notebook's cells, the report page (nbconvert) and the recording and index. The
+    notebook's own imports are measured beside it: every top-level ``import`` of its code
+    cells, run one by one in a fresh kernel, summed per top-level package.
+
+``targets [--component NAME]``
+    The three loop times of issue 14, each a ``tcpkit run`` subprocess in a fresh copy of
+    the project (``notebooks/`` copied into a temporary directory, an empty workspace):
+    ``--profile quick`` for every component, the same command again with nothing changed,
+    and one component's DEVELOPMENT gate with ``--force`` (full profile, as the README
+    states it). Each row gives the wall time, the target and the 1-minute load average
+    before it, since the machine is shared.
+
+Run it from the repository root with the project's interpreter::
+
+    PYTHONPATH=$PWD .venv/bin/python scripts/bench_loop.py phases performance
+    PYTHONPATH=$PWD .venv/bin/python scripts/bench_loop.py targets
+
+Timings are reported, never asserted: they move with the load of the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import contextlib
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS_S = {"quick": 60.0, "rerun": 3.0, "development": 10.0}
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One measured step: its name, seconds, and what it covers."""
+
+    name: str
+    seconds: float
+    note: str = ""
+
+
+@dataclass
+class _Timers:
+    """Seconds per wrapped step (a step may run more than once)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    captured: list[Any] = field(default_factory=list)
+
+    def wrap(self, name: str, fn: Callable[..., Any], capture: bool = False) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                result = fn(*args, **kwargs)
+            finally:
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+            if capture:
+                self.captured.append(result)
+            return result
+        return timed
+
+
+@contextlib.contextmanager
+def _patched(obj: Any, attr: str, value: Any) -> Iterator[None]:
+    saved = getattr(obj, attr)
+    setattr(obj, attr, value)
+    try:
+        yield
+    finally:
+        setattr(obj, attr, saved)
+
+
+def _interpreter_start() -> float:
+    """Seconds for a new interpreter to ``import tcpkit.cli`` (what every command pays first)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import tcpkit.cli"], check=True, env=_env())
+    return time.perf_counter() - start
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _stamp(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def notebook_imports(notebook: Path) -> list[str]:
+    """Every top-level import statement of the notebook's code cells, in order, once each."""
+    cells = json.loads(notebook.read_text(encoding="utf-8"))["cells"]
+    found: list[str] = []
+    for cell in cells:
+        if cell.get("cell_type") != "code":
+            continue
+        source = "".join(cell.get("source", []))
+        source = "\n".join(line for line in source.splitlines() if not line.lstrip().startswith(("%", "!")))
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, ast.Import | ast.ImportFrom) and not (
+                    isinstance(node, ast.ImportFrom) and node.module == "__future__"):
+                text = ast.unparse(node)
+                if text not in found:
+                    found.append(text)
+    return found
+
+
+def _package(statement: str) -> str:
+    node = ast.parse(statement).body[0]
+    name = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name  # type: ignore[union-attr]
+    return (name or "?").split(".")[0]
+
+
+def import_costs(notebook: Path, kernel: str = "python3") -> dict[str, float]:
+    """Seconds per top-level package for the notebook's imports, run one by one in a fresh kernel."""
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name=kernel, extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
+                              cwd=str(notebook.parent))
+    costs: dict[str, float] = {}
+    try:
+        kc.execute_interactive("import time", timeout=60, output_hook=lambda m: None)
+        for statement in notebook_imports(notebook):
+            code = f"_t = time.perf_counter()\n{statement}\n_t = time.perf_counter() - _t"
+            kc.execute_interactive(code, timeout=120, output_hook=lambda m: None)
+            reply = kc.execute_interactive("", user_expressions={"t": "_t"}, timeout=60,
+                                           output_hook=lambda m: None)
+            value = reply["content"]["user_expressions"]["t"]["data"]["text/plain"]
+            costs[_package(statement)] = costs.get(_package(statement), 0.0) + float(value)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    return costs
+
+
+def _project_copy(tmp: Path) -> Path:
+    """A fresh project: the repository's notebooks in ``tmp/project`` (no workspace, no reports)."""
+    root = tmp / "project"
+    shutil.copytree(ROOT / "notebooks", root / "notebooks",
+                    ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    return root
+
+
+def phases(component: str, gate: str, profile: str) -> list[Phase]:
+    """One gate run of ``component``, in-process, split into its steps (see the module docstring)."""
+    cli_start = _interpreter_start()
+    with tempfile.TemporaryDirectory(prefix="tcpkit-loop-") as tmp:
+        root = _project_copy(Path(tmp))
+        start = time.perf_counter()
+        import papermill  # noqa: F401  the first import of papermill, nbformat and jsonschema
+        import tcpkit.release.pipeline as pipeline
+        import tcpkit.release.report as report
+        import tcpkit.release.run.execute as execute
+        import tcpkit.release.run.record as record
+        import tcpkit.release.runkey as runkey
+        first_imports = time.perf_counter() - start
+
+        timers = _Timers()
+        paper = sys.modules["papermill"]
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_patched(pipeline, "check_parameters",
+                                         timers.wrap("parameter check", pipeline.check_parameters)))
+            stack.enter_context(_patched(runkey, "environment_inputs",
+                                         timers.wrap("run key", runkey.environment_inputs)))
+            stack.enter_context(_patched(paper, "execute_notebook",
+                                         timers.wrap("papermill", paper.execute_notebook)))
+            stack.enter_context(_patched(report, "render_run_report",
+                                         timers.wrap("report page", report.render_run_report)))
+            stack.enter_context(_patched(pipeline, "execute", timers.wrap("execute", execute.execute,
+                                                                          capture=True)))
+            stack.enter_context(_patched(record.Recorder, "record",
+                                         timers.wrap("record", record.Recorder.record)))
+            stack.enter_context(_patched(pipeline, "write_index", timers.wrap("index", pipeline.write_index)))
+            options = pipeline.RunOptions(profile=profile, components=(component,), until=gate,
+                                          force=True, jobs=1)
+            start = time.perf_counter()
+            # a first run reaches the requested gate; the measured one is the last gate, forced
+            result = pipeline.run_pipeline(root, options, stream=io.StringIO(), progress=False)
+            total = time.perf_counter() - start
+        if not timers.captured:
+            raise SystemExit(f"{component} {gate} did not execute: {[o.reason for o in result.outcomes]}")
+        if len(timers.captured) != 1:
+            raise SystemExit(f"expected one execution, got {len(timers.captured)}")
+        ex = timers.captured[0]
+        notebook = json.loads(ex.executed.decode("utf-8")) if ex.executed else None
+        import_s = import_costs(ex.job.notebook)
+
+    s = timers.seconds
+    out = [Phase("interpreter start + import tcpkit.cli", cli_start, "a separate interpreter")]
+    out.append(Phase("first import of papermill/nbformat + tcpkit.release", first_imports,
+                     "jsonschema's format checkers included"))
+    papermill_s = s.get("papermill", 0.0)
+    if notebook is not None:
+        meta = notebook["metadata"]["papermill"]
+        cells = [c for c in notebook["cells"] if c["cell_type"] == "code"
+                 and c["metadata"].get("papermill", {}).get("start_time")]
+        first = _stamp(cells[0]["metadata"]["papermill"]["start_time"])
+        last = _stamp(cells[-1]["metadata"]["papermill"]["end_time"])
+        kernel_start = (first - _stamp(meta["start_time"])).total_seconds()
+        cell_s = sum(float(c["metadata"]["papermill"]["duration"] or 0.0) for c in cells)
+        notebook_imports_s = sum(import_s.values())
+        out.append(Phase("kernel start", kernel_start, "papermill start -> first cell"))
+        out.append(Phase("notebook imports (in the kernel)", notebook_imports_s,
+                         ", ".join(f"{k} {v:.2f}" for k, v in sorted(import_s.items(), key=lambda kv: -kv[1]))))
+        out.append(Phase("notebook work (cells minus imports)", cell_s - notebook_imports_s,
+                         f"{len(cells)} code cells, {cell_s:.2f} s in all"))
+        out.append(Phase("kernel shutdown + papermill bookkeeping",
+                         papermill_s - kernel_start - (last - first).total_seconds(), ""))
+    out.append(Phase("report page (nbconvert)", s.get("report page", 0.0), ""))
+    out.append(Phase("metrics read-back", s.get("execute", 0.0) - papermill_s - s.get("report page", 0.0), ""))
+    out.append(Phase("parameter check (papermill inspect)", s.get("parameter check", 0.0), ""))
+    out.append(Phase("run key (environment digests)", s.get("run key", 0.0), ""))
+    out.append(Phase("recording (store, sign, database)", s.get("record", 0.0), ""))
+    out.append(Phase("index page", s.get("index", 0.0), ""))
+    accounted = sum(s.get(k, 0.0) for k in ("parameter check", "execute", "record", "index"))
+    out.append(Phase("setup (workspace, signer, registration)", total - accounted, ""))
+    out.append(Phase("total (run_pipeline)", total, f"plus {cli_start + first_imports:.2f} s before it"))
+    return out
+
+
+def _tcpkit(root: Path, *args: str) -> tuple[float, str, float | None]:
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "tcpkit", "run", "--root", str(root), *args],
+                          capture_output=True, text=True, env=_env(), cwd=root)
+    elapsed = time.perf_counter() - start
+    return elapsed, done.stdout + done.stderr, load
+
+
+def targets(component: str) -> list[dict[str, Any]]:
+    """The three loop times, each a ``tcpkit run`` subprocess in a fresh project copy."""
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="tcpkit-loop-") as tmp:
+        root = _project_copy(Path(tmp))
+        for key, what, args in (
+            ("quick", "tcpkit run --profile quick (fresh workspace)", ("--profile", "quick")),
+            ("rerun", "tcpkit run --profile quick again, nothing changed", ("--profile", "quick")),
+            ("development", f"tcpkit run --component {component} --until DEVELOPMENT --force",
+             ("--component", component, "--until", "DEVELOPMENT", "--force")),
+        ):
+            elapsed, output, load = _tcpkit(root, *args)
+            lines = [line for line in output.splitlines() if line.startswith("[")]
+            tail = [line for line in output.splitlines() if " in " in line and "passed" in line]
+            rows.append({"key": key, "what": what, "seconds": round(elapsed, 1), "target_s": TARGETS_S[key],
+                         "met": elapsed <= TARGETS_S[key], "runs": len(lines),
+                         "summary": tail[-1] if tail else "", "load1_before": load, "lines": lines})
+            print(f"{what}: {elapsed:.1f} s (target {TARGETS_S[key]:g} s) {tail[-1] if tail else ''}",
+                  flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="mode", required=True)
+    p = sub.add_parser("phases", help="where one gate run's time goes")
+    p.add_argument("component")
+    p.add_argument("--gate", default="DEVELOPMENT")
+    p.add_argument("--profile", choices=("quick", "full"), default="full")
+    p.add_argument("--json", type=Path, default=None)
+    t = sub.add_parser("targets", help="the three loop times against their targets")
+    t.add_argument("--component", default="performance", help="the component of the DEVELOPMENT row")
+    t.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
+    if args.mode == "phases":
+        found = phases(args.component, args.gate, args.profile)
+        for phase in found:
+            print(f"{phase.name:<48} {phase.seconds:7.2f} s  {phase.note}")
+        data: Any = [asdict(p) for p in found]
+    else:
+        data = targets(args.component)
+    if args.json is not None:
+        args.json.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
