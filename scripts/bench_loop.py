@@ -173,6 +173,7 @@ def phases(component: str, gate: str, profile: str) -> list[Phase]:
         root = _project_copy(Path(tmp))
         start = time.perf_counter()
         import papermill  # noqa: F401  the first import of papermill, nbformat and jsonschema
+
         import tcpkit.release.pipeline as pipeline
         import tcpkit.release.report as report
         import tcpkit.release.run.execute as execute

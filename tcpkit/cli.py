@@ -13,8 +13,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from tcpkit import __version__
-
 if TYPE_CHECKING:  # the handlers import tcpkit.release lazily, so --help stays fast
     from tcpkit.release.workspace import Workspace
 
@@ -1196,13 +1194,25 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 # --- end of subcommands -------------------------------------------------------------------------
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the installed version, looked up only when asked for (it costs a
+    metadata scan that no other command needs)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from tcpkit import __version__
+
+        print(f"tcpkit {__version__}")
+        parser.exit(0)
+
+
 def build_parser() -> _Parser:
     """The whole command-line contract of ARCHITECTURE.md, as argparse sees it."""
     parser = _Parser(
         prog="tcpkit",
         description="Detect compromised AI agents from behaviour; run notebooks through safety gates.",
     )
-    parser.add_argument("--version", action="version", version=f"tcpkit {__version__}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
     for add in _REGISTRY:
         add(sub)
@@ -1222,6 +1232,9 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
+    from tcpkit.release.run.startup import skip_unused_imports
+
+    skip_unused_imports()  # this process only: see tcpkit.release.run.startup
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)
