@@ -130,19 +130,13 @@ def notebook_imports(notebook: Path) -> list[str]:
     return found
 
 
-def _package(statement: str) -> str:
-    node = ast.parse(statement).body[0]
-    name = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name  # type: ignore[union-attr]
-    return (name or "?").split(".")[0]
-
-
-def import_costs(notebook: Path, kernel: str = "python3") -> dict[str, float]:
-    """Seconds per top-level package for the notebook's imports, run one by one in a fresh kernel."""
+def import_costs(notebook: Path, kernel: str = "python3") -> float:
+    """Seconds the notebook's imports take in a fresh kernel, run one statement at a time."""
     from jupyter_client.manager import start_new_kernel
 
     km, kc = start_new_kernel(kernel_name=kernel, extra_arguments=["--IPKernelApp.log_level=CRITICAL"],
                               cwd=str(notebook.parent))
-    costs: dict[str, float] = {}
+    total = 0.0
     try:
         kc.execute_interactive("import time", timeout=60, output_hook=lambda m: None)
         for statement in notebook_imports(notebook):
@@ -150,12 +144,33 @@ def import_costs(notebook: Path, kernel: str = "python3") -> dict[str, float]:
             kc.execute_interactive(code, timeout=120, output_hook=lambda m: None)
             reply = kc.execute_interactive("", user_expressions={"t": "_t"}, timeout=60,
                                            output_hook=lambda m: None)
-            value = reply["content"]["user_expressions"]["t"]["data"]["text/plain"]
-            costs[_package(statement)] = costs.get(_package(statement), 0.0) + float(value)
+            total += float(reply["content"]["user_expressions"]["t"]["data"]["text/plain"])
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
-    return costs
+    return total
+
+
+def import_attribution(notebook: Path, floor_s: float = 0.02) -> dict[str, float]:
+    """Seconds of the notebook's imports per top-level package (``python -X importtime``: each
+    module's own time, summed over the package), largest first; packages under ``floor_s`` left out.
+
+    A separate interpreter, not the kernel, so the split is exact whichever statement first
+    pulls a library in (``from tcpkit.detect.attacks import ...`` loads scipy and statsmodels).
+    """
+    code = "\n".join(notebook_imports(notebook))
+    done = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True,
+                          text=True, env=_env(), cwd=notebook.parent, check=True)
+    per: dict[str, float] = {}
+    for line in done.stderr.splitlines():
+        if not line.startswith("import time:") or "self [us]" in line:
+            continue
+        own, _cumulative, name = (part.strip() for part in line.removeprefix("import time:").split("|"))
+        top = name.split(".")[0]
+        if top == "tcpkit":
+            top = ".".join(name.split(".")[:3])
+        per[top] = per.get(top, 0.0) + int(own) / 1e6
+    return dict(sorted(((k, v) for k, v in per.items() if v >= floor_s), key=lambda kv: -kv[1]))
 
 
 def _project_copy(tmp: Path) -> Path:
@@ -171,6 +186,9 @@ def phases(component: str, gate: str, profile: str) -> list[Phase]:
     cli_start = _interpreter_start()
     with tempfile.TemporaryDirectory(prefix="tcpkit-loop-") as tmp:
         root = _project_copy(Path(tmp))
+        from tcpkit.release.run.startup import skip_unused_imports
+
+        skip_unused_imports()  # as the tcpkit command does first
         start = time.perf_counter()
         import papermill  # noqa: F401  the first import of papermill, nbformat and jsonschema
 
@@ -210,11 +228,12 @@ def phases(component: str, gate: str, profile: str) -> list[Phase]:
         ex = timers.captured[0]
         notebook = json.loads(ex.executed.decode("utf-8")) if ex.executed else None
         import_s = import_costs(ex.job.notebook)
+        attribution = import_attribution(ex.job.notebook)
 
     s = timers.seconds
     out = [Phase("interpreter start + import tcpkit.cli", cli_start, "a separate interpreter")]
     out.append(Phase("first import of papermill/nbformat + tcpkit.release", first_imports,
-                     "jsonschema's format checkers included"))
+                     "in the command's process"))
     papermill_s = s.get("papermill", 0.0)
     if notebook is not None:
         meta = notebook["metadata"]["papermill"]
@@ -224,10 +243,10 @@ def phases(component: str, gate: str, profile: str) -> list[Phase]:
         last = _stamp(cells[-1]["metadata"]["papermill"]["end_time"])
         kernel_start = (first - _stamp(meta["start_time"])).total_seconds()
         cell_s = sum(float(c["metadata"]["papermill"]["duration"] or 0.0) for c in cells)
-        notebook_imports_s = sum(import_s.values())
+        notebook_imports_s = import_s
         out.append(Phase("kernel start", kernel_start, "papermill start -> first cell"))
         out.append(Phase("notebook imports (in the kernel)", notebook_imports_s,
-                         ", ".join(f"{k} {v:.2f}" for k, v in sorted(import_s.items(), key=lambda kv: -kv[1]))))
+                         "by package: " + ", ".join(f"{k} {v:.2f}" for k, v in attribution.items())))
         out.append(Phase("notebook work (cells minus imports)", cell_s - notebook_imports_s,
                          f"{len(cells)} code cells, {cell_s:.2f} s in all"))
         out.append(Phase("kernel shutdown + papermill bookkeeping",

@@ -28,6 +28,10 @@ KERNEL = "python3"
 # did or why it failed comes from the executed notebook, never from that log.
 KERNEL_ARGUMENTS = ("--IPKernelApp.log_level=CRITICAL",)
 START_TIMEOUT_S = 120.0
+# Once the last cell is done every output has arrived (nbclient waits for each cell's idle
+# message), so the kernel is killed with its process group instead of being asked to shut
+# down: a graceful shutdown costs 0.4-0.7 s per run and saves nothing a run reads.
+SHUTDOWN = "immediate"
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,7 @@ def execute(job: Job, signer_label: str) -> Execution:
             execution_timeout=int(max(1, round(job.spec.timeout_s))),
             cwd=str(job.notebook.parent),
             extra_arguments=list(KERNEL_ARGUMENTS),
+            shutdown_kernel=SHUTDOWN,
         )
     except Exception as exc:  # every failure mode of a run is a failed gate, never a crash
         error, error_cell = describe_error(exc, job.spec.timeout_s)
