@@ -8,6 +8,8 @@ The package has two halves that never import each other: :mod:`tcpkit.detect`
 from functools import cache
 from typing import Any
 
+__version__: str  # annotation only: the value comes from __getattr__ below, on first use
+
 
 @cache
 def _version() -> str:

@@ -72,7 +72,10 @@ def _add_run(sub: argparse._SubParsersAction[_Parser]) -> None:
                    help="run only this component (repeatable; default: all)")
     p.add_argument("--until", default="PRODUCTION", metavar="GATE",
                    help="last gate to run: DEVELOPMENT, TESTING, STAGING or PRODUCTION (default)")
-    p.add_argument("--force", action="store_true", help="re-run gates whose inputs are unchanged")
+    p.add_argument("--rerun", "--force", dest="force", action="store_true",
+                   help="execute every gate, even one whose run key (notebook, parameters, tcpkit's "
+                        "code, environment) equals a recorded run's, whose decision (passed or "
+                        "failed) is otherwise reused")
     p.add_argument("--jobs", type=int, default=2, metavar="N", help="components run in parallel (default 2)")
     p.add_argument("--root", default=".", metavar="DIR", help="project directory (default: .)")
 
@@ -616,11 +619,24 @@ def _cmd_status(args: argparse.Namespace) -> int:
         if not rows:
             print("no components registered")
             return EXIT_OK
+        from tcpkit.release.project import Project
+
+        project = Project.at(ws.root)
         print(f"{'COMPONENT':<16} {'OWNER':<12} {'LEVEL':<12} {'VERSIONS':>8} {'KEPT':>5}  "
               f"{'LEASE':<12} CONTRIBUTORS")
+        notes = []
         for s in rows:
-            print(f"{s.name:<16} {s.owner:<12} {s.level or '-':<12} {s.versions:>8} {s.versions_kept:>5}  "
+            level = (s.level or "-") + (" !" if s.configuration_error else "")
+            print(f"{s.name:<16} {s.owner:<12} {level:<12} {s.versions:>8} {s.versions_kept:>5}  "
                   f"{s.lease_holder or '-':<12} {', '.join(s.contributors) or '-'}")
+            if s.configuration_error:
+                frozen = project.frozen_module(s.name)
+                kept = f"level {s.level or '(none)'}" + (
+                    f" and {frozen.relative_to(project.root)}" if frozen.is_file() else "")
+                notes.append(f"! {s.name}: its last 'tcpkit run' stopped at a configuration error "
+                             f"before any gate ran ({kept} unchanged): {s.configuration_error}")
+        for note in notes:
+            print(note)
         return EXIT_OK
 
     return _ws_run(args, act)

@@ -176,7 +176,7 @@ def test_tcpkit_params_json_and_a_problem(tmp_path: Path, capsys: pytest.Capture
 def test_slowest_runs_summary() -> None:
     outcomes = tuple(Outcome(f"c{i}", "DEVELOPMENT", "passed" if i % 2 else "failed", "", None, float(i))
                      for i in range(1, 8))
-    outcomes += (Outcome("skip", "TESTING", "skipped", "", None, 99.0),)
+    outcomes += (Outcome("skip", "TESTING", "passed", "", None, 99.0, reused=True),)
     slow = slowest_runs(outcomes)
     assert [o.component for o in slow] == ["c7", "c6", "c5", "c4", "c3"]
     result = PipelineResult(outcomes, {"c1": "DEVELOPMENT"}, "DEVELOPMENT", None, 30.0)

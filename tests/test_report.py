@@ -179,7 +179,7 @@ def test_criteria_table_puts_threshold_beside_measured_value() -> None:
 def test_matrix_shows_effective_decision_reused_and_configuration_error() -> None:
     from dataclasses import replace
 
-    reused = replace(SUMMARY, decision="skipped", error=None, started_at="2025-01-01T00:00:00Z",
+    reused = replace(SUMMARY, decision="passed", reused=True, error=None, started_at="2025-01-01T00:00:00Z",
                      criteria=(dict(SUMMARY.criteria[0], ok=True, value=0.004),))
     broken = RunSummary(component="beta", gate="DEVELOPMENT", decision="error",
                         error="pipeline.toml line 7: n_agents must be int, got str")
@@ -191,6 +191,17 @@ def test_matrix_shows_effective_decision_reused_and_configuration_error() -> Non
     assert "0.00400" in row
     row = page[page.index("<th>beta"):page.index("</tr>", page.index("<th>beta"))]
     assert 'class="error-status">error<' in row and "n_agents must be int" in row
+
+
+def test_matrix_shows_a_reused_failure_as_failed_and_reused() -> None:
+    from dataclasses import replace
+
+    failed = replace(SUMMARY, decision="failed", reused=True, error="ValueError: bad", report=None)
+    data = IndexData(gates=("DEVELOPMENT",), components=("alpha",), owners={},
+                     cells={("alpha", "DEVELOPMENT"): failed})
+    page = render_index(data).decode()
+    row = page[page.index("<th>alpha"):page.index("</tr>", page.index("<th>alpha"))]
+    assert '<span class="failed">failed</span><span class="reused"' in row and "ValueError: bad" in row
 
 
 def test_index_names_and_digests_do_not_break_mid_word() -> None:

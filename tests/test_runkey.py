@@ -111,7 +111,7 @@ def test_an_edited_library_file_runs_the_gate_again_and_fails(copied: tuple[Path
     code, out = _run(root)
     assert code == 0, out
     code, out = _run(root)
-    assert code == 0 and "skipped" in out and "inputs unchanged" in out
+    assert code == 0 and " reused " in out and "run key unchanged" in out
     evaluate = package / "detect" / "evaluate.py"
     evaluate.write_text(evaluate.read_text() + (
         "\n\ndef wilson(successes, trials, confidence=0.95):  # an edit that breaks the interval\n"

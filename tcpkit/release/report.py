@@ -24,7 +24,8 @@ from tcpkit.release.atomic import write_atomic
 from tcpkit.release.reportfmt import format_value, metric_sections, without_metric_outputs
 from tcpkit.release.sparkline import Point, sparkline
 
-STATUSES = ("passed", "failed", "skipped", "error", "not run")
+STATUSES = ("passed", "failed", "error", "blocked", "not run")
+"""The decisions a gate-matrix cell shows (a reused run shows the decision it reuses)."""
 
 CSS = """
 :root { --ok: #1a7f37; --bad: #cf222e; --skip: #6e7781; --line: #d0d7de; --bg: #f6f8fa; }
@@ -94,6 +95,8 @@ class RunSummary:
     error_cell: str | None = None
     report: str | None = None
     """Path of the HTML report relative to the reports directory (for links)."""
+    reused: bool = False
+    """No kernel ran: ``decision`` is that of the recorded run with the same run key."""
 
 
 @dataclass(frozen=True)
@@ -305,23 +308,22 @@ def _key_metrics(summary: RunSummary, limit: int = 3) -> str:
 def effective_decision(summary: RunSummary) -> tuple[str, bool]:
     """The decision a matrix cell stands for, and whether it is reused.
 
-    A skipped run re-ran nothing: its inputs equal those of an earlier passing run,
-    whose passed decision it reuses. Every other decision stands as recorded.
+    A reused run executed nothing: its run key equals that of a recorded run, passed
+    or failed, whose decision it shows. Every other decision stands as recorded.
     """
-    if summary.decision == "skipped":
-        return "passed", True
-    return summary.decision, False
+    return summary.decision, summary.reused
 
 
 def matrix_cell(summary: RunSummary) -> str:
     """One cell of the gate matrix: the effective decision (linked to its report), marked
-    "reused" for a skipped run; for an error the error itself; else the key metrics."""
+    "reused" for a run that was not executed again; for an error the error itself; else the
+    key metrics."""
     decision, reused = effective_decision(summary)
     css = "error-status" if decision in ("error", "blocked") else _status_class(decision)
     label = (f"<a class=\"{css}\" href=\"{_e(summary.report)}\">{_e(decision)}</a>" if summary.report
              else f"<span class=\"{css}\">{_e(decision)}</span>")
     if reused:
-        label += (f"<span class=\"reused\" title=\"inputs unchanged: the decision of the passing run "
+        label += (f"<span class=\"reused\" title=\"run key unchanged: the decision of the run "
                   f"of {_e(summary.started_at)} is reused\">reused</span>")
     if summary.error and decision in ("error", "blocked", "failed"):
         detail = _e(summary.error.splitlines()[0] if summary.error else "")
@@ -351,10 +353,11 @@ def render_index(data: IndexData) -> bytes:
         "<h2>Gate matrix</h2>",
         f"<div class=\"wrap\"><table><tr><th>component</th>{head}</tr>{''.join(rows)}</table></div>",
         "<p class=\"small\">passed / failed: decided by this or an earlier run (linked report); "
-        "passed <span class=\"reused\">reused</span>: skipped, its inputs identical to an earlier "
-        "passing run whose decision it reuses; error: the run could not start (configuration) or "
-        "broke; blocked: a dependency is not frozen; not run: the component has not reached this "
-        "gate.</p>",
+        "<span class=\"reused\">reused</span>: not executed again, its run key (notebook, "
+        "parameters, tcpkit's code, the environment) identical to a recorded run whose decision "
+        "it shows (<code>tcpkit run --rerun</code> executes it); error: a configuration error "
+        "stopped the component before any kernel started; blocked: a dependency is not frozen; "
+        "not run: the component has not reached this gate.</p>",
     ]
     if data.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in data.notes) + "</ul>")

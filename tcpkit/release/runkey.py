@@ -1,7 +1,8 @@
 """What a gate run's key covers beyond the notebook: tcpkit's code, the installed world, the kernel.
 
-A run is skipped when its combined input digest equals that of an earlier passing
-run, so the digest must change whenever anything that can change a metric changes.
+A run is not executed again when its combined input digest equals that of a recorded
+run (passed or failed: :mod:`tcpkit.release.run.reuse`), so the digest must change
+whenever anything that can change a metric or a decision changes.
 Beside the notebook, parameters, module and gate definition (see
 :mod:`tcpkit.release.pipeline`), :func:`environment_inputs` gives four groups:
 
