@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,7 +119,7 @@ def test_an_edited_library_file_runs_the_gate_again_and_fails(copied: tuple[Path
         "    return Estimate(successes / trials, 1.0, 0.0, successes, trials, confidence)\n"))
     code, out = _run(root)
     assert code == 1, out
-    assert "inputs unchanged" not in out
+    assert "run key unchanged" not in out
     assert "interval_ok = false fails" in out
     with Workspace.open(root) as ws:
         runs = ws.gate_runs()
@@ -128,3 +129,11 @@ def test_an_edited_library_file_runs_the_gate_again_and_fails(copied: tuple[Path
     assert {k for k in runs[0].inputs if runs[0].inputs[k] != runs[1].inputs[k]} == {"tcpkit-source"}
     page = (root / "reports" / "DEVELOPMENT" / "lib.html").read_text()
     assert "tcpkit-source" in page and "<details>" in page and "detect/evaluate.py" in page
+    # the failure is reused while nothing changes; undoing the edit changes the key back
+    code, out = _run(root)
+    assert code == 1 and re.search(r" failed +reused ", out) and "interval_ok = false fails" in out
+    evaluate.write_text(evaluate.read_text().split("\n\ndef wilson(successes, trials, confidence=0.95):  #")[0])
+    code, out = _run(root)
+    assert code == 0 and re.search(r" passed +reused ", out)  # the first run's key and decision again
+    with Workspace.open(root) as ws:
+        assert len(ws.gate_runs()) == 2
