@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from tcpkit.release.atomic import write_atomic
-from tcpkit.release.reportfmt import format_value, metric_sections, without_metric_outputs
+from tcpkit.release.reportfmt import (
+    format_measure,
+    format_requirement,
+    format_value,
+    metric_sections,
+    without_metric_outputs,
+)
 from tcpkit.release.sparkline import Point, sparkline
 
 STATUSES = ("passed", "failed", "error", "blocked", "not run")
@@ -147,17 +153,19 @@ def _page(title: str, body: str) -> bytes:
 
 
 def criteria_table(criteria: Sequence[Mapping[str, Any]]) -> str:
-    """The criteria of a run as an HTML table: metric, requirement, measured value, verdict."""
+    """The criteria of a run as an HTML table: metric, measured value beside its threshold (both
+    with the metric's unit), verdict, reason."""
     if not criteria:
         return "<p class=\"failed\">No criterion was evaluated.</p>"
     rows = []
     for c in criteria:
         ok = bool(c.get("ok"))
+        name = str(c.get("metric"))
         rows.append(
             "<tr>"
-            f"<td><code>{_e(c.get('metric'))}</code></td>"
-            f"<td class=\"num\">{_e(_fmt(c.get('value')))}</td>"
-            f"<td class=\"num\"><code>{_e(c.get('op'))} {_e(_fmt(c.get('threshold')))}</code></td>"
+            f"<td><code>{_e(name)}</code></td>"
+            f"<td class=\"num\">{_e(format_measure(name, c.get('value')))}</td>"
+            f"<td class=\"num\"><code>{_e(format_requirement(name, c.get('op'), c.get('threshold')))}</code></td>"
             f"<td class=\"{'passed' if ok else 'failed'}\">{'holds' if ok else 'fails'}</td>"
             f"<td class=\"small\">{_e(c.get('reason', ''))}</td>"
             "</tr>"
@@ -180,7 +188,7 @@ def _header(summary: RunSummary) -> str:
     parts.append("<h2>Criteria</h2>" + criteria_table(summary.criteria))
     if summary.parameters:
         params = "".join(
-            f"<tr><td><code>{_e(k)}</code></td><td><code>{_e(_fmt(v))}</code></td></tr>"
+            f"<tr><td><code>{_e(k)}</code></td><td><code>{_e(format_measure(k, v))}</code></td></tr>"
             for k, v in summary.parameters.items()
         )
         parts.append("<h2>Parameters</h2><div class=\"wrap\"><table><tr><th>name</th><th>value</th></tr>"
@@ -214,22 +222,36 @@ def failure_box(summary: RunSummary) -> str:
         return ("<div class=\"why\" id=\"failure\"><b>The run failed: no criterion was "
                 "evaluated.</b></div>")
     items = "".join(
-        f"<li><code>{_e(c.get('metric'))}</code> measured <b>{_e(_fmt(c.get('value')))}</b>, "
-        f"required <code>{_e(c.get('op'))} {_e(_fmt(c.get('threshold')))}</code>"
+        f"<li><code>{_e(c.get('metric'))}</code> measured "
+        f"<b>{_e(format_measure(str(c.get('metric')), c.get('value')))}</b>, required "
+        f"<code>{_e(format_requirement(str(c.get('metric')), c.get('op'), c.get('threshold')))}</code>"
         f"<div class=\"small\">{_e(c.get('reason', ''))}</div></li>" for c in failing)
     return (f"<div class=\"why\" id=\"failure\"><b>Failing criteri{'a' if len(failing) > 1 else 'on'}"
             f"</b><ul>{items}</ul></div>")
 
 
-def metrics_tables(notebook: Mapping[str, Any]) -> str:
-    """The recorded metrics as one formatted table per notebook section (empty without any)."""
+def metrics_tables(notebook: Mapping[str, Any], criteria: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The recorded metrics as one formatted table per notebook section (empty without any):
+    each value with its unit, and beside it the gate's threshold for that metric (met or not)."""
+    required: dict[str, list[Mapping[str, Any]]] = {}
+    for c in criteria:
+        required.setdefault(str(c.get("metric")), []).append(c)
     parts = []
     for title, items in metric_sections(notebook):
-        rows = "".join(f"<tr><td><code>{_e(name)}</code></td><td class=\"num\">{_e(_fmt(value))}</td></tr>"
-                       for name, value in items)
+        rows = "".join(
+            f"<tr><td><code>{_e(name)}</code></td><td class=\"num\">{_e(format_measure(name, value))}</td>"
+            f"<td class=\"num\">{_thresholds(name, required.get(name, ()))}</td></tr>"
+            for name, value in items)
         parts.append(f"<h3>{_e(title)}</h3><div class=\"wrap\"><table class=\"metrics\">"
-                     f"<tr><th>metric</th><th>value</th></tr>{rows}</table></div>")
+                     f"<tr><th>metric</th><th>value</th><th>gate threshold</th></tr>{rows}</table></div>")
     return "<h2>Recorded metrics</h2>" + "".join(parts) if parts else ""
+
+
+def _thresholds(name: str, criteria: Sequence[Mapping[str, Any]]) -> str:
+    """The requirements on metric ``name``, each marked met (✓) or missed (✗); empty without any."""
+    return "<br>".join(
+        f"<span class=\"{'passed' if c.get('ok') else 'failed'}\">{'✓' if c.get('ok') else '✗'}</span> "
+        f"<code>{_e(format_requirement(name, c.get('op'), c.get('threshold')))}</code>" for c in criteria)
 
 
 def _details(items: Sequence[tuple[str, str]] | None) -> str:
@@ -267,7 +289,7 @@ def render_run_report(summary: RunSummary, notebook: Mapping[str, Any] | None) -
     if notebook is None:
         body.append("<h2>Notebook</h2><p class=\"failed\">No executed notebook was produced.</p>")
     else:
-        body.append(metrics_tables(notebook))
+        body.append(metrics_tables(notebook, summary.criteria))
         try:
             rendered = render_notebook(notebook)
         except Exception as exc:  # a report must still be written when nbconvert fails
@@ -298,7 +320,7 @@ def _key_metrics(summary: RunSummary, limit: int = 3) -> str:
     shown = []
     for c in summary.criteria[:limit]:
         mark = "✓" if c.get("ok") else "✗"
-        shown.append(f"{mark} {_e(c.get('metric'))} {_e(_fmt(c.get('value')))}")
+        shown.append(f"{mark} {_e(c.get('metric'))} {_e(format_measure(str(c.get('metric')), c.get('value')))}")
     more = len(summary.criteria) - limit
     if more > 0:
         shown.append(f"+{more} more")
@@ -402,8 +424,8 @@ def key_metric_points(runs: Sequence[RunSummary]) -> dict[str, list[Point]]:
             series.setdefault(name, [])
             value = _number(c.get("value"))
             if value is not None:
-                label = (f"{run.gate} {run.started_at}: {format_value(c.get('value'))} "
-                         f"({c.get('op')} {format_value(c.get('threshold'))})")
+                label = (f"{run.gate} {run.started_at}: {format_measure(name, c.get('value'))} "
+                         f"({format_requirement(name, c.get('op'), c.get('threshold'))})")
                 series[name].append(Point(value, bool(c.get("ok")), label))
     return series
 
@@ -422,7 +444,7 @@ def history_section(data: IndexData) -> str:
         for name, points in key_metric_points(runs).items():
             if points:
                 plot = sparkline(points)
-                first, last = format_value(points[0].value), format_value(points[-1].value)
+                first, last = format_measure(name, points[0].value), format_measure(name, points[-1].value)
                 span = f"{_e(first)} → {_e(last)}" if len(points) > 1 else _e(last)
             else:
                 plot, span = "", "not a number in any run"
