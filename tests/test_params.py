@@ -196,3 +196,18 @@ def test_every_gate_of_the_repository_pipeline_passes_the_check() -> None:
         declared = notebook_parameters(spec.notebook)
         assert declared, spec.notebook
         assert [p.name for p in declared.values() if p.kind is None] == [], spec.notebook
+
+
+def test_notebook_parameters_are_kept_per_content(tmp_path: Path) -> None:
+    path = tmp_path / "nb.ipynb"
+    cell = nbformat.v4.new_code_cell("n: int = 1")
+    cell.metadata["tags"] = ["parameters"]
+    spec = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata=spec), path)
+    first = notebook_parameters(path)
+    assert first is not None and list(first) == ["n"]
+    assert notebook_parameters(path) == first
+    cell.source = "n: int = 1\nm: float = 2.0"  # an edit is seen at once, whatever the clock says
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata=spec), path)
+    again = notebook_parameters(path)
+    assert again is not None and list(again) == ["n", "m"]

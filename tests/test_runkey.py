@@ -137,3 +137,14 @@ def test_an_edited_library_file_runs_the_gate_again_and_fails(copied: tuple[Path
     assert code == 0 and re.search(r" passed +reused ", out)  # the first run's key and decision again
     with Workspace.open(root) as ws:
         assert len(ws.gate_runs()) == 2
+
+
+def test_distributions_read_from_the_headers_equal_importlib_metadata() -> None:
+    from importlib.metadata import distributions as all_distributions
+
+    expected: dict[str, str] = {}
+    for dist in all_distributions():
+        name = dist.metadata["Name"] if dist.metadata is not None else None
+        if name:
+            expected.setdefault(name.lower().replace("_", "-").replace(".", "-"), str(dist.version))
+    assert runkey.distributions() == tuple(sorted(expected.items()))

@@ -240,6 +240,7 @@ class GatePipeline:
         self.last = gate_index(options.until)
         self.missing = missing_notebooks(self.pipeline, self.selected)
         self.recorder = Recorder(self.project, self.pipeline)
+        self._modules: dict[tuple[str, str], bytes] = {}  # (component, notebook digest) -> module
 
     def preflight(self) -> dict[str, list[str]]:
         """Check every selected gate's parameters against its notebook before running anything.
@@ -431,9 +432,13 @@ class GatePipeline:
         gspec = spec.gates[gate]
         params = gspec.parameters_for(self.options.profile)
         notebook_bytes = spec.notebook.read_bytes()
-        module = build_module(spec.notebook, display_name=f"notebooks/{spec.notebook.name}")
+        notebook_digest = digest_bytes(notebook_bytes)
+        module = self._modules.get((spec.name, notebook_digest))
+        if module is None:  # one build per notebook version: its four gates share it
+            module = build_module(spec.notebook, display_name=f"notebooks/{spec.notebook.name}")
+            self._modules[(spec.name, notebook_digest)] = module
         inputs = {
-            "notebook": digest_bytes(notebook_bytes),
+            "notebook": notebook_digest,
             "parameters": sha256_json(params),
             "module": digest_bytes(module),
             "tcpkit": digest_bytes(__version__.encode("utf-8")),
