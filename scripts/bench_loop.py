@@ -2,9 +2,9 @@
 
 Two modes, both printing a table and (``--json FILE``) writing the numbers:
 
-``phases COMPONENT [--gate GATE] [--profile quick|full]``
-    Runs one gate of one component in-process through :func:`tcpkit.release.pipeline.run_pipeline`
-    (``--force``, one job) with timers around each step of the pipeline, so nothing is
+``phases COMPONENT [--profile quick|full]``
+    Runs the DEVELOPMENT gate of one component in-process through :func:`tcpkit.release.pipeline.run_pipeline`
+    (``--rerun``, one job) with timers around each step of the pipeline, so nothing is
     modelled: process start and ``import tcpkit.cli`` (a separate interpreter), the
     pipeline's setup (workspace, signer, registration), the parameter check (papermill's
     ``inspect_notebook``: the first ``import nbformat``), the run key, papermill's own
@@ -17,8 +17,8 @@ Two modes, both printing a table and (``--json FILE``) writing the numbers:
     The three loop times of issue 14, each a ``tcpkit run`` subprocess in a fresh copy of
     the project (``notebooks/`` copied into a temporary directory, an empty workspace):
     ``--profile quick`` for every component, the same command again with nothing changed,
-    and one component's DEVELOPMENT gate with ``--force`` (full profile, as the README
-    states it). Each row gives the wall time, the target and the 1-minute load average
+    and one component's DEVELOPMENT gate with ``--rerun`` (full profile by default, as the
+    README states it; ``--dev-profile quick`` for the researcher's quick loop). Each row gives the wall time, the target and the 1-minute load average
     before it, since the machine is shared.
 
 Run it from the repository root with the project's interpreter::
@@ -181,8 +181,8 @@ def _project_copy(tmp: Path) -> Path:
     return root
 
 
-def phases(component: str, gate: str, profile: str) -> list[Phase]:
-    """One gate run of ``component``, in-process, split into its steps (see the module docstring)."""
+def phases(component: str, profile: str) -> list[Phase]:
+    """The DEVELOPMENT run of ``component``, in-process, split into its steps (see the module docstring)."""
     cli_start = _interpreter_start()
     with tempfile.TemporaryDirectory(prefix="tcpkit-loop-") as tmp:
         root = _project_copy(Path(tmp))
@@ -215,14 +215,13 @@ def phases(component: str, gate: str, profile: str) -> list[Phase]:
             stack.enter_context(_patched(record.Recorder, "record",
                                          timers.wrap("record", record.Recorder.record)))
             stack.enter_context(_patched(pipeline, "write_index", timers.wrap("index", pipeline.write_index)))
-            options = pipeline.RunOptions(profile=profile, components=(component,), until=gate,
+            options = pipeline.RunOptions(profile=profile, components=(component,), until="DEVELOPMENT",
                                           force=True, jobs=1)
             start = time.perf_counter()
-            # a first run reaches the requested gate; the measured one is the last gate, forced
             result = pipeline.run_pipeline(root, options, stream=io.StringIO(), progress=False)
             total = time.perf_counter() - start
         if not timers.captured:
-            raise SystemExit(f"{component} {gate} did not execute: {[o.reason for o in result.outcomes]}")
+            raise SystemExit(f"{component} DEVELOPMENT did not execute: {[o.reason for o in result.outcomes]}")
         if len(timers.captured) != 1:
             raise SystemExit(f"expected one execution, got {len(timers.captured)}")
         ex = timers.captured[0]
@@ -272,25 +271,29 @@ def _tcpkit(root: Path, *args: str) -> tuple[float, str, float | None]:
     return elapsed, done.stdout + done.stderr, load
 
 
-def targets(component: str) -> list[dict[str, Any]]:
+def targets(components: list[str], dev_profile: str) -> list[dict[str, Any]]:
     """The three loop times, each a ``tcpkit run`` subprocess in a fresh project copy."""
     rows: list[dict[str, Any]] = []
+    steps: list[tuple[str, str, tuple[str, ...]]] = [
+        ("quick", "tcpkit run --profile quick (fresh workspace)", ("--profile", "quick")),
+        ("rerun", "tcpkit run --profile quick again, nothing changed", ("--profile", "quick")),
+    ]
+    for component in components:
+        steps.append(("development", f"tcpkit run --profile {dev_profile} --component {component} "
+                      "--until DEVELOPMENT --rerun",
+                      ("--profile", dev_profile, "--component", component, "--until", "DEVELOPMENT",
+                       "--rerun")))
     with tempfile.TemporaryDirectory(prefix="tcpkit-loop-") as tmp:
         root = _project_copy(Path(tmp))
-        for key, what, args in (
-            ("quick", "tcpkit run --profile quick (fresh workspace)", ("--profile", "quick")),
-            ("rerun", "tcpkit run --profile quick again, nothing changed", ("--profile", "quick")),
-            ("development", f"tcpkit run --component {component} --until DEVELOPMENT --force",
-             ("--component", component, "--until", "DEVELOPMENT", "--force")),
-        ):
+        for key, what, args in steps:
             elapsed, output, load = _tcpkit(root, *args)
             lines = [line for line in output.splitlines() if line.startswith("[")]
             tail = [line for line in output.splitlines() if " in " in line and "passed" in line]
             rows.append({"key": key, "what": what, "seconds": round(elapsed, 1), "target_s": TARGETS_S[key],
                          "met": elapsed <= TARGETS_S[key], "runs": len(lines),
                          "summary": tail[-1] if tail else "", "load1_before": load, "lines": lines})
-            print(f"{what}: {elapsed:.1f} s (target {TARGETS_S[key]:g} s) {tail[-1] if tail else ''}",
-                  flush=True)
+            print(f"{what}: {elapsed:.1f} s (target {TARGETS_S[key]:g} s, load {load}) "
+                  f"{tail[-1] if tail else ''}", flush=True)
     return rows
 
 
@@ -299,21 +302,23 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="mode", required=True)
     p = sub.add_parser("phases", help="where one gate run's time goes")
     p.add_argument("component")
-    p.add_argument("--gate", default="DEVELOPMENT")
     p.add_argument("--profile", choices=("quick", "full"), default="full")
     p.add_argument("--json", type=Path, default=None)
     t = sub.add_parser("targets", help="the three loop times against their targets")
-    t.add_argument("--component", default="performance", help="the component of the DEVELOPMENT row")
+    t.add_argument("--component", action="append", default=None, metavar="NAME",
+                   help="a component for a DEVELOPMENT row (repeatable; default: performance)")
+    t.add_argument("--dev-profile", choices=("quick", "full"), default="full",
+                   help="profile of the DEVELOPMENT rows (default full, as the README states them)")
     t.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
     os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     if args.mode == "phases":
-        found = phases(args.component, args.gate, args.profile)
+        found = phases(args.component, args.profile)
         for phase in found:
             print(f"{phase.name:<48} {phase.seconds:7.2f} s  {phase.note}")
         data: Any = [asdict(p) for p in found]
     else:
-        data = targets(args.component)
+        data = targets(args.component or ["performance"], args.dev_profile)
     if args.json is not None:
         args.json.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     return 0
