@@ -52,6 +52,7 @@ import re
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,6 +74,7 @@ from tcpkit.release.gates import (
 )
 from tcpkit.release.names import COMPONENT_PATTERN
 from tcpkit.release.project import PIPELINE_FILE, REPORTS_DIR, Project
+from tcpkit.release.report import warm_up_renderer
 from tcpkit.release.run.execute import (
     KERNEL,
     KERNEL_ARGUMENTS,
@@ -241,6 +243,7 @@ class GatePipeline:
         self.missing = missing_notebooks(self.pipeline, self.selected)
         self.recorder = Recorder(self.project, self.pipeline)
         self._modules: dict[tuple[str, str], bytes] = {}  # (component, notebook digest) -> module
+        self._warm = threading.Thread()  # replaced in run(): sets up nbconvert beside the first kernel
 
     def preflight(self) -> dict[str, list[str]]:
         """Check every selected gate's parameters against its notebook before running anything.
@@ -291,8 +294,13 @@ class GatePipeline:
                                       actor=runner)
             for name in self.selected:  # so that tcpkit status says why the level did not move
                 ws.note_configuration_error(name, self.missing.get(name), actor=runner)
+            # the first report page renders faster once nbconvert is set up, which this thread
+            # does while the first kernel starts (and nothing of it when every gate is reused)
+            self._warm = threading.Thread(target=warm_up_renderer, name="tcpkit-warm-report", daemon=True)
             with _kernel_environment(self.root), tempfile.TemporaryDirectory(prefix="tcpkit-run-") as tmp:
                 outcomes = self._drive(ws, signer, runner, Path(tmp))
+            if self._warm.ident is not None:  # started with the first kernel
+                self._warm.join()
             reached = self._reached(outcomes)
             index = self._write_index(ws, outcomes)
             levels = {row.name: row.level for row in ws.status() if row.name in self.selected}
@@ -359,6 +367,8 @@ class GatePipeline:
                 if job.spec.exclusive and futures:
                     return
                 pending.pop(0)
+                if self._warm.ident is None:
+                    self._warm.start()
                 future = pool.submit(execute, job, signer.name)
                 futures[future] = job.component
                 if job.spec.exclusive:
