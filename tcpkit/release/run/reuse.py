@@ -22,7 +22,9 @@ as the run condition ``tcpkit.failure`` (see :data:`FAILURE_METRIC`):
     the executed notebook could not be read back: run again.
 
 A failed run recorded before this condition existed is run again as well: nothing says
-which kind of failure it was.
+which kind of failure it was. A criterion on a speed measured under load (``dask_agents_per_s``
+on a busy machine) is a ``criteria`` failure like any other and is reused; its report shows
+the load average it ran at, and ``tcpkit run --rerun`` measures again.
 """
 
 from __future__ import annotations
