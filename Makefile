@@ -10,7 +10,7 @@ PROFILE ?= full
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export MPLBACKEND := Agg
 
-.PHONY: run test lint typecheck pytest nbval lab bench clean venv
+.PHONY: run test lint typecheck pytest nbval lab bench bench-loop clean venv
 
 venv: $(STAMP)
 
@@ -57,6 +57,13 @@ lab: $(STAMP) $(IPYTHON_CONFIG)
 
 bench: $(STAMP)
 	$(BIN)/tcpkit bench --json
+
+# the researcher's loop: where a DEVELOPMENT run's time goes, then the three loop times of
+# README.md ("Measured on the 2-core development machine") in a fresh copy of the project
+LOOP_COMPONENT ?= performance
+bench-loop: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(BIN)/python scripts/bench_loop.py phases $(LOOP_COMPONENT) --profile quick
+	PYTHONPATH=$(CURDIR) $(BIN)/python scripts/bench_loop.py targets --component $(LOOP_COMPONENT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -5,13 +5,28 @@ The package has two halves that never import each other: :mod:`tcpkit.detect`
 :mod:`tcpkit.cli` bring them together.
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from functools import cache
 from typing import Any
 
-try:
-    __version__ = version("tcpkit")
-except PackageNotFoundError:  # running from a source tree without installation
-    __version__ = "0.0.0+unknown"
+__version__: str  # annotation only: the value comes from __getattr__ below, on first use
+
+
+@cache
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("tcpkit")
+    except PackageNotFoundError:  # running from a source tree without installation
+        return "0.0.0+unknown"
+
+
+def __getattr__(name: str) -> Any:
+    """``tcpkit.__version__``, looked up on first use: ``importlib.metadata`` costs about 30 ms,
+    which every kernel that imports a tcpkit module would pay for nothing."""
+    if name == "__version__":
+        return _version()
+    raise AttributeError(f"module 'tcpkit' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -13,8 +13,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from tcpkit import __version__
-
 if TYPE_CHECKING:  # the handlers import tcpkit.release lazily, so --help stays fast
     from tcpkit.release.workspace import Workspace
 
@@ -74,7 +72,10 @@ def _add_run(sub: argparse._SubParsersAction[_Parser]) -> None:
                    help="run only this component (repeatable; default: all)")
     p.add_argument("--until", default="PRODUCTION", metavar="GATE",
                    help="last gate to run: DEVELOPMENT, TESTING, STAGING or PRODUCTION (default)")
-    p.add_argument("--force", action="store_true", help="re-run gates whose inputs are unchanged")
+    p.add_argument("--rerun", "--force", dest="force", action="store_true",
+                   help="execute every gate, even one whose run key (notebook, parameters, tcpkit's "
+                        "code, environment) equals a recorded run's, whose decision (passed or "
+                        "failed) is otherwise reused")
     p.add_argument("--jobs", type=int, default=2, metavar="N", help="components run in parallel (default 2)")
     p.add_argument("--root", default=".", metavar="DIR", help="project directory (default: .)")
 
@@ -618,11 +619,24 @@ def _cmd_status(args: argparse.Namespace) -> int:
         if not rows:
             print("no components registered")
             return EXIT_OK
+        from tcpkit.release.project import Project
+
+        project = Project.at(ws.root)
         print(f"{'COMPONENT':<16} {'OWNER':<12} {'LEVEL':<12} {'VERSIONS':>8} {'KEPT':>5}  "
               f"{'LEASE':<12} CONTRIBUTORS")
+        notes = []
         for s in rows:
-            print(f"{s.name:<16} {s.owner:<12} {s.level or '-':<12} {s.versions:>8} {s.versions_kept:>5}  "
+            level = (s.level or "-") + (" !" if s.configuration_error else "")
+            print(f"{s.name:<16} {s.owner:<12} {level:<12} {s.versions:>8} {s.versions_kept:>5}  "
                   f"{s.lease_holder or '-':<12} {', '.join(s.contributors) or '-'}")
+            if s.configuration_error:
+                frozen = project.frozen_module(s.name)
+                kept = f"level {s.level or '(none)'}" + (
+                    f" and {frozen.relative_to(project.root)}" if frozen.is_file() else "")
+                notes.append(f"! {s.name}: its last 'tcpkit run' stopped at a configuration error "
+                             f"before any gate ran ({kept} unchanged): {s.configuration_error}")
+        for note in notes:
+            print(note)
         return EXIT_OK
 
     return _ws_run(args, act)
@@ -1196,13 +1210,25 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 # --- end of subcommands -------------------------------------------------------------------------
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the installed version, looked up only when asked for (it costs a
+    metadata scan that no other command needs)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        from tcpkit import __version__
+
+        print(f"tcpkit {__version__}")
+        parser.exit(0)
+
+
 def build_parser() -> _Parser:
     """The whole command-line contract of ARCHITECTURE.md, as argparse sees it."""
     parser = _Parser(
         prog="tcpkit",
         description="Detect compromised AI agents from behaviour; run notebooks through safety gates.",
     )
-    parser.add_argument("--version", action="version", version=f"tcpkit {__version__}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="show the version and exit")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
     for add in _REGISTRY:
         add(sub)
@@ -1222,6 +1248,9 @@ def _silence_stdout() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
+    from tcpkit.release.run.startup import skip_unused_imports
+
+    skip_unused_imports()  # this process only: see tcpkit.release.run.startup
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)

@@ -340,6 +340,6 @@ def test_rerun_skips_and_restores_a_deleted_model(project: Path, capsys: pytest.
         load_detector("fitted", project)
     capsys.readouterr()
     assert main(["run", "--profile", "quick", "--root", str(project)]) == 0
-    assert "0 passed, 0 failed, 4 skipped" in capsys.readouterr().out  # nothing executed again
+    assert "(0 executed, 4 reused)" in capsys.readouterr().out  # nothing executed again
     assert model.read_bytes() == original  # re-frozen from the PRODUCTION run's executed notebook
     assert _verify(project, capsys)[0] == 0

@@ -176,7 +176,7 @@ def test_tcpkit_params_json_and_a_problem(tmp_path: Path, capsys: pytest.Capture
 def test_slowest_runs_summary() -> None:
     outcomes = tuple(Outcome(f"c{i}", "DEVELOPMENT", "passed" if i % 2 else "failed", "", None, float(i))
                      for i in range(1, 8))
-    outcomes += (Outcome("skip", "TESTING", "skipped", "", None, 99.0),)
+    outcomes += (Outcome("skip", "TESTING", "passed", "", None, 99.0, reused=True),)
     slow = slowest_runs(outcomes)
     assert [o.component for o in slow] == ["c7", "c6", "c5", "c4", "c3"]
     result = PipelineResult(outcomes, {"c1": "DEVELOPMENT"}, "DEVELOPMENT", None, 30.0)
@@ -196,3 +196,18 @@ def test_every_gate_of_the_repository_pipeline_passes_the_check() -> None:
         declared = notebook_parameters(spec.notebook)
         assert declared, spec.notebook
         assert [p.name for p in declared.values() if p.kind is None] == [], spec.notebook
+
+
+def test_notebook_parameters_are_kept_per_content(tmp_path: Path) -> None:
+    path = tmp_path / "nb.ipynb"
+    cell = nbformat.v4.new_code_cell("n: int = 1")
+    cell.metadata["tags"] = ["parameters"]
+    spec = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata=spec), path)
+    first = notebook_parameters(path)
+    assert first is not None and list(first) == ["n"]
+    assert notebook_parameters(path) == first
+    cell.source = "n: int = 1\nm: float = 2.0"  # an edit is seen at once, whatever the clock says
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell], metadata=spec), path)
+    again = notebook_parameters(path)
+    assert again is not None and list(again) == ["n", "m"]

@@ -3,8 +3,9 @@
 One module-scoped project is run once with a passing component, a component
 whose TESTING criterion fails, a notebook that raises, and (after the first
 is frozen) a dependent component that loads the frozen module inside its
-kernel. Later tests reuse that state: a second run skips, a tampered frozen
-module is refused. Each notebook execution costs a kernel start, so the number
+kernel. Later tests reuse that state: a second run reuses every recorded decision
+(passes and failures), ``--rerun`` executes again, a configuration error leaves the
+recorded level alone and says so, a tampered frozen module is refused. Each notebook execution costs a kernel start, so the number
 of executions is kept small (8 in all).
 """
 
@@ -190,8 +191,30 @@ def test_second_run_skips_unchanged(project: Path, first_run: tuple[int, str], c
     code = main(["run", "--profile", "quick", "--root", str(project), "--component", "good"])
     out = capsys.readouterr().out
     assert code == 0
-    assert out.count("skipped") >= 4
+    assert out.count(" reused ") >= 4 and "(0 executed, 4 reused)" in out
     assert len(_runs(project)) == before  # nothing executed, nothing recorded
+
+
+def test_unchanged_failures_are_reused_and_rerun_executes_them(
+        project: Path, first_run: tuple[int, str], capsys: pytest.CaptureFixture[str]) -> None:
+    before = len(_runs(project))
+    capsys.readouterr()
+    code = main(["run", "--profile", "quick", "--root", str(project), "--component", "weak",
+                 "--component", "boom"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert len(_runs(project)) == before  # a criterion missed and a cell that raised: both reused
+    assert re.search(r"weak +TESTING +failed +reused +run key unchanged since the run of \S+: .*--rerun", out)
+    assert re.search(r"boom +DEVELOPMENT +failed +reused .*error: RuntimeError: deliberate failure", out)
+    assert "(0 executed, 3 reused)" in out
+    assert "-- weak           reached DEVELOPMENT, failed TESTING (reused)" in out
+
+    code = main(["run", "--profile", "quick", "--root", str(project), "--component", "boom", "--rerun"])
+    out = capsys.readouterr().out
+    assert code == 1 and "(1 executed, 0 reused)" in out
+    runs = _runs(project)
+    assert len(runs) == before + 1 and runs[-1].component == "boom"
+    assert runs[-1].metrics["tcpkit.failure"] == "cell error"
 
 
 def test_unknown_parameter_is_an_error_before_execution(project: Path, first_run: tuple[int, str],
@@ -210,6 +233,20 @@ def test_unknown_parameter_is_an_error_before_execution(project: Path, first_run
     line = next(i for i, text in enumerate(original.splitlines(), start=1) if "quick = { n = 1 }" in text)
     assert f"pipeline.toml:{line}: components.good.gates.DEVELOPMENT.quick.m" in out
     assert len(_runs(project)) == before  # an error before execution: nothing ran
+    # the run and status agree: a configuration error, the level and frozen module unchanged
+    assert "-- good           configuration error, no gate ran: " in out
+    assert "its recorded level PRODUCTION, production/good.py unchanged" in out
+    assert main(["status", "--root", str(project)]) == 0
+    status = capsys.readouterr().out
+    assert re.search(r"^good +ada +PRODUCTION ! ", status, re.M)
+    assert ("! good: its last 'tcpkit run' stopped at a configuration error before any gate ran "
+            "(level PRODUCTION and production/good.py unchanged): ") in status
+    # fixed again: the note goes, nothing executes (the run keys are those of the recorded passes)
+    assert main(["run", "--profile", "quick", "--root", str(project), "--component", "good"]) == 0
+    capsys.readouterr()
+    assert main(["status", "--root", str(project)]) == 0
+    assert " ! " not in capsys.readouterr().out
+    assert len(_runs(project)) == before
 
 
 def test_verify_checks_frozen_modules_and_every_gate_run(

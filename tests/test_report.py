@@ -121,6 +121,7 @@ def test_format_value_three_significant_digits_intervals_and_booleans() -> None:
 
     assert format_value(0.9712345678901234) == "0.971"
     assert format_value(12.3456) == "12.3"
+    assert format_value(9.998) == "10.0" and format_value(0.0099996) == "0.0100"
     assert format_value(123456.7) == "123000"
     assert format_value(0.000012345) == "1.23e-05"
     assert format_value(300) == "300" and format_value(1_000_000) == "1000000"
@@ -179,7 +180,7 @@ def test_criteria_table_puts_threshold_beside_measured_value() -> None:
 def test_matrix_shows_effective_decision_reused_and_configuration_error() -> None:
     from dataclasses import replace
 
-    reused = replace(SUMMARY, decision="skipped", error=None, started_at="2025-01-01T00:00:00Z",
+    reused = replace(SUMMARY, decision="passed", reused=True, error=None, started_at="2025-01-01T00:00:00Z",
                      criteria=(dict(SUMMARY.criteria[0], ok=True, value=0.004),))
     broken = RunSummary(component="beta", gate="DEVELOPMENT", decision="error",
                         error="pipeline.toml line 7: n_agents must be int, got str")
@@ -191,6 +192,17 @@ def test_matrix_shows_effective_decision_reused_and_configuration_error() -> Non
     assert "0.00400" in row
     row = page[page.index("<th>beta"):page.index("</tr>", page.index("<th>beta"))]
     assert 'class="error-status">error<' in row and "n_agents must be int" in row
+
+
+def test_matrix_shows_a_reused_failure_as_failed_and_reused() -> None:
+    from dataclasses import replace
+
+    failed = replace(SUMMARY, decision="failed", reused=True, error="ValueError: bad", report=None)
+    data = IndexData(gates=("DEVELOPMENT",), components=("alpha",), owners={},
+                     cells={("alpha", "DEVELOPMENT"): failed})
+    page = render_index(data).decode()
+    row = page[page.index("<th>alpha"):page.index("</tr>", page.index("<th>alpha"))]
+    assert '<span class="failed">failed</span><span class="reused"' in row and "ValueError: bad" in row
 
 
 def test_index_names_and_digests_do_not_break_mid_word() -> None:
@@ -251,3 +263,27 @@ def test_browsercheck_probe_copy_and_missing_browser_fails_loudly(tmp_path: Path
     assert browsercheck.main([str(tmp_path / "reports"), "--no-install"]) == 1
     with pytest.raises(browsercheck.BrowserCheckError, match="no \\*.html page"):
         browsercheck.check(tmp_path / "empty", install=False)
+
+
+def test_metrics_tables_show_units_and_the_gate_threshold_beside_the_value() -> None:
+    from dataclasses import replace
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("record(...)")
+    cell.outputs = [_metric_output("runtime_s", 12.345), _metric_output("ns_per_agent", 3.21),
+                    _metric_output("speedup_vs_scipy", 41.7), _metric_output("fpr", 0.004),
+                    _metric_output("scaling_ns_per_agent", [1.5, 2.5, 3.5])]
+    nb.cells = [nbformat.v4.new_markdown_cell("## Speed"), cell]
+    criteria = ({"metric": "runtime_s", "op": "<=", "threshold": 10, "value": 12.345, "ok": False,
+                 "reason": "runtime_s = 12.3 fails: required <= 10"},
+                {"metric": "fpr", "op": "<=", "threshold": 0.01, "value": 0.004, "ok": True, "reason": "ok"})
+    page = render_run_report(replace(SUMMARY, criteria=criteria, error=None), nb).decode()
+    table = page[page.index("<h3>Speed</h3>"):page.index("</table>", page.index("<h3>Speed</h3>"))]
+    assert "<th>value</th><th>gate threshold</th>" in table
+    assert re.search(r"runtime_s</code></td><td class=\"num\">12\.3 s</td><td class=\"num\">"
+                     r"<span class=\"failed\">✗</span> <code>&lt;= 10 s</code>", table)
+    assert ">3.21 ns/agent<" in table and ">41.7×<" in table and ">[1.50, 2.50, 3.50] ns/agent<" in table
+    assert re.search(r"fpr</code></td><td class=\"num\">0\.00400</td><td class=\"num\"><span class=\"passed\">✓", table)
+    # the criteria table and the failure box carry the unit too
+    assert "<b>12.3 s</b>, required <code>&lt;= 10 s</code>" in page
+    assert re.search(r"12\.3 s</td><td class=\"num\"><code>&lt;= 10 s</code>", page)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,14 +112,14 @@ def test_an_edited_library_file_runs_the_gate_again_and_fails(copied: tuple[Path
     code, out = _run(root)
     assert code == 0, out
     code, out = _run(root)
-    assert code == 0 and "skipped" in out and "inputs unchanged" in out
+    assert code == 0 and " reused " in out and "run key unchanged" in out
     evaluate = package / "detect" / "evaluate.py"
     evaluate.write_text(evaluate.read_text() + (
         "\n\ndef wilson(successes, trials, confidence=0.95):  # an edit that breaks the interval\n"
         "    return Estimate(successes / trials, 1.0, 0.0, successes, trials, confidence)\n"))
     code, out = _run(root)
     assert code == 1, out
-    assert "inputs unchanged" not in out
+    assert "run key unchanged" not in out
     assert "interval_ok = false fails" in out
     with Workspace.open(root) as ws:
         runs = ws.gate_runs()
@@ -128,3 +129,22 @@ def test_an_edited_library_file_runs_the_gate_again_and_fails(copied: tuple[Path
     assert {k for k in runs[0].inputs if runs[0].inputs[k] != runs[1].inputs[k]} == {"tcpkit-source"}
     page = (root / "reports" / "DEVELOPMENT" / "lib.html").read_text()
     assert "tcpkit-source" in page and "<details>" in page and "detect/evaluate.py" in page
+    # the failure is reused while nothing changes; undoing the edit changes the key back
+    code, out = _run(root)
+    assert code == 1 and re.search(r" failed +reused ", out) and "interval_ok = false fails" in out
+    evaluate.write_text(evaluate.read_text().split("\n\ndef wilson(successes, trials, confidence=0.95):  #")[0])
+    code, out = _run(root)
+    assert code == 0 and re.search(r" passed +reused ", out)  # the first run's key and decision again
+    with Workspace.open(root) as ws:
+        assert len(ws.gate_runs()) == 2
+
+
+def test_distributions_read_from_the_headers_equal_importlib_metadata() -> None:
+    from importlib.metadata import distributions as all_distributions
+
+    expected: dict[str, str] = {}
+    for dist in all_distributions():
+        name = dist.metadata["Name"] if dist.metadata is not None else None
+        if name:
+            expected.setdefault(name.lower().replace("_", "-").replace(".", "-"), str(dist.version))
+    assert runkey.distributions() == tuple(sorted(expected.items()))

@@ -351,6 +351,35 @@ def test_gate_runs_round_trip_and_lookup(ws: Workspace) -> None:
     assert ws.component("stats").level == "DEVELOPMENT"
 
 
+def test_find_run_returns_the_latest_run_with_the_key_whatever_its_decision(ws: Workspace) -> None:
+    report = ws.store.put_bytes(b"<html>report</html>")
+    inputs = sha(b"inputs")
+    first = ws.record_gate_run(_run("stats", "DEVELOPMENT", inputs, "passed", report))
+    assert (found := ws.find_run("stats", "DEVELOPMENT", inputs)) is not None and found.run_id == first
+    second = ws.record_gate_run(_run("stats", "DEVELOPMENT", inputs, "failed", report))
+    found = ws.find_run("stats", "DEVELOPMENT", inputs)
+    assert found is not None and (found.run_id, found.decision) == (second, "failed")
+    assert ws.find_run("stats", "DEVELOPMENT", sha(b"other")) is None
+    assert ws.find_run("stats", "TESTING", inputs) is None
+
+
+def test_configuration_error_note_is_audited_shown_by_status_and_cleared(ws: Workspace) -> None:
+    ws.set_level("stats", "PRODUCTION", "alice")
+    entries = len(ws.audit_log())
+    ws.note_configuration_error("stats", "pipeline.toml:3: n must be an int", actor="alice")
+    ws.note_configuration_error("stats", "pipeline.toml:3: n must be an int", actor="alice")  # unchanged
+    assert len(ws.audit_log()) == entries + 1
+    (row,) = ws.status()
+    assert (row.level, row.configuration_error) == ("PRODUCTION", "pipeline.toml:3: n must be an int")
+    assert list(ws.configuration_errors()) == ["stats"]
+    ws.note_configuration_error("stats", None, actor="alice")
+    ws.note_configuration_error("stats", None, actor="alice")
+    assert len(ws.audit_log()) == entries + 2 and ws.verify_audit() is None
+    assert ws.status()[0].configuration_error is None and ws.configuration_errors() == {}
+    with pytest.raises(UnknownComponentError):
+        ws.note_configuration_error("nope", "x", actor="alice")
+
+
 def test_gc_keeps_last_n_and_referenced_objects(ws: Workspace) -> None:
     digests = []
     cur = None

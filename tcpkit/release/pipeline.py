@@ -15,9 +15,14 @@ A run whose combined input digest (notebook, parameters, exported module,
 tcpkit version, gate definition, the frozen modules of the components it
 depends on, and the environment of :mod:`tcpkit.release.runkey`: every source
 file of the tcpkit package, every installed distribution, Python, the kernel
-spec) equals that of an earlier passing run is skipped, so an unchanged
-re-run costs seconds; ``force`` re-runs. Components that depend on others start
-only once every dependency is frozen and verifies.
+spec) equals that of a recorded run is not executed again: the recorded decision,
+passed or failed, is reused (:mod:`tcpkit.release.run.reuse`, which also says which
+failures run again), so an unchanged re-run costs seconds; ``force`` re-runs. A
+configuration error (a parameter the notebook does not declare or of the wrong type, a
+missing notebook) stops its component before any kernel starts, is noted in the
+workspace for ``tcpkit status`` and leaves the recorded level and the frozen files as
+they are. Components that depend on others start only once every dependency is frozen
+and verifies.
 
 Each run signs two statements over the notebook and the module and model it
 would freeze (a SLSA verification summary and a gate result, see
@@ -47,9 +52,10 @@ import re
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -68,6 +74,7 @@ from tcpkit.release.gates import (
 )
 from tcpkit.release.names import COMPONENT_PATTERN
 from tcpkit.release.project import PIPELINE_FILE, REPORTS_DIR, Project
+from tcpkit.release.report import warm_up_renderer
 from tcpkit.release.run.execute import (
     KERNEL,
     KERNEL_ARGUMENTS,
@@ -80,6 +87,7 @@ from tcpkit.release.run.execute import kernel_environment as _kernel_environment
 from tcpkit.release.run.index import write_index
 from tcpkit.release.run.params import ParameterError, check_parameters, notebook_parameters
 from tcpkit.release.run.record import Outcome, Recorder
+from tcpkit.release.run.reuse import reusable
 from tcpkit.release.store import digest_bytes
 
 __all__ = [
@@ -99,6 +107,8 @@ __all__ = [
     "run_pipeline",
     "runner_name",
     "slowest_runs",
+    "progress_line",
+    "standing",
     "summarize",
 ]
 
@@ -134,9 +144,14 @@ class PipelineResult:
 
     outcomes: tuple[Outcome, ...]
     reached: Mapping[str, str | None]
+    """Per component, the last gate passed (executed or reused) in this invocation."""
     until: str
     index: Path | None
     elapsed_s: float
+    levels: Mapping[str, str | None] = field(default_factory=dict)
+    """Per component, the level the workspace records after this invocation (earlier passes count)."""
+    frozen: tuple[str, ...] = ()
+    """The components with a frozen module in ``production/`` after this invocation."""
 
     @property
     def ok(self) -> bool:
@@ -227,6 +242,8 @@ class GatePipeline:
         self.last = gate_index(options.until)
         self.missing = missing_notebooks(self.pipeline, self.selected)
         self.recorder = Recorder(self.project, self.pipeline)
+        self._modules: dict[tuple[str, str], bytes] = {}  # (component, notebook digest) -> module
+        self._warm = threading.Thread()  # replaced in run(): sets up nbconvert beside the first kernel
 
     def preflight(self) -> dict[str, list[str]]:
         """Check every selected gate's parameters against its notebook before running anything.
@@ -275,13 +292,23 @@ class GatePipeline:
             for name, spec in self.pipeline.components.items():
                 ws.register_component(name, spec.notebook.name, spec.owner, spec.contributors,
                                       actor=runner)
+            for name in self.selected:  # so that tcpkit status says why the level did not move
+                ws.note_configuration_error(name, self.missing.get(name), actor=runner)
+            # the first report page renders faster once nbconvert is set up, which this thread
+            # does while the first kernel starts (and nothing of it when every gate is reused)
+            self._warm = threading.Thread(target=warm_up_renderer, name="tcpkit-warm-report", daemon=True)
             with _kernel_environment(self.root), tempfile.TemporaryDirectory(prefix="tcpkit-run-") as tmp:
                 outcomes = self._drive(ws, signer, runner, Path(tmp))
+            if self._warm.ident is not None:  # started with the first kernel
+                self._warm.join()
             reached = self._reached(outcomes)
             index = self._write_index(ws, outcomes)
+            levels = {row.name: row.level for row in ws.status() if row.name in self.selected}
         finally:
             ws.close()
-        return PipelineResult(tuple(outcomes), reached, self.options.until, index, time.monotonic() - start)
+        frozen = tuple(name for name in self.selected if self.project.frozen_module(name).is_file())
+        return PipelineResult(tuple(outcomes), reached, self.options.until, index, time.monotonic() - start,
+                              levels, frozen)
 
     # -- scheduling ----------------------------------------------------------------------------
     def _drive(self, ws: Any, signer: Any, runner: str, workdir: Path) -> list[Outcome]:
@@ -299,9 +326,7 @@ class GatePipeline:
         def log(outcome: Outcome) -> None:
             counter[0] += 1
             outcomes.append(outcome)
-            detail = f" {outcome.duration_s:6.1f} s" if outcome.status in ("passed", "failed") else " " * 9
-            progress.line(f"[{counter[0]:>2}] {outcome.component:<14} {outcome.gate:<11} "
-                          f"{outcome.status:<8}{detail}  {outcome.reason}")
+            progress.line(progress_line(counter[0], outcome))
             progress.advance()
 
         def stop(component: str) -> None:
@@ -309,13 +334,19 @@ class GatePipeline:
             progress.advance(self.last + 1 - next_gate[component] - 1)
 
         def advance(pool: cf.ThreadPoolExecutor, component: str) -> None:
-            """Skip what can be skipped; queue the next gate that must run."""
+            """Reuse what a recorded run with the same key decided; queue the next gate that must run."""
             spec = self.pipeline.components[component]
             while next_gate[component] <= self.last:
                 gate = GATES[next_gate[component]]
                 job = self._job(spec, gate, runner, workdir)
-                previous = None if self.options.force else ws.find_passing_run(component, gate, job.input_digest)
+                previous = None if self.options.force else ws.find_run(component, gate, job.input_digest)
+                if previous is not None and not reusable(previous):
+                    previous = None  # a failure of the machine, not of the notebook: run it again
                 bundle = self.recorder.stored_bundle(ws, previous) if previous is not None else None
+                if previous is not None and previous.decision == "failed":
+                    log(self.recorder.reused(job, previous, bundle))
+                    stop(component)
+                    return
                 if bundle is not None and gate == "PRODUCTION" and not self.recorder.refreeze(
                         ws, signer, job, previous, bundle):
                     bundle = None
@@ -324,7 +355,7 @@ class GatePipeline:
                     pending.append(job)
                     return
                 self.recorder.bundles[component].append(bundle)
-                log(self.recorder.skipped(job, previous))
+                log(self.recorder.reused(job, previous, bundle))
                 next_gate[component] += 1
             state[component] = "done"
 
@@ -336,6 +367,8 @@ class GatePipeline:
                 if job.spec.exclusive and futures:
                     return
                 pending.pop(0)
+                if self._warm.ident is None:
+                    self._warm.start()
                 future = pool.submit(execute, job, signer.name)
                 futures[future] = job.component
                 if job.spec.exclusive:
@@ -347,7 +380,7 @@ class GatePipeline:
                     continue
                 if component in self.missing:
                     state[component] = "stopped"
-                    log(Outcome(component, GATES[0], "failed", self.missing[component]))
+                    log(Outcome(component, GATES[0], "error", self.missing[component]))
                     progress.advance(self.last)
                     continue
                 deps = self.pipeline.components[component].depends_on
@@ -409,9 +442,13 @@ class GatePipeline:
         gspec = spec.gates[gate]
         params = gspec.parameters_for(self.options.profile)
         notebook_bytes = spec.notebook.read_bytes()
-        module = build_module(spec.notebook, display_name=f"notebooks/{spec.notebook.name}")
+        notebook_digest = digest_bytes(notebook_bytes)
+        module = self._modules.get((spec.name, notebook_digest))
+        if module is None:  # one build per notebook version: its four gates share it
+            module = build_module(spec.notebook, display_name=f"notebooks/{spec.notebook.name}")
+            self._modules[(spec.name, notebook_digest)] = module
         inputs = {
-            "notebook": digest_bytes(notebook_bytes),
+            "notebook": notebook_digest,
             "parameters": sha256_json(params),
             "module": digest_bytes(module),
             "tcpkit": digest_bytes(__version__.encode("utf-8")),
@@ -430,7 +467,7 @@ class GatePipeline:
     def _reached(self, outcomes: Sequence[Outcome]) -> dict[str, str | None]:
         reached: dict[str, str | None] = dict.fromkeys(self.selected)
         for outcome in outcomes:
-            if outcome.status in ("passed", "skipped"):
+            if outcome.status == "passed":
                 reached[outcome.component] = outcome.gate
         return reached
 
@@ -446,19 +483,59 @@ def run_pipeline(root: str | Path, options: RunOptions | None = None, *, stream:
 
 
 def slowest_runs(outcomes: Sequence[Outcome], n: int = 5) -> list[Outcome]:
-    """The ``n`` executed runs (passed or failed) that took longest, slowest first."""
-    executed = [o for o in outcomes if o.status in ("passed", "failed") and o.duration_s > 0]
+    """The ``n`` runs executed in this invocation (passed or failed) that took longest, slowest first."""
+    executed = [o for o in outcomes if o.executed and o.duration_s > 0]
     return sorted(executed, key=lambda o: o.duration_s, reverse=True)[:n]
 
 
+def progress_line(number: int, outcome: Outcome) -> str:
+    """One log line per outcome: decision, then the elapsed time of an executed run or "reused"."""
+    if outcome.executed:
+        detail = f"{outcome.duration_s:6.1f} s"
+    elif outcome.reused:
+        detail = "  reused"
+    else:
+        detail = " " * 8
+    return (f"[{number:>2}] {outcome.component:<14} {outcome.gate:<11} {outcome.status:<8} {detail}  "
+            f"{outcome.reason}")
+
+
+def standing(result: PipelineResult, component: str) -> str:
+    """Where ``component`` stands after ``result``, in words that agree with ``tcpkit status``."""
+    reached = result.reached.get(component)
+    if reached == result.until:
+        return f"reached {reached}"
+    last = [o for o in result.outcomes if o.component == component]
+    outcome = last[-1] if last else None
+    if outcome is not None and outcome.status == "error":
+        text = f"configuration error, no gate ran: {outcome.reason}"
+    elif outcome is not None and outcome.status == "blocked":
+        text = "blocked, no gate ran: a dependency is not frozen"
+    elif outcome is not None and outcome.status == "failed":
+        text = (f"reached {reached or 'no gate'}, failed {outcome.gate}"
+                + (" (reused)" if outcome.reused else ""))
+    else:
+        text = f"reached {reached or 'no gate'}"
+    recorded = result.levels.get(component)
+    if recorded is not None and recorded != reached:
+        frozen = f", production/{component}.py" if component in result.frozen else ""
+        text += f"; its recorded level {recorded}{frozen} unchanged"
+    return text
+
+
 def summarize(result: PipelineResult) -> str:
-    """A few closing lines: how far each component got and where the index is."""
+    """A few closing lines: where each component stands, the counts, the slowest runs, the index."""
     lines = []
-    for component, level in result.reached.items():
-        mark = "ok " if level == result.until else "-- "
-        lines.append(f"{mark}{component:<14} reached {level or 'no gate'}")
-    counts = {s: sum(1 for o in result.outcomes if o.status == s) for s in ("passed", "failed", "skipped", "blocked")}
-    lines.append(", ".join(f"{v} {k}" for k, v in counts.items()) + f" in {result.elapsed_s:.1f} s")
+    for component in result.reached:
+        mark = "ok " if result.reached[component] == result.until else "-- "
+        lines.append(f"{mark}{component:<14} {standing(result, component)}")
+    counts = {s: sum(1 for o in result.outcomes if o.status == s) for s in ("passed", "failed", "blocked")}
+    errors = sum(1 for o in result.outcomes if o.status == "error")
+    reused = sum(1 for o in result.outcomes if o.reused)
+    executed = sum(1 for o in result.outcomes if o.executed)
+    lines.append(", ".join(f"{v} {k}" for k, v in counts.items())
+                 + f", {errors} configuration error{'' if errors == 1 else 's'}"
+                 + f" ({executed} executed, {reused} reused) in {result.elapsed_s:.1f} s")
     slowest = slowest_runs(result.outcomes)
     if slowest:
         lines.append(f"slowest {'run' if len(slowest) == 1 else f'{len(slowest)} runs'}: " + ", ".join(
@@ -466,4 +543,3 @@ def summarize(result: PipelineResult) -> str:
     if result.index is not None:
         lines.append(f"report: {result.index}")
     return "\n".join(lines)
-

@@ -144,6 +144,8 @@ class ComponentStatus:
     current: str | None
     lease_holder: str | None
     lease_expires: str | None
+    configuration_error: str | None = None
+    """Why the last ``tcpkit run`` stopped before any gate ran; ``level`` is unchanged by it."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ alone and reads at a laptop's width.
 
 from __future__ import annotations
 
+import contextlib
 import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,10 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from tcpkit.release.atomic import write_atomic
-from tcpkit.release.reportfmt import format_value, metric_sections, without_metric_outputs
+from tcpkit.release.reportfmt import (
+    format_measure,
+    format_requirement,
+    format_value,
+    metric_sections,
+    without_metric_outputs,
+)
 from tcpkit.release.sparkline import Point, sparkline
 
-STATUSES = ("passed", "failed", "skipped", "error", "not run")
+STATUSES = ("passed", "failed", "error", "blocked", "not run")
+"""The decisions a gate-matrix cell shows (a reused run shows the decision it reuses)."""
 
 CSS = """
 :root { --ok: #1a7f37; --bad: #cf222e; --skip: #6e7781; --line: #d0d7de; --bg: #f6f8fa; }
@@ -94,6 +102,8 @@ class RunSummary:
     error_cell: str | None = None
     report: str | None = None
     """Path of the HTML report relative to the reports directory (for links)."""
+    reused: bool = False
+    """No kernel ran: ``decision`` is that of the recorded run with the same run key."""
 
 
 @dataclass(frozen=True)
@@ -144,17 +154,19 @@ def _page(title: str, body: str) -> bytes:
 
 
 def criteria_table(criteria: Sequence[Mapping[str, Any]]) -> str:
-    """The criteria of a run as an HTML table: metric, requirement, measured value, verdict."""
+    """The criteria of a run as an HTML table: metric, measured value beside its threshold (both
+    with the metric's unit), verdict, reason."""
     if not criteria:
         return "<p class=\"failed\">No criterion was evaluated.</p>"
     rows = []
     for c in criteria:
         ok = bool(c.get("ok"))
+        name = str(c.get("metric"))
         rows.append(
             "<tr>"
-            f"<td><code>{_e(c.get('metric'))}</code></td>"
-            f"<td class=\"num\">{_e(_fmt(c.get('value')))}</td>"
-            f"<td class=\"num\"><code>{_e(c.get('op'))} {_e(_fmt(c.get('threshold')))}</code></td>"
+            f"<td><code>{_e(name)}</code></td>"
+            f"<td class=\"num\">{_e(format_measure(name, c.get('value')))}</td>"
+            f"<td class=\"num\"><code>{_e(format_requirement(name, c.get('op'), c.get('threshold')))}</code></td>"
             f"<td class=\"{'passed' if ok else 'failed'}\">{'holds' if ok else 'fails'}</td>"
             f"<td class=\"small\">{_e(c.get('reason', ''))}</td>"
             "</tr>"
@@ -177,7 +189,7 @@ def _header(summary: RunSummary) -> str:
     parts.append("<h2>Criteria</h2>" + criteria_table(summary.criteria))
     if summary.parameters:
         params = "".join(
-            f"<tr><td><code>{_e(k)}</code></td><td><code>{_e(_fmt(v))}</code></td></tr>"
+            f"<tr><td><code>{_e(k)}</code></td><td><code>{_e(format_measure(k, v))}</code></td></tr>"
             for k, v in summary.parameters.items()
         )
         parts.append("<h2>Parameters</h2><div class=\"wrap\"><table><tr><th>name</th><th>value</th></tr>"
@@ -211,22 +223,36 @@ def failure_box(summary: RunSummary) -> str:
         return ("<div class=\"why\" id=\"failure\"><b>The run failed: no criterion was "
                 "evaluated.</b></div>")
     items = "".join(
-        f"<li><code>{_e(c.get('metric'))}</code> measured <b>{_e(_fmt(c.get('value')))}</b>, "
-        f"required <code>{_e(c.get('op'))} {_e(_fmt(c.get('threshold')))}</code>"
+        f"<li><code>{_e(c.get('metric'))}</code> measured "
+        f"<b>{_e(format_measure(str(c.get('metric')), c.get('value')))}</b>, required "
+        f"<code>{_e(format_requirement(str(c.get('metric')), c.get('op'), c.get('threshold')))}</code>"
         f"<div class=\"small\">{_e(c.get('reason', ''))}</div></li>" for c in failing)
     return (f"<div class=\"why\" id=\"failure\"><b>Failing criteri{'a' if len(failing) > 1 else 'on'}"
             f"</b><ul>{items}</ul></div>")
 
 
-def metrics_tables(notebook: Mapping[str, Any]) -> str:
-    """The recorded metrics as one formatted table per notebook section (empty without any)."""
+def metrics_tables(notebook: Mapping[str, Any], criteria: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The recorded metrics as one formatted table per notebook section (empty without any):
+    each value with its unit, and beside it the gate's threshold for that metric (met or not)."""
+    required: dict[str, list[Mapping[str, Any]]] = {}
+    for c in criteria:
+        required.setdefault(str(c.get("metric")), []).append(c)
     parts = []
     for title, items in metric_sections(notebook):
-        rows = "".join(f"<tr><td><code>{_e(name)}</code></td><td class=\"num\">{_e(_fmt(value))}</td></tr>"
-                       for name, value in items)
+        rows = "".join(
+            f"<tr><td><code>{_e(name)}</code></td><td class=\"num\">{_e(format_measure(name, value))}</td>"
+            f"<td class=\"num\">{_thresholds(name, required.get(name, ()))}</td></tr>"
+            for name, value in items)
         parts.append(f"<h3>{_e(title)}</h3><div class=\"wrap\"><table class=\"metrics\">"
-                     f"<tr><th>metric</th><th>value</th></tr>{rows}</table></div>")
+                     f"<tr><th>metric</th><th>value</th><th>gate threshold</th></tr>{rows}</table></div>")
     return "<h2>Recorded metrics</h2>" + "".join(parts) if parts else ""
+
+
+def _thresholds(name: str, criteria: Sequence[Mapping[str, Any]]) -> str:
+    """The requirements on metric ``name``, each marked met (✓) or missed (✗); empty without any."""
+    return "<br>".join(
+        f"<span class=\"{'passed' if c.get('ok') else 'failed'}\">{'✓' if c.get('ok') else '✗'}</span> "
+        f"<code>{_e(format_requirement(name, c.get('op'), c.get('threshold')))}</code>" for c in criteria)
 
 
 def _details(items: Sequence[tuple[str, str]] | None) -> str:
@@ -254,6 +280,20 @@ def render_notebook(notebook: Mapping[str, Any]) -> str:
     return str(body)
 
 
+def warm_up_renderer() -> None:
+    """Render a tiny notebook once, so that the first run report does not pay for nbconvert's
+    imports, template compilation, highlighter and markdown set-up (0.6-0.7 s on the 2-core
+    machine). The pipeline calls it on a background thread while the first kernel starts;
+    any error is left for the real rendering to report."""
+    import nbformat
+
+    cell = nbformat.v4.new_code_cell("x = 1")
+    cell.outputs = [nbformat.v4.new_output("stream", text="1\n")]
+    tiny = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("# warm-up\n*text*"), cell])
+    with contextlib.suppress(Exception):  # a warm-up that fails changes nothing
+        render_notebook(tiny)
+
+
 def render_run_report(summary: RunSummary, notebook: Mapping[str, Any] | None) -> bytes:
     """One standalone HTML page for a gate run: header, then the executed notebook.
 
@@ -264,7 +304,7 @@ def render_run_report(summary: RunSummary, notebook: Mapping[str, Any] | None) -
     if notebook is None:
         body.append("<h2>Notebook</h2><p class=\"failed\">No executed notebook was produced.</p>")
     else:
-        body.append(metrics_tables(notebook))
+        body.append(metrics_tables(notebook, summary.criteria))
         try:
             rendered = render_notebook(notebook)
         except Exception as exc:  # a report must still be written when nbconvert fails
@@ -295,7 +335,7 @@ def _key_metrics(summary: RunSummary, limit: int = 3) -> str:
     shown = []
     for c in summary.criteria[:limit]:
         mark = "✓" if c.get("ok") else "✗"
-        shown.append(f"{mark} {_e(c.get('metric'))} {_e(_fmt(c.get('value')))}")
+        shown.append(f"{mark} {_e(c.get('metric'))} {_e(format_measure(str(c.get('metric')), c.get('value')))}")
     more = len(summary.criteria) - limit
     if more > 0:
         shown.append(f"+{more} more")
@@ -305,23 +345,22 @@ def _key_metrics(summary: RunSummary, limit: int = 3) -> str:
 def effective_decision(summary: RunSummary) -> tuple[str, bool]:
     """The decision a matrix cell stands for, and whether it is reused.
 
-    A skipped run re-ran nothing: its inputs equal those of an earlier passing run,
-    whose passed decision it reuses. Every other decision stands as recorded.
+    A reused run executed nothing: its run key equals that of a recorded run, passed
+    or failed, whose decision it shows. Every other decision stands as recorded.
     """
-    if summary.decision == "skipped":
-        return "passed", True
-    return summary.decision, False
+    return summary.decision, summary.reused
 
 
 def matrix_cell(summary: RunSummary) -> str:
     """One cell of the gate matrix: the effective decision (linked to its report), marked
-    "reused" for a skipped run; for an error the error itself; else the key metrics."""
+    "reused" for a run that was not executed again; for an error the error itself; else the
+    key metrics."""
     decision, reused = effective_decision(summary)
     css = "error-status" if decision in ("error", "blocked") else _status_class(decision)
     label = (f"<a class=\"{css}\" href=\"{_e(summary.report)}\">{_e(decision)}</a>" if summary.report
              else f"<span class=\"{css}\">{_e(decision)}</span>")
     if reused:
-        label += (f"<span class=\"reused\" title=\"inputs unchanged: the decision of the passing run "
+        label += (f"<span class=\"reused\" title=\"run key unchanged: the decision of the run "
                   f"of {_e(summary.started_at)} is reused\">reused</span>")
     if summary.error and decision in ("error", "blocked", "failed"):
         detail = _e(summary.error.splitlines()[0] if summary.error else "")
@@ -351,10 +390,11 @@ def render_index(data: IndexData) -> bytes:
         "<h2>Gate matrix</h2>",
         f"<div class=\"wrap\"><table><tr><th>component</th>{head}</tr>{''.join(rows)}</table></div>",
         "<p class=\"small\">passed / failed: decided by this or an earlier run (linked report); "
-        "passed <span class=\"reused\">reused</span>: skipped, its inputs identical to an earlier "
-        "passing run whose decision it reuses; error: the run could not start (configuration) or "
-        "broke; blocked: a dependency is not frozen; not run: the component has not reached this "
-        "gate.</p>",
+        "<span class=\"reused\">reused</span>: not executed again, its run key (notebook, "
+        "parameters, tcpkit's code, the environment) identical to a recorded run whose decision "
+        "it shows (<code>tcpkit run --rerun</code> executes it); error: a configuration error "
+        "stopped the component before any kernel started; blocked: a dependency is not frozen; "
+        "not run: the component has not reached this gate.</p>",
     ]
     if data.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_e(n)}</li>" for n in data.notes) + "</ul>")
@@ -399,8 +439,8 @@ def key_metric_points(runs: Sequence[RunSummary]) -> dict[str, list[Point]]:
             series.setdefault(name, [])
             value = _number(c.get("value"))
             if value is not None:
-                label = (f"{run.gate} {run.started_at}: {format_value(c.get('value'))} "
-                         f"({c.get('op')} {format_value(c.get('threshold'))})")
+                label = (f"{run.gate} {run.started_at}: {format_measure(name, c.get('value'))} "
+                         f"({format_requirement(name, c.get('op'), c.get('threshold'))})")
                 series[name].append(Point(value, bool(c.get("ok")), label))
     return series
 
@@ -419,7 +459,7 @@ def history_section(data: IndexData) -> str:
         for name, points in key_metric_points(runs).items():
             if points:
                 plot = sparkline(points)
-                first, last = format_value(points[0].value), format_value(points[-1].value)
+                first, last = format_measure(name, points[0].value), format_measure(name, points[-1].value)
                 span = f"{_e(first)} → {_e(last)}" if len(points) > 1 else _e(last)
             else:
                 plot, span = "", "not a number in any run"

@@ -1,11 +1,12 @@
-"""How reports show recorded values: 3 significant digits, intervals, yes/no, sections.
+"""How reports show recorded values: 3 significant digits, intervals, yes/no, units, sections.
 
 A notebook records metrics with ``record(name, value)``; its display output also
 carries a plain-text ``name = value`` line with Python's full ``repr`` (16 digits).
 Reports show those values instead as formatted tables, one per notebook section
 (the markdown heading above the recording cell), and drop the raw outputs from the
 rendered notebook. Intervals are 2-element numeric lists, or pairs of metrics named
-``<base>_low``/``<base>_high`` where the base mentions ``ci``.
+``<base>_low``/``<base>_high`` where the base mentions ``ci``. A numeric value carries the
+unit its metric's name gives it (:mod:`tcpkit.release.units`), and so does its threshold.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tcpkit.release.metrics import METRIC_MIME
+from tcpkit.release.units import unit_of, with_unit
 
 SIGNIFICANT = 3
 _HEADING = re.compile(r"^\s{0,3}(#{1,6})\s+(.+?)\s*#*\s*$")
@@ -37,6 +39,7 @@ def format_number(value: float | int, digits: int = SIGNIFICANT) -> str:
         return str(number)
     if number == 0:
         return "0"
+    number = float(f"{number:.{digits}g}")  # round first: 9.998 is 10.0, not 10.00
     magnitude = math.floor(math.log10(abs(number)))
     if magnitude < -3 or magnitude >= 6:
         return f"{number:.{digits - 1}e}"
@@ -66,6 +69,26 @@ def format_value(value: Any) -> str:
     if isinstance(value, Mapping):
         return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in list(value.items())[:6]) + "}"
     return str(value)
+
+
+def _numeric(value: Any) -> bool:
+    if isinstance(value, bool) or value is None:
+        return False
+    if isinstance(value, int | float):
+        return True
+    return isinstance(value, list | tuple) and bool(value) and all(_numeric(v) for v in value)
+
+
+def format_measure(metric: str, value: Any) -> str:
+    """``value`` formatted (:func:`format_value`) with the unit of ``metric`` when it is a number
+    or a list of numbers (``16.5 s``, ``[0.912, 0.988]``, ``3.2×``)."""
+    text = format_value(value)
+    return with_unit(text, unit_of(metric)) if _numeric(value) else text
+
+
+def format_requirement(metric: str, op: Any, threshold: Any) -> str:
+    """A criterion's requirement as a reader sees it: ``<= 10 s``, ``== yes``."""
+    return f"{op} {format_measure(metric, threshold)}"
 
 
 def pair_intervals(metrics: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:

@@ -107,6 +107,7 @@ STATE_DIR = ".tcpkit"
 NOTEBOOKS_DIR = "notebooks"
 DEFAULT_KEEP_LAST = 10
 DEFAULT_GRACE_S = 3600.0
+_CONFIG_ERROR_PREFIX = "configuration_error:"  # settings key of a component's noted configuration error
 
 
 class Workspace:
@@ -738,6 +739,49 @@ class Workspace:
             " ORDER BY id DESC LIMIT 1", (component, gate, input_digest))
         return None if row is None else gate_run_of(row)
 
+    def find_run(self, component: str, gate: str, input_digest: str) -> GateRun | None:
+        """The latest run of ``component`` at ``gate`` with these inputs, passed or failed, or None."""
+        check_component(component)
+        check_gate(gate)
+        check_digest(input_digest)
+        row = self.db.query_one(
+            "SELECT * FROM gate_runs WHERE component=? AND gate=? AND input_digest=?"
+            " ORDER BY id DESC LIMIT 1", (component, gate, input_digest))
+        return None if row is None else gate_run_of(row)
+
+    # -- configuration errors --------------------------------------------------------------
+    def note_configuration_error(self, component: str, error: str | None, *, actor: str) -> None:
+        """Keep (or, with None, clear) the configuration error that stopped the last ``tcpkit run``
+        of ``component`` before any kernel started; audited when it changes.
+
+        Such a run records no gate run and leaves the level and the frozen files as they are,
+        so without this note ``tcpkit status`` would show the old level as if nothing had happened.
+        """
+        check_component(component)
+        key = f"{_CONFIG_ERROR_PREFIX}{component}"
+        signer = self.signer(actor)
+        with self.db.write() as conn:
+            self._component_in(conn, component)
+            row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+            before = None if row is None else json.loads(row[0]).get("error")
+            if before == error:
+                return
+            if error is None:
+                conn.execute("DELETE FROM settings WHERE key = ?", (key,))
+            else:
+                conn.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)",
+                             (key, json.dumps({"at": now_iso(), "error": error})))
+            _audit.append(conn, signer, "configuration", {"component": component, "error": error})
+
+    def configuration_errors(self) -> dict[str, tuple[str, str]]:
+        """Per component with a noted configuration error: (when it was noted, the error)."""
+        rows = self.db.query("SELECT key, value FROM settings WHERE key GLOB ?", (f"{_CONFIG_ERROR_PREFIX}*",))
+        found: dict[str, tuple[str, str]] = {}
+        for row in rows:
+            note = json.loads(row[1])
+            found[str(row[0])[len(_CONFIG_ERROR_PREFIX):]] = (str(note.get("at", "")), str(note.get("error", "")))
+        return found
+
     def gate_runs(self, component: str | None = None) -> list[GateRun]:
         """Every recorded gate run (of one component when given), oldest first."""
         if component is None:
@@ -875,10 +919,12 @@ class Workspace:
 
     # -- status ----------------------------------------------------------------------------
     def status(self) -> list[ComponentStatus]:
-        """Per component: owner, contributors, level, versions (kept), current digest, lease holder."""
+        """Per component: owner, contributors, level, versions (kept), current digest, lease holder,
+        and the configuration error that stopped its last ``tcpkit run`` (if it did)."""
         result: list[ComponentStatus] = []
         now = time.time()
         leases = {lease.component: lease for lease in self.leases()}
+        errors = self.configuration_errors()
         for info in self.components():
             versions = self.versions(info.name)
             lease = leases.get(info.name)
@@ -889,7 +935,8 @@ class Workspace:
                 versions_kept=sum(1 for v in versions if self.store.has(v.digest)),
                 current=versions[-1].digest if versions else None,
                 lease_holder=lease.holder if live and lease is not None else None,
-                lease_expires=lease.expires_iso if live and lease is not None else None))
+                lease_expires=lease.expires_iso if live and lease is not None else None,
+                configuration_error=errors[info.name][1] if info.name in errors else None))
         return result
 
     # -- helpers ---------------------------------------------------------------------------

@@ -41,12 +41,14 @@ def write_index(project: Project, pipeline: Pipeline, ws: Any, outcomes: Sequenc
     for outcome in outcomes:
         if outcome.summary is not None:
             cells[(outcome.component, outcome.gate)] = outcome.summary
-        elif outcome.status in ("failed", "blocked"):  # stopped before any kernel: configuration
+        elif outcome.status in ("error", "blocked"):  # stopped before any kernel started
             cells[(outcome.component, outcome.gate)] = RunSummary(
-                component=outcome.component, gate=outcome.gate,
-                decision="error" if outcome.status == "failed" else "blocked", error=outcome.reason)
-        if outcome.status in ("failed", "blocked"):
-            notes.append(f"{outcome.component} {outcome.gate} {outcome.status}: {outcome.reason}")
+                component=outcome.component, gate=outcome.gate, decision=outcome.status,
+                error=outcome.reason)
+        if outcome.status in ("failed", "blocked", "error"):
+            what = "configuration error" if outcome.status == "error" else outcome.status
+            notes.append(f"{outcome.component} {outcome.gate} {what}"
+                         f"{' (reused)' if outcome.reused else ''}: {outcome.reason}")
     frozen: list[FrozenRow] = []
     try:
         checks = verify_workspace(project.root) + verify_chains(project.root)

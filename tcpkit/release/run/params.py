@@ -12,7 +12,9 @@ whatever it is given). A parameter without such an annotation is checked for its
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -124,8 +126,15 @@ def _papermill_warnings() -> Iterator[list[str]]:
         logger.removeHandler(handler)
 
 
+_declared: dict[tuple[str, str], dict[str, Parameter] | None] = {}
+_declared_lock = threading.Lock()
+
+
 def notebook_parameters(path: Path) -> dict[str, Parameter] | None:
     """The parameters of the notebook at ``path``, by name; None when it has no ``parameters`` cell.
+
+    Kept per process by path and content digest (a run checks every gate of a notebook against
+    the same declarations); errors are never kept.
 
     Raises
     ------
@@ -134,10 +143,26 @@ def notebook_parameters(path: Path) -> dict[str, Parameter] | None:
         parameters cell (it would silently drop that parameter: a comment containing
         ``=`` is the usual cause).
     """
+    path = Path(path)
+    try:
+        key: tuple[str, str] | None = (str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest())
+    except OSError:
+        key = None
+    with _declared_lock:
+        if key is not None and key in _declared:
+            found = _declared[key]
+            return None if found is None else dict(found)
+    params = _read_parameters(path)
+    if key is not None:
+        with _declared_lock:
+            _declared[key] = None if params is None else dict(params)
+    return params
+
+
+def _read_parameters(path: Path) -> dict[str, Parameter] | None:
     import nbformat
     import papermill
 
-    path = Path(path)
     try:
         notebook = nbformat.read(path, as_version=4)
     except Exception as exc:  # nbformat raises several unrelated types

@@ -5,9 +5,10 @@ run it stores the executed notebook and the report, signs the SLSA verification
 summary and the gate result over the notebook and the module and model the run would
 freeze (linked to the previous gate's summary), keeps both as one bundle in the object
 store and records the run. A passing PRODUCTION run freezes its module and model with
-the chain of the four bundles; a skipped PRODUCTION makes sure the frozen files are
-those of the passing run it stands for, re-freezing them from the stored evidence
-when they are not.
+the chain of the four bundles. A reused run (:mod:`tcpkit.release.run.reuse`) records
+nothing: its outcome is the recorded run's decision; a reused PRODUCTION pass makes sure
+the frozen files are those of the passing run it stands for, re-freezing them from the
+stored evidence when they are not.
 """
 
 from __future__ import annotations
@@ -23,17 +24,31 @@ from tcpkit.release.report import RunSummary
 from tcpkit.release.run.execute import Execution, Job, now, run_summary
 from tcpkit.release.store import digest_bytes
 
+STATUSES = ("passed", "failed", "blocked", "error")
+"""An outcome's decision: passed or failed (executed now, or reused), blocked by a dependency
+that is not frozen, or a configuration error found before any kernel started."""
+
 
 @dataclass(frozen=True)
 class Outcome:
-    """What happened to one component at one gate in this invocation."""
+    """What happened to one component at one gate in this invocation.
+
+    ``status`` is one of :data:`STATUSES`; ``reused`` says that no kernel ran: the decision is
+    that of the recorded run with the same run key (``reason`` names it).
+    """
 
     component: str
     gate: str
-    status: str  # passed | failed | skipped | blocked
+    status: str
     reason: str
     summary: RunSummary | None = None
     duration_s: float = 0.0
+    reused: bool = False
+
+    @property
+    def executed(self) -> bool:
+        """Whether a kernel ran the notebook in this invocation."""
+        return self.status in ("passed", "failed") and not self.reused
 
 
 def verifier_uri(runner: str) -> str:
@@ -177,7 +192,11 @@ class Recorder:
             return None
         return raw
 
-    def skipped(self, job: Job, previous: Any) -> Outcome:
+    def reused(self, job: Job, previous: Any, bundle: bytes | None) -> Outcome:
+        """The outcome of a gate that did not run: the decision of the recorded run ``previous``
+        with the same run key (its report page is put back when it is missing)."""
+        from tcpkit.release.run.reuse import failure_summary, recorded_error
+
         report = self.project.report(job.gate, job.component)
         if previous.report_digest and not report.is_file():
             from tcpkit.release.atomic import write_atomic
@@ -185,16 +204,21 @@ class Recorder:
             report.parent.mkdir(parents=True, exist_ok=True)
             with contextlib.suppress(Exception):
                 write_atomic(report, self.store_bytes(previous.report_digest), mode=0o644)
+        error = recorded_error(bundle) if previous.decision == "failed" else None
         summary = RunSummary(
-            component=job.component, gate=job.gate, decision="skipped", profile=job.profile,
+            component=job.component, gate=job.gate, decision=previous.decision, profile=job.profile,
             criteria=tuple(previous.criteria), metrics=dict(previous.metrics), inputs=dict(job.inputs),
             input_digest=job.input_digest, input_details=dict(job.details),
             parameters=dict(job.parameters), runner=previous.runner,
-            started_at=previous.started_at, duration_s=previous.duration_s,
-            report=f"{job.gate}/{job.component}.html" if report.is_file() else None,
+            started_at=previous.started_at, duration_s=previous.duration_s, error=error,
+            report=f"{job.gate}/{job.component}.html" if report.is_file() else None, reused=True,
         )
-        return Outcome(job.component, job.gate, "skipped",
-                       f"inputs unchanged since the passing run of {previous.started_at}", summary)
+        since = f"run key unchanged since the run of {previous.started_at}"
+        if previous.decision == "passed":
+            reason = f"{since}: {key_values_of(previous.criteria)}"
+        else:
+            reason = f"{since}: {failure_summary(previous, error)} (--rerun executes it again)"
+        return Outcome(job.component, job.gate, previous.decision, reason, summary, reused=True)
 
     def store_bytes(self, digest: str) -> bytes:
         from tcpkit.release.store import ObjectStore
@@ -258,6 +282,14 @@ def key_values(results: Sequence[CriterionResult], limit: int = 3) -> str:
     shown = [f"{r.metric}={_short(r.value)}" for r in results[:limit]]
     if len(results) > limit:
         shown.append(f"+{len(results) - limit} more")
+    return ", ".join(shown)
+
+
+def key_values_of(criteria: Sequence[Mapping[str, Any]], limit: int = 3) -> str:
+    """:func:`key_values` of recorded criterion dicts."""
+    shown = [f"{c.get('metric')}={_short(c.get('value'))}" for c in criteria[:limit]]
+    if len(criteria) > limit:
+        shown.append(f"+{len(criteria) - limit} more")
     return ", ".join(shown)
 
 
