@@ -13,7 +13,7 @@ its output and errors are the CLI's::
     %tcpkit lease release | list
     %tcpkit backups                        the stored versions
     %tcpkit diff [DIGEST]                  nbdime: a stored version (default: the current) vs the file
-    %tcpkit run [--until GATE] [--profile quick|full] [--force]
+    %tcpkit run [--until GATE] [--profile quick|full] [--rerun]
     %tcpkit component [NAME] [--root DIR]  show or set the component
     %tcpkit base [DIGEST]                  show or set the version your work starts from
     %tcpkit watch [SECONDS|off]            after a cell, check for newer versions (default 30 s)
