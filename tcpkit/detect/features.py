@@ -98,6 +98,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +128,7 @@ __all__ = [
     "compute_features",
     "features_from_dataset",
     "features_from_parquet",
+    "features_of_files",
     "parse_duration",
 ]
 
@@ -814,6 +816,47 @@ def features_from_parquet(
     if not pieces:
         raise EventError(f"{path}: empty file: no events")
     return _finish(pieces, opts)
+
+
+def features_of_files(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    format: str | None = None,
+    window: str | None = "1h",
+    window_events: int | None = None,
+    feature_set: str = "all",
+    reference_windows: int = 8,
+    min_reference_windows: int = 1,
+    risk_map: RiskMap | None = None,
+) -> tuple[FeatureTable, int]:
+    """Features of event files and how many events they hold, streamed where the files allow.
+
+    One Parquet file sorted by agent (as tcpkit writes them) is streamed by row group
+    (:func:`features_from_parquet`: memory bounded by row groups, reading and featurising on
+    two cores); anything else (other formats, gzip, several files, a Parquet file whose
+    agents are not contiguous) is read whole by :func:`~tcpkit.detect.events.read_events`
+    and featurised by :func:`compute_features`. Both give the same table.
+    """
+    from tcpkit.detect.events import format_of, read_events
+    from tcpkit.detect.parquet_stream import UnsortedError, open_events
+
+    files = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    options: dict[str, Any] = {
+        "window": window,
+        "window_events": window_events,
+        "feature_set": feature_set,
+        "reference_windows": reference_windows,
+        "min_reference_windows": min_reference_windows,
+        "risk_map": risk_map,
+    }
+    if len(files) == 1 and format_of(files[0], format) == ("parquet", False):
+        try:
+            n_events = int(open_events(files[0]).metadata.num_rows)
+            return features_from_parquet(files[0], **options), n_events
+        except UnsortedError:
+            pass  # read whole below
+    table = read_events(files, format=format)
+    return compute_features(table, **options), int(table.num_rows)
 
 
 # --------------------------------------------------------------------------- Dask path
