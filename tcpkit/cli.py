@@ -1123,7 +1123,7 @@ def _model_digest(statement: dict[str, object]) -> str | None:
 
 @_registers
 def _add_monitor(sub: argparse._SubParsersAction[_Parser]) -> None:
-    p = _add_command(sub, "monitor", "follow a growing JSON Lines event log and print each alert once as it fires",
+    p = _add_command(sub, "monitor", "follow a growing JSON Lines event log; print each alert (stable id, seq) as it fires",
                      _cmd_monitor)
     p.add_argument("events", metavar="EVENTS", help="JSON Lines file to follow, or - for standard input")
     p.add_argument("--state", required=True, metavar="DIR", help="directory that keeps the monitor's state")
