@@ -828,6 +828,10 @@ def _add_bench(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     p.add_argument("--ingest", nargs="?", const="1000000", default=None, metavar="EVENTS",
                    help="instead: read + features of EVENTS events from Parquet, tcpkit vs pandas (default 1e6)")
+    p.add_argument("--detect", nargs="?", const="20000,100000", default=None, metavar="N[,N...]",
+                   help="instead: the tcpkit detect pipeline on simulated fleets of N agents, phase by phase "
+                        "(default 20000,100000)")
+    p.add_argument("--keep", metavar="DIR", help="with --detect: keep the simulated logs in DIR and reuse them")
 
 
 def _count(value: str, name: str, minimum: int = 1) -> int:
@@ -842,8 +846,12 @@ def _count(value: str, name: str, minimum: int = 1) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.ingest is not None and args.detect is not None:
+        raise UsageError("give --ingest or --detect, not both")
     if args.ingest is not None:
         return _cmd_bench_ingest(args)
+    if args.detect is not None:
+        return _cmd_bench_detect(args)
     import json
     import os
     from pathlib import Path
@@ -917,6 +925,31 @@ def _cmd_bench_ingest(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
         return EXIT_OK
     print(format_ingest(result))
+    if target is not None:
+        write_text_atomic(target, json.dumps(result, indent=2))
+        print(f"\nwrote {target}")
+    return EXIT_OK
+
+
+def _cmd_bench_detect(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from tcpkit.detect.bench_detect import format_detect, run_detect_benchmark
+    from tcpkit.detect.events_write import write_text_atomic
+
+    agents = [_count(n.strip(), "detect", minimum=20) for n in args.detect.split(",") if n.strip()]
+    if not agents:
+        raise UsageError("--detect: give one or more fleet sizes, e.g. 20000,100000")
+    target = args.json
+    if target not in (None, "-") and not os.path.isdir(os.path.dirname(os.path.abspath(target))):
+        raise UsageError(f"--json {target!r}: its directory does not exist")
+    progress = (lambda msg: print(msg, file=sys.stderr)) if sys.stderr.isatty() else None
+    result = run_detect_benchmark(agents, keep=args.keep, progress=progress)
+    if target == "-":
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    print(format_detect(result))
     if target is not None:
         write_text_atomic(target, json.dumps(result, indent=2))
         print(f"\nwrote {target}")

@@ -127,3 +127,16 @@ def test_labels_need_their_columns(tmp_path: Path) -> None:
 
     with pytest.raises(EventError, match="attack_start_window"):
         write_labels(pa.table({"agent": ["a"], "compromised": [True], "attack": ["x"]}), tmp_path / "l.csv")
+
+
+@pytest.mark.slow
+def test_bench_detect_runs_and_reuses_its_logs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    target, keep = tmp_path / "detect.json", tmp_path / "logs"
+    assert cli.main(["bench", "--detect", "300", "--keep", str(keep), "--json", str(target)]) == 0
+    run = json.loads(target.read_text())["runs"][0]
+    assert run["agents"] == 300 and run["detect"]["events"] == 300_000 and run["simulate"]["events"] == 300_000
+    assert set(run["detect"]["phases"]) == {"features", "judge", "outputs"}
+    assert run["detect"]["peak_rss_mib"] > 0 and run["detect"]["agents"] == 300
+    assert "features s" in capsys.readouterr().out
+    assert cli.main(["bench", "--detect", "300", "--keep", str(keep), "--json", str(target)]) == 0
+    assert json.loads(target.read_text())["runs"][0]["simulate"] is None  # the kept log was reused

@@ -501,9 +501,13 @@ def _piece(encoded: EncodedEvents, opts: _Options, grid: _Grid) -> _Piece:
         v = pv & has_cls
         if v.any():
             seen.add("assessed")
-        ws.assessment(values, key[v], p[v], cls[v], cells)
-        events = np.zeros(n, dtype=bool)
-        events[np.flatnonzero(v) if rows is None else rows[v]] = True
+        key_v, p_v, cls_v = _masked(v, key, p, cls)
+        ws.assessment(values, key_v, p_v, cls_v, cells)
+        if rows is None:
+            events = v
+        else:
+            events = np.zeros(n, dtype=bool)
+            events[rows[v]] = True
         used = actions.used_by(events)
         family = actions.family(used)
         outside = used & (family < 0)
@@ -514,30 +518,34 @@ def _piece(encoded: EncodedEvents, opts: _Options, grid: _Grid) -> _Piece:
         if fv.any():
             seen.add("family")
         n_fam = len(FAMILIES) + len(opts.risk_map.rules)
+        key_f, p_f, cls_f, fam_f = _masked(fv, key, p, cls, fam)
         under = ws.underrating(
-            key[fv], p[fv] - ws.LEVELS[cls[fv]], fam[fv] * ws.N_CLASSES + cls[fv], n_fam * ws.N_CLASSES, cells
+            key_f, p_f - ws.LEVELS[cls_f], fam_f * ws.N_CLASSES + cls_f, n_fam * ws.N_CLASSES, cells
         )
         # a window with assessments but no event of a known family has no
         # under-rating (0); a window without assessments has none defined (NaN)
-        under[np.bincount(key[v], minlength=cells) == 0] = np.nan
+        under[np.bincount(key_v, minlength=cells) == 0] = np.nan
         values["family_underrating"] = under
     if "confidence" in cols:
         c, cv = _f64(table, "confidence")
         c, cv = sel(c), sel(cv)
-        values["confidence_mean"], values["confidence_std"] = ws.mean_std(key[cv], c[cv], cells)
+        key_c, c_c = _masked(cv, key, c)
+        values["confidence_mean"], values["confidence_std"] = ws.mean_std(key_c, c_c, cells)
     else:
         values["confidence_mean"] = values["confidence_std"] = nan
     if "latency_ms" in cols:
         lat, lv = _f64(table, "latency_ms")
         lat, lv = sel(lat), sel(lv)
-        values["latency_mean"], _ = ws.mean_std(key[lv], lat[lv], cells, std=False)
-        values["latency_p95"] = ws.p95(key[lv], lat[lv], cells)
+        key_l, lat_l = _masked(lv, key, lat)
+        values["latency_mean"], _ = ws.mean_std(key_l, lat_l, cells, std=False)
+        values["latency_p95"] = ws.p95(key_l, lat_l, cells)
     else:
         values["latency_mean"] = values["latency_p95"] = nan
 
     # ---- activity
     if wanted & {f"share_{c.lower()}" for c in RISK_CLASSES}:
-        per_class = np.bincount(key[has_cls] * ws.N_CLASSES + cls[has_cls], minlength=cells * ws.N_CLASSES)
+        key_k, cls_k = _masked(has_cls, key, cls)
+        per_class = np.bincount(key_k * ws.N_CLASSES + cls_k, minlength=cells * ws.N_CLASSES)
         per_class = per_class.reshape(cells, ws.N_CLASSES).astype(np.float64)
         for j, c_name in enumerate(RISK_CLASSES):
             values[f"share_{c_name.lower()}"] = ws.divide(per_class[:, j], count)
@@ -564,7 +572,7 @@ def _piece(encoded: EncodedEvents, opts: _Options, grid: _Grid) -> _Piece:
         out = table.column("outcome").combine_chunks()
         code = sel(_codes(out))
         ov = code >= 0
-        has = np.bincount(key[ov], minlength=cells)
+        has = np.bincount(_masked(ov, key)[0], minlength=cells)
         names_out = out.dictionary.to_pylist()
         for label in ("error", "refused"):
             is_label = np.array([v == label for v in names_out] + [False], dtype=bool)
@@ -597,6 +605,13 @@ def _piece(encoded: EncodedEvents, opts: _Options, grid: _Grid) -> _Piece:
         unmapped=unmapped,
         seen=frozenset(seen),
     )
+
+
+def _masked(mask: NDArray[np.bool_], *arrays: NDArray[Any]) -> tuple[NDArray[Any], ...]:
+    """The arrays at the marked events (the arrays themselves, no copy, when every event is marked)."""
+    if mask.all():
+        return arrays
+    return tuple(a[mask] for a in arrays)
 
 
 def _decide(seen: frozenset[str], wanted: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
