@@ -842,6 +842,10 @@ def _add_bench(sub: argparse._SubParsersAction[_Parser]) -> None:
     )
     p.add_argument("--ingest", nargs="?", const="1000000", default=None, metavar="EVENTS",
                    help="instead: read + features of EVENTS events from Parquet, tcpkit vs pandas (default 1e6)")
+    p.add_argument("--detect", nargs="?", const="20000,100000", default=None, metavar="N[,N...]",
+                   help="instead: the tcpkit detect pipeline on simulated fleets of N agents, phase by phase "
+                        "(default 20000,100000)")
+    p.add_argument("--keep", metavar="DIR", help="with --detect: keep the simulated logs in DIR and reuse them")
 
 
 def _count(value: str, name: str, minimum: int = 1) -> int:
@@ -856,8 +860,12 @@ def _count(value: str, name: str, minimum: int = 1) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
+    if args.ingest is not None and args.detect is not None:
+        raise UsageError("give --ingest or --detect, not both")
     if args.ingest is not None:
         return _cmd_bench_ingest(args)
+    if args.detect is not None:
+        return _cmd_bench_detect(args)
     import json
     import os
     from pathlib import Path
@@ -937,6 +945,31 @@ def _cmd_bench_ingest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_bench_detect(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from tcpkit.detect.bench_detect import format_detect, run_detect_benchmark
+    from tcpkit.detect.events_write import write_text_atomic
+
+    agents = [_count(n.strip(), "detect", minimum=20) for n in args.detect.split(",") if n.strip()]
+    if not agents:
+        raise UsageError("--detect: give one or more fleet sizes, e.g. 20000,100000")
+    target = args.json
+    if target not in (None, "-") and not os.path.isdir(os.path.dirname(os.path.abspath(target))):
+        raise UsageError(f"--json {target!r}: its directory does not exist")
+    progress = (lambda msg: print(msg, file=sys.stderr)) if sys.stderr.isatty() else None
+    result = run_detect_benchmark(agents, keep=args.keep, progress=progress)
+    if target == "-":
+        print(json.dumps(result, indent=2))
+        return EXIT_OK
+    print(format_detect(result))
+    if target is not None:
+        write_text_atomic(target, json.dumps(result, indent=2))
+        print(f"\nwrote {target}")
+    return EXIT_OK
+
+
 @_registers
 def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = _add_command(sub, "simulate", "write the simulator's agents as an event log (and their labels)",
@@ -961,7 +994,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     from tcpkit.detect import simulate
     from tcpkit.detect.events import EventError, format_of
-    from tcpkit.detect.events_write import write_events, write_labels
+    from tcpkit.detect.events_write import write_event_batches, write_labels
 
     try:
         format_of(args.out, args.format)
@@ -982,20 +1015,21 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             params[name] = given
     if args.attacks is not None:
         params["attacks"] = tuple(a.strip() for a in args.attacks.split(",") if a.strip())
-    simulate_events = getattr(simulate, "simulate_events", None)
-    if simulate_events is None:
+    if getattr(simulate, "simulate_events", None) is None:
         raise CheckFailed("this tcpkit has no tcpkit.detect.simulate.simulate_events")
+    from tcpkit.detect import sim_events
+
     try:
-        sim = simulate_events(**params)
+        sim = sim_events.stream_events(**params)  # the events are made and written one block of agents at a time
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     try:
-        write_events(sim.table, args.out, format=args.format)
+        _, n_events = write_event_batches(sim.batches, args.out, format=args.format)
         if args.labels is not None:
             write_labels(sim.labels, args.labels)
     except EventError as exc:
         raise CheckFailed(str(exc)) from None
-    print(f"wrote {sim.table.num_rows:,} events of {params['n_agents']:,} agents to {args.out}"
+    print(f"wrote {n_events:,} events of {params['n_agents']:,} agents to {args.out}"
           + (f" and labels to {args.labels}" if args.labels else ""))
     return EXIT_OK
 
@@ -1037,8 +1071,11 @@ def _detect_outputs(args: argparse.Namespace) -> list[tuple[str, str]]:
     return outputs
 
 
-def _reference_windows(args: argparse.Namespace, table: object) -> int:
-    """K from --reference-windows, or the number of whole windows that end by --reference-until."""
+def _reference_windows(args: argparse.Namespace, first_us: Callable[[], int]) -> int:
+    """K from --reference-windows, or the number of whole windows that end by --reference-until.
+
+    ``first_us`` gives the first event's time (microseconds), read only for --reference-until.
+    """
     if args.reference_until is None:
         return _count(args.reference_windows, "reference-windows") if args.reference_windows else DEFAULT_REFERENCE_WINDOWS
     from datetime import datetime
@@ -1055,21 +1092,30 @@ def _reference_windows(args: argparse.Namespace, table: object) -> int:
         raise UsageError(f"--reference-until {args.reference_until!r} has no time zone (add Z or +HH:MM)")
     until_us = round(until.timestamp() * 1_000_000)
     w_us = parse_duration(args.window or "1h")
-    first = int(table.column("time").cast("int64").to_numpy().min())  # type: ignore[attr-defined]
-    origin = first // w_us * w_us
+    origin = first_us() // w_us * w_us
     k = (until_us - origin) // w_us
     if k < 1:
         raise UsageError(f"--reference-until {args.reference_until} leaves no whole window before it")
     return int(k)
 
 
+def _first_event_us(paths: list[str], format: str | None) -> int:
+    """The earliest event time of the files (a pass over the time column for one Parquet file)."""
+    from tcpkit.detect.events import format_of, read_events
+    from tcpkit.detect.parquet_stream import time_range
+
+    if len(paths) == 1 and format_of(paths[0], format) == ("parquet", False):
+        return time_range(paths[0])[0]
+    return int(read_events(paths, format=format).column("time").cast("int64").to_numpy().min())
+
+
 def _cmd_detect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tcpkit.detect.alerts import judge_table
+    from tcpkit.detect.alerts import PLOTTED_AGENTS, judge_features
     from tcpkit.detect.baseline import BaselineError
-    from tcpkit.detect.events import EventError, read_events
-    from tcpkit.detect.features import parse_duration
+    from tcpkit.detect.events import EventError
+    from tcpkit.detect.features import features_of_files, parse_duration
     from tcpkit.detect.riskmap import RiskMapError, load_risk_map
     from tcpkit.release.atomic import write_atomic
 
@@ -1084,18 +1130,21 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     config, info = _frozen_config(args.component, args.root, args.alpha)
     try:
-        table = read_events(args.events, format=args.format)
-        k = _reference_windows(args, table)
-        report = judge_table(
-            table, config, window=window, window_events=window_events,  # type: ignore[arg-type]
-            reference_windows=k, risk_map=risk_map, detector_info=info,
+        k = _reference_windows(args, lambda: _first_event_us(args.events, args.format))
+        feats, n_events = features_of_files(
+            args.events, format=args.format, window=window, window_events=window_events,
+            reference_windows=k, min_reference_windows=k, risk_map=risk_map,
+        )
+        report = judge_features(
+            feats, config, n_events=n_events, detector_info=info,  # type: ignore[arg-type]
+            plotted=PLOTTED_AGENTS if any(kind == "html" for kind, _ in outputs) else 0,
         )
     except (EventError, BaselineError, ValueError) as exc:
         raise CheckFailed(str(exc)) from None
     for kind, path in outputs:
         text = {"json": report.to_json, "csv": report.to_csv, "html": report.to_html}[kind]()
         write_atomic(Path(path), text.encode("utf-8"))
-    flagged = [a for a in report.agents if a.flagged]
+    flagged = report.most_significant()
     print(f"{len(flagged)} of {len(report.agents)} agents flagged at {report.fdr.upper()} level {report.alpha:g} "
           f"({len(report.excluded)} excluded; reference = first {report.reference_windows} windows; "
           f"detector {args.component} sha256 {report.detector['module_sha256'][:12]})")
@@ -1121,7 +1170,7 @@ def _model_digest(statement: dict[str, object]) -> str | None:
 
 @_registers
 def _add_monitor(sub: argparse._SubParsersAction[_Parser]) -> None:
-    p = _add_command(sub, "monitor", "follow a growing JSON Lines event log and print each alert once as it fires",
+    p = _add_command(sub, "monitor", "follow a growing JSON Lines event log; print each alert (stable id, seq) as it fires",
                      _cmd_monitor)
     p.add_argument("events", metavar="EVENTS", help="JSON Lines file to follow, or - for standard input")
     p.add_argument("--state", required=True, metavar="DIR", help="directory that keeps the monitor's state")

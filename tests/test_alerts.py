@@ -81,3 +81,27 @@ def test_bad_shapes_are_refused() -> None:
         judge_fleet(np.zeros((3, 4)), ["a"], ["x"], DetectorConfig())
     with pytest.raises(BaselineError, match="2 agents and 1 feature names"):
         judge_fleet(np.zeros((2, 10, 2)), ["a", "b"], ["x"], DetectorConfig())
+
+
+def test_json_is_the_text_json_dumps_writes(fleet) -> None:
+    from dataclasses import replace
+
+    from tcpkit.detect.alerts import AgentAlert, FeatureContribution
+
+    _, report = fleet
+    odd = AgentAlert(agent='a "quoted" \\ agent\n\u00e9\u4e2d', node=None, flagged=True, p_value=float("nan"),
+                     q_value=float("inf"), first_alarm_window=None, test="self",
+                     top_features=(FeatureContribution("x", -0.0, "lower", float("-inf")),
+                                   FeatureContribution("y", 1e-300, "higher", 12345678901234.5)))
+    for r in (report, replace(report, agents=report.agents[:3] + (odd,)), replace(report, agents=())):
+        assert r.to_json() == json.dumps(r.as_dict(), indent=2, sort_keys=False) + "\n"
+
+
+def test_report_keeps_paths_of_the_most_significant_flagged_agents_only(fleet) -> None:
+    from tcpkit.detect.alerts import PLOTTED_AGENTS
+
+    _, report = fleet
+    top = report.most_significant(PLOTTED_AGENTS)
+    assert set(report.cusum_paths) == {a.agent for a in top}
+    p = [a.p_value for a in report.most_significant()]
+    assert p == sorted(p) and len(p) == report.n_flagged

@@ -1,4 +1,4 @@
-"""`tcpkit simulate` (with a stand-in simulate_events) and `tcpkit bench --ingest`."""
+"""`tcpkit simulate` (with a stand-in event stream), streamed event writing, and `tcpkit bench --ingest`."""
 
 from __future__ import annotations
 
@@ -11,17 +11,18 @@ import pyarrow as pa
 import pytest
 
 from tcpkit import cli
-from tcpkit.detect import simulate
+from tcpkit.detect import sim_events, simulate
 from tcpkit.detect.bench_ingest import synthetic_events
-from tcpkit.detect.events import read_events, validate_events
+from tcpkit.detect.events import EventError, read_events, validate_events
+from tcpkit.detect.events_write import write_event_batches, write_events
 
 
 @pytest.fixture
 def fake(monkeypatch: pytest.MonkeyPatch) -> dict:
-    """A stand-in for simulate_events (written by another branch) that records its arguments."""
+    """A stand-in for the simulator's event stream that records its arguments."""
     seen: dict = {}
 
-    def simulate_events(**params: object) -> SimpleNamespace:
+    def stream_events(**params: object) -> SimpleNamespace:
         seen.update(params)
         if params.get("strength", 1.0) < 0:
             raise ValueError("strength must be a real number >= 0.0 and finite, got -1.0")
@@ -34,9 +35,9 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> dict:
             "attack_start_window": [5] * n,
             "extra": [0] * n,
         }
-        return SimpleNamespace(table=table, labels=labels, network=None)
+        return SimpleNamespace(batches=iter(table.to_batches(max_chunksize=50)), labels=labels, network=None)
 
-    monkeypatch.setattr(simulate, "simulate_events", simulate_events, raising=False)
+    monkeypatch.setattr(sim_events, "stream_events", stream_events)
     return seen
 
 
@@ -81,6 +82,31 @@ def test_simulate_without_simulate_events(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert cli.main(["simulate", "--agents", "2", "--seed", "1", "--out", str(tmp_path / "e.csv")]) == 1
 
 
+@pytest.mark.parametrize("name", ["e.parquet", "e.jsonl", "e.csv.gz", "e.json"])
+def test_batches_write_the_file_write_events_writes(tmp_path: Path, name: str) -> None:
+    table = validate_events(synthetic_events(3000, events_per_agent=70, seed=5))
+    whole = read_events(write_events(table, tmp_path / f"whole-{name}"))
+    path, rows = write_event_batches(table.to_batches(max_chunksize=700), tmp_path / name)
+    assert rows == table.num_rows
+    assert read_events(path).equals(whole)
+
+
+def test_batches_out_of_agent_order_write_nothing(tmp_path: Path) -> None:
+    table = validate_events(synthetic_events(300, events_per_agent=100, seed=5))
+    batches = table.to_batches(max_chunksize=100)
+    with pytest.raises(EventError, match="batch 2 .* agent order"):
+        write_event_batches([batches[2], batches[0]], tmp_path / "e.parquet")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_streamed_simulation_is_the_simulation() -> None:
+    params = {"n_agents": 1500, "n_windows": 6, "commands_per_window": 10, "seed": 9}
+    whole = sim_events.simulate_events(**params)
+    streamed = sim_events.stream_events(**params)
+    assert pa.Table.from_batches(list(streamed.batches)).equals(whole.table)
+    assert streamed.labels.equals(whole.labels)
+
+
 @pytest.mark.slow
 def test_bench_ingest_runs_and_agrees(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     target = tmp_path / "ingest.json"
@@ -101,3 +127,16 @@ def test_labels_need_their_columns(tmp_path: Path) -> None:
 
     with pytest.raises(EventError, match="attack_start_window"):
         write_labels(pa.table({"agent": ["a"], "compromised": [True], "attack": ["x"]}), tmp_path / "l.csv")
+
+
+@pytest.mark.slow
+def test_bench_detect_runs_and_reuses_its_logs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    target, keep = tmp_path / "detect.json", tmp_path / "logs"
+    assert cli.main(["bench", "--detect", "300", "--keep", str(keep), "--json", str(target)]) == 0
+    run = json.loads(target.read_text())["runs"][0]
+    assert run["agents"] == 300 and run["detect"]["events"] == 300_000 and run["simulate"]["events"] == 300_000
+    assert set(run["detect"]["phases"]) == {"features", "judge", "outputs"}
+    assert run["detect"]["peak_rss_mib"] > 0 and run["detect"]["agents"] == 300
+    assert "features s" in capsys.readouterr().out
+    assert cli.main(["bench", "--detect", "300", "--keep", str(keep), "--json", str(target)]) == 0
+    assert json.loads(target.read_text())["runs"][0]["simulate"] is None  # the kept log was reused

@@ -136,9 +136,30 @@ def _monitor_cmd(project: Path, log: Path, state: Path, *extra: str) -> list[str
             "--window", "1h", "--reference-windows", "5", "--alpha", "0.1", *extra]
 
 
-def _alerts(state: Path) -> list[str]:
+def _log(state: Path) -> list[dict]:
+    """The committed alert log of a state directory (alerts.jsonl up to the length state.json records)."""
     doc = json.loads((state / "state.json").read_text())
-    return [a["agent"] for a in doc["alerts"]]
+    data = (state / "alerts.jsonl").read_bytes()[: doc["alerts_bytes"]] if doc["alerts_bytes"] else b""
+    return [json.loads(line) for line in data.splitlines()]
+
+
+def _alerts(state: Path) -> list[str]:
+    return [a["agent"] for a in _log(state)]
+
+
+def _emitted(state: Path) -> int:
+    return int(json.loads((state / "state.json").read_text())["emitted"]) if (state / "state.json").exists() else 0
+
+
+def _printed(out: str) -> list[dict]:
+    """The complete JSON lines a monitor printed (a kill can cut the last one short)."""
+    lines = []
+    for line in out.splitlines():
+        try:
+            lines.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return lines
 
 
 def test_monitor_killed_at_any_instant_neither_loses_nor_repeats_an_alert(
@@ -150,19 +171,21 @@ def test_monitor_killed_at_any_instant_neither_loses_nor_repeats_an_alert(
     ref_state = tmp_path / "ref"
     done = subprocess.run(_monitor_cmd(project, whole, ref_state, "--once"), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    expected = _alerts(ref_state)
+    expected = _log(ref_state)
     assert expected, "the reference run raised no alert: the test would prove nothing"
-    printed_ref = [json.loads(line)["agent"] for line in done.stdout.splitlines()]
-    assert printed_ref == expected
+    assert [a["seq"] for a in expected] == list(range(1, len(expected) + 1))
+    assert len({a["id"] for a in expected}) == len(expected)
+    assert _printed(done.stdout) == expected
 
     # the same log, growing while a monitor is killed at random instants and restarted
     growing, state = tmp_path / "growing.jsonl", tmp_path / "state"
     growing.write_bytes(b"")
     rng = np.random.default_rng(0)
-    printed: list[str] = []
+    printed: list[dict] = []
     written = 0
     kills = 0
     while written < len(stream):
+        marked = _emitted(state)  # what the committed state says was printed before this start
         proc = subprocess.Popen(_monitor_cmd(project, growing, state, "--poll", "0.05"),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         step = int(rng.integers(len(stream) // 8, len(stream) // 3))
@@ -173,15 +196,95 @@ def test_monitor_killed_at_any_instant_neither_loses_nor_repeats_an_alert(
         proc.send_signal(signal.SIGKILL)
         out, _ = proc.communicate()
         kills += 1
-        printed += [json.loads(line)["agent"] for line in out.splitlines() if line.strip()]
+        lines = _printed(out)
+        assert all(a["seq"] > marked for a in lines), "an alert marked as printed was printed again"
+        printed += lines
+    marked = _emitted(state)
     final = subprocess.run(_monitor_cmd(project, growing, state, "--once"), capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
-    printed += [json.loads(line)["agent"] for line in final.stdout.splitlines() if line.strip()]
+    lines = _printed(final.stdout)
+    assert all(a["seq"] > marked for a in lines)
+    printed += lines
     assert kills >= 3
-    assert _alerts(state) == expected  # the alert log: every alert, once, in order
-    assert set(printed) == set(expected)  # nothing printed was lost
-    # stdout repeats an alert only when a kill fell between its print and the commit marking it
-    assert len(printed) - len(set(printed)) <= kills
+    assert _log(state) == expected  # the alert log: every alert, once, in order, same ids and seq
+    ids = [a["id"] for a in printed]
+    assert set(ids) == {a["id"] for a in expected}  # nothing printed was lost
+    # a repeat is the one alert being printed when a kill landed: at most one per kill
+    assert len(ids) - len(set(ids)) <= kills
+    assert {a["id"]: a for a in printed} == {a["id"]: a for a in expected}  # a consumer dedupes by id
+
+
+def test_monitor_state_is_the_source_of_truth_across_crashes(
+    stream: list[bytes], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tcpkit.detect import monitor as mon
+
+    config = DetectorConfig(features=FEATURE_NAMES, alpha=0.1)
+    info = {"module_sha256": "a" * 64, "model_sha256": "b" * 64}
+    data = b"".join(stream)
+
+    def run(state: Path, emit: object) -> mon.Monitor:
+        m = mon.Monitor(state, config, window="1h", reference_windows=5, detector_info=info, emit=emit)  # type: ignore[arg-type]
+        m.feed(data[m.state.source_offset:]) if m.state.source_offset < len(data) else None
+        return m
+
+    clean: list[dict] = []
+    reference = run(tmp_path / "clean", clean.append).alerts()
+    assert clean == reference and len(reference) >= 2
+
+    # killed after printing the second alert, before the commit that marks it printed
+    class Killed(BaseException):
+        pass
+
+    shown: list[dict] = []
+
+    def emit_then_die(alert: dict) -> None:
+        shown.append(alert)
+        if alert["seq"] == 2:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run(tmp_path / "s1", emit_then_die)
+    run(tmp_path / "s1", shown.append)
+    assert [a["seq"] for a in shown] == [1, 2] + [a["seq"] for a in reference[1:]]  # only #2 twice
+    assert mon.Monitor(tmp_path / "s1", config, window="1h", reference_windows=5, detector_info=info,
+                       emit=shown.append).alerts() == reference
+
+    # killed after the alerts were appended to the log, before the state commit that accounts for them
+    real_commit = mon.Monitor._commit
+    calls = {"n": 0}
+
+    def commit_then_die(self: mon.Monitor, state: mon.MonitorState) -> None:
+        calls["n"] += 1
+        if state.alerts and calls["n"] == 1:
+            raise Killed
+        real_commit(self, state)
+
+    monkeypatch.setattr(mon.Monitor, "_commit", commit_then_die)
+    seen: list[dict] = []
+    with pytest.raises(Killed):
+        run(tmp_path / "s2", seen.append)
+    assert seen == [] and (tmp_path / "s2" / "alerts.jsonl").stat().st_size > 0  # appended, not committed
+    monkeypatch.setattr(mon.Monitor, "_commit", real_commit)
+    m = run(tmp_path / "s2", seen.append)
+    assert seen == reference and m.alerts() == reference  # the redone step: same alerts, once
+    assert len((tmp_path / "s2" / "alerts.jsonl").read_bytes().splitlines()) == len(reference)
+
+
+def test_alert_ids_are_stable_and_distinct() -> None:
+    from tcpkit.detect.monitor import alert_id
+
+    det = {"module_sha256": "a" * 64, "model_sha256": "b" * 64}
+    settings = {"window": "1h", "reference_windows": 5}
+    one = alert_id(det, settings, "agent-1", 7)
+    assert one == alert_id(dict(det), dict(settings), "agent-1", 7) and len(one) == 24
+    others = {
+        alert_id(det, settings, "agent-2", 7),
+        alert_id(det, settings, "agent-1", 8),
+        alert_id({**det, "model_sha256": "c" * 64}, settings, "agent-1", 7),
+        alert_id(det, {**settings, "window": "30m"}, "agent-1", 7),
+    }
+    assert one not in others and len(others) == 4
 
 
 def test_monitor_refuses_a_damaged_state(project: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -27,6 +27,7 @@ import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,8 @@ from tcpkit.detect.config import DetectorConfig
 from tcpkit.detect.fleet import FleetDetector
 
 TOP_FEATURES = 3
+PLOTTED_AGENTS = 12  # flagged agents the HTML report plots (the most significant ones)
+LISTED_AGENTS = 500  # flagged agents its table lists (JSON and CSV list every agent)
 
 
 @dataclass(frozen=True)
@@ -91,12 +94,17 @@ class AlertReport:
     n_windows: int
     excluded: Mapping[str, str] = field(default_factory=dict)  # agent -> reason
     notes: Mapping[str, Any] = field(default_factory=dict)  # unmapped actions, omitted features, ...
-    cusum_paths: Mapping[str, NDArray[np.float64]] = field(default_factory=dict)  # flagged agents only
+    cusum_paths: Mapping[str, NDArray[np.float64]] = field(default_factory=dict)  # the plotted flagged agents
     cusum_threshold: float = float("nan")
 
     @property
     def n_flagged(self) -> int:
         return sum(a.flagged for a in self.agents)
+
+    def most_significant(self, limit: int | None = None) -> list[AgentAlert]:
+        """The flagged agents, smallest p-value first (ties in agent order), at most ``limit``."""
+        flagged = sorted((a for a in self.agents if a.flagged), key=lambda a: a.p_value)
+        return flagged if limit is None else flagged[:limit]
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON document: ``{"detector": ..., "alpha": ..., "agents": [...], ...}``."""
@@ -118,7 +126,14 @@ class AlertReport:
         }
 
     def to_json(self) -> str:
-        return json.dumps(self.as_dict(), indent=2, sort_keys=False, default=_jsonable) + "\n"
+        """:meth:`as_dict` as ``json.dumps(..., indent=2)`` writes it (the agents written directly, same text)."""
+        doc = self.as_dict()
+        doc["agents"] = []
+        head = json.dumps(doc, indent=2, sort_keys=False, default=_jsonable)
+        if not self.agents:
+            return head + "\n"
+        assert head.endswith('"agents": []\n}')
+        return head[: -len("[]\n}")] + "[\n" + ",\n".join(_agent_json(a) for a in self.agents) + "\n  ]\n}\n"
 
     def to_csv(self) -> str:
         """One row per agent; the top features as ``name:+contribution`` joined by ``;``."""
@@ -134,6 +149,59 @@ class AlertReport:
     def to_html(self) -> str:
         """A standalone page: summary, flagged agents with plots, the p-value histogram."""
         return _render_html(self)
+
+
+def _json_value(value: Any) -> str:
+    """One scalar as :func:`json.dumps` writes it (NaN and infinities as Python's json does)."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    if isinstance(value, float):
+        if value != value:
+            return "NaN"
+        if value in (float("inf"), float("-inf")):
+            return "Infinity" if value > 0 else "-Infinity"
+        return float.__repr__(value)
+    return json.dumps(value, default=_jsonable)
+
+
+def _agent_json(a: AgentAlert) -> str:
+    """One agent of the report's "agents" list, indented as ``json.dumps(indent=2)`` indents it there.
+
+    Why not json.dumps: with ``indent`` it falls back to its pure-Python encoder, seconds for a
+    fleet of 1e5 agents; this writes the same text.
+    """
+    v = _json_value
+    if a.top_features:
+        tops = ",\n".join(
+            "        {\n"
+            f'          "feature": {v(f.feature)},\n'
+            f'          "contribution": {v(f.contribution)},\n'
+            f'          "direction": {v(f.direction)},\n'
+            f'          "z": {v(f.z)}\n'
+            "        }"
+            for f in a.top_features
+        )
+        top = "[\n" + tops + "\n      ]"
+    else:
+        top = "[]"
+    return (
+        "    {\n"
+        f'      "agent": {v(a.agent)},\n'
+        f'      "node": {v(a.node)},\n'
+        f'      "flagged": {v(a.flagged)},\n'
+        f'      "p_value": {v(a.p_value)},\n'
+        f'      "q_value": {v(a.q_value)},\n'
+        f'      "first_alarm_window": {v(a.first_alarm_window)},\n'
+        f'      "test": {v(a.test)},\n'
+        f'      "top_features": {top}\n'
+        "    }"
+    )
 
 
 def _jsonable(value: Any) -> Any:
@@ -174,6 +242,7 @@ def judge_fleet(
     detector_info: Mapping[str, Any] | None = None,
     excluded: Mapping[str, str] | None = None,
     notes: Mapping[str, Any] | None = None,
+    plotted: int = PLOTTED_AGENTS,
 ) -> AlertReport:
     """Fit the configured detector on this fleet's reference period and judge every agent.
 
@@ -183,6 +252,8 @@ def judge_fleet(
     config : the shipped configuration; its ``features`` and ``reference_windows`` are
         replaced by this fleet's (``reference_windows`` when given).
     detector_info : what identifies the detector in the report (component, digest, ...).
+    plotted : the report keeps the CUSUM paths of this many flagged agents, the most
+        significant (the HTML report plots them); 0 skips the CUSUM pass that makes them.
     """
     w = np.asarray(windows, dtype=np.float64)
     if w.ndim != 3:
@@ -201,9 +272,12 @@ def judge_fleet(
     result = detector.detect(w, node_labels)
     cfg = config.replace(features=list(names), reference_windows=k)
     explained = {e.index: e for e in result.explanations}
+    alarm = np.asarray(result.components["first_alarm_window"]).tolist()
+    test = np.asarray(result.components["test"]).tolist()
+    flags = np.asarray(result.flags, dtype=bool).tolist()
+    pvalues = np.asarray(result.pvalues, dtype=np.float64).tolist()
+    qvalues = np.asarray(result.qvalues, dtype=np.float64).tolist()
     verdicts = []
-    alarm = np.asarray(result.components["first_alarm_window"])
-    test = np.asarray(result.components["test"])
     for i, agent in enumerate(agents):
         e = explained.get(i)
         tops: tuple[FeatureContribution, ...] = ()
@@ -215,16 +289,22 @@ def judge_fleet(
             AgentAlert(
                 agent=str(agent),
                 node=None if nodes is None else str(nodes[i]),
-                flagged=bool(result.flags[i]),
-                p_value=float(result.pvalues[i]),
-                q_value=float(result.qvalues[i]),
+                flagged=flags[i],
+                p_value=pvalues[i],
+                q_value=qvalues[i],
                 first_alarm_window=None if alarm[i] < 0 else int(alarm[i]),
                 test=str(test[i]),
                 top_features=tops,
             )
         )
-    cusum = detector.cusum(w, node_labels)
-    flagged_paths = {str(agents[int(i)]): cusum.statistic[int(i)].copy() for i in np.flatnonzero(result.flags)}
+    rows = np.flatnonzero(result.flags)
+    top_rows = rows[np.argsort(np.asarray(result.pvalues)[rows], kind="stable")][: max(plotted, 0)]
+    flagged_paths: dict[str, NDArray[np.float64]] = {}
+    threshold = float("nan")
+    if top_rows.size:
+        cusum = detector.cusum(w, node_labels)
+        flagged_paths = {str(agents[int(i)]): cusum.statistic[int(i)].copy() for i in top_rows}
+        threshold = float(cusum.h)
     return AlertReport(
         detector=dict(
             detector_info or {},
@@ -242,7 +322,7 @@ def judge_fleet(
         excluded=dict(excluded or {}),
         notes=dict(notes or {}),
         cusum_paths=flagged_paths,
-        cusum_threshold=float(cusum.h),
+        cusum_threshold=threshold,
     )
 
 
@@ -290,13 +370,13 @@ def judge_table(
     reference_windows: int = 8,
     risk_map: Any = None,
     detector_info: Mapping[str, Any] | None = None,
+    plotted: int = PLOTTED_AGENTS,
 ) -> AlertReport:
-    """Events in, alerts out: features of ``table`` by window, then :func:`judge_fleet`.
+    """Events in, alerts out: features of ``table`` by window, then :func:`judge_features`.
 
     ``table`` is the canonical event table (:mod:`tcpkit.detect.events`); features come from
     :func:`tcpkit.detect.features.compute_features` (windows by time, or by count when
-    ``window_events`` is given). Agents the features exclude (too little reference) and
-    agents or features that :func:`complete_windows` leaves out are named in the report.
+    ``window_events`` is given).
     """
     from tcpkit.detect.features import compute_features
 
@@ -308,6 +388,26 @@ def judge_table(
         min_reference_windows=reference_windows,
         risk_map=risk_map,
     )
+    return judge_features(
+        feats, config, n_events=int(table.num_rows), detector_info=detector_info, plotted=plotted
+    )
+
+
+def judge_features(
+    feats: Any,
+    config: DetectorConfig,
+    *,
+    n_events: int,
+    detector_info: Mapping[str, Any] | None = None,
+    plotted: int = PLOTTED_AGENTS,
+) -> AlertReport:
+    """Alerts from a :class:`tcpkit.detect.features.FeatureTable` (of ``n_events`` events), by :func:`judge_fleet`.
+
+    The fleet's reference period is the table's ``reference_windows``. Agents the features
+    exclude (too little reference) and agents or features that :func:`complete_windows`
+    leaves out are named in the report.
+    """
+    reference_windows = int(feats.reference_windows)
     if feats.n_agents == 0:
         raise BaselineError(f"no agent has {reference_windows} reference windows: nothing to judge")
     keep_f, keep_a, dropped, excluded = complete_windows(feats.windows, feats.feature_names, feats.agents)
@@ -318,13 +418,18 @@ def judge_table(
     nodes = None if feats.nodes is None else [str(n) for n, k in zip(feats.nodes, keep_a, strict=True) if k]
     notes = {
         "window": feats.window if feats.window_events is None else f"{feats.window_events} events",
-        "events": int(table.num_rows),
+        "events": int(n_events),
         "unmapped_actions": dict(feats.unmapped),
         "omitted_features": dict(feats.omitted),
         "dropped_features": dropped,
     }
+    windows = feats.windows
+    if not keep_a.all():
+        windows = windows[keep_a]
+    if not keep_f.all():
+        windows = windows[:, :, keep_f]
     return judge_fleet(
-        feats.windows[keep_a][:, :, keep_f],
+        windows,
         agents,
         names,
         config,
@@ -333,12 +438,11 @@ def judge_table(
         detector_info=detector_info,
         excluded={**feats.excluded, **excluded},
         notes=notes,
+        plotted=plotted,
     )
 
 
 # -- HTML --------------------------------------------------------------------------------------
-
-_MAX_PLOTTED_AGENTS = 12
 
 _STYLE = """
 body { font-family: system-ui, sans-serif; margin: 1.5rem auto; max-width: 60rem; padding: 0 1rem; color: #222; }
@@ -370,8 +474,7 @@ def _plots(report: AlertReport) -> dict[str, str]:
     ax.set_xlabel("combined p-value"), ax.set_ylabel("agents"), ax.set_title("p-values of every agent")
     out["pvalues"] = _png(fig)
     plt.close(fig)
-    flagged = [a for a in report.agents if a.flagged][:_MAX_PLOTTED_AGENTS]
-    for a in flagged:
+    for a in report.most_significant(PLOTTED_AGENTS):
         fig, (left, right) = plt.subplots(1, 2, figsize=(9, 2.4))
         path = report.cusum_paths.get(a.agent)
         if path is not None:
@@ -391,12 +494,20 @@ def _plots(report: AlertReport) -> dict[str, str]:
     return out
 
 
+_NOTE_CHARS = 2000  # longest note shown in the HTML report (the JSON report has it whole)
+
+
+def _shorten(text: str) -> str:
+    return text if len(text) <= _NOTE_CHARS else text[:_NOTE_CHARS] + " ... (cut; see the JSON report)"
+
+
 def _render_html(report: AlertReport) -> str:
     e = html.escape
     plots = _plots(report)
-    flagged = [a for a in report.agents if a.flagged]
+    flagged = report.most_significant()
+    listed = flagged[:LISTED_AGENTS]
     rows = []
-    for a in flagged:
+    for a in listed:
         tops = ", ".join(f"{e(f.feature)} {f.direction} ({f.contribution:.3g})" for f in a.top_features)
         alarm = "-" if a.first_alarm_window is None else str(a.first_alarm_window)
         rows.append(
@@ -409,16 +520,22 @@ def _render_html(report: AlertReport) -> str:
         for k, v in report.detector.items()
     )
     notes = "".join(
-        f"<tr><th>{e(str(k))}</th><td><code>{e(json.dumps(v, default=_jsonable))}</code></td></tr>"
+        f"<tr><th>{e(str(k))}</th><td><code>{e(_shorten(json.dumps(v, default=_jsonable)))}</code></td></tr>"
         for k, v in report.notes.items()
     )
-    excluded = "".join(f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in report.excluded.items())
+    excluded = "".join(
+        f"<li><code>{e(k)}</code>: {e(v)}</li>" for k, v in list(report.excluded.items())[:LISTED_AGENTS]
+    )
+    if len(report.excluded) > LISTED_AGENTS:
+        excluded += f"<li>... {len(report.excluded) - LISTED_AGENTS} more (see the JSON report)</li>"
     figures = "".join(
         f'<figure><img src="{plots[a.agent]}" alt="scores of {e(a.agent)}"></figure>'
-        for a in flagged
+        for a in listed
         if a.agent in plots
     )
-    more = len(flagged) - min(len(flagged), _MAX_PLOTTED_AGENTS)
+    unlisted = len(flagged) - len(listed)
+    plotted = sum(a.agent in plots for a in listed)
+    more = len(listed) - plotted
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>tcpkit alerts</title><style>{_STYLE}</style></head><body>
@@ -427,9 +544,10 @@ def _render_html(report: AlertReport) -> str:
 level {report.alpha:g}; {len(report.excluded)} excluded; reference = each agent's first
 {report.reference_windows} of {report.n_windows} windows.</p>
 <h2>Flagged agents</h2>
+<p>Smallest p-value first{f"; the {len(listed)} most significant of {len(flagged)} (every agent is in the JSON and CSV reports)" if unlisted else ""}.</p>
 <table><thead><tr><th>agent</th><th>node</th><th>p</th><th>q</th><th>first alarm window</th><th>test</th>
 <th>top features</th></tr></thead><tbody>{''.join(rows) or '<tr><td colspan=7>none</td></tr>'}</tbody></table>
-{figures}{f'<p>{more} more flagged agents are listed above without plots.</p>' if more else ''}
+{figures}{f'<p>Plots for the {plotted} most significant; {more} more flagged agents are listed above without plots.</p>' if more else ''}
 <h2>All agents</h2><figure><img src="{plots['pvalues']}" alt="p-value histogram"></figure>
 <h2>Detector</h2><table>{info}</table>
 <h2>Input</h2><table>{notes or '<tr><td>nothing left out</td></tr>'}</table>

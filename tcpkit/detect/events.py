@@ -138,6 +138,7 @@ import os
 import re
 import zlib
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -158,7 +159,10 @@ __all__ = [
     "OUTCOMES",
     "REQUIRED",
     "SCHEMA",
+    "ArgumentObjects",
+    "EncodedEvents",
     "EventError",
+    "encode_events",
     "format_of",
     "json_text",
     "parse_objects",
@@ -693,6 +697,82 @@ _READERS: dict[str, Callable[[Path, bytes], tuple[pa.Table, Where]]] = {
 # --------------------------------------------------------------------------- validation
 
 
+@dataclass(frozen=True, eq=False)
+class ArgumentObjects:
+    """The distinct argument texts of an :class:`EncodedEvents` table, parsed once.
+
+    Entry ``j`` describes entry ``j`` of the ``arguments`` column's dictionary (a distinct
+    input text); the canonical text of each (:meth:`canonical`) is made only when a
+    consumer decodes the table, since the features need the parsed objects alone.
+
+    Attributes
+    ----------
+    fields : pyarrow.Table or None
+        One row per entry and one column per key (pyarrow's JSON reader); None when
+        the values of a key change type between objects, which pyarrow cannot hold.
+    objects : tuple of (dict or None), or None
+        Each entry as a plain dict (null fields left out; None for an entry without
+        arguments); given only when ``fields`` is None.
+    present : (n_entries,) bool
+        Entries that hold arguments (False: null, empty or blank text; and every entry
+        when no object has a key at all).
+    """
+
+    fields: pa.Table | None
+    objects: tuple[dict[str, Any] | None, ...] | None
+    present: NDArray[np.bool_]
+
+    def canonical(self) -> pa.Array:
+        """The canonical text (:func:`json_text`) of every entry, null where it has no arguments."""
+        if self.fields is None:
+            assert self.objects is not None
+            return pa.array([None if o is None else _dumps(o) for o in self.objects], type=pa.string())
+        if self.fields.num_columns == 0:
+            return pa.nulls(len(self.present), pa.string())
+        struct = pa.StructArray.from_arrays(
+            [c.combine_chunks() for c in self.fields.columns], names=self.fields.column_names
+        )
+        return pc.if_else(pa.array(self.present), json_text(struct), pa.scalar(None, pa.string()))
+
+
+@dataclass(frozen=True, eq=False)
+class EncodedEvents:
+    """A validated event table whose text columns stay dictionary-encoded.
+
+    The same rows, row order and values as :func:`validate_events`, but ``agent``,
+    ``action``, ``node``, ``risk_class``, ``outcome`` and ``arguments`` are
+    ``dictionary<int32, string>`` columns: each value used once in the dictionary (the
+    ``agent`` dictionary sorted, so codes follow the row order), a null row a null index.
+    The ``arguments`` dictionary holds the distinct input texts (a row without arguments is
+    null) and ``arguments`` the parsed objects behind them. Why: validation, risk classes,
+    families and novelty then work once per distinct value instead of once per event,
+    and a Parquet reader can hand over its dictionaries without decoding them.
+    :mod:`tcpkit.detect.features` consumes this form; :meth:`canonical` decodes it.
+    """
+
+    table: pa.Table
+    arguments: ArgumentObjects | None = None
+
+    @property
+    def num_rows(self) -> int:
+        """Number of events."""
+        return int(self.table.num_rows)
+
+    def canonical(self) -> pa.Table:
+        """The canonical event table (text columns decoded to strings, arguments to canonical text)."""
+        cols: dict[str, pa.Array | pa.ChunkedArray] = {}
+        for name, col in zip(self.table.column_names, self.table.columns, strict=True):
+            if name == "arguments" and self.arguments is not None:
+                codes = _codes(col)
+                text = self.arguments.canonical()
+                cols[name] = text.take(pa.array(codes, mask=codes < 0))
+            elif pa.types.is_dictionary(col.type):
+                cols[name] = col.cast(pa.string())
+            else:
+                cols[name] = col
+        return pa.table(cols, schema=pa.schema([SCHEMA.field(n) for n in cols]))
+
+
 def validate_events(
     raw: pa.Table,
     *,
@@ -703,12 +783,13 @@ def validate_events(
     """Check a raw table against the schema and return the canonical, sorted table.
 
     The one validation point: every reader ends here, and so may a table built in
-    memory (the simulator's, a test's).
+    memory (the simulator's, a test's). It is :func:`encode_events` decoded.
 
     Parameters
     ----------
     raw : a table with (some of) the columns of :data:`SCHEMA`, in any types the
-        formats produce (strings, numbers, timestamps, structs for arguments).
+        formats produce (strings, dictionary-encoded strings, numbers, timestamps,
+        structs for arguments).
     source : what to call it in errors (the file name).
     where : row index -> "line 12" / "row 12" / "span 3 (...)"; default "row i+1".
     ordered : require each agent's events in time order in row order.
@@ -717,6 +798,22 @@ def validate_events(
     ------
     EventError
         The first problem, naming ``source``, the line or row, and the column.
+    """
+    return encode_events(raw, source=source, where=where, ordered=ordered).canonical()
+
+
+def encode_events(
+    raw: pa.Table,
+    *,
+    source: str = "<table>",
+    where: Where | None = None,
+    ordered: bool = False,
+) -> EncodedEvents:
+    """Check a raw table against the schema; return it sorted, its text columns encoded.
+
+    Parameters and errors as :func:`validate_events` (which decodes this result). Text
+    checks (non-empty, known class or outcome, arguments that are JSON objects) run once
+    per distinct value; an error still names the first row holding the bad value.
     """
     loc: Where = where if where is not None else (lambda i: f"row {i + 1}")
     if raw.num_rows == 0:
@@ -732,6 +829,7 @@ def validate_events(
         return EventError(f"{source}, {loc(i)}, column {column!r}: {problem}")
 
     out: dict[str, pa.Array] = {}
+    arguments: ArgumentObjects | None = None
     for name in SCHEMA.names:
         if name not in raw.column_names:
             continue
@@ -739,7 +837,7 @@ def validate_events(
         if name in OPTIONAL and col.null_count == len(col):
             continue  # an optional column with no value at all is absent
         if name in ("agent", "action", "node"):
-            out[name] = _text_column(col, name, fail, required=name != "node")
+            out[name] = _text_column(col, name, fail, required=name != "node", sort=name == "agent")
         elif name == "time":
             out[name] = _time_column(col, fail)
         elif name in ("risk_class", "outcome"):
@@ -748,32 +846,68 @@ def validate_events(
         elif name in _RANGES:
             out[name] = _number_column(col, name, fail)
         else:
-            out[name] = _arguments_column(col, fail)
+            out[name], arguments = _arguments_column(col, fail)
         if name in OPTIONAL and out[name].null_count == len(out[name]):
             del out[name]  # e.g. arguments that are all empty objects
-    table = pa.table(out, schema=pa.schema([SCHEMA.field(n) for n in out]))
+            arguments = None if name == "arguments" else arguments
+    table = pa.table(out)
+    agent = _codes(out["agent"])
+    t = np.asarray(out["time"].cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
     if ordered:
-        _check_order(table, fail)
-    if _is_sorted(table):
-        return table
-    return table.take(pc.sort_indices(table, [("agent", "ascending"), ("time", "ascending")]))
-
-
-def _is_sorted(table: pa.Table) -> bool:
-    """Whether rows are already in (agent, time) order (then sorting is skipped)."""
-    agent = pc.dictionary_encode(table.column("agent")).combine_chunks()
-    codes = np.asarray(agent.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-    if np.any(codes[1:] < codes[:-1]):
-        return False
-    names = agent.dictionary
-    if len(names) > 1 and not pc.all(pc.less(names[:-1], names[1:])).as_py():
-        return False
-    t = table.column("time").combine_chunks().cast(pa.int64()).to_numpy()
-    same = codes[1:] == codes[:-1]
-    return bool(np.all(t[1:][same] >= t[:-1][same]))
+        _check_order(agent, t, out["agent"], fail)
+    same = agent[1:] == agent[:-1]
+    if not (np.all(agent[1:] >= agent[:-1]) and np.all(t[1:][same] >= t[:-1][same])):
+        table = table.take(pa.array(np.lexsort((t, agent))))  # stable: ties keep file order
+    return EncodedEvents(table, arguments)
 
 
 Fail = Callable[[int, str, str], EventError]
+
+
+def _codes(col: pa.Array | pa.ChunkedArray) -> NDArray[np.int64]:
+    """The dictionary index of every row of a dictionary array, -1 for a null row."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    indices = col.indices
+    if indices.null_count:
+        indices = pc.fill_null(indices, -1)
+    return np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _dictionary_array(codes: NDArray[np.int64], values: pa.Array) -> pa.DictionaryArray:
+    """A dictionary array from row codes (-1: null) and its distinct values."""
+    null = codes < 0
+    indices = pa.array(codes.astype(np.int32), mask=null if null.any() else None)
+    return pa.DictionaryArray.from_arrays(indices, values)
+
+
+def _encode(col: pa.Array) -> tuple[NDArray[np.int64], pa.Array]:
+    """(code of every row, -1 for null; the distinct values), each value used and once.
+
+    A plain column is hashed once; a dictionary column keeps its codes, and its
+    dictionary (which may hold unused, null or repeated values, e.g. in a slice of a
+    Parquet row group) is reduced to the values the rows use, each once.
+    """
+    if not pa.types.is_dictionary(col.type):
+        encoded = pc.dictionary_encode(col)
+        return _codes(encoded), encoded.dictionary
+    codes = _codes(col)
+    values = col.dictionary
+    n = len(values)
+    used = np.zeros(n, dtype=bool)
+    used[codes[codes >= 0]] = True
+    if values.null_count:
+        used &= np.asarray(values.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    keep = np.flatnonzero(used)
+    unique = pc.dictionary_encode(values.take(pa.array(keep)))
+    remap = np.full(n + 1, -1, dtype=np.int64)  # the last entry maps code -1 to -1
+    remap[keep] = _codes(unique)
+    return remap[codes], unique.dictionary
+
+
+def _first_row(codes: NDArray[np.int64], bad: NDArray[np.bool_], *, null_bad: bool = False) -> int:
+    """The first row whose value is bad (``bad`` by code; a null row is bad when ``null_bad``)."""
+    return int(np.flatnonzero(np.append(bad, null_bad)[codes])[0])
 
 
 def _first(mask: pa.Array | np.ndarray) -> int:
@@ -784,6 +918,10 @@ def _first(mask: pa.Array | np.ndarray) -> int:
 
 def _is_text(t: pa.DataType) -> bool:
     return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+
+def _values_type(col: pa.Array) -> pa.DataType:
+    return col.type.value_type if pa.types.is_dictionary(col.type) else col.type
 
 
 def _first_cast_failure(col: pa.Array, target: pa.DataType) -> int:
@@ -800,22 +938,33 @@ def _first_cast_failure(col: pa.Array, target: pa.DataType) -> int:
     return lo
 
 
-def _text_column(col: pa.Array, name: str, fail: Fail, *, required: bool) -> pa.Array:
-    if not _is_text(col.type):
-        if pa.types.is_null(col.type) and not required:
+def _text_column(col: pa.Array, name: str, fail: Fail, *, required: bool, sort: bool = False) -> pa.Array:
+    t = _values_type(col)
+    if not _is_text(t):
+        if pa.types.is_null(t) and not required:
             return pa.nulls(len(col), pa.string())
-        if not (pa.types.is_integer(col.type) or _is_text(col.type) or pa.types.is_null(col.type)):
+        if not (pa.types.is_integer(t) or pa.types.is_null(t)):
             raise fail(0, name, f"expected text, the column holds {col.type}")
-        col = col.cast(pa.string())
-    col = col.cast(pa.string())
+    codes, values = _encode(col)
+    if not _is_text(values.type):
+        values = values.cast(pa.string())
+    values = values.cast(pa.string())
     if required:
-        empty = pc.or_kleene(pc.is_null(col), pc.equal(pc.utf8_trim_whitespace(col), ""))
-        if pc.any(empty).as_py():
-            raise fail(_first(pc.fill_null(empty, True)), name, "missing or empty (required)")
-    return col
+        empty = np.asarray(pc.equal(pc.utf8_trim_whitespace(values), "").to_numpy(zero_copy_only=False), bool)
+        if (codes < 0).any() or empty.any():
+            raise fail(_first_row(codes, empty, null_bad=True), name, "missing or empty (required)")
+    if sort and len(values) > 1:
+        order = np.asarray(pc.sort_indices(values).to_numpy(zero_copy_only=False), dtype=np.int64)
+        rank = np.empty(order.size + 1, dtype=np.int64)
+        rank[order] = np.arange(order.size)
+        rank[-1] = -1
+        codes, values = rank[codes], values.take(pa.array(order))
+    return _dictionary_array(codes, values)
 
 
 def _time_column(col: pa.Array, fail: Fail) -> pa.Array:
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
     if pc.any(pc.is_null(col)).as_py():
         raise fail(_first(pc.is_null(col)), "time", "missing (required)")
     t = col.type
@@ -859,22 +1008,29 @@ def _epoch_seconds(seconds: pa.Array, fail: Fail) -> pa.Array:
 
 
 def _choice_column(col: pa.Array, name: str, allowed: tuple[str, ...], fail: Fail) -> pa.Array:
-    if pa.types.is_null(col.type):
+    t = _values_type(col)
+    if pa.types.is_null(t):
         return pa.nulls(len(col), pa.string())
-    if not _is_text(col.type):
+    if not _is_text(t):
         raise fail(0, name, f"expected text, the column holds {col.type}")
-    col = col.cast(pa.string())
-    norm = pc.utf8_upper(col) if name == "risk_class" else pc.utf8_lower(col)
+    codes, values = _encode(col)
+    values = values.cast(pa.string())
+    norm = pc.utf8_upper(values) if name == "risk_class" else pc.utf8_lower(values)
     norm = pc.utf8_trim_whitespace(norm)
-    ok = pc.or_(pc.is_null(norm), pc.fill_null(pc.is_in(norm, value_set=pa.array(allowed)), False))
-    if not pc.all(ok).as_py():
-        i = _first(pc.invert(ok))
+    ok = np.asarray(pc.is_in(norm, value_set=pa.array(allowed)).to_numpy(zero_copy_only=False), bool)
+    if not ok.all():
+        i = _first_row(codes, ~ok)
         kind = "risk class" if name == "risk_class" else "outcome"
-        raise fail(i, name, f"unknown {kind} {col[i].as_py()!r}: allowed {', '.join(allowed)}")
-    return norm
+        value = values[int(codes[i])].as_py()
+        raise fail(i, name, f"unknown {kind} {value!r}: allowed {', '.join(allowed)}")
+    unique = pc.dictionary_encode(norm)  # "safe" and "SAFE" are one class
+    remap = np.append(_codes(unique), -1)
+    return _dictionary_array(remap[codes], unique.dictionary)
 
 
 def _number_column(col: pa.Array, name: str, fail: Fail) -> pa.Array:
+    if pa.types.is_dictionary(col.type):
+        col = col.cast(col.type.value_type)
     if pa.types.is_null(col.type):
         return pa.nulls(len(col), pa.float64())
     if _is_text(col.type):
@@ -900,25 +1056,29 @@ def _number_column(col: pa.Array, name: str, fail: Fail) -> pa.Array:
     return x
 
 
-def _arguments_column(col: pa.Array, fail: Fail) -> pa.Array:
-    if pa.types.is_null(col.type):
-        return pa.nulls(len(col), pa.string())
-    if not _is_text(col.type):
-        if pa.types.is_struct(col.type) or pa.types.is_map(col.type):
-            return json_text(col)
-        raise fail(0, "arguments", f"expected a JSON object, the column holds {col.type}")
+def _arguments_column(col: pa.Array, fail: Fail) -> tuple[pa.Array, ArgumentObjects | None]:
+    t = _values_type(col)
+    if pa.types.is_null(t):
+        return pa.nulls(len(col), pa.string()), None
+    if pa.types.is_dictionary(col.type) and not _is_text(t):
+        col = col.cast(t)
+    if not _is_text(t):
+        if not (pa.types.is_struct(t) or pa.types.is_map(t)):
+            raise fail(0, "arguments", f"expected a JSON object, the column holds {col.type}")
+        col = json_text(col)
+    codes, values = _encode(col)
     try:
-        _, _, canonical = parse_objects(col.cast(pa.string()))
+        objects = _parse_distinct(values.cast(pa.string()))
     except _NotObject as exc:
-        raise fail(exc.index, "arguments", exc.problem) from None
-    return canonical
+        bad = np.zeros(len(values), dtype=bool)
+        bad[exc.index] = True
+        raise fail(_first_row(codes, bad), "arguments", exc.problem) from None
+    has = np.append(objects.present, False)
+    return _dictionary_array(np.where(has[codes], codes, -1), values), objects
 
 
-def _check_order(table: pa.Table, fail: Fail) -> None:
+def _check_order(agent: NDArray[np.int64], t: NDArray[np.int64], names: pa.Array, fail: Fail) -> None:
     """First event earlier than the previous event of its agent, in row order."""
-    codes = pc.dictionary_encode(table.column("agent")).combine_chunks().indices
-    agent = np.asarray(codes.to_numpy(zero_copy_only=False), dtype=np.int64)
-    t = table.column("time").cast(pa.int64()).to_numpy()
     order = np.argsort(agent, kind="stable")
     a, ts = agent[order], t[order]
     back = (a[1:] == a[:-1]) & (ts[1:] < ts[:-1])
@@ -929,7 +1089,7 @@ def _check_order(table: pa.Table, fail: Fail) -> None:
             i,
             "time",
             f"out of order: earlier than the previous event of agent "
-            f"{table.column('agent')[i].as_py()!r} (ordered input required)",
+            f"{names[i].as_py()!r} (ordered input required)",
         )
 
 
@@ -945,6 +1105,21 @@ class _NotObject(Exception):
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(", ", ": "), sort_keys=True)
+
+
+def _any_byte(strings: pa.Array, chars: tuple[int, ...]) -> bool:
+    """Whether a byte of the (non-null parts of the) strings is one of ``chars`` (code < 32 for 32)."""
+    strings = strings.cast(pa.string())
+    data = strings.buffers()[2]
+    if data is None or len(strings) == 0:
+        return False
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int32)[strings.offset : strings.offset + len(strings) + 1]
+    body = np.frombuffer(data, dtype=np.uint8)[int(offsets[0]) : int(offsets[-1])]
+    return any(bool((body < 32).any() if c == 32 else (body == c).any()) for c in chars)
+
+
+_NEWLINES = (10, 13)
+_JSON_SPECIAL = (32, ord('"'), ord("\\"))  # 32: any control character
 
 
 def parse_objects(texts: pa.Array) -> tuple[pa.Table | None, NDArray[np.int64], pa.Array]:
@@ -969,39 +1144,44 @@ def parse_objects(texts: pa.Array) -> tuple[pa.Table | None, NDArray[np.int64], 
     encoded = pc.dictionary_encode(texts.cast(pa.string()), null_encoding="encode")
     distinct = encoded.dictionary.cast(pa.string())
     index = np.asarray(encoded.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    try:
+        objects = _parse_distinct(distinct)
+    except _NotObject as exc:
+        raise _NotObject(int(np.flatnonzero(index == exc.index)[0]), exc.problem) from None
+    return objects.fields, index, objects.canonical().take(pa.array(index))
+
+
+def _parse_distinct(distinct: pa.Array) -> ArgumentObjects:
+    """The objects of distinct JSON texts (null, empty or blank: no arguments).
+
+    pyarrow's JSON reader parses them all at once; when it cannot (a key's values change
+    type), Python's :mod:`json` does, one text at a time. Raises :class:`_NotObject`
+    naming the index of the first text that is not a JSON object.
+    """
     blank = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(distinct), ""), True)
-    filled = pc.if_else(blank, "{}", pc.replace_substring_regex(distinct, r"[\r\n]", " "))
+    present = ~np.asarray(blank.to_numpy(zero_copy_only=False), dtype=bool)
+    text = pc.replace_substring_regex(distinct, r"[\r\n]", " ") if _any_byte(distinct, _NEWLINES) else distinct
+    filled = pc.if_else(blank, "{}", text)
     lined = pc.binary_join_element_wise(filled, "\n", "")
     offsets = np.frombuffer(lined.buffers()[1], dtype=np.int32)[
         lined.offset : lined.offset + len(lined) + 1
     ]
     data = lined.buffers()[2]
     body = data[int(offsets[0]) : int(offsets[-1])] if data is not None else pa.py_buffer(b"")
-    fields: pa.Table | None
     try:
         fields = pjson.read_json(pa.BufferReader(body))
         if fields.num_rows != len(distinct):
             raise pa.ArrowInvalid("row count changed")
     except pa.ArrowInvalid:
-        fields = None
-        try:
-            unique_text = _objects_slow(distinct, blank)
-        except _NotObject as exc:
-            raise _NotObject(int(np.flatnonzero(index == exc.index)[0]), exc.problem) from None
-    if fields is not None:
-        if fields.num_columns == 0:
-            unique_text = pa.nulls(len(distinct), pa.string())
-        else:
-            struct = pa.StructArray.from_arrays(
-                [c.combine_chunks() for c in fields.columns], names=fields.column_names
-            )
-            unique_text = pc.if_else(blank, pa.scalar(None, pa.string()), json_text(struct))
-    return fields, index, unique_text.take(pa.array(index))
+        return ArgumentObjects(None, _objects_slow(distinct, blank), present)
+    if fields.num_columns == 0:
+        present[:] = False
+    return ArgumentObjects(fields, None, present)
 
 
-def _objects_slow(texts: pa.Array, blank: pa.Array) -> pa.Array:
-    """Canonical text, one object at a time (only when pyarrow cannot type the keys)."""
-    out: list[str | None] = []
+def _objects_slow(texts: pa.Array, blank: pa.Array) -> tuple[dict[str, Any] | None, ...]:
+    """Each text as a dict without its null fields (None for blank), with Python's :mod:`json`."""
+    out: list[dict[str, Any] | None] = []
     for i, (text, empty) in enumerate(zip(texts.to_pylist(), blank.to_pylist(), strict=True)):
         if empty:
             out.append(None)
@@ -1012,14 +1192,13 @@ def _objects_slow(texts: pa.Array, blank: pa.Array) -> pa.Array:
             raise _NotObject(i, f"not valid JSON: {exc}") from None
         if not isinstance(value, dict):
             raise _NotObject(i, f"expected a JSON object, got {type(value).__name__}")
-        kept = {k: v for k, v in value.items() if v is not None}
-        out.append(_dumps(kept))
-    return pa.array(out, type=pa.string())
+        out.append({k: v for k, v in value.items() if v is not None})
+    return tuple(out)
 
 
 def _escape(strings: pa.Array) -> pa.Array:
     """JSON string literals (quoted) for a string array."""
-    if not pc.any(pc.match_substring_regex(strings, r'[\\"\x00-\x1f]')).as_py():
+    if not _any_byte(strings, _JSON_SPECIAL):
         return pc.binary_join_element_wise('"', strings, '"', "")
     s = pc.replace_substring(strings, "\\", "\\\\")
     s = pc.replace_substring(s, '"', '\\"')
@@ -1042,6 +1221,9 @@ def json_text(array: pa.Array) -> pa.Array:
     t = array.type
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
+    if pa.types.is_dictionary(t):
+        array = array.cast(t.value_type)
+        t = array.type
     if pa.types.is_null(t):
         return pa.nulls(len(array), pa.string())
     if _is_text(t):
@@ -1065,7 +1247,7 @@ def json_text(array: pa.Array) -> pa.Array:
             prefix = ", " + _dumps(name) + ": "
             pieces.append(pc.fill_null(pc.binary_join_element_wise(prefix, value, ""), ""))
         body = pc.binary_join_element_wise(*pieces, "") if pieces else pa.array([""] * len(array))
-        body = pc.replace_substring_regex(body, "^, ", "")
+        body = pc.utf8_slice_codeunits(body, 2)  # every non-empty body starts with ", "
         text = pc.binary_join_element_wise("{", body, "}", "")
         return pc.if_else(pc.is_valid(array), text, pa.scalar(None, pa.string()))
     values = array.to_pylist()

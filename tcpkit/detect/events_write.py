@@ -31,7 +31,7 @@ import gzip
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -42,11 +42,13 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from tcpkit.detect import files
-from tcpkit.detect.events import EventError, format_of, json_text, validate_events
+from tcpkit.detect.events import SCHEMA, EventError, format_of, json_text, validate_events
 
-__all__ = ["LABEL_COLUMNS", "write_events", "write_labels", "write_text_atomic"]
+__all__ = ["LABEL_COLUMNS", "write_event_batches", "write_events", "write_labels", "write_text_atomic"]
 
 BATCH_ROWS = 65_536
+ROW_GROUP_ROWS = 1_000_000  # rows per Parquet row group (a streaming reader holds about one)
+STREAMED_FORMATS = ("jsonl", "csv", "parquet")
 
 
 def write_events(
@@ -88,6 +90,123 @@ def write_events(
             _WRITERS[fmt](table, raw)
 
     return files.write_atomic(target, write)
+
+
+def write_event_batches(
+    batches: Iterable[pa.RecordBatch | pa.Table],
+    path: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    compresslevel: int = 6,
+) -> tuple[Path, int]:
+    """Write events that arrive in batches (each sorted, in increasing agent order), atomically.
+
+    The file is what :func:`write_events` writes for the concatenated batches, but only
+    one batch is held at a time (JSON Lines, CSV, Parquet; OTLP concatenates first, since
+    its span ids number the whole file). Each batch is validated; a batch whose first
+    agent sorts before the previous batch's last one is refused, so the file stays sorted
+    by agent (what :func:`tcpkit.detect.parquet_stream.parquet_pieces` needs). Returns the
+    path and the number of events written.
+
+    Raises
+    ------
+    EventError
+        For a batch that breaks the schema or the agent order (nothing is written).
+    """
+    target = Path(path)
+    fmt, gz = format_of(target, format)
+    _check_folder(target)
+    if fmt not in STREAMED_FORMATS:
+        tables = [b if isinstance(b, pa.Table) else pa.Table.from_batches([b]) for b in batches]
+        table = pa.concat_tables(tables)
+        return write_events(table, target, format=fmt, compresslevel=compresslevel), table.num_rows
+    rows = 0
+
+    def checked() -> Iterator[pa.Table]:
+        nonlocal rows
+        last: str | None = None
+        columns: list[str] | None = None
+        for number, batch in enumerate(batches, start=1):
+            table = batch if isinstance(batch, pa.Table) else pa.Table.from_batches([batch])
+            if table.num_rows == 0:
+                continue
+            where = f"batch {number} of the events to write"
+            table = validate_events(table, source=where)
+            if columns is None:
+                columns = table.column_names
+            extra = [c for c in table.column_names if c not in columns]
+            if extra:
+                raise EventError(f"{where} has the column {extra[0]!r} that the first batch lacks")
+            for name in columns:  # an optional column without a value in this batch: nulls
+                if name not in table.column_names:
+                    table = table.append_column(SCHEMA.field(name), pa.nulls(table.num_rows, SCHEMA.field(name).type))
+            table = table.select(columns)
+            first = table.column("agent")[0].as_py()
+            if last is not None and first < last:
+                raise EventError(
+                    f"{where} starts with agent {first!r}, before the previous batch's last agent "
+                    f"{last!r}: batches must come in agent order"
+                )
+            last = table.column("agent")[-1].as_py()
+            rows += table.num_rows
+            yield table
+
+    def write(raw: IO[bytes]) -> None:
+        if gz:
+            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=compresslevel, mtime=0) as z:
+                _STREAM_WRITERS[fmt](checked(), cast(IO[bytes], z))
+        else:
+            _STREAM_WRITERS[fmt](checked(), raw)
+
+    return files.write_atomic(target, write), rows
+
+
+def _stream_jsonl(tables: Iterator[pa.Table], out: IO[bytes]) -> None:
+    for table in tables:
+        _write_jsonl(table, out)
+
+
+def _stream_csv(tables: Iterator[pa.Table], out: IO[bytes]) -> None:
+    sink = pa.PythonFile(out, mode="w")
+    writer: pcsv.CSVWriter | None = None
+    schema: pa.Schema | None = None
+    try:
+        for table in tables:
+            table = table.set_column(table.column_names.index("time"), "time", _iso(table.column("time")))
+            if writer is None:
+                schema = table.schema
+                writer = pcsv.CSVWriter(sink, schema)
+            for batch in _batches(table):
+                writer.write_table(batch.cast(schema) if batch.schema != schema else batch)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _stream_parquet(tables: Iterator[pa.Table], out: IO[bytes]) -> None:
+    sink = pa.PythonFile(out, mode="w")
+    writer: pq.ParquetWriter | None = None
+    held: list[pa.Table] = []
+    held_rows = 0
+    try:
+        for table in tables:
+            if writer is None:
+                writer = pq.ParquetWriter(sink, table.schema)
+            held.append(table.cast(writer.schema) if table.schema != writer.schema else table)
+            held_rows += table.num_rows
+            if held_rows >= ROW_GROUP_ROWS:
+                joined = pa.concat_tables(held)
+                full = (held_rows // ROW_GROUP_ROWS) * ROW_GROUP_ROWS
+                writer.write_table(joined.slice(0, full), row_group_size=ROW_GROUP_ROWS)
+                held, held_rows = [joined.slice(full)], held_rows - full
+        if writer is not None and held_rows:
+            writer.write_table(pa.concat_tables(held), row_group_size=ROW_GROUP_ROWS)
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+_STREAM_WRITERS = {"jsonl": _stream_jsonl, "csv": _stream_csv, "parquet": _stream_parquet}
 
 
 def _check_folder(target: Path) -> None:
@@ -139,7 +258,7 @@ def _write_csv(table: pa.Table, out: IO[bytes]) -> None:
 
 
 def _write_parquet(table: pa.Table, out: IO[bytes]) -> None:
-    pq.write_table(table, pa.PythonFile(out, mode="w"), row_group_size=1_000_000)
+    pq.write_table(table, pa.PythonFile(out, mode="w"), row_group_size=ROW_GROUP_ROWS)
 
 
 OTLP_SPANS_PER_DOCUMENT = 4096

@@ -95,8 +95,10 @@ events into one partition, so datasets larger than memory give the same table.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,17 +107,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import NDArray
 
+from tcpkit.detect import window_stats as ws
 from tcpkit.detect.events import (
     COLUMNS,
-    SCHEMA,
-    TIME_TYPE,
+    OPTIONAL,
+    ArgumentObjects,
+    EncodedEvents,
     EventError,
+    encode_events,
     json_text,
-    parse_objects,
-    validate_events,
 )
-from tcpkit.detect.riskmap import FAMILIES, RiskMap, apply_risk_map, catalogue_families
-from tcpkit.detect.simulate import ERROR_TOLERANCE, FEATURE_NAMES, RISK_CLASSES, RISK_LEVELS
+from tcpkit.detect.riskmap import FAMILIES, RiskMap, catalogue_families, default_risk_map
+from tcpkit.detect.simulate import FEATURE_NAMES, RISK_CLASSES
 
 __all__ = [
     "ACTIVITY_FEATURES",
@@ -125,6 +128,7 @@ __all__ = [
     "compute_features",
     "features_from_dataset",
     "features_from_parquet",
+    "features_of_files",
     "parse_duration",
 ]
 
@@ -144,8 +148,6 @@ ACTIVITY_FEATURES: tuple[str, ...] = (
     "latency_p95",
 )
 FEATURE_SETS: tuple[str, ...] = ("all", "assessment", "activity")
-_LEVELS = np.array([RISK_LEVELS[c] for c in RISK_CLASSES], dtype=np.float64)
-_NC = len(RISK_CLASSES)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -233,12 +235,54 @@ def parse_duration(text: str) -> int:
 
 @dataclass(frozen=True)
 class _Grid:
-    origin_us: int | None  # time windows: first window start; None for count windows
+    origin_us: int | None  # time windows: first window start; None: from the data
     n_windows: int | None  # None: from the data
 
 
+@dataclass(frozen=True)
+class _Options:
+    """The checked options of one computation (every piece of a log is computed with them)."""
+
+    window: str | None
+    window_us: int | None  # None for count windows
+    window_events: int | None
+    feature_set: str
+    reference_windows: int
+    min_reference_windows: int
+    risk_map: RiskMap
+
+    @property
+    def wanted(self) -> tuple[str, ...]:
+        """The features of ``feature_set``, in output order."""
+        return {
+            "all": FEATURE_NAMES + tuple(a for a in ACTIVITY_FEATURES if a not in FEATURE_NAMES),
+            "assessment": FEATURE_NAMES,
+            "activity": ACTIVITY_FEATURES,
+        }[self.feature_set]
+
+
+@dataclass(frozen=True, eq=False)
+class _Piece:
+    """The features of the agents of one piece of a log, before the decisions that need the whole log.
+
+    Every wanted feature is computed as if the whole log defined it (NaN where this piece's
+    windows cannot), so that pieces join into exactly the table of the whole log; which
+    features the log defines (``seen`` says what holds in this piece: the optional columns
+    present, ``class``, ``assessed``, ``family``) and which agents have enough reference
+    windows is decided by :func:`_finish` over all pieces.
+    """
+
+    agents: tuple[str, ...]
+    nodes: tuple[str | None, ...] | None
+    values: NDArray[np.float64]  # (n_agents, n_windows, len(wanted))
+    counts: NDArray[np.int64]  # (n_agents, n_windows)
+    starts: NDArray[np.datetime64]  # (n_windows,) time windows; (n_agents, n_windows) count windows
+    unmapped: dict[str, int]
+    seen: frozenset[str]
+
+
 def compute_features(
-    table: pa.Table,
+    table: pa.Table | EncodedEvents,
     *,
     window: str | None = "1h",
     window_events: int | None = None,
@@ -251,7 +295,8 @@ def compute_features(
 
     Parameters
     ----------
-    table : the canonical event table (re-validated if its types differ).
+    table : the canonical event table (validated here), or the
+        :class:`~tcpkit.detect.events.EncodedEvents` of one.
     window : time window (``"1h"``); ignored when ``window_events`` is given.
     window_events : events per count window (>= 2); overrides ``window``.
     feature_set : ``"all"`` (assessment then activity features), ``"assessment"``
@@ -271,22 +316,15 @@ def compute_features(
     ValueError
         A bad parameter (EventError for a table that breaks the event schema).
     """
-    return _compute(
-        table,
-        window=window,
-        window_events=window_events,
-        feature_set=feature_set,
-        reference_windows=reference_windows,
-        min_reference_windows=min_reference_windows,
-        risk_map=risk_map,
-        grid=_Grid(None, None),
-    )
+    opts = _options(window, window_events, feature_set, reference_windows, min_reference_windows, risk_map)
+    encoded = table if isinstance(table, EncodedEvents) else encode_events(table, source="the event table")
+    return _finish([_piece(encoded, opts, _Grid(None, None))], opts)
 
 
-def _check_options(
+def _options(
     window: str | None, window_events: int | None, feature_set: str, reference_windows: int,
-    min_reference_windows: int,
-) -> int | None:
+    min_reference_windows: int, risk_map: RiskMap | None,
+) -> _Options:
     if feature_set not in FEATURE_SETS:
         raise ValueError(f"feature_set {feature_set!r}: use one of {', '.join(FEATURE_SETS)}")
     for name, value, low in (
@@ -300,33 +338,33 @@ def _check_options(
             f"min_reference_windows={min_reference_windows} exceeds "
             f"reference_windows={reference_windows}"
         )
+    w_us: int | None = None
     if window_events is not None:
         if isinstance(window_events, bool) or not isinstance(window_events, int) or window_events < 2:
             raise ValueError(f"window_events must be an integer >= 2, got {window_events!r}")
-        return None
-    if window is None:
+    elif window is None:
         raise ValueError("give window (a duration like 1h) or window_events")
-    return parse_duration(window)
-
-
-def _canonical(table: pa.Table) -> pa.Table:
-    """The table as validate_events makes it; re-validated only when it is not already."""
-    ok = all(
-        table.schema.field(n).type == SCHEMA.field(n).type for n in table.column_names if n in SCHEMA.names
-    ) and all(n in table.column_names for n in ("agent", "time", "action"))
-    if not ok or table.num_rows == 0:
-        return validate_events(table, source="the event table")
-    table = table.select([n for n in SCHEMA.names if n in table.column_names])
-    agent = pc.dictionary_encode(table.column("agent")).combine_chunks()
-    codes = np.asarray(agent.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
-    t = table.column("time").cast(pa.int64()).to_numpy()
-    same = codes[1:] == codes[:-1]
-    sorted_agents = bool(np.all(codes[1:] >= codes[:-1])) and bool(
-        np.all(pc.less_equal(agent.dictionary[:-1], agent.dictionary[1:]).to_numpy(zero_copy_only=False))
+    else:
+        w_us = parse_duration(window)
+    return _Options(
+        window=window if w_us is not None else None,
+        window_us=w_us,
+        window_events=window_events,
+        feature_set=feature_set,
+        reference_windows=reference_windows,
+        min_reference_windows=min_reference_windows,
+        risk_map=risk_map if risk_map is not None else default_risk_map(),
     )
-    if sorted_agents and bool(np.all(t[1:][same] >= t[:-1][same])):
-        return table
-    return table.take(pc.sort_indices(table, [("agent", "ascending"), ("time", "ascending")]))
+
+
+def _codes(col: pa.Array | pa.ChunkedArray) -> NDArray[np.int64]:
+    """Dictionary index of every row, -1 for null."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    indices = col.indices if pa.types.is_dictionary(col.type) else pc.dictionary_encode(col).indices
+    if indices.null_count:
+        indices = pc.fill_null(indices, -1)
+    return np.asarray(indices.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def _f64(table: pa.Table, name: str) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
@@ -336,47 +374,69 @@ def _f64(table: pa.Table, name: str) -> tuple[NDArray[np.float64], NDArray[np.bo
     return values, valid
 
 
-def _div(num: NDArray[Any], den: NDArray[Any]) -> NDArray[np.float64]:
-    """num / den, NaN where den is 0."""
-    out = np.full(num.shape, np.nan)
-    np.divide(num.astype(np.float64, copy=False), den, out=out, where=den > 0)
-    return out
+class _Actions:
+    """The distinct actions of a piece, with their risk-map rule and catalogue family worked out on demand.
+
+    Rules (a regular expression each) and families run only over the distinct actions that
+    need them: an event without a class of its own, an assessed event outside the catalogue.
+    """
+
+    def __init__(self, column: pa.ChunkedArray, risk_map: RiskMap) -> None:
+        col = column.combine_chunks()
+        self.code = _codes(col)
+        self.values: pa.Array = col.dictionary if pa.types.is_dictionary(col.type) else pc.unique(col)
+        self.risk_map = risk_map
+        n = len(self.values)
+        self._rule = np.full(n, -2, dtype=np.int64)  # -2: not worked out yet, -1: no rule
+        self._family = np.full(n, -2, dtype=np.int64)
+
+    def used_by(self, events: NDArray[np.bool_]) -> NDArray[np.bool_]:
+        """Distinct actions of the marked events."""
+        return np.bincount(self.code[events], minlength=len(self.values)) > 0
+
+    def rule(self, needed: NDArray[np.bool_]) -> NDArray[np.int64]:
+        """Rule index of every distinct action (valid where ``needed``; -1: no rule)."""
+        todo = np.flatnonzero(needed & (self._rule == -2))
+        if todo.size:
+            _, rule = self.risk_map.classify(self.values.take(pa.array(todo)))
+            self._rule[todo] = rule
+        return self._rule
+
+    def family(self, needed: NDArray[np.bool_]) -> NDArray[np.int64]:
+        """Catalogue family of every distinct action (valid where ``needed``; -1: none)."""
+        todo = np.flatnonzero(needed & (self._family == -2))
+        if todo.size:
+            self._family[todo] = catalogue_families(self.values.take(pa.array(todo)))
+        return self._family
 
 
-def _compute(
-    table: pa.Table,
-    *,
-    window: str | None,
-    window_events: int | None,
-    feature_set: str,
-    reference_windows: int,
-    min_reference_windows: int,
-    risk_map: RiskMap | None,
-    grid: _Grid,
-) -> FeatureTable:
-    w_us = _check_options(window, window_events, feature_set, reference_windows, min_reference_windows)
-    table = _canonical(table)
+def _rule_classes(risk_map: RiskMap) -> NDArray[np.int64]:
+    """Class index of every rule of the map, then -1 for "no rule" (index -1)."""
+    classes = [c for _, c in risk_map.tools] + [c for _, c in risk_map.patterns]
+    return np.array([RISK_CLASSES.index(c) for c in classes] + [-1], dtype=np.int64)
+
+
+def _piece(encoded: EncodedEvents, opts: _Options, grid: _Grid) -> _Piece:
+    table = encoded.table
     cols = set(table.column_names)
+    seen = {c for c in OPTIONAL if c in cols}
+    wanted = set(opts.wanted)
 
-    # risk classes: the log's own, filled from the map; the map's rules also give families
-    unmapped: dict[str, int] = {}
-    mapped = apply_risk_map(table, risk_map)
-    if "risk_class" not in cols or table.column("risk_class").null_count:
-        table, unmapped = mapped.table, mapped.unmapped
-    rules = mapped.risk_map.rules
-
-    # agents and the window of every event
-    agent_col = pc.dictionary_encode(table.column("agent")).combine_chunks()
+    # agents (the dictionary is sorted, so codes follow the rows) and the window of every event
+    agent_col = table.column("agent").combine_chunks()
     agent_names: list[str] = agent_col.dictionary.to_pylist()
-    ag = np.asarray(agent_col.indices.to_numpy(zero_copy_only=False), dtype=np.int64)
+    ag = _codes(agent_col)
     n_agents = len(agent_names)
     t = table.column("time").cast(pa.int64()).to_numpy().astype(np.int64)
     n = t.size
     first_row = np.searchsorted(ag, np.arange(n_agents))
     node_of: tuple[str | None, ...] | None = None
     if "node" in cols:
-        node_of = tuple(table.column("node").take(pa.array(first_row)).to_pylist())
+        node_col = table.column("node").combine_chunks()
+        names = np.array(node_col.dictionary.to_pylist() + [None], dtype=object)
+        node_of = tuple(names[_codes(node_col)[first_row]].tolist())
 
+    w_us = opts.window_us
     if w_us is not None:
         origin = grid.origin_us if grid.origin_us is not None else (int(t.min()) // w_us) * w_us
         win = (t - origin) // w_us
@@ -385,8 +445,8 @@ def _compute(
         n_win = int(win.max()) + 1 if grid.n_windows is None else grid.n_windows
         keep = win < n_win
     else:
-        assert window_events is not None
-        k = window_events
+        assert opts.window_events is not None
+        k = opts.window_events
         pos = np.arange(n) - first_row[ag]
         win = pos // k
         per_agent = np.bincount(ag, minlength=n_agents) // k
@@ -394,76 +454,101 @@ def _compute(
         n_win = int(per_agent.max()) if grid.n_windows is None else grid.n_windows
         origin = 0
     n_win = max(n_win, 1)
-    rows = np.flatnonzero(keep)
-    sub = table.take(pa.array(rows)) if rows.size < n else table
-    ag, t, win = ag[rows], t[rows], win[rows].astype(np.int64)
-    rule = mapped.rule[rows]
+    rows = None if keep.all() else np.flatnonzero(keep)
+
+    def sel(a: NDArray[Any]) -> NDArray[Any]:
+        return a if rows is None else a[rows]
+
+    ag, t, win = sel(ag), sel(t), sel(win).astype(np.int64)
     cells = n_agents * n_win
     key = ag * n_win + win
     count = np.bincount(key, minlength=cells).astype(np.int64)
 
-    values: dict[str, NDArray[np.float64]] = {}
-    omitted: dict[str, str] = {}
-
-    # risk class index per event (-1: none)
-    if "risk_class" in sub.column_names:
-        cls_codes = pc.index_in(sub.column("risk_class"), value_set=pa.array(RISK_CLASSES))
-        cls = np.asarray(pc.fill_null(cls_codes, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+    # risk classes: the log's own, filled from the map (counted over every event, kept or not)
+    actions = _Actions(table.column("action"), opts.risk_map)
+    if "risk_class" in cols:
+        rc = table.column("risk_class").combine_chunks()
+        lut = pc.fill_null(pc.index_in(rc.dictionary, value_set=pa.array(RISK_CLASSES)), -1)
+        cls_all = np.append(np.asarray(lut.to_numpy(zero_copy_only=False), np.int64), -1)[_codes(rc)]
     else:
-        cls = np.full(key.size, -1, dtype=np.int64)
+        cls_all = np.full(n, -1, dtype=np.int64)
+    unmapped: dict[str, int] = {}
+    missing = cls_all < 0
+    if missing.any():
+        rule = actions.rule(actions.used_by(missing))
+        cls_all[missing] = _rule_classes(opts.risk_map)[rule[actions.code[missing]]]
+        left = np.bincount(actions.code[cls_all < 0], minlength=len(actions.values))
+        hit = np.flatnonzero(left)
+        pairs = sorted(zip(actions.values.take(pa.array(hit)).to_pylist(), left[hit].tolist(), strict=True),
+                       key=lambda kv: (-kv[1], kv[0]))
+        unmapped = {str(a): int(c) for a, c in pairs}
+    cls = sel(cls_all)
     has_cls = cls >= 0
+    if has_cls.any():
+        seen.add("class")
+    act = sel(actions.code)
+
+    values: dict[str, NDArray[np.float64]] = {}
+    nan = np.full(cells, np.nan)
 
     # ---- assessment
-    if "predicted_risk" in cols and has_cls.any():
-        p, pv = _f64(sub, "predicted_risk")
+    if wanted & set(FEATURE_NAMES[:7] + ("family_underrating",)):
+        if "predicted_risk" in cols:
+            p, pv = _f64(table, "predicted_risk")
+            p, pv = sel(p), sel(pv)
+        else:
+            p, pv = np.zeros(key.size), np.zeros(key.size, dtype=bool)
         v = pv & has_cls
         if v.any():
-            _assessment(values, key[v], p[v], cls[v], cells)
-            fam = catalogue_families(sub.column("action"))
-            fam = np.where(fam >= 0, fam, np.where(rule >= 0, len(FAMILIES) + rule, -1))
-            fv = v & (fam >= 0)
-            if fv.any():
-                n_fam = len(FAMILIES) + len(rules)
-                values["family_underrating"] = _underrating(
-                    key[fv], p[fv] - _LEVELS[cls[fv]], fam[fv] * _NC + cls[fv], n_fam * _NC, cells
-                )
-                # a window with assessments but no event of a known family has no
-                # under-rating (0); a window without assessments has none defined (NaN)
-                values["family_underrating"][np.bincount(key[v], minlength=cells) == 0] = np.nan
-            else:
-                omitted["family_underrating"] = (
-                    "no action matched a catalogue template or a risk-map rule"
-                )
-    reason = (
-        "column 'predicted_risk' absent"
-        if "predicted_risk" not in cols
-        else "no event has both a predicted_risk and a risk class"
-    )
-    for name in FEATURE_NAMES[:7] + ("family_underrating",):
-        if name not in values and name not in omitted:
-            omitted[name] = reason
+            seen.add("assessed")
+        key_v, p_v, cls_v = _masked(v, key, p, cls)
+        ws.assessment(values, key_v, p_v, cls_v, cells)
+        if rows is None:
+            events = v
+        else:
+            events = np.zeros(n, dtype=bool)
+            events[rows[v]] = True
+        used = actions.used_by(events)
+        family = actions.family(used)
+        outside = used & (family < 0)
+        rule = actions.rule(outside)
+        fam_of = np.where(family >= 0, family, np.where(rule >= 0, len(FAMILIES) + rule, -1))
+        fam = np.where(v, fam_of[act], -1)
+        fv = fam >= 0
+        if fv.any():
+            seen.add("family")
+        n_fam = len(FAMILIES) + len(opts.risk_map.rules)
+        key_f, p_f, cls_f, fam_f = _masked(fv, key, p, cls, fam)
+        under = ws.underrating(
+            key_f, p_f - ws.LEVELS[cls_f], fam_f * ws.N_CLASSES + cls_f, n_fam * ws.N_CLASSES, cells
+        )
+        # a window with assessments but no event of a known family has no
+        # under-rating (0); a window without assessments has none defined (NaN)
+        under[np.bincount(key_v, minlength=cells) == 0] = np.nan
+        values["family_underrating"] = under
     if "confidence" in cols:
-        c, cv = _f64(sub, "confidence")
-        values["confidence_mean"], values["confidence_std"] = _mean_std(key[cv], c[cv], cells)
+        c, cv = _f64(table, "confidence")
+        c, cv = sel(c), sel(cv)
+        key_c, c_c = _masked(cv, key, c)
+        values["confidence_mean"], values["confidence_std"] = ws.mean_std(key_c, c_c, cells)
     else:
-        omitted["confidence_mean"] = omitted["confidence_std"] = "column 'confidence' absent"
+        values["confidence_mean"] = values["confidence_std"] = nan
     if "latency_ms" in cols:
-        lat, lv = _f64(sub, "latency_ms")
-        values["latency_mean"], _ = _mean_std(key[lv], lat[lv], cells, std=False)
-        values["latency_p95"] = _p95(key[lv], lat[lv], cells)
+        lat, lv = _f64(table, "latency_ms")
+        lat, lv = sel(lat), sel(lv)
+        key_l, lat_l = _masked(lv, key, lat)
+        values["latency_mean"], _ = ws.mean_std(key_l, lat_l, cells, std=False)
+        values["latency_p95"] = ws.p95(key_l, lat_l, cells)
     else:
-        omitted["latency_mean"] = omitted["latency_p95"] = "column 'latency_ms' absent"
+        values["latency_mean"] = values["latency_p95"] = nan
 
     # ---- activity
-    if has_cls.any():
-        per_class = np.bincount(key[has_cls] * _NC + cls[has_cls], minlength=cells * _NC)
-        per_class = per_class.reshape(cells, _NC).astype(np.float64)
+    if wanted & {f"share_{c.lower()}" for c in RISK_CLASSES}:
+        key_k, cls_k = _masked(has_cls, key, cls)
+        per_class = np.bincount(key_k * ws.N_CLASSES + cls_k, minlength=cells * ws.N_CLASSES)
+        per_class = per_class.reshape(cells, ws.N_CLASSES).astype(np.float64)
         for j, c_name in enumerate(RISK_CLASSES):
-            values[f"share_{c_name.lower()}"] = _div(per_class[:, j], count)
-    else:
-        why = "no event has a risk class (no risk_class column and the risk map covered no action)"
-        for c_name in RISK_CLASSES:
-            omitted[f"share_{c_name.lower()}"] = why
+            values[f"share_{c_name.lower()}"] = ws.divide(per_class[:, j], count)
     if w_us is not None:
         values["action_rate"] = np.where(count > 0, count / (w_us / 60e6), np.nan)
     else:
@@ -471,45 +556,37 @@ def _compute(
         nonempty = count > 0
         span = np.zeros(cells)
         span[nonempty] = (t[starts[nonempty] + count[nonempty] - 1] - t[starts[nonempty]]) / 60e6
-        values["action_rate"] = _div((count - 1).astype(np.float64), span)
-    action_code = np.asarray(
-        pc.dictionary_encode(sub.column("action")).combine_chunks().indices.to_numpy(zero_copy_only=False),
-        dtype=np.int64,
-    )
-    ref = min(reference_windows, n_win)
-    values["novelty_action"] = _novelty(ag, win, action_code, key, ref, n_win, cells)
-    if "arguments" in cols:
-        item_row, item_code = _argument_items(sub.column("arguments").combine_chunks())
-        values["novelty_arguments"] = _novelty(
-            ag[item_row], win[item_row], item_code, key[item_row], ref, n_win, cells
-        )
-    else:
-        omitted["novelty_arguments"] = "column 'arguments' absent"
-    if "outcome" in cols:
-        out = sub.column("outcome").combine_chunks()
-        ov = np.asarray(out.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        has = np.bincount(key[ov], minlength=cells)
-        for label in ("error", "refused"):
-            hit = np.asarray(pc.fill_null(pc.equal(out, label), False).to_numpy(zero_copy_only=False), bool)
-            values[f"outcome_{label}_rate"] = _div(
-                np.bincount(key[hit], minlength=cells).astype(np.float64), has
+        values["action_rate"] = ws.divide((count - 1).astype(np.float64), span)
+    ref = min(opts.reference_windows, n_win)
+    if "novelty_action" in wanted:
+        values["novelty_action"] = ws.novelty(ag, win, act, key, ref, cells)
+    if "novelty_arguments" in wanted:
+        if "arguments" in cols and encoded.arguments is not None:
+            item_row, item_code = _argument_items(sel(_codes(table.column("arguments"))), encoded.arguments)
+            values["novelty_arguments"] = ws.novelty(
+                ag[item_row], win[item_row], item_code, key[item_row], ref, cells
             )
+        else:
+            values["novelty_arguments"] = nan
+    if "outcome" in cols:
+        out = table.column("outcome").combine_chunks()
+        code = sel(_codes(out))
+        ov = code >= 0
+        has = np.bincount(_masked(ov, key)[0], minlength=cells)
+        names_out = out.dictionary.to_pylist()
+        for label in ("error", "refused"):
+            is_label = np.array([v == label for v in names_out] + [False], dtype=bool)
+            hit = is_label[code]
+            values[f"outcome_{label}_rate"] = ws.divide(np.bincount(key[hit], minlength=cells).astype(np.float64), has)
     else:
-        omitted["outcome_error_rate"] = omitted["outcome_refused_rate"] = "column 'outcome' absent"
+        values["outcome_error_rate"] = values["outcome_refused_rate"] = nan
 
     # ---- assemble
-    wanted = {
-        "all": FEATURE_NAMES + tuple(a for a in ACTIVITY_FEATURES if a not in FEATURE_NAMES),
-        "assessment": FEATURE_NAMES,
-        "activity": ACTIVITY_FEATURES,
-    }[feature_set]
-    names = tuple(f for f in wanted if f in values)
-    omitted = {f: omitted[f] for f in wanted if f not in values}
-    d = len(names)
-    windows = np.empty((n_agents, n_win, d), dtype=np.float64)
-    for j, f in enumerate(names):
-        windows[:, :, j] = values[f].reshape(n_agents, n_win)
-    counts = count.reshape(n_agents, n_win)
+    order = [f for f in opts.wanted if f in values]
+    assert len(order) == len(opts.wanted), sorted(set(opts.wanted) - set(values))
+    out_values = np.empty((n_agents, n_win, len(order)), dtype=np.float64)
+    for j, f in enumerate(order):
+        out_values[:, :, j] = values[f].reshape(n_agents, n_win)
     window_starts: NDArray[np.datetime64]
     if w_us is not None:
         window_starts = (origin + w_us * np.arange(n_win)).astype("datetime64[us]")
@@ -519,188 +596,168 @@ def _compute(
         nonempty = count > 0
         starts_us[nonempty] = t[first[nonempty]]
         window_starts = starts_us.reshape(n_agents, n_win).view("datetime64[us]")
+    return _Piece(
+        agents=tuple(agent_names),
+        nodes=node_of,
+        values=out_values,
+        counts=count.reshape(n_agents, n_win),
+        starts=window_starts,
+        unmapped=unmapped,
+        seen=frozenset(seen),
+    )
 
-    enough = (counts[:, :ref] > 0).sum(axis=1) >= min_reference_windows
+
+def _masked(mask: NDArray[np.bool_], *arrays: NDArray[Any]) -> tuple[NDArray[Any], ...]:
+    """The arrays at the marked events (the arrays themselves, no copy, when every event is marked)."""
+    if mask.all():
+        return arrays
+    return tuple(a[mask] for a in arrays)
+
+
+def _decide(seen: frozenset[str], wanted: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The features the whole log defines, and the reason for each one left out."""
+    why: dict[str, str] = {}
+    if "assessed" not in seen:
+        reason = (
+            "column 'predicted_risk' absent"
+            if "predicted_risk" not in seen
+            else "no event has both a predicted_risk and a risk class"
+        )
+        why.update(dict.fromkeys(FEATURE_NAMES[:7] + ("family_underrating",), reason))
+    elif "family" not in seen:
+        why["family_underrating"] = "no action matched a catalogue template or a risk-map rule"
+    by_column: tuple[tuple[str, tuple[str, ...]], ...] = (
+        ("confidence", ("confidence_mean", "confidence_std")),
+        ("latency_ms", ("latency_mean", "latency_p95")),
+        ("arguments", ("novelty_arguments",)),
+        ("outcome", ("outcome_error_rate", "outcome_refused_rate")),
+    )
+    for column, features in by_column:
+        if column not in seen:
+            why.update(dict.fromkeys(features, f"column {column!r} absent"))
+    if "class" not in seen:
+        reason = "no event has a risk class (no risk_class column and the risk map covered no action)"
+        why.update({f"share_{c.lower()}": reason for c in RISK_CLASSES})
+    names = tuple(f for f in wanted if f not in why)
+    return names, {f: why[f] for f in wanted if f in why}
+
+
+def _finish(pieces: list[_Piece], opts: _Options) -> FeatureTable:
+    """Join pieces (each agent in one piece) into the feature table of the whole log."""
+    seen = frozenset().union(*(p.seen for p in pieces))
+    names, omitted = _decide(seen, opts.wanted)
+    index = [opts.wanted.index(f) for f in names]
+    n_win = max(max(p.counts.shape[1] for p in pieces), 1)
+    by_time = opts.window_us is not None
+
+    def pad(a: NDArray[Any], fill: Any) -> NDArray[Any]:
+        if a.shape[1] == n_win:
+            return a
+        widths = [(0, 0), (0, n_win - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
+        return np.pad(a, widths, constant_values=fill)
+
+    agents = tuple(a for p in pieces for a in p.agents)
+    order = np.argsort(np.array(agents, dtype=object), kind="stable")
+    in_order = bool(np.all(order == np.arange(order.size)))
+
+    def arrange(parts: list[NDArray[Any]]) -> NDArray[Any]:
+        joined = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return joined if in_order else joined[order]
+
+    windows = arrange([pad(p.values[:, :, index], np.nan) for p in pieces])
+    counts = arrange([pad(p.counts, 0) for p in pieces])
+    nat = np.datetime64("NaT", "us")
+    starts = pieces[0].starts if by_time else arrange([pad(p.starts, nat) for p in pieces])
+    nodes = None
+    if pieces[0].nodes is not None:
+        all_nodes = [n for p in pieces for n in (p.nodes or ())]
+        nodes = tuple(all_nodes[i] for i in order)
+    unmapped: dict[str, int] = {}
+    for p in pieces:
+        for k, v in p.unmapped.items():
+            unmapped[k] = unmapped.get(k, 0) + v
+    unmapped = dict(sorted(unmapped.items(), key=lambda kv: (-kv[1], kv[0])))
+    agents = tuple(agents[i] for i in order)
+
+    ref = min(opts.reference_windows, n_win)
+    nonempty = (counts[:, :ref] > 0).sum(axis=1)
+    enough = nonempty >= opts.min_reference_windows
     excluded = {
-        agent_names[i]: (
-            f"{int((counts[i, :ref] > 0).sum())} non-empty windows in the reference period "
-            f"(the first {ref}), fewer than min_reference_windows={min_reference_windows}"
+        agents[i]: (
+            f"{int(nonempty[i])} non-empty windows in the reference period "
+            f"(the first {ref}), fewer than min_reference_windows={opts.min_reference_windows}"
         )
         for i in np.flatnonzero(~enough)
     }
-    keep_agents = np.flatnonzero(enough)
+    keep = np.flatnonzero(enough)
     return FeatureTable(
-        agents=tuple(agent_names[i] for i in keep_agents),
-        nodes=None if node_of is None else tuple(node_of[i] for i in keep_agents),
-        windows=windows[keep_agents],
+        agents=tuple(agents[i] for i in keep),
+        nodes=None if nodes is None else tuple(nodes[i] for i in keep),
+        windows=windows[keep],
         feature_names=names,
-        window_starts=window_starts if w_us is not None else window_starts[keep_agents],
-        counts=counts[keep_agents],
+        window_starts=starts if by_time else starts[keep],
+        counts=counts[keep],
         omitted=omitted,
         unmapped=unmapped,
-        excluded=excluded,
-        window=window if w_us is not None else None,
-        window_events=window_events,
-        reference_windows=reference_windows,
+        excluded=dict(sorted(excluded.items())),
+        window=opts.window,
+        window_events=opts.window_events,
+        reference_windows=opts.reference_windows,
     )
 
 
-def _assessment(
-    values: dict[str, NDArray[np.float64]],
-    key: NDArray[np.int64],
-    p: NDArray[np.float64],
-    cls: NDArray[np.int64],
-    cells: int,
-) -> None:
-    resid = p - _LEVELS[cls]
-    absr = np.abs(resid)
-    n = np.bincount(key, minlength=cells).astype(np.float64)
-    values["accuracy"] = 1.0 - _div(np.bincount(key, absr, minlength=cells), n)
-    values["bias"] = _div(np.bincount(key, resid, minlength=cells), n)
-    k5 = key * _NC + cls
-    cnt = np.bincount(k5, minlength=cells * _NC).reshape(cells, _NC).astype(np.float64)
-    rsum = np.bincount(k5, resid, minlength=cells * _NC).reshape(cells, _NC)
-    psum = np.bincount(k5, p, minlength=cells * _NC).reshape(cells, _NC)
-    values["bias_safe"] = _div(rsum[:, 0], cnt[:, 0])
-    values["bias_network_privesc"] = _div(rsum[:, 1] + rsum[:, 2], cnt[:, 1] + cnt[:, 2])
-    values["bias_high_risk"] = _div(rsum[:, 3] + rsum[:, 4], cnt[:, 3] + cnt[:, 4])
-    values["error_rate"] = _div(
-        np.bincount(key, (absr > ERROR_TOLERANCE).astype(np.float64), minlength=cells), n
-    )
-    between = np.zeros_like(psum)
-    np.divide(psum * psum, cnt, out=between, where=cnt > 0)
-    within = np.maximum(np.bincount(key, p * p, minlength=cells) - between.sum(axis=1), 0.0)
-    present = (cnt > 0).sum(axis=1)
-    consistency = np.sqrt(within / np.maximum(n - present, 1.0))
-    values["consistency"] = np.where(n > 0, consistency, np.nan)
+def _argument_items(
+    codes: NDArray[np.int64], objects: ArgumentObjects
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """(event row, item code) of every ``key = value`` pair of the events' arguments objects.
 
-
-def _mean_std(
-    key: NDArray[np.int64], x: NDArray[np.float64], cells: int, std: bool = True
-) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    n = np.bincount(key, minlength=cells).astype(np.float64)
-    mean = _div(np.bincount(key, x, minlength=cells), n)
-    if not std:
-        return mean, mean
-    dev = x - mean[key]
-    return mean, np.sqrt(_div(np.bincount(key, dev * dev, minlength=cells), n))
-
-
-def _p95(key: NDArray[np.int64], x: NDArray[np.float64], cells: int) -> NDArray[np.float64]:
-    """Nearest-rank 95th percentile per cell: the ceil(0.95 n)-th smallest value."""
-    by_value = np.argsort(x, kind="stable")
-    order = by_value[np.argsort(key[by_value], kind="stable")]  # by key, then value
-    xs = x[order]
-    n = np.bincount(key, minlength=cells)
-    start = np.concatenate(([0], np.cumsum(n)))[:-1]
-    out = np.full(cells, np.nan)
-    has = n > 0
-    rank = np.ceil(0.95 * n[has]).astype(np.int64) - 1
-    out[has] = xs[start[has] + rank]
-    return out
-
-
-def _underrating(
-    key: NDArray[np.int64],
-    resid: NDArray[np.float64],
-    cell: NDArray[np.int64],
-    n_cell: int,
-    cells: int,
-) -> NDArray[np.float64]:
-    """sum over (family, class) cells of max(-sum resid, 0)^2 / n_c, per window."""
-    k = key * n_cell + cell
-    uniq, inv = np.unique(k, return_inverse=True)
-    s = np.bincount(inv, resid)
-    m = np.bincount(inv).astype(np.float64)
-    under = np.maximum(-s, 0.0)
-    under = under * under / m
-    return np.bincount(uniq // n_cell, under, minlength=cells).astype(np.float64)
-
-
-def _novelty(
-    ag: NDArray[np.int64],
-    win: NDArray[np.int64],
-    item: NDArray[np.int64],
-    key: NDArray[np.int64],
-    ref: int,
-    n_win: int,
-    cells: int,
-) -> NDArray[np.float64]:
-    """Share of each window's items the agent did not have in its reference windows.
-
-    In a reference window the window itself does not count as reference: an item
-    is novel there when no *other* reference window has it.
+    ``codes``: each event's entry in the parsed distinct objects (-1: no arguments). An
+    item is a key with one value (nested values by their JSON text); two items get one
+    code exactly when they are equal. The items of each distinct object are worked out
+    once; each event then takes the items of its object (a ragged gather, no loop per event).
     """
-    total = np.bincount(key, minlength=cells).astype(np.float64)
-    if item.size == 0:
-        return _div(np.zeros(cells), total)
-    # compact (agent, item) pairs to 0..m-1, one sort
-    pair = ag * (int(item.max()) + 1) + item
-    order = np.argsort(pair)
-    ps = pair[order]
-    new = np.empty(ps.size, dtype=bool)
-    new[0] = True
-    np.not_equal(ps[1:], ps[:-1], out=new[1:])
-    code = np.empty(ps.size, dtype=np.int64)
-    code[order] = np.cumsum(new) - 1
-    m = int(new.sum())
-    # reference windows holding each pair: a (pair, window) presence table
-    in_ref = win < ref
-    present = np.zeros(m * ref, dtype=bool)
-    present[code[in_ref] * ref + win[in_ref]] = True
-    windows_with = present.reshape(m, ref).sum(axis=1)
-    seen_in = windows_with[code]
-    novel = np.where(in_ref, seen_in <= 1, seen_in == 0)
-    return _div(np.bincount(key, novel.astype(np.float64), minlength=cells), total)
-
-
-def _argument_items(arguments: pa.Array) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """(event row, item code) of every ``key = value`` pair of the arguments objects.
-
-    The objects are parsed once per distinct text; each event then takes the
-    items of its text (a ragged gather, no loop per event).
-    """
-    fields, index, _ = parse_objects(arguments)
     rows: list[NDArray[np.int64]] = []
-    texts: list[pa.Array] = []
-    if fields is not None:
-        for name in fields.column_names:
-            col = fields.column(name).combine_chunks()
+    item: list[NDArray[np.int64]] = []
+    n_items = 0
+    if objects.fields is not None:
+        n_distinct = objects.fields.num_rows
+        for name in objects.fields.column_names:
+            col = objects.fields.column(name).combine_chunks()
             valid = np.flatnonzero(np.asarray(col.is_valid().to_numpy(zero_copy_only=False), bool))
-            if valid.size:
-                rows.append(valid.astype(np.int64))
-                value = json_text(col.take(pa.array(valid)))
-                texts.append(pc.binary_join_element_wise(name + "\x1f", value, ""))
+            if not valid.size:
+                continue
+            value = col.take(pa.array(valid))
+            t = value.type
+            if not (pa.types.is_string(t) or pa.types.is_integer(t) or pa.types.is_boolean(t)):
+                value = json_text(value)  # equal values, equal text (a float 1.0 and 1 are one value)
+            code = _codes(pc.dictionary_encode(value))
+            rows.append(valid.astype(np.int64))
+            item.append(code + n_items)
+            n_items += int(code.max()) + 1
     else:  # keys whose value types vary between texts: one distinct object at a time
-        import json
-
-        distinct = pc.dictionary_encode(arguments, null_encoding="encode").dictionary.to_pylist()
-        r: list[int] = []
-        s: list[str] = []
-        for i, text in enumerate(distinct):
-            if text:
-                for k, v in json.loads(text).items():
-                    if v is not None:
-                        r.append(i)
-                        s.append(k + "\x1f" + json.dumps(v, ensure_ascii=False, separators=(", ", ": ")))
-        if r:
-            rows.append(np.array(r, dtype=np.int64))
-            texts.append(pa.array(s, pa.string()))
+        assert objects.objects is not None
+        n_distinct = len(objects.objects)
+        owner: list[int] = []
+        text: list[str] = []
+        for i, obj in enumerate(objects.objects):
+            for key, value in (obj or {}).items():
+                owner.append(i)
+                text.append(key + "\x1f" + json.dumps(value, ensure_ascii=False, separators=(", ", ": "), sort_keys=True))
+        if owner:
+            rows.append(np.array(owner, dtype=np.int64))
+            item.append(_codes(pa.array(text, pa.string())))
     if not rows:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     urow = np.concatenate(rows)
-    ucode = np.asarray(
-        pc.dictionary_encode(pa.concat_arrays(texts)).indices.to_numpy(zero_copy_only=False), np.int64
-    )
+    ucode = np.concatenate(item)
     order = np.argsort(urow, kind="stable")
     urow, ucode = urow[order], ucode[order]
-    n_distinct = int(index.max()) + 1 if index.size else 0
-    per = np.bincount(urow, minlength=n_distinct)  # items of each distinct text
+    per = np.append(np.bincount(urow, minlength=n_distinct), 0)  # items of each distinct object; none for -1
     first = np.concatenate(([0], np.cumsum(per)))[:-1]
-    k = per[index]  # items of each event
-    event_row = np.repeat(np.arange(index.size, dtype=np.int64), k)
+    k = per[codes]  # items of each event
+    event_row = np.repeat(np.arange(codes.size, dtype=np.int64), k)
     offset = np.arange(event_row.size) - np.repeat(np.cumsum(k) - k, k)
-    return event_row, ucode[first[index][event_row] + offset]
+    return event_row, ucode[first[codes][event_row] + offset]
 
 
 # --------------------------------------------------------------------------- streaming Parquet
@@ -715,38 +772,90 @@ def features_from_parquet(
     reference_windows: int = 8,
     min_reference_windows: int = 1,
     risk_map: RiskMap | None = None,
+    workers: int | None = None,
 ) -> FeatureTable:
     """:func:`compute_features` of one Parquet file sorted by agent, one row group at a time.
 
-    Peak memory is bounded by a row group plus one agent's events (and the
-    output), not by the file: each row group is validated and featurised once
-    the agents in it are complete (the last agent of a row group waits for the
-    next one). Files written by :func:`~tcpkit.detect.events_write.write_events`
-    are sorted by (agent, time); for other layouts use
-    :func:`features_from_dataset` (Dask shuffles by agent first).
+    :func:`tcpkit.detect.parquet_stream.parquet_pieces` cuts the file into pieces of whole
+    agents, one row group at a time; ``workers`` threads (default: up to two, one per core)
+    validate and featurise the pieces on the file's window grid while the next row group
+    is read, and the pieces are joined. Peak memory is bounded by a few row groups (the one
+    being read, one per worker, one waiting) plus one agent's events, and the output: not by
+    the file. Files written by :func:`~tcpkit.detect.events_write.write_events` are sorted
+    by (agent, time); for other layouts use :func:`features_from_dataset` (Dask shuffles
+    by agent first) or :func:`compute_features` of :func:`~tcpkit.detect.events.read_events`.
 
     Raises
     ------
+    tcpkit.detect.parquet_stream.UnsortedError
+        A file not sorted by agent (naming the row).
     EventError
-        A file not sorted by agent (naming the row), or any schema error.
+        Any schema error (the first in file order).
     """
-    import pyarrow.parquet as pq
+    from collections import deque
+    from concurrent.futures import Future, ThreadPoolExecutor
 
-    w_us = _check_options(window, window_events, feature_set, reference_windows, min_reference_windows)
-    source = str(path)
-    try:
-        pf = pq.ParquetFile(source)
-    except (OSError, pa.ArrowInvalid) as exc:
-        raise EventError(f"{source}: not a readable Parquet file: {exc}") from None
-    names = [n for n in pf.schema_arrow.names if n in COLUMNS]
-    if pf.metadata.num_rows == 0:
-        raise EventError(f"{source}: empty file: no events")
-    origin: int | None = None
-    n_win: int | None = None
-    if w_us is not None:
-        lo, hi = _time_range(pf, source)
-        origin = (lo // w_us) * w_us
-        n_win = (hi - origin) // w_us + 1
+    from tcpkit.detect.parquet_stream import Piece, open_events, parquet_pieces, time_range
+
+    opts = _options(window, window_events, feature_set, reference_windows, min_reference_windows, risk_map)
+    open_events(path)  # a readable, non-empty file, before any other work
+    grid = _Grid(None, None)
+    if opts.window_us is not None:
+        lo, hi = time_range(path)
+        origin = (lo // opts.window_us) * opts.window_us
+        grid = _Grid(origin, (hi - origin) // opts.window_us + 1)
+    n_workers = max(1, workers if workers is not None else min(2, os.cpu_count() or 1))
+
+    def work(piece: Piece) -> _Piece:
+        return _piece(piece.encode(), opts, grid)
+
+    pieces: list[_Piece] = []
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        running: deque[Future[_Piece]] = deque()
+        try:
+            try:
+                for raw in parquet_pieces(path):
+                    running.append(pool.submit(work, raw))
+                    while len(running) > n_workers:
+                        pieces.append(running.popleft().result())
+            except EventError:
+                while running:  # an error of an earlier piece comes first
+                    pieces.append(running.popleft().result())
+                raise
+            while running:
+                pieces.append(running.popleft().result())
+        except BaseException:
+            for future in running:
+                future.cancel()
+            raise
+    if not pieces:
+        raise EventError(f"{path}: empty file: no events")
+    return _finish(pieces, opts)
+
+
+def features_of_files(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    format: str | None = None,
+    window: str | None = "1h",
+    window_events: int | None = None,
+    feature_set: str = "all",
+    reference_windows: int = 8,
+    min_reference_windows: int = 1,
+    risk_map: RiskMap | None = None,
+) -> tuple[FeatureTable, int]:
+    """Features of event files and how many events they hold, streamed where the files allow.
+
+    One Parquet file sorted by agent (as tcpkit writes them) is streamed by row group
+    (:func:`features_from_parquet`: memory bounded by row groups, reading and featurising on
+    two cores); anything else (other formats, gzip, several files, a Parquet file whose
+    agents are not contiguous) is read whole by :func:`~tcpkit.detect.events.read_events`
+    and featurised by :func:`compute_features`. Both give the same table.
+    """
+    from tcpkit.detect.events import format_of, read_events
+    from tcpkit.detect.parquet_stream import UnsortedError, open_events
+
+    files = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
     options: dict[str, Any] = {
         "window": window,
         "window_events": window_events,
@@ -755,73 +864,14 @@ def features_from_parquet(
         "min_reference_windows": min_reference_windows,
         "risk_map": risk_map,
     }
-    pieces: list[FeatureTable] = []
-    pending: pa.Table | None = None
-    pending_row = 0  # file row of pending's first row
-    row = 0
-    previous: str | None = None
-    for g in range(pf.num_row_groups):
-        chunk = pf.read_row_group(g, columns=names)
-        agents = chunk.column("agent").combine_chunks().cast(pa.string())
-        if agents.null_count:
-            break  # validation below names the row
-        back = pc.less(agents[1:], agents[:-1]) if len(agents) > 1 else pa.array([], pa.bool_())
-        if pc.any(back).as_py() or (previous is not None and len(agents) and agents[0].as_py() < previous):
-            i = _first_true(back) + 1 if pc.any(back).as_py() else 0
-            raise EventError(
-                f"{source}, row {row + i + 1}, column 'agent': the file is not sorted by agent; "
-                "read it with features_from_dataset (Dask shuffles by agent)"
-            )
-        previous = agents[-1].as_py() if len(agents) else previous
-        table = chunk if pending is None else pa.concat_tables([pending, chunk])
-        start = row if pending is None else pending_row
-        row += chunk.num_rows
-        last = table.column("agent").combine_chunks().cast(pa.string())[-1]
-        is_last = pc.equal(table.column("agent").combine_chunks().cast(pa.string()), last)
-        cut = _first_true(is_last)
-        ready, pending, pending_row = table.slice(0, cut), table.slice(cut), start + cut
-        if ready.num_rows:
-            pieces.append(_piece(ready, source, start, options, origin, n_win))
-    if pending is not None and pending.num_rows:
-        pieces.append(_piece(pending, source, pending_row, options, origin, n_win))
-    if not pieces:  # a null agent stopped the loop: let validation name it
-        validate_events(pf.read(columns=names), source=source)
-        raise EventError(f"{source}: empty file: no events")
-    return _join(pieces, w_us is not None)
-
-
-def _first_true(mask: pa.Array) -> int:
-    return int(np.flatnonzero(np.asarray(mask.to_numpy(zero_copy_only=False), dtype=bool))[0])
-
-
-def _piece(
-    table: pa.Table, source: str, start: int, options: dict[str, Any], origin: int | None, n_win: int | None
-) -> FeatureTable:
-    valid = validate_events(table, source=source, where=lambda i: f"row {start + i + 1}")
-    return _compute(valid, grid=_Grid(origin, n_win), **options)
-
-
-def _time_range(pf: Any, source: str) -> tuple[int, int]:
-    """First and last event time (microseconds) of a Parquet file, one row group at a time."""
-    lo, hi = None, None
-    for g in range(pf.num_row_groups):
-        cols = ["time"] if "time" in pf.schema_arrow.names else []
-        if not cols:
-            raise EventError(f"{source}: missing required column 'time'")
-        t = pf.read_row_group(g, columns=["time"]).column("time").combine_chunks()
-        if not (pa.types.is_timestamp(t.type) and t.type.tz is not None):
-            req = [c for c in ("agent", "time", "action") if c in pf.schema_arrow.names]
-            t = validate_events(pf.read_row_group(g, columns=req), source=source).column("time")
-        t = t.cast(TIME_TYPE).cast(pa.int64())
-        mm = pc.min_max(t)
-        if mm["min"].as_py() is None:
-            continue
-        a, b = int(mm["min"].as_py()), int(mm["max"].as_py())
-        lo = a if lo is None else min(lo, a)
-        hi = b if hi is None else max(hi, b)
-    if lo is None or hi is None:
-        raise EventError(f"{source}, column 'time': no event has a time")
-    return lo, hi
+    if len(files) == 1 and format_of(files[0], format) == ("parquet", False):
+        try:
+            n_events = int(open_events(files[0]).metadata.num_rows)
+            return features_from_parquet(files[0], **options), n_events
+        except UnsortedError:
+            pass  # read whole below
+    table = read_events(files, format=format)
+    return compute_features(table, **options), int(table.num_rows)
 
 
 # --------------------------------------------------------------------------- Dask path
@@ -855,7 +905,7 @@ def features_from_dataset(
     import dask
     import dask.dataframe as dd
 
-    w_us = _check_options(window, window_events, feature_set, reference_windows, min_reference_windows)
+    opts = _options(window, window_events, feature_set, reference_windows, min_reference_windows, risk_map)
     ddf = dd.read_parquet(str(path))
     missing = [c for c in ("agent", "time", "action") if c not in ddf.columns]
     if missing:
@@ -868,32 +918,23 @@ def features_from_dataset(
         )
     if "UTC" not in dtype and "+00:00" not in dtype:
         raise EventError(f"{path}, column 'time': timestamp without a time zone ({dtype})")
-    origin: int | None = None
-    n_win: int | None = None
-    if w_us is not None:
+    grid = _Grid(None, None)
+    if opts.window_us is not None:
         tmin, tmax = dask.compute(ddf["time"].min(), ddf["time"].max())
         lo, hi = int(_us(tmin)), int(_us(tmax))
-        origin = (lo // w_us) * w_us
-        n_win = (hi - origin) // w_us + 1
+        origin = (lo // opts.window_us) * opts.window_us
+        grid = _Grid(origin, (hi - origin) // opts.window_us + 1)
     parts = ddf.shuffle(
         on="agent", npartitions=npartitions or ddf.npartitions, shuffle_method=shuffle_method
     )
-    options = {
-        "window": window,
-        "window_events": window_events,
-        "feature_set": feature_set,
-        "reference_windows": reference_windows,
-        "min_reference_windows": min_reference_windows,
-        "risk_map": risk_map,
-    }
     tasks = [
-        dask.delayed(_partition)(part, str(path), i, options, origin, n_win)
+        dask.delayed(_partition)(part, str(path), i, opts, grid)
         for i, part in enumerate(parts.to_delayed())
     ]
     pieces = [p for p in dask.compute(*tasks) if p is not None]
     if not pieces:
         raise EventError(f"{path}: empty dataset: no events")
-    return _join(pieces, w_us is not None)
+    return _finish(pieces, opts)
 
 
 def _us(value: Any) -> int:
@@ -902,64 +943,8 @@ def _us(value: Any) -> int:
     return int(pd.Timestamp(value).value) // 1000  # .value is nanoseconds
 
 
-def _partition(
-    frame: Any, source: str, index: int, options: dict[str, Any], origin: int | None, n_win: int | None
-) -> FeatureTable | None:
+def _partition(frame: Any, source: str, index: int, opts: _Options, grid: _Grid) -> _Piece | None:
     if len(frame) == 0:
         return None
     raw = pa.Table.from_pandas(frame, preserve_index=False)
-    table = validate_events(raw, source=f"{source} (partition {index})")
-    return _compute(table, grid=_Grid(origin, n_win), **options)
-
-
-def _join(pieces: list[FeatureTable], by_time: bool) -> FeatureTable:
-    names = pieces[0].feature_names
-    for p in pieces[1:]:
-        if p.feature_names != names:
-            extra = sorted(set(names) ^ set(p.feature_names))
-            raise EventError(
-                f"the dataset's partitions define different features ({', '.join(extra)}): "
-                "some partitions lack values for a column others have"
-            )
-    n_win = max(p.windows.shape[1] for p in pieces)
-
-    def pad(a: NDArray[Any], fill: Any) -> NDArray[Any]:
-        if a.shape[1] == n_win:
-            return a
-        widths = [(0, 0), (0, n_win - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
-        return np.pad(a, widths, constant_values=fill)
-
-    agents = tuple(a for p in pieces for a in p.agents)
-    order = np.argsort(np.array(agents, dtype=object), kind="stable")
-    windows = np.concatenate([pad(p.windows, np.nan) for p in pieces])[order]
-    counts = np.concatenate([pad(p.counts, 0) for p in pieces])[order]
-    if by_time:
-        starts = pieces[0].window_starts
-    else:
-        nat = np.datetime64("NaT", "us")
-        starts = np.concatenate([pad(p.window_starts, nat) for p in pieces])[order]
-    nodes = None
-    if pieces[0].nodes is not None:
-        all_nodes = [n for p in pieces for n in (p.nodes or ())]
-        nodes = tuple(all_nodes[i] for i in order)
-    unmapped: dict[str, int] = {}
-    for p in pieces:
-        for k, v in p.unmapped.items():
-            unmapped[k] = unmapped.get(k, 0) + v
-    unmapped = dict(sorted(unmapped.items(), key=lambda kv: (-kv[1], kv[0])))
-    excluded = {k: v for p in pieces for k, v in sorted(p.excluded.items())}
-    first = pieces[0]
-    return FeatureTable(
-        agents=tuple(agents[i] for i in order),
-        nodes=nodes,
-        windows=windows,
-        feature_names=names,
-        window_starts=starts,
-        counts=counts,
-        omitted=first.omitted,
-        unmapped=unmapped,
-        excluded=dict(sorted(excluded.items())),
-        window=first.window,
-        window_events=first.window_events,
-        reference_windows=first.reference_windows,
-    )
+    return _piece(encode_events(raw, source=f"{source} (partition {index})"), opts, grid)

@@ -4,24 +4,54 @@
 lines appended to the log since the last step (a half-written last line waits for its
 newline), keeps them in ``DIR/events.jsonl``, and when event time has passed the end of one
 or more windows (an event at or after a window's end closes it), judges the fleet on every
-closed window with the shipped detector (:func:`tcpkit.detect.alerts.judge_fleet`, the same
+closed window with the shipped detector (:func:`tcpkit.detect.alerts.judge_table`, the same
 path as ``tcpkit detect``). An agent flagged for the first time is an alert; each agent is
 alerted at most once.
 
-Crash safety
-------------
-The state is ``DIR/state.json`` (written to a temporary file, flushed to disk and renamed
-into place) plus the append-only ``DIR/events.jsonl``. The state records how many bytes of
-the log and of ``events.jsonl`` were consumed, the closed windows, and every alert raised,
-with a sequence number. Order of a step: append the new lines to ``events.jsonl``, judge,
-then commit the state (one rename). A process killed before the rename leaves the previous
-state; on start, ``events.jsonl`` is cut back to the length that state recorded and the
-lines are read again from the recorded log offset, so no line is lost or counted twice and
-the alerts of the interrupted step are raised again by the same judgement. Alerts are
-printed after the commit that records them, and the state marks them printed in a second
-commit; a restart prints the recorded alerts not yet marked. The alert log in the state is
-exactly once; standard output is exactly once except when a kill lands between a print and
-the commit that marks it, which repeats that alert (the sequence number shows it).
+Alerts: identity and order
+--------------------------
+Every alert has a sequence number ``seq`` (1, 2, ... in the order raised) and a stable
+``id``: a digest of the detector (module and model digests), the monitor's settings (window,
+reference windows), the agent and the number of closed windows at which it fired
+(:func:`alert_id`). The same events judged by the same detector give the same alerts with
+the same ids and sequence numbers, however the log was cut into polls and wherever restarts
+fell.
+
+Crash safety: the committed state is the source of truth
+---------------------------------------------------------
+The state directory holds three files:
+
+* ``events.jsonl`` (append-only): every event line consumed;
+* ``alerts.jsonl`` (append-only): every alert raised, one JSON object per line, in ``seq``
+  order;
+* ``state.json`` (rewritten by a rename): how many bytes of the followed log, of
+  ``events.jsonl`` and of ``alerts.jsonl`` it accounts for, the closed windows, the number of
+  alerts, and ``emitted``: the ``seq`` of the last alert printed to standard output.
+
+A step appends the new lines to ``events.jsonl`` and flushes them to disk, judges, appends
+the new alerts to ``alerts.jsonl`` and flushes them, then commits ``state.json`` (one
+rename: the commit point). A process killed before the rename leaves the previous state; on
+start, ``events.jsonl`` and ``alerts.jsonl`` are cut back to the lengths that state records
+and the step is redone from the recorded log offset, so no line is lost or counted twice and
+the interrupted step raises the same alerts again (same ids and ``seq``). The alert log is
+therefore exactly once: each alert is committed once, atomically with the state that
+accounts for it.
+
+Printing is at least once, and the window is one alert wide. After each commit, the alerts
+with ``seq`` above ``emitted`` are printed one at a time, in order; after each print (flushed
+to the output) ``emitted`` is raised to its ``seq`` and committed (a rename). A restart prints
+the alerts above the committed ``emitted`` and never an alert at or below it. The only
+repetition possible is the alert being printed when the process dies: killed after its line
+reached standard output and before the rename that marks it, that one alert (same ``id``
+and ``seq``) is printed again on restart. So each kill repeats at most one alert and loses
+none. A kill in the middle of writing a line can leave a partial line on standard output;
+the full line follows on restart.
+
+How a consumer deduplicates: by ``id`` (or, equivalently within one state directory, by
+``seq``: keep the largest ``seq`` seen and drop any line whose ``seq`` is not larger), and
+skip a line that is not complete JSON. ``DIR/alerts.jsonl`` is the authoritative record: a
+consumer that missed output can read it (its lines up to the committed ``alerts_bytes`` of
+``state.json``).
 
 What an alert means
 -------------------
@@ -32,6 +62,7 @@ not bounded by ``alpha`` (each single judgement is, under the detector's assumpt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -44,13 +75,38 @@ from tcpkit.detect.config import DetectorConfig
 from tcpkit.detect.features import parse_duration
 from tcpkit.detect.files import write_text_atomic
 
+__all__ = ["ALERTS_FILE", "EVENTS_FILE", "STATE_FILE", "Monitor", "MonitorError", "MonitorState", "alert_id"]
+
 STATE_FILE = "state.json"
 EVENTS_FILE = "events.jsonl"
-STATE_FORMAT = "tcpkit.monitor/1"
+ALERTS_FILE = "alerts.jsonl"
+STATE_FORMAT = "tcpkit.monitor/2"
+_OLD_FORMAT = "tcpkit.monitor/1"  # alerts kept inside state.json, a "printed" count
 
 
 class MonitorError(ValueError):
     """The monitor cannot go on: a bad state directory, option or event line."""
+
+
+def alert_id(detector: Mapping[str, Any], settings: Mapping[str, Any], agent: str, closed_windows: int) -> str:
+    """The stable id of the alert on ``agent`` raised when ``closed_windows`` windows had closed.
+
+    A digest (24 hex digits of SHA-256) of the detector's module and model digests, the
+    monitor's settings, the agent and the window: equal for the same alert of a rerun,
+    distinct across agents, windows, detectors and settings.
+    """
+    material = json.dumps(
+        {
+            "format": "tcpkit.alert/1",
+            "module": detector.get("module_sha256"),
+            "model": detector.get("model_sha256"),
+            "settings": dict(settings),
+            "agent": agent,
+            "closed_windows": int(closed_windows),
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:24]
 
 
 @dataclass(frozen=True)
@@ -59,10 +115,11 @@ class MonitorState:
 
     source_offset: int = 0  # bytes of the followed log consumed (complete lines only)
     events_bytes: int = 0  # length of DIR/events.jsonl that this state accounts for
+    alerts_bytes: int = 0  # length of DIR/alerts.jsonl that this state accounts for
+    alerts: int = 0  # alerts raised (the last seq)
+    emitted: int = 0  # seq of the last alert printed and marked
     origin_us: int | None = None  # start of window 0 (the first event's time, floored)
     closed_windows: int = 0
-    alerts: tuple[Mapping[str, Any], ...] = ()
-    printed: int = 0
     settings: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -71,10 +128,11 @@ class MonitorState:
                 "format": STATE_FORMAT,
                 "source_offset": self.source_offset,
                 "events_bytes": self.events_bytes,
+                "alerts_bytes": self.alerts_bytes,
+                "alerts": self.alerts,
+                "emitted": self.emitted,
                 "origin_us": self.origin_us,
                 "closed_windows": self.closed_windows,
-                "alerts": list(self.alerts),
-                "printed": self.printed,
                 "settings": dict(self.settings),
             },
             sort_keys=True,
@@ -89,10 +147,11 @@ class MonitorState:
             return cls(
                 source_offset=int(doc["source_offset"]),
                 events_bytes=int(doc["events_bytes"]),
+                alerts_bytes=int(doc["alerts_bytes"]),
+                alerts=int(doc["alerts"]),
+                emitted=int(doc["emitted"]),
                 origin_us=None if doc["origin_us"] is None else int(doc["origin_us"]),
                 closed_windows=int(doc["closed_windows"]),
-                alerts=tuple(doc["alerts"]),
-                printed=int(doc["printed"]),
                 settings=dict(doc["settings"]),
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -124,8 +183,8 @@ class Monitor:
         self.risk_map = risk_map
         self.emit = emit or (lambda alert: print(json.dumps(alert, sort_keys=True), flush=True))
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.state = self._load()
         settings = {"window": window, "reference_windows": self.reference_windows}
+        self.state = self._load(settings)
         if self.state.settings and dict(self.state.settings) != settings:
             raise MonitorError(
                 f"{self.dir} was started with {dict(self.state.settings)}: use the same options or a new --state"
@@ -135,35 +194,78 @@ class Monitor:
 
     # -- persistence -----------------------------------------------------------------------
 
-    def _load(self) -> MonitorState:
+    def _load(self, settings: Mapping[str, Any]) -> MonitorState:
         path = self.dir / STATE_FILE
         if not path.exists():
             return MonitorState()
-        return MonitorState.from_json(path.read_text(encoding="utf-8"), path)
+        text = path.read_text(encoding="utf-8")
+        try:
+            old = json.loads(text).get("format") == _OLD_FORMAT
+        except (json.JSONDecodeError, AttributeError):
+            old = False
+        return self._migrate(text, path, settings) if old else MonitorState.from_json(text, path)
+
+    def _migrate(self, text: str, path: Path, settings: Mapping[str, Any]) -> MonitorState:
+        """A ``tcpkit.monitor/1`` state (alerts inside it) as a /2 state with an alert log."""
+        try:
+            doc = json.loads(text)
+            alerts = [dict(a) for a in doc["alerts"]]
+            kept = dict(doc["settings"]) or dict(settings)
+            for a in alerts:
+                a.setdefault("id", alert_id(self.detector_info, kept, str(a["agent"]), int(a["closed_windows"])))
+            lines = "".join(json.dumps(a, sort_keys=True) + "\n" for a in alerts).encode("utf-8")
+            state = MonitorState(
+                source_offset=int(doc["source_offset"]),
+                events_bytes=int(doc["events_bytes"]),
+                alerts_bytes=len(lines),
+                alerts=len(alerts),
+                emitted=int(doc["printed"]),
+                origin_us=None if doc["origin_us"] is None else int(doc["origin_us"]),
+                closed_windows=int(doc["closed_windows"]),
+                settings=kept,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MonitorError(f"{path} is damaged ({exc}): move it away to start over") from None
+        write_text_atomic(self.dir / ALERTS_FILE, lines.decode("utf-8"))
+        write_text_atomic(path, state.to_json())
+        return state
 
     def _recover(self) -> None:
-        """Cut ``events.jsonl`` back to what the state accounts for; print unprinted alerts."""
-        events = self.dir / EVENTS_FILE
-        size = events.stat().st_size if events.exists() else 0
-        if size < self.state.events_bytes:
-            raise MonitorError(f"{events} is shorter than its state records: the state directory was damaged")
-        if size > self.state.events_bytes:
-            with open(events, "r+b") as f:
-                f.truncate(self.state.events_bytes)
-                os.fsync(f.fileno())
-        self._print_pending()
+        """Cut the append-only files back to what the state accounts for; print unprinted alerts."""
+        for name, length in ((EVENTS_FILE, self.state.events_bytes), (ALERTS_FILE, self.state.alerts_bytes)):
+            path = self.dir / name
+            size = path.stat().st_size if path.exists() else 0
+            if size < length:
+                raise MonitorError(f"{path} is shorter than its state records: the state directory was damaged")
+            if size > length:
+                with open(path, "r+b") as f:
+                    f.truncate(length)
+                    os.fsync(f.fileno())
+        self._alerted = {str(a["agent"]) for a in self.alerts()}
+        self._emit_pending()
 
     def _commit(self, state: MonitorState) -> None:
         write_text_atomic(self.dir / STATE_FILE, state.to_json())
         self.state = state
 
-    def _print_pending(self) -> None:
-        pending = self.state.alerts[self.state.printed :]
-        if not pending:
+    def alerts(self) -> list[dict[str, Any]]:
+        """The committed alert log (``DIR/alerts.jsonl`` up to the committed length), in ``seq`` order."""
+        path = self.dir / ALERTS_FILE
+        if not path.exists() or self.state.alerts_bytes == 0:
+            return []
+        with open(path, "rb") as f:
+            data = f.read(self.state.alerts_bytes)
+        return [json.loads(line) for line in data.splitlines() if line.strip()]
+
+    def _emit_pending(self) -> None:
+        """Print the committed alerts above ``emitted``, marking each one (a commit) after its print."""
+        if self.state.emitted >= self.state.alerts:
             return
-        for alert in pending:
+        for alert in self.alerts():
+            if int(alert["seq"]) <= self.state.emitted:
+                continue
             self.emit(alert)
-        self._commit(replace(self.state, printed=len(self.state.alerts)))
+            self._commit(replace(self.state, emitted=int(alert["seq"])))
 
     # -- one poll --------------------------------------------------------------------------
 
@@ -182,21 +284,23 @@ class Monitor:
             return 0
         if not lines.endswith(b"\n"):
             raise MonitorError("feed() takes complete lines: the last one has no newline")
-        with open(self.dir / EVENTS_FILE, "ab") as f:
-            f.write(lines)
-            f.flush()
-            os.fsync(f.fileno())
+        _append(self.dir / EVENTS_FILE, lines)
         state = replace(
             self.state,
             source_offset=self.state.source_offset + len(lines),
             events_bytes=self.state.events_bytes + len(lines),
         )
         state, new = self._judge(state)
-        self._commit(state)
-        self._print_pending()
-        return new
+        if new:
+            log = "".join(json.dumps(a, sort_keys=True) + "\n" for a in new).encode("utf-8")
+            _append(self.dir / ALERTS_FILE, log)
+            state = replace(state, alerts_bytes=state.alerts_bytes + len(log), alerts=state.alerts + len(new))
+        self._commit(state)  # the commit point of the step: events, alerts and state together
+        self._alerted.update(str(a["agent"]) for a in new)
+        self._emit_pending()
+        return len(new)
 
-    def _judge(self, state: MonitorState) -> tuple[MonitorState, int]:
+    def _judge(self, state: MonitorState) -> tuple[MonitorState, list[dict[str, Any]]]:
         from tcpkit.detect.events import read_events
 
         table = read_events(self.dir / EVENTS_FILE, format="jsonl")
@@ -207,7 +311,7 @@ class Monitor:
         closed = int((int(times.max()) - origin) // self.window_us)  # windows wholly before the latest event
         state = replace(state, origin_us=origin)
         new: list[dict[str, Any]] = []
-        alerted = {a["agent"] for a in state.alerts}
+        alerted = set(self._alerted)
         # judge once per newly closed window, so the alerts depend on the events alone, not on
         # how the log was cut into polls (or where a restart fell)
         for upto in range(max(state.closed_windows, self.reference_windows) + 1, closed + 1):
@@ -215,9 +319,14 @@ class Monitor:
             for a in report.agents:
                 if a.flagged and a.agent not in alerted:
                     alerted.add(a.agent)
-                    new.append({"seq": len(state.alerts) + len(new) + 1, "closed_windows": upto, **a.as_dict()})
+                    new.append({
+                        "id": alert_id(self.detector_info, state.settings, a.agent, upto),
+                        "seq": state.alerts + len(new) + 1,
+                        "closed_windows": upto,
+                        **a.as_dict(),
+                    })
         closed = max(closed, state.closed_windows)
-        return replace(state, closed_windows=closed, alerts=state.alerts + tuple(new)), len(new)
+        return replace(state, closed_windows=closed), new
 
     def _report(self, table: Any, origin: int, closed: int) -> AlertReport:
         import pyarrow as pa
@@ -232,5 +341,13 @@ class Monitor:
             reference_windows=self.reference_windows,
             risk_map=self.risk_map,
             detector_info=self.detector_info,
+            plotted=0,  # no plots: the CUSUM pass is not needed
         )
 
+
+def _append(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` and flush it to disk (the state commit that follows accounts for it)."""
+    with open(path, "ab") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())

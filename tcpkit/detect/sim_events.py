@@ -60,7 +60,7 @@ chunks are those blocks.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +76,9 @@ __all__ = [
     "EVENT_SCHEMA",
     "LABEL_SCHEMA",
     "SimulatedEvents",
+    "StreamedEvents",
     "simulate_events",
+    "stream_events",
     "template_of",
 ]
 
@@ -187,8 +189,39 @@ def simulate_events(**kwargs: Any) -> SimulatedEvents:
     """Simulate a network and return its events; parameters as :func:`simulate_network`.
 
     ``network`` is bit-identical to ``simulate_network(**kwargs)``. Memory grows
-    with ``n_agents * n_windows * commands_per_window`` rows (about 100 bytes each).
+    with ``n_agents * n_windows * commands_per_window`` rows (about 100 bytes each);
+    :func:`stream_events` yields the same rows a block of agents at a time instead.
     """
+    net, recorder = _simulate(kwargs)
+    return SimulatedEvents(table=_table(net, recorder), labels=_labels(net), network=net)
+
+
+@dataclass(frozen=True, eq=False)
+class StreamedEvents:
+    """Events of a simulated network as a stream of record batches, with their ground truth.
+
+    ``batches`` yields the rows of :attr:`SimulatedEvents.table` in the same order, one
+    block of :data:`~tcpkit.detect.simulate.CHUNK_AGENTS` agents at a time (each batch is
+    built when asked for, so a writer that consumes them holds one block, not the log).
+    """
+
+    batches: Iterator[pa.RecordBatch]
+    labels: pa.Table
+    network: sim.SimulatedNetwork
+
+
+def stream_events(**kwargs: Any) -> StreamedEvents:
+    """:func:`simulate_events` as a stream: the same rows, one block of agents at a time.
+
+    The simulation itself runs first (its per-assessment record, about 17 bytes per
+    event, stays in memory); the event rows (about 100 bytes each) are made per block.
+    """
+    net, recorder = _simulate(kwargs)
+    return StreamedEvents(batches=_batches(net, recorder), labels=_labels(net), network=net)
+
+
+def _simulate(kwargs: dict[str, Any]) -> tuple[sim.SimulatedNetwork, sim._Recorder]:
+    """Run the simulation with the parameters of :func:`simulate_network`, recording every assessment."""
     import inspect
 
     signature = inspect.signature(sim.simulate_network)
@@ -202,8 +235,7 @@ def simulate_events(**kwargs: Any) -> SimulatedEvents:
     bound.apply_defaults()
     params = sim._validate(**bound.arguments)
     recorder = sim._Recorder([], [], [])
-    net = sim._run(params, recorder)
-    return SimulatedEvents(table=_table(net, recorder), labels=_labels(net), network=net)
+    return sim._run(params, recorder), recorder
 
 
 def _ids(prefix: str, n: int, width: int) -> pa.Array:
@@ -227,6 +259,11 @@ def _labels(net: sim.SimulatedNetwork) -> pa.Table:
 def _table(net: sim.SimulatedNetwork, rec: sim._Recorder) -> pa.Table:
     """The event table, built one block of :data:`~tcpkit.detect.simulate.CHUNK_AGENTS`
     agents at a time (bounded temporaries; the table's chunks are the blocks)."""
+    return pa.Table.from_batches(list(_batches(net, rec)), schema=EVENT_SCHEMA)
+
+
+def _batches(net: sim.SimulatedNetwork, rec: sim._Recorder) -> Iterator[pa.RecordBatch]:
+    """The events of each block of agents of the simulation loop, in order."""
     p = net.params
     n = p["n_agents"]
     rs = np.random.default_rng(np.random.SeedSequence(p["seed"], spawn_key=STATIC_KEY))
@@ -234,11 +271,9 @@ def _table(net: sim.SimulatedNetwork, rec: sim._Recorder) -> pa.Table:
     offset = rs.integers(0, POOL_SIZE, (n, len(_KINDS)))
     agent_ids = _ids("agent", n, 6)
     node_ids = _ids("node", p["n_nodes"], 2)
-    batches = []
     for b, lo in enumerate(range(0, n, sim.CHUNK_AGENTS)):
         hi = min(lo + sim.CHUNK_AGENTS, n)
-        batches.append(_block(net, rec, b, lo, hi, novelty, offset, agent_ids, node_ids))
-    return pa.Table.from_batches(batches, schema=EVENT_SCHEMA)
+        yield _block(net, rec, b, lo, hi, novelty, offset, agent_ids, node_ids)
 
 
 def _block(

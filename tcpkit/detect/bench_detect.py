@@ -1,0 +1,215 @@
+"""``tcpkit bench --detect N[,N...]``: how long ``tcpkit detect`` takes on simulated fleets, phase by phase.
+
+What is measured. For each fleet size ``N`` the simulator's log is written once, as
+``tcpkit simulate --agents N --seed 424242`` writes it (20 windows x 50 commands per agent,
+Parquet sorted by agent, row groups of 1e6 events; kept in ``--keep DIR`` and reused when
+there). Then one fresh Python process (so that its peak resident memory is its own) runs the
+pipeline of ``tcpkit detect LOG --window-events 50 --reference-windows 5 --json --csv
+--html`` and times its phases:
+
+* ``features``: :func:`tcpkit.detect.features.features_of_files` (read the Parquet file
+  by row group, validate, 22 features per agent and window, on up to two cores);
+* ``judge``: :func:`tcpkit.detect.alerts.judge_features` (the ``FleetDetector`` fit and
+  detection, explanations, the CUSUM paths of the plotted agents);
+* ``outputs``: the JSON, CSV and HTML reports written to a temporary folder.
+
+Each phase reports wall and CPU seconds; the process reports its peak resident set size
+(``VmHWM``). What it leaves out: ``tcpkit detect`` first verifies the frozen production
+detector (hashes and signatures of two files, well under a second) and takes its
+configuration; here the configuration is :class:`tcpkit.detect.config.DetectorConfig`'s
+defaults with ``alpha`` = 0.1 and nothing is verified, so that no project is needed. The
+machine's load is reported beside the numbers: on a shared machine wall time is the
+noisier of the two.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SEED", "format_detect", "run_detect_benchmark"]
+
+SEED = 424242
+WINDOW_EVENTS = 50
+REFERENCE_WINDOWS = 5
+ALPHA = 0.1
+
+
+def _peak_rss_mib() -> float:
+    from tcpkit.detect.bench_ingest import _peak_rss_mib as peak
+
+    return peak()
+
+
+def _load() -> float | None:
+    try:
+        return float(os.getloadavg()[0])
+    except (AttributeError, OSError):
+        return None
+
+
+def _simulate(n_agents: int, events: Path, labels: Path) -> dict[str, Any]:
+    """Write the log as ``tcpkit simulate`` does (in this process): seconds and peak memory."""
+    from tcpkit.detect.events_write import write_event_batches, write_labels
+    from tcpkit.detect.sim_events import stream_events
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    sim = stream_events(n_agents=n_agents, seed=SEED)
+    _, n_events = write_event_batches(sim.batches, events)
+    write_labels(sim.labels, labels)
+    return {
+        "events": n_events,
+        "seconds": time.perf_counter() - wall,
+        "cpu_seconds": time.process_time() - cpu,
+        "peak_rss_mib": _peak_rss_mib(),
+    }
+
+
+def _detect(events: Path, labels: Path) -> dict[str, Any]:
+    """The ``tcpkit detect`` pipeline on ``events`` (in this process), phase by phase."""
+    import pyarrow.csv as pcsv
+
+    from tcpkit.detect.alerts import PLOTTED_AGENTS, judge_features
+    from tcpkit.detect.config import DetectorConfig
+    from tcpkit.detect.features import features_of_files
+
+    phases: dict[str, dict[str, float]] = {}
+
+    def timed(name: str, work: Callable[[], Any]) -> Any:
+        wall, cpu = time.perf_counter(), time.process_time()
+        out = work()
+        phases[name] = {"seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu}
+        return out
+
+    feats, n_events = timed("features", lambda: features_of_files(
+        [events], window=None, window_events=WINDOW_EVENTS, reference_windows=REFERENCE_WINDOWS,
+        min_reference_windows=REFERENCE_WINDOWS,
+    ))
+    report = timed("judge", lambda: judge_features(
+        feats, DetectorConfig(alpha=ALPHA), n_events=n_events, plotted=PLOTTED_AGENTS
+    ))
+
+    def outputs() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            for kind, text in (("json", report.to_json), ("csv", report.to_csv), ("html", report.to_html)):
+                Path(tmp, f"alerts.{kind}").write_text(text(), encoding="utf-8")
+
+    timed("outputs", outputs)
+    truth = pcsv.read_csv(labels).to_pydict()
+    compromised = {a for a, c in zip(truth["agent"], truth["compromised"], strict=True) if c}
+    flagged = {a.agent for a in report.agents if a.flagged}
+    return {
+        "events": n_events,
+        "agents": len(report.agents),
+        "features": len(feats.feature_names),
+        "flagged": len(flagged),
+        "flagged_compromised": len(flagged & compromised),
+        "compromised": len(compromised),
+        "phases": phases,
+        "seconds": sum(p["seconds"] for p in phases.values()),
+        "cpu_seconds": sum(p["cpu_seconds"] for p in phases.values()),
+        "peak_rss_mib": _peak_rss_mib(),
+    }
+
+
+def _child(task: str, *args: str) -> dict[str, Any]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(Path(__file__).resolve().parents[2])] + [p for p in [env.get("PYTHONPATH")] if p]
+    )
+    env.setdefault("MPLBACKEND", "Agg")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tcpkit.detect.bench_detect", task, *args],
+        capture_output=True, text=True, env=env, check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{task} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run_detect_benchmark(
+    agents: Sequence[int],
+    *,
+    keep: str | os.PathLike[str] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Simulate (or reuse from ``keep``) each fleet's log and time the detect pipeline on it.
+
+    Returns ``{"seed", "window_events", "reference_windows", "alpha", "cpus", "runs": [...]}``,
+    one run per fleet size with ``simulate`` (None when the log was reused) and ``detect``
+    (phases, totals, peak RSS, flagged agents and how many of them are compromised) and the
+    load average before and after.
+    """
+    say = progress or (lambda _msg: None)
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(keep) if keep is not None else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        for n in agents:
+            events = folder / f"events-{n}-{SEED}.parquet"
+            labels = folder / f"labels-{n}-{SEED}.csv"
+            simulated = None
+            if not (events.exists() and labels.exists()):
+                say(f"simulating {n:,} agents")
+                simulated = _child("simulate", str(n), str(events), str(labels))
+            say(f"detecting on {n:,} agents")
+            before = _load()
+            detected = _child("detect", str(events), str(labels))
+            runs.append({
+                "agents": n,
+                "file_mib": events.stat().st_size / 2**20,
+                "simulate": simulated,
+                "detect": detected,
+                "load_before": before,
+                "load_after": _load(),
+            })
+    return {
+        "seed": SEED,
+        "window_events": WINDOW_EVENTS,
+        "reference_windows": REFERENCE_WINDOWS,
+        "alpha": ALPHA,
+        "cpus": os.cpu_count(),
+        "runs": runs,
+    }
+
+
+def format_detect(result: dict[str, Any]) -> str:
+    """A small text table of :func:`run_detect_benchmark`'s result."""
+    lines = [
+        f"tcpkit detect on simulated fleets (seed {result['seed']}, --window-events {result['window_events']} "
+        f"--reference-windows {result['reference_windows']}, alpha {result['alpha']}; {result['cpus']} CPUs)",
+        f"{'agents':>8} {'events':>12} {'features s':>11} {'judge s':>8} {'outputs s':>10} {'total s':>8} "
+        f"{'CPU s':>7} {'peak RSS MiB':>13} {'flagged':>8} {'load':>10}",
+    ]
+    for run in result["runs"]:
+        d = run["detect"]
+        ph = d["phases"]
+        load = "/".join("?" if x is None else f"{x:.1f}" for x in (run["load_before"], run["load_after"]))
+        lines.append(
+            f"{run['agents']:>8,} {d['events']:>12,} {ph['features']['seconds']:>11.1f} {ph['judge']['seconds']:>8.1f} "
+            f"{ph['outputs']['seconds']:>10.1f} {d['seconds']:>8.1f} {d['cpu_seconds']:>7.1f} "
+            f"{d['peak_rss_mib']:>13.0f} {d['flagged']:>8,} {load:>10}"
+        )
+        if run["simulate"] is not None:
+            s = run["simulate"]
+            lines.append(f"{'':>8} (simulate: {s['seconds']:.1f} s, {s['peak_rss_mib']:.0f} MiB peak)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    task, *rest = sys.argv[1:]
+    if task == "simulate":
+        out = _simulate(int(rest[0]), Path(rest[1]), Path(rest[2]))
+    elif task == "detect":
+        out = _detect(Path(rest[0]), Path(rest[1]))
+    else:
+        raise SystemExit(f"unknown task {task!r}")
+    print(json.dumps(out))
