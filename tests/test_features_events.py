@@ -257,11 +257,24 @@ def test_streaming_path_equals_in_memory(log: pa.Table, tmp_path: Path, options:
     _same(features_from_parquet(path, **options), compute_features(log, **options))
 
 
+@pytest.mark.parametrize(("rows", "workers"), [(45, 3), (450, 2), (5000, 2), (450, 1)])
+def test_streaming_path_in_processes_equals_in_memory(log: pa.Table, tmp_path: Path, rows: int, workers: int) -> None:
+    path = tmp_path / "e.parquet"
+    pq.write_table(log, path, row_group_size=rows)  # 45: every agent spans many row groups and ranges
+    options = {"window_events": 40, "reference_windows": 5, "min_reference_windows": 2}
+    _same(features_from_parquet(path, workers=workers, **options), compute_features(log, **options))
+
+
 def test_streaming_path_refuses_unsorted_files(log: pa.Table, tmp_path: Path) -> None:
     path = tmp_path / "e.parquet"
     pq.write_table(log.take(pa.array(np.arange(log.num_rows)[::-1])), path, row_group_size=1000)
     with pytest.raises(EventError, match="not sorted by agent"):
         features_from_parquet(path)
+    swapped = pa.concat_tables([log.slice(3000), log.slice(0, 3000)])  # sorted halves, out of order at row 3001
+    pq.write_table(swapped, path, row_group_size=500)
+    for workers in (1, 2):
+        with pytest.raises(EventError, match="row 3001, column 'agent': the file is not sorted"):
+            features_from_parquet(path, workers=workers)
 
 
 def test_streaming_path_names_bad_rows(log: pa.Table, tmp_path: Path) -> None:
