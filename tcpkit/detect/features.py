@@ -83,11 +83,20 @@ Activity features (any log)
 A feature whose input columns are absent is left out of ``feature_names`` and
 listed in :attr:`FeatureTable.omitted` with the reason.
 
-Implementation: numpy over whole columns. Events are sorted by (agent,
-time), a window key ``agent * n_windows + window`` is computed per event, and
-every sum is one :func:`numpy.bincount` over it; the percentile is one
-two stable argsorts; novelty is one sort of (agent, item) keys. No
-Python loop runs per event.
+Implementation: numpy over whole columns (the kernels are :mod:`tcpkit.detect.window_stats`).
+The table arrives validated and encoded (:func:`tcpkit.detect.events.encode_events`: text
+columns as dictionaries, arguments parsed once per distinct text), sorted by (agent, time); a
+window key ``agent * n_windows + window`` is computed per event, every sum is one
+:func:`numpy.bincount` over it, the percentile one partition (or sort), novelty one sort of
+(agent, item) keys, and risk classes, families and argument items are worked out once per
+distinct action or arguments text. No Python loop runs per event or per agent.
+
+A log is computed in *pieces* of whole agents (one piece for :func:`compute_features`; a row
+group at a time for :func:`features_from_parquet`; a partition for
+:func:`features_from_dataset`). Each piece computes every wanted feature as if the whole log
+defined it; which features the log defines (a column present somewhere, some event with a
+class, ...) and which agents have too few reference windows is decided once the pieces are
+joined, so every path gives exactly the table of the whole log.
 :func:`features_from_dataset` runs the same code per partition of a Parquet
 dataset through ``dask.dataframe``, after a shuffle that puts each agent's
 events into one partition, so datasets larger than memory give the same table.
