@@ -1133,7 +1133,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         k = _reference_windows(args, lambda: _first_event_us(args.events, args.format))
         feats, n_events = features_of_files(
             args.events, format=args.format, window=window, window_events=window_events,
-            reference_windows=k, min_reference_windows=k, risk_map=risk_map,
+            reference_windows=k, min_reference_windows=k, risk_map=risk_map, workers=None,
         )
         report = judge_features(
             feats, config, n_events=n_events, detector_info=info,  # type: ignore[arg-type]

@@ -96,8 +96,14 @@ OTLP) and the column: an empty file, a missing required column, an unknown risk
 class or outcome, an unparseable time or a time without a zone, a NaN or
 out-of-range number, arguments that are not a JSON object, a truncated or
 corrupt gzip stream, an OTLP file without ``execute_tool`` spans. All checks
-run in one place, :func:`validate_events`, which every reader (and the Dask
-path of :mod:`tcpkit.detect.features`) calls.
+run in one place, :func:`encode_events`, which every reader calls through
+:func:`validate_events` (and the streaming and Dask paths of
+:mod:`tcpkit.detect.features` call directly). Text checks run once per distinct
+value (a hash of the column, or a Parquet column's own dictionary); an error
+still names the first row holding the bad value. :func:`encode_events` keeps the
+text columns dictionary-encoded and the distinct arguments parsed
+(:class:`EncodedEvents`), which is what the features consume;
+:func:`validate_events` decodes that into the canonical table.
 
 **Order.** Readers sort by ``(agent, time)``, so for a whole file the order of
 its lines does not matter, and it is not checked. It matters where events are

@@ -83,11 +83,20 @@ Activity features (any log)
 A feature whose input columns are absent is left out of ``feature_names`` and
 listed in :attr:`FeatureTable.omitted` with the reason.
 
-Implementation: numpy over whole columns. Events are sorted by (agent,
-time), a window key ``agent * n_windows + window`` is computed per event, and
-every sum is one :func:`numpy.bincount` over it; the percentile is one
-two stable argsorts; novelty is one sort of (agent, item) keys. No
-Python loop runs per event.
+Implementation: numpy over whole columns (the kernels are :mod:`tcpkit.detect.window_stats`).
+The table arrives validated and encoded (:func:`tcpkit.detect.events.encode_events`: text
+columns as dictionaries, arguments parsed once per distinct text), sorted by (agent, time); a
+window key ``agent * n_windows + window`` is computed per event, every sum is one
+:func:`numpy.bincount` over it, the percentile one partition (or sort), novelty one sort of
+(agent, item) keys, and risk classes, families and argument items are worked out once per
+distinct action or arguments text. No Python loop runs per event or per agent.
+
+A log is computed in *pieces* of whole agents (one piece for :func:`compute_features`; a row
+group at a time for :func:`features_from_parquet`; a partition for
+:func:`features_from_dataset`). Each piece computes every wanted feature as if the whole log
+defined it; which features the log defines (a column present somewhere, some event with a
+class, ...) and which agents have too few reference windows is decided once the pieces are
+joined, so every path gives exactly the table of the whole log.
 :func:`features_from_dataset` runs the same code per partition of a Parquet
 dataset through ``dask.dataframe``, after a shuffle that puts each agent's
 events into one partition, so datasets larger than memory give the same table.
@@ -763,6 +772,9 @@ def _argument_items(
 # --------------------------------------------------------------------------- streaming Parquet
 
 
+PARALLEL_MIN_GROUPS = 4  # files with fewer row groups are featurised in this process
+
+
 def features_from_parquet(
     path: str | os.PathLike[str],
     *,
@@ -772,18 +784,22 @@ def features_from_parquet(
     reference_windows: int = 8,
     min_reference_windows: int = 1,
     risk_map: RiskMap | None = None,
-    workers: int | None = None,
+    workers: int | None = 1,
 ) -> FeatureTable:
     """:func:`compute_features` of one Parquet file sorted by agent, one row group at a time.
 
     :func:`tcpkit.detect.parquet_stream.parquet_pieces` cuts the file into pieces of whole
-    agents, one row group at a time; ``workers`` threads (default: up to two, one per core)
-    validate and featurise the pieces on the file's window grid while the next row group
-    is read, and the pieces are joined. Peak memory is bounded by a few row groups (the one
-    being read, one per worker, one waiting) plus one agent's events, and the output: not by
-    the file. Files written by :func:`~tcpkit.detect.events_write.write_events` are sorted
-    by (agent, time); for other layouts use :func:`features_from_dataset` (Dask shuffles
-    by agent first) or :func:`compute_features` of :func:`~tcpkit.detect.events.read_events`.
+    agents, one row group at a time; each piece is validated and featurised on the file's
+    window grid, and the pieces are joined. With ``workers`` > 1 (None: one per core, at
+    most two) and at least :data:`PARALLEL_MIN_GROUPS` row groups, that many processes take
+    a contiguous range of row groups each (every agent belongs to the range where its first
+    row is): processes, not threads, because much of the per-event work holds the GIL. They
+    are spawned, so a script that asks for them needs the ``if __name__ == "__main__":``
+    guard of :mod:`multiprocessing`.
+    Peak memory is bounded by a row group and one agent's events per process, plus the
+    output: not by the file. Files written by :func:`~tcpkit.detect.events_write.write_events`
+    are sorted by (agent, time); for other layouts use :func:`features_from_dataset` (Dask
+    shuffles by agent first) or :func:`compute_features` of :func:`~tcpkit.detect.events.read_events`.
 
     Raises
     ------
@@ -792,45 +808,46 @@ def features_from_parquet(
     EventError
         Any schema error (the first in file order).
     """
-    from collections import deque
-    from concurrent.futures import Future, ThreadPoolExecutor
-
-    from tcpkit.detect.parquet_stream import Piece, open_events, parquet_pieces, time_range
+    from tcpkit.detect.parquet_stream import open_events, time_range
 
     opts = _options(window, window_events, feature_set, reference_windows, min_reference_windows, risk_map)
-    open_events(path)  # a readable, non-empty file, before any other work
+    n_groups = open_events(path).num_row_groups  # a readable, non-empty file, before any other work
     grid = _Grid(None, None)
     if opts.window_us is not None:
         lo, hi = time_range(path)
         origin = (lo // opts.window_us) * opts.window_us
         grid = _Grid(origin, (hi - origin) // opts.window_us + 1)
     n_workers = max(1, workers if workers is not None else min(2, os.cpu_count() or 1))
+    if n_workers == 1 or n_groups < PARALLEL_MIN_GROUPS:
+        pieces = _range_pieces(str(path), (0, n_groups), opts, grid)
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
 
-    def work(piece: Piece) -> _Piece:
-        return _piece(piece.encode(), opts, grid)
-
-    pieces: list[_Piece] = []
-    with ThreadPoolExecutor(max_workers=n_workers) as pool:
-        running: deque[Future[_Piece]] = deque()
-        try:
+        n_workers = min(n_workers, n_groups)
+        bounds = np.linspace(0, n_groups, n_workers + 1).round().astype(int)
+        ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+        context = multiprocessing.get_context("spawn")  # pyarrow's thread pools do not survive a fork
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
+            futures = [pool.submit(_range_pieces, str(path), r, opts, grid) for r in ranges]
+            pieces = []
             try:
-                for raw in parquet_pieces(path):
-                    running.append(pool.submit(work, raw))
-                    while len(running) > n_workers:
-                        pieces.append(running.popleft().result())
-            except EventError:
-                while running:  # an error of an earlier piece comes first
-                    pieces.append(running.popleft().result())
+                for future in futures:  # in file order: the first error in the file comes first
+                    pieces.extend(future.result())
+            except BaseException:
+                for future in futures:
+                    future.cancel()
                 raise
-            while running:
-                pieces.append(running.popleft().result())
-        except BaseException:
-            for future in running:
-                future.cancel()
-            raise
     if not pieces:
         raise EventError(f"{path}: empty file: no events")
     return _finish(pieces, opts)
+
+
+def _range_pieces(path: str, groups: tuple[int, int], opts: _Options, grid: _Grid) -> list[_Piece]:
+    """The pieces of the agents that start in row groups ``groups`` (in a worker process or this one)."""
+    from tcpkit.detect.parquet_stream import parquet_pieces
+
+    return [_piece(p.encode(), opts, grid) for p in parquet_pieces(path, groups)]
 
 
 def features_of_files(
@@ -843,12 +860,12 @@ def features_of_files(
     reference_windows: int = 8,
     min_reference_windows: int = 1,
     risk_map: RiskMap | None = None,
+    workers: int | None = 1,
 ) -> tuple[FeatureTable, int]:
     """Features of event files and how many events they hold, streamed where the files allow.
 
     One Parquet file sorted by agent (as tcpkit writes them) is streamed by row group
-    (:func:`features_from_parquet`: memory bounded by row groups, reading and featurising on
-    two cores); anything else (other formats, gzip, several files, a Parquet file whose
+    (:func:`features_from_parquet` with ``workers``: memory bounded by row groups); anything else (other formats, gzip, several files, a Parquet file whose
     agents are not contiguous) is read whole by :func:`~tcpkit.detect.events.read_events`
     and featurised by :func:`compute_features`. Both give the same table.
     """
@@ -867,7 +884,7 @@ def features_of_files(
     if len(files) == 1 and format_of(files[0], format) == ("parquet", False):
         try:
             n_events = int(open_events(files[0]).metadata.num_rows)
-            return features_from_parquet(files[0], **options), n_events
+            return features_from_parquet(files[0], workers=workers, **options), n_events
         except UnsortedError:
             pass  # read whole below
     table = read_events(files, format=format)

@@ -103,8 +103,13 @@ def _agent_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array] | None:
     return remap[codes], unique.dictionary
 
 
-def parquet_pieces(path: str | os.PathLike[str]) -> Iterator[Piece]:
+def parquet_pieces(path: str | os.PathLike[str], groups: tuple[int, int] | None = None) -> Iterator[Piece]:
     """Pieces of whole agents, in file order, one row group at a time (module docstring).
+
+    ``groups=(lo, hi)`` yields only the agents whose first row lies in row groups
+    ``lo .. hi - 1`` (the last of them read on into later row groups until it ends), so
+    that disjoint ranges of row groups, read by separate processes, give every agent
+    exactly once.
 
     Raises
     ------
@@ -116,45 +121,73 @@ def parquet_pieces(path: str | os.PathLike[str]) -> Iterator[Piece]:
     source = str(path)
     pf = open_events(path)
     names = _columns(pf)
-    groups = pf.num_row_groups
+    n_groups = pf.num_row_groups
+    lo, hi = groups if groups is not None else (0, n_groups)
+    row = sum(pf.metadata.row_group(g).num_rows for g in range(lo))
 
     def piece(table: pa.Table, start: int) -> Piece:
         return Piece(table, start, source)
 
+    skip: str | None = None  # an agent that started before this range: its rows are not ours
+    if lo > 0 and "agent" in names:
+        before = _agent_codes(pf.read_row_group(lo - 1, columns=["agent"]).column("agent"))
+        if before is not None:
+            codes, dictionary = before
+            skip = dictionary[int(codes[-1])].as_py()
+    previous = skip  # the agent of the row before this row group
     pending: pa.Table | None = None  # the last agent's rows so far, decoded
     pending_row = 0
-    pending_agent: str | None = None
-    row = 0
-    for g in range(groups):
+    for g in range(lo, n_groups):
+        if g >= hi and pending is None:
+            return
         chunk = pf.read_row_group(g, columns=names)
-        if chunk.num_rows == 0:
+        n = chunk.num_rows
+        if n == 0:
             continue
         agents = _agent_codes(chunk.column("agent")) if "agent" in names else None
         if agents is None:  # a missing agent (or column): validation names the row
+            if g >= hi:  # the next range's own to report
+                break
             rest = _plain(chunk) if pending is None else pa.concat_tables([pending, _plain(chunk)])
             piece(rest, pending_row if pending is not None else row).encode()
             raise EventError(f"{source}: cannot read the agent column")  # not reached: encode raised
         codes, dictionary = agents
         starts = np.concatenate(([0], np.flatnonzero(codes[1:] != codes[:-1]) + 1))
         run_agent = dictionary.take(pa.array(codes[starts])).cast(pa.string())
-        _check_sorted(run_agent, starts, pending_agent, source, row)
-        lead_end = int(starts[1]) if starts.size > 1 else chunk.num_rows
+        first = run_agent[0].as_py()
+        lead_end = int(starts[1]) if starts.size > 1 else n
+        if g >= hi:  # reading on only to finish the last agent (its order checks are the next range's)
+            assert pending is not None
+            if first == previous:
+                pending = pa.concat_tables([pending, _plain(chunk.slice(0, lead_end))])
+                if lead_end == n:
+                    row += n
+                    continue
+            break
+        _check_sorted(run_agent, starts, previous, source, row)
         body = 0
-        if pending is not None and run_agent[0].as_py() == pending_agent:
+        if skip is not None and first == skip:
+            body = lead_end
+            if body == n:  # the whole row group continues an agent of the range before
+                row += n
+                continue
+        skip = None
+        if pending is not None and first == previous:
             pending = pa.concat_tables([pending, _plain(chunk.slice(0, lead_end))])
             body = lead_end
-            if body == chunk.num_rows:  # the whole row group continues one agent
-                row += chunk.num_rows
+            if body == n:  # the whole row group continues one agent
+                row += n
                 continue
         if pending is not None:
             yield piece(pending, pending_row)
+            pending = None
         last = int(starts[-1])
         if last > body:
             yield piece(chunk.slice(body, last - body), row + body)
         pending = _plain(chunk.slice(max(last, body)))
         pending_row = row + max(last, body)
-        pending_agent = run_agent[-1].as_py()
-        row += chunk.num_rows
+        previous = run_agent[-1].as_py()
+        row += n
     if pending is not None and pending.num_rows:
         yield piece(pending, pending_row)
 
