@@ -1008,7 +1008,7 @@ def _epoch_seconds(seconds: pa.Array, fail: Fail) -> pa.Array:
     bad = ~np.isfinite(x) | (x < 0) | (x > _EPOCH_MAX)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise fail(i, "time", f"epoch seconds {x[i]!r} out of range (1970 to 2261)")
+        raise fail(i, "time", f"epoch seconds {float(x[i])!r} out of range (1970 to 2261)")
     us = np.rint(x * 1e6).astype(np.int64)
     return pa.array(us, type=pa.int64()).cast(TIME_TYPE)
 
@@ -1058,7 +1058,7 @@ def _number_column(col: pa.Array, name: str, fail: Fail) -> pa.Array:
     if out.any():
         i = _first(out)
         allowed = f"[{low}, {high}]" if np.isfinite(high) else f">= {low} and finite"
-        raise fail(i, name, f"{values[i]!r} is out of range: allowed {allowed}")
+        raise fail(i, name, f"{float(values[i])!r} is out of range: allowed {allowed}")
     return x
 
 
