@@ -387,12 +387,7 @@ def _residualise(windows: NDArray[np.float64], groups: NDArray[np.int64], small:
     explained away by a huge coefficient.
     """
     out = np.empty_like(windows)
-    fleet = np.median(windows, axis=0)
-    for g in range(small.size):
-        rows = groups == g
-        if not rows.any():
-            continue
-        path = fleet if small[g] else np.median(windows[rows], axis=0)  # (W, d)
+    for _, rows, path in _node_paths(windows, groups, small):
         u = path - path.mean(axis=0)
         x = windows[rows] - windows[rows].mean(axis=1, keepdims=True)
         denom = (u * u).sum(axis=0)
@@ -416,13 +411,28 @@ def regime_jumps(
     not exchangeable, whatever the residualisation leaves behind.
     """
     out = np.zeros(small.size, dtype=bool)
-    fleet = np.median(windows, axis=0)
+    for g, _, path in _node_paths(windows, groups, small):
+        out[g] = bool((np.abs(np.diff(path, axis=0)) / noise_sd).max() > _REGIME_JUMP)
+    return out
+
+
+def _node_paths(
+    windows: NDArray[np.float64], groups: NDArray[np.int64], small: NDArray[np.bool_]
+) -> list[tuple[int, NDArray[np.bool_], NDArray[np.float64]]]:
+    """``(node, its agents' mask, its per-window median path (W, d))`` for every node with agents.
+
+    The path is the node's own median, or the fleet's for a node in ``small``; the fleet
+    median is computed only when some node needs it. The one definition of a node's path
+    that centring, residualising and regime detection share.
+    """
+    fleet = np.median(windows, axis=0) if bool(np.any(small)) else None
+    out = []
     for g in range(small.size):
         rows = groups == g
         if not rows.any():
             continue
-        path = fleet if small[g] else np.median(windows[rows], axis=0)
-        out[g] = bool((np.abs(np.diff(path, axis=0)) / noise_sd).max() > _REGIME_JUMP)
+        path = fleet if small[g] and fleet is not None else np.median(windows[rows], axis=0)
+        out.append((g, rows, path))
     return out
 
 
@@ -436,13 +446,8 @@ def _inverse_cholesky(covariance: NDArray[np.float64]) -> NDArray[np.float64]:
 def _centre(windows: NDArray[np.float64], groups: NDArray[np.int64], small: NDArray[np.bool_]) -> NDArray[np.float64]:
     """Windows minus the per-window median of the agent's node (fleet median for small nodes)."""
     out = np.empty_like(windows)
-    fleet = np.median(windows, axis=0)
-    for g in range(small.size):
-        rows = groups == g
-        if not rows.any():
-            continue
-        centre = fleet if small[g] else np.median(windows[rows], axis=0)
-        out[rows] = windows[rows] - centre
+    for _, rows, path in _node_paths(windows, groups, small):
+        out[rows] = windows[rows] - path
     return out
 
 
