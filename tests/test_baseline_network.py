@@ -100,20 +100,17 @@ def test_combined_pvalue_is_exact_full_conformal_rank() -> None:
     exchangeability: ties in min-p (frequent, it takes few values) are broken by the
     fixed key instead of being counted as extreme.
     """
-    from tcpkit.detect.composite import _at_least, _full_conformal_minp
+    from tcpkit.detect.weighted_minp import WeightedMinp
 
     rng = np.random.default_rng(4)
     scores = rng.gamma(2.0, size=(61, 3))
     key = np.log1p(scores).sum(axis=1)
-    ps = []
-    for i in range(scores.shape[0]):
-        cal = np.delete(scores, i, axis=0)
-        cal_sorted = [np.sort(cal[:, j]) for j in range(3)]
-        cal_rank = np.column_stack([_at_least(cal_sorted[j], cal[:, j]) for j in range(3)])
-        own_rank = np.column_stack([_at_least(cal_sorted[j], scores[[i], j]) for j in range(3)])
-        p = _full_conformal_minp(cal, cal_rank, np.delete(key, i), scores[[i]], own_rank, key[[i]])
-        ps.append(p[0])
-    np.testing.assert_allclose(np.sort(ps) * 61, np.arange(1, 62))
+    for weights in ((1, 1, 1), (3, 1, 1), (2, 3, 1)):
+        ps = []
+        for i in range(scores.shape[0]):
+            index = WeightedMinp.build(np.delete(scores, i, axis=0), np.delete(key, i), weights)
+            ps.append(index.pvalues(scores[[i]], key[[i]])[0])
+        np.testing.assert_allclose(np.sort(ps) * 61, np.arange(1, 62))
 
 
 @pytest.mark.parametrize("names", [None, ("a", "b", "family_underrating")])
@@ -167,18 +164,25 @@ def test_focus_feature_gets_its_own_one_sided_change_test() -> None:
 
 def _reference_full_conformal_minp(
     cal_scores: np.ndarray,
-    cal_rank: np.ndarray,
     cal_key: np.ndarray,
     test_scores: np.ndarray,
-    test_rank: np.ndarray,
     test_key: np.ndarray,
+    weights: tuple[int, ...] | None = None,
 ) -> np.ndarray:
-    """The O(n_cal) per agent definition (the implementation before _MinpIndex), kept as the oracle."""
-    n = cal_scores.shape[0]
-    t_stat = 1 + test_rank.min(axis=1)
+    """The O(n_cal) per agent definition of the (weighted) full-conformal min-p, kept as the oracle.
+
+    Ranks ``#{cal >= s}`` per component, each multiplied by ``lcm(w) / w_j``; with the judged
+    agent added a calibration agent's rank grows by one where the judged score is at least its own.
+    """
+    n, k = cal_scores.shape
+    w = np.ones(k, dtype=np.int64) if weights is None else np.asarray(weights, dtype=np.int64)
+    factor = np.lcm.reduce(w) // w
+    cols = [np.sort(cal_scores[:, j]) for j in range(k)]
+    cal_rank = np.column_stack([n - np.searchsorted(c, cal_scores[:, j], side="left") for j, c in enumerate(cols)])
+    test_rank = np.column_stack([n - np.searchsorted(c, test_scores[:, j], side="left") for j, c in enumerate(cols)])
+    t = ((test_rank + 1) * factor).min(axis=1)[:, None]
     bumped = cal_scores[None, :, :] <= test_scores[:, None, :]
-    stat = (cal_rank[None, :, :] + bumped).min(axis=2)
-    t = t_stat[:, None]
+    stat = ((cal_rank[None, :, :] + bumped) * factor).min(axis=2)
     more = (stat < t).sum(axis=1)
     tied = ((stat == t) & (cal_key[None, :] >= test_key[:, None])).sum(axis=1)
     return (1 + more + tied) / (n + 1.0)
@@ -206,31 +210,56 @@ def _minp_case(draw: st.DrawFn) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
 
 
 @settings(max_examples=400, deadline=None)
-@given(_minp_case())
-def test_minp_index_equals_the_per_agent_definition(case: tuple[np.ndarray, ...]) -> None:
-    """The binary-search p-values equal the O(n_cal) definition exactly, ties included."""
-    from tcpkit.detect.composite import _at_least, _full_conformal_minp, _MinpIndex
+@given(_minp_case(), st.lists(st.integers(1, 4), min_size=4, max_size=4), st.booleans())
+def test_weighted_minp_equals_the_per_agent_definition(
+    case: tuple[np.ndarray, ...], weights: list[int], unweighted: bool
+) -> None:
+    """The band search gives the O(n_cal) definition's p-values exactly, ties included, any weights."""
+    from tcpkit.detect.weighted_minp import WeightedMinp
 
     cal, test, cal_key, test_key = case
-    cols = [np.sort(cal[:, j]) for j in range(cal.shape[1])]
-    cal_rank = np.column_stack([_at_least(c, cal[:, j]) for j, c in enumerate(cols)])
-    test_rank = np.column_stack([_at_least(c, test[:, j]) for j, c in enumerate(cols)])
-    expected = _reference_full_conformal_minp(cal, cal_rank, cal_key, test, test_rank, test_key)
-    index = _MinpIndex.build(cal, cal_rank, cal_key)
+    w = tuple([1] * cal.shape[1] if unweighted else weights[: cal.shape[1]])
+    expected = _reference_full_conformal_minp(cal, cal_key, test, test_key, w)
+    np.testing.assert_array_equal(WeightedMinp.build(cal, cal_key, w).pvalues(test, test_key), expected)
+
+
+def test_weighted_minp_groups_wide_bands_without_changing_the_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Many tied calibration scores make wide bands; judging them in small groups gives the same p-values."""
+    import tcpkit.detect.weighted_minp as wm
+
+    rng = np.random.default_rng(5)
+    cal = rng.integers(0, 3, size=(300, 3)).astype(np.float64)
+    test = rng.integers(0, 4, size=(200, 3)).astype(np.float64)
+    cal_key, test_key = rng.random(300), rng.random(200)
+    expected = _reference_full_conformal_minp(cal, cal_key, test, test_key, (3, 1, 2))
+    monkeypatch.setattr(wm, "_BAND_BUDGET", 64)
+    index = wm.WeightedMinp.build(cal, cal_key, (3, 1, 2))
+    assert len(wm._groups(np.full(200, 50), 64)) == 200  # one agent per group at that budget
     np.testing.assert_array_equal(index.pvalues(test, test_key), expected)
-    np.testing.assert_array_equal(
-        _full_conformal_minp(cal, cal_rank, cal_key, test, test_rank, test_key), expected
-    )
+
+
+def test_weighted_minp_refuses_bad_weights() -> None:
+    from tcpkit.detect.weighted_minp import WeightedMinp, WeightError
+
+    cal = np.zeros((5, 2))
+    for bad in ((0, 1), (1.5, 1), (1,), (True, 1)):
+        with pytest.raises(WeightError):
+            WeightedMinp.build(cal, np.zeros(5), bad)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("names", [None, ("a", "b", "family_underrating")])
-def test_detector_combined_pvalue_equals_the_per_agent_definition(names: tuple[str, ...] | None) -> None:
+@pytest.mark.parametrize("change_weight", [1, 3])
+def test_detector_combined_pvalue_equals_the_per_agent_definition(
+    names: tuple[str, ...] | None, change_weight: int
+) -> None:
     """End to end (3 and 4 components, CUSUM maxima tied at 0): detect's p-values match the oracle."""
     from tcpkit.detect.composite import _features
 
     rng = np.random.default_rng(11)
     fleet = _fleet(rng, 260)[:, :6]
-    det = NetworkDetector(reference_windows=3, method="empirical", random_state=3, feature_names=names).fit(
+    det = NetworkDetector(
+        reference_windows=3, method="empirical", random_state=3, feature_names=names, change_weight=change_weight
+    ).fit(
         fleet[:200]
     )
     judged = np.concatenate([fleet[200:], fleet[:200]])  # includes the calibration agents themselves
@@ -242,6 +271,6 @@ def test_detector_combined_pvalue_equals_the_per_agent_definition(names: tuple[s
     test = np.column_stack([result.components[f"score_{c}"] for c in det.components_])
     assert (cal[:, det.components_.index("cusum")] == 0).sum() > 1  # ties really occur
     expected = _reference_full_conformal_minp(
-        cal, det._ranks(cal), det._tiebreak_key(cal), test, det._ranks(test), det._tiebreak_key(test)
+        cal, det._tiebreak_key(cal), test, det._tiebreak_key(test), det._weights()
     )
     np.testing.assert_array_equal(result.pvalues, expected)

@@ -44,25 +44,23 @@ poisoned or absorb a drift).
 The combined p-value
 --------------------
 Each component score is turned into a conformal p-value against the calibration
-agents. The combined statistic is ``min_j p_j`` and it is itself calibrated by full
-conformal inference over the calibration agents plus the judged agent: within that
-set of ``n_cal + 1`` agents every agent's component p-values are its ranks
+agents. The combined statistic is the weighted min-p ``min_j p_j / w_j`` (weight
+``change_weight`` for the change test, 1 for the others) and it is itself calibrated
+by full conformal inference over the calibration agents plus the judged agent: within
+that set of ``n_cal + 1`` agents every agent's component p-values are its ranks
 ``#{agents in the set with score >= its own} / (n_cal + 1)``, its statistic is the
-smallest of them, and the judged agent's final p-value is the share of the set whose
-statistic is at least as extreme as its own (computed exactly by binary searches in
-structures built once at fit time, O(K log n_cal) per judged agent for K tests: see
-``_MinpIndex``). ``min_j p_j`` takes few values, so ties
+weighted smallest of them, and the judged agent's final p-value is the share of the
+set whose statistic is at least as extreme as its own (computed exactly, in O(K log
+n_cal) per judged agent plus a short band of near-ties: see
+:mod:`tcpkit.detect.weighted_minp`). The statistic takes few values, so ties
 are broken by a fixed continuous key, ``sum_j log(1 + s_j / m_j)`` with ``m_j`` the
 median component score of the fitting agents (a function of the agent alone, so it
 keeps the symmetry). Assumption: a clean monitored agent and the calibration agents
 are exchangeable (same population, same number of windows). Under it the p-value is
 exactly uniform on ``{1, ..., n_cal + 1} / (n_cal + 1)`` (ties in the key have
-probability zero for continuous scores), whatever the dependence between the three
-tests: ``P(p <= alpha) = floor(alpha (n_cal + 1)) / (n_cal + 1)``. Calibrating the
-min-p against leave-one-out p-values of the calibration agents alone, and counting
-ties in ``min_j p_j`` as extreme, was valid but conservative (0.0068 at alpha = 0.01
-on 5,000 clean agents). Benjamini-Hochberg then controls the FDR across agents; note
-that conformal p-values are at least ``1 / (n_cal + 1)``, so BH at level ``q`` over
+probability zero for continuous scores), whatever the dependence between the tests
+and whatever the (fixed) weights: ``P(p <= alpha) = floor(alpha (n_cal + 1)) / (n_cal + 1)``.
+Benjamini-Hochberg then controls the FDR across agents; note that conformal p-values are at least ``1 / (n_cal + 1)``, so BH at level ``q`` over
 ``m`` agents can flag ``k`` agents only if ``n_cal + 1 >= m / (q k)``: size the
 reference fleet accordingly.
 """
@@ -91,6 +89,7 @@ from tcpkit.detect.pvalues import conformal_pvalues
 from tcpkit.detect.regression import LevelRegression, fit_level_regression
 from tcpkit.detect.sequential import CusumDetector, CusumResult
 from tcpkit.detect.studentize import own_sd, studentize_prior
+from tcpkit.detect.weighted_minp import WeightedMinp
 
 COMPONENTS = ("change", "level", "cusum")
 FAMILY_COMPONENT = "family"
@@ -130,125 +129,6 @@ def _check_windows(windows: ArrayLike, name: str, n_features: int | None = None)
         rows = np.unique(np.nonzero(bad)[0])[:5].tolist()
         raise BaselineError(f"{name} contains NaN or infinite values (agents {rows})")
     return w
-
-
-def _at_least(sorted_cal: NDArray[np.float64], scores: NDArray[np.float64]) -> NDArray[np.int64]:
-    """``#{calibration scores >= s}`` for every ``s`` (binary search)."""
-    return np.asarray(sorted_cal.size - np.searchsorted(sorted_cal, scores, side="left"), dtype=np.int64)
-
-
-_MAX_MINP_COMPONENTS = 10  # the index holds up to 2**K - 1 copies of each calibration agent
-
-
-@dataclass(frozen=True)
-class _MinpIndex:
-    """Calibration agents arranged so the full-conformal min-p p-value costs O(K log n) per agent.
-
-    Why it is exact: let ``a_ij = #{cal >= c_ij}`` (agent ``i``'s rank in component ``j``),
-    ``m_i = min_j a_ij`` and ``M_i`` the components attaining it. When a judged agent
-    with scores ``s`` and ranks ``r_j = #{cal >= s_j}`` joins, ``a_ij`` grows by
-    ``b_ij = [c_ij <= s_j]``, so agent ``i``'s statistic is ``m_i`` or ``m_i + 1``. With
-    ``R = min_j r_j`` the judged agent's statistic is ``R + 1``, and only agents with
-    ``m_i`` in ``{R, R + 1}`` can change side; for them ``b_ij`` depends on ``j`` and
-    the judged agent alone:
-
-    * ``a_ij = R``: ``b_ij = 1`` iff ``c_ij = s_j``, i.e. iff ``e_j``: ``r_j = R`` and
-      ``s_j`` occurs in calibration column ``j`` (distinct values have distinct ranks);
-    * ``a_ij = R + 1``: ``b_ij = 1`` iff ``f_j``: ``r_j = R``, or ``r_j = R + 1`` and
-      ``s_j`` occurs in column ``j``.
-
-    Hence ``#{stat_i < R + 1} = #{m_i < R} + #{m_i = R, M_i meets not-e}`` and
-    ``#{stat_i = R + 1, key_i >= key} = #{m_i = R + 1, M_i meets not-f, key_i >= key}
-    + #{m_i = R, M_i inside e, key_i >= key}``. Each count is a range count over the
-    agents whose ``M_i`` meets a given component subset ``g``: ``codes`` holds, sorted,
-    ``g * stride**2 + m_i * stride + q_i`` for every such pair (``q_i`` = rank of
-    ``key_i`` among the calibration keys, ``stride = n + 1``), and one binary search
-    answers each bound.
-    """
-
-    sorted_columns: tuple[NDArray[np.float64], ...]  # each calibration column, ascending
-    sorted_keys: NDArray[np.float64]
-    codes: NDArray[np.int64]
-    n: int
-
-    @classmethod
-    def build(
-        cls, cal_scores: NDArray[np.float64], cal_rank: NDArray[np.int64], cal_key: NDArray[np.float64]
-    ) -> _MinpIndex:
-        n, k = cal_scores.shape
-        if not 1 <= k <= _MAX_MINP_COMPONENTS:
-            raise BaselineError(f"{k} components: the min-p calibration supports 1 to {_MAX_MINP_COMPONENTS}")
-        rank = np.asarray(cal_rank, dtype=np.int64)
-        m = rank.min(axis=1)
-        attains = (rank == m[:, None]).astype(np.int64) @ (np.int64(1) << np.arange(k, dtype=np.int64))
-        sorted_keys = np.sort(cal_key)
-        q = np.searchsorted(sorted_keys, cal_key, side="left").astype(np.int64)
-        stride = np.int64(n + 1)
-        subsets = np.arange(1, 1 << k, dtype=np.int64)
-        rows, cols = np.nonzero((attains[:, None] & subsets[None, :]) != 0)
-        codes = np.sort(subsets[cols] * stride * stride + m[rows] * stride + q[rows])
-        columns = tuple(np.sort(cal_scores[:, j]) for j in range(k))
-        return cls(columns, sorted_keys, codes, int(n))
-
-    def _count(self, subset: NDArray[np.int64], lo: NDArray[np.int64], hi: NDArray[np.int64]) -> NDArray[np.int64]:
-        """Per agent, the calibration agents whose ``M_i`` meets ``subset`` with ``lo <= m * stride + q < hi``."""
-        base = subset * np.int64(self.n + 1) ** 2
-        return np.asarray(
-            np.searchsorted(self.codes, base + hi, side="left") - np.searchsorted(self.codes, base + lo, side="left"),
-            dtype=np.int64,
-        )
-
-    def pvalues(self, test_scores: NDArray[np.float64], test_key: NDArray[np.float64]) -> NDArray[np.float64]:
-        """``#{agents of calibration + judged at least as extreme} / (n + 1)`` for each judged agent."""
-        n = self.n
-        k = len(self.sorted_columns)
-        ranks = np.empty((test_scores.shape[0], k), dtype=np.int64)
-        present = np.empty(ranks.shape, dtype=bool)
-        for j, col in enumerate(self.sorted_columns):
-            left = np.searchsorted(col, test_scores[:, j], side="left")
-            ranks[:, j] = n - left
-            present[:, j] = np.searchsorted(col, test_scores[:, j], side="right") > left
-        r = ranks.min(axis=1)
-        bits = np.int64(1) << np.arange(k, dtype=np.int64)
-        e = (ranks == r[:, None]) & present
-        f = (ranks == r[:, None]) | ((ranks == r[:, None] + 1) & present)
-        not_e = (~e).astype(np.int64) @ bits
-        not_f = (~f).astype(np.int64) @ bits
-        every = np.full(r.shape, (1 << k) - 1, dtype=np.int64)
-        q = np.searchsorted(self.sorted_keys, test_key, side="left").astype(np.int64)
-        stride = np.int64(n + 1)
-        at_r, at_r1, at_r2 = r * stride, (r + 1) * stride, (r + 2) * stride
-        zero = np.zeros_like(r)
-        more = self._count(every, zero, at_r) + self._count(not_e, at_r, at_r1)
-        tied = (
-            self._count(not_f, at_r1 + q, at_r2)
-            + self._count(every, at_r + q, at_r1)
-            - self._count(not_e, at_r + q, at_r1)
-        )
-        return np.asarray((1 + more + tied) / (n + 1.0), dtype=np.float64)
-
-
-def _full_conformal_minp(
-    cal_scores: NDArray[np.float64],
-    cal_rank: NDArray[np.int64],
-    cal_key: NDArray[np.float64],
-    test_scores: NDArray[np.float64],
-    test_rank: NDArray[np.int64],
-    test_key: NDArray[np.float64],
-) -> NDArray[np.float64]:
-    """Full-conformal p-value of the min-p statistic, ties broken by a fixed key.
-
-    ``cal_scores`` (n, c) and ``test_scores`` (m, c) are raw component scores;
-    ``cal_rank[i, j] = #{cal >= cal_scores[i, j]}`` (itself included) and
-    ``test_rank[t, j] = #{cal >= test_scores[t, j]}`` (recomputed from the sorted
-    columns, accepted for the caller's convenience). With the judged agent added, a
-    calibration agent's rank in component ``j`` grows by one exactly when the judged
-    agent's score is at least its own. Returns ``#{agents of the set at least as
-    extreme} / (n + 1)`` with the judged agent counted. Builds a :class:`_MinpIndex`;
-    callers judging many batches against one calibration should build it once.
-    """
-    del test_rank
-    return _MinpIndex.build(cal_scores, cal_rank, cal_key).pvalues(test_scores, test_key)
 
 
 @dataclass(frozen=True)
@@ -560,7 +440,7 @@ class NetworkDetector:
         cal_scores = self._component_scores(feats, cal_rows)
         cal_matrix = np.column_stack([cal_scores[name] for name in self.components_])
         self.calibration_ = {name: np.sort(cal_matrix[:, j]) for j, name in enumerate(self.components_)}
-        self._minp_index = _MinpIndex.build(cal_matrix, self._ranks(cal_matrix), self._tiebreak_key(cal_matrix))
+        self._minp = WeightedMinp.build(cal_matrix, self._tiebreak_key(cal_matrix), self._weights())
         self.n_calibration_ = int(cal_matrix.shape[0])
         self._calibration_matrix = cal_matrix
         return self
@@ -622,6 +502,8 @@ class NetworkDetector:
                 config = config.replace(studentize=False)
             if "change_model" not in stored:  # frozen before the level regression existed
                 config = config.replace(change_model="difference")
+            if "change_weight" not in stored:  # frozen before the weighted min-p existed
+                config = config.replace(change_weight=1)
             det = cls(config, kernel_factory=kernel_factory)
             d = int(arrays["n_features_in"])
             det.n_features_in_ = d
@@ -687,7 +569,7 @@ class NetworkDetector:
                 raise
             raise BaselineError(f"the model is malformed: {exc}") from None
         det.calibration_ = {name: np.sort(cal[:, j]) for j, name in enumerate(det.components_)}
-        det._minp_index = _MinpIndex.build(cal, det._ranks(cal), det._tiebreak_key(cal))
+        det._minp = WeightedMinp.build(cal, det._tiebreak_key(cal), det._weights())
         det.n_calibration_ = int(cal.shape[0])
         det._calibration_matrix = cal
         return det
@@ -700,10 +582,9 @@ class NetworkDetector:
             return np.asarray(base.mahalanobis(X), dtype=np.float64)
         return np.asarray(kernel.squared_distances(np.ascontiguousarray(X, dtype=np.float64)), dtype=np.float64)
 
-    def _ranks(self, scores: NDArray[np.float64]) -> NDArray[np.int64]:
-        return np.column_stack(
-            [_at_least(self.calibration_[name], scores[:, j]) for j, name in enumerate(self.components_)]
-        )
+    def _weights(self) -> tuple[int, ...]:
+        """Min-p weight of each component, in ``components_`` order (see ``change_weight``)."""
+        return tuple(self.config.change_weight if name == "change" else 1 for name in self.components_)
 
     def _tiebreak_key(self, scores: NDArray[np.float64]) -> NDArray[np.float64]:
         """Fixed continuous key (larger = more extreme) that breaks ties in min-p."""
@@ -783,7 +664,7 @@ class NetworkDetector:
         }
         min_p = np.minimum.reduce([p[name] for name in self.components_])
         matrix = np.column_stack([scores[name] for name in self.components_])
-        combined = self._minp_index.pvalues(matrix, self._tiebreak_key(matrix))
+        combined = self._minp.pvalues(matrix, self._tiebreak_key(matrix))
         n_cal = self.n_calibration_
         if fdr == "none" and n_cal + 1 < 1.0 / alpha:
             raise BaselineError(

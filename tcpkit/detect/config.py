@@ -95,6 +95,15 @@ class DetectorConfig:
     fleet_method : estimator of the self-referenced path (:func:`tcpkit.detect.alerts.fleet_detector`,
         what ``tcpkit detect`` runs), whose reference windows may hold compromised agents:
         robust by default ("ogk"), since a classical fit there is masked by them.
+    change_weight : weight of the change test in the combined min-p, an integer >= 1 against
+        weight 1 for each other test (level, CUSUM, family): the change test's rank counts
+        ``1 / change_weight`` times, so it rejects at a ``change_weight`` times larger rank
+        (:mod:`tcpkit.detect.weighted_minp`; validity holds for any fixed weight, only power
+        changes). Most compromises start after the reference period, where the change test
+        carries the evidence and the between-agent level test mostly adds honest
+        heterogeneity. Default 4 (the change test gets 4 of the 7 shares with four tests),
+        chosen on the tuning seeds: ``python -m tcpkit.detect.worldcheck --detector
+        change_weight=1`` measures the unweighted rule against it.
     cusum_k : CUSUM allowance in normal-score units (half the shift to find fastest).
     target_arl : in-control average run length of the CUSUM, in windows.
     reference_windows : each agent's first windows forming its own reference period.
@@ -122,6 +131,7 @@ class DetectorConfig:
     fdr: str = "bh"
     method: str = "empirical"
     fleet_method: str = "ogk"
+    change_weight: int = 4
     cusum_k: float = 0.5
     target_arl: float = 500.0
     reference_windows: int = 5
@@ -199,6 +209,7 @@ def _validated(config: DetectorConfig) -> dict[str, Any]:
         "cusum_k": _number("cusum_k", config.cusum_k, 0.0, None, open_low=False, open_high=True),
         "target_arl": _number("target_arl", config.target_arl, 1.0, None, open_low=True, open_high=True),
         "reference_windows": _integer("reference_windows", config.reference_windows, 1),
+        "change_weight": _integer("change_weight", config.change_weight, 1),
         "max_fit_agents": _integer("max_fit_agents", config.max_fit_agents, 20),
         "features": _names("features", config.features),
         "kernel": kernel,
