@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from tcpkit.detect.ancestor import ancestor_detect
 from tcpkit.detect.baseline import BaselineError
 from tcpkit.detect.composite import NetworkDetector
+from tcpkit.detect.config import ConfigError, DetectorConfig
 from tcpkit.detect.sequential import CusumDetector, siegmund_arl, threshold_for_arl
 
 
@@ -274,3 +275,41 @@ def test_detector_combined_pvalue_equals_the_per_agent_definition(
         cal, det._tiebreak_key(cal), test, det._tiebreak_key(test), det._weights()
     )
     np.testing.assert_array_equal(result.pvalues, expected)
+
+
+def test_change_weight_travels_with_the_model_and_an_older_model_loads_unweighted() -> None:
+    """A frozen model decides as it was measured: its weight is stored, and a model frozen
+    before the setting existed (no key) keeps the unweighted min-p it was gated with."""
+    import json
+
+    rng = np.random.default_rng(12)
+    fleet = _fleet(rng, 400)[:, :6]
+    for weight in (1, 4):
+        det = NetworkDetector(reference_windows=3, change_weight=weight).fit(fleet[:300])
+        again = NetworkDetector.from_arrays(det.to_arrays())
+        assert again.config.change_weight == weight
+        np.testing.assert_array_equal(again.detect(fleet[300:]).pvalues, det.detect(fleet[300:]).pvalues)
+    unweighted = NetworkDetector(reference_windows=3, change_weight=1).fit(fleet[:300])
+    arrays = unweighted.to_arrays()
+    stored = {k: v for k, v in json.loads(str(arrays["config"])).items() if k != "change_weight"}
+    loaded = NetworkDetector.from_arrays(dict(arrays, config=np.array(json.dumps(stored, sort_keys=True))))
+    assert loaded.config.change_weight == 1
+    np.testing.assert_array_equal(loaded.detect(fleet[300:]).pvalues, unweighted.detect(fleet[300:]).pvalues)
+    with pytest.raises(ConfigError, match="change_weight"):
+        DetectorConfig(change_weight=0)
+
+
+def test_weighting_the_change_test_finds_more_of_a_shift_that_only_the_change_sees() -> None:
+    """The reason for the default: a sustained shift after the reference period, at a fixed BH level."""
+    found = {1: 0, 4: 0}
+    for seed in (13, 14, 15):
+        rng = np.random.default_rng(seed)
+        reference = _fleet(rng, 3000)[:, :6]
+        monitored = _fleet(rng, 400)[:, :6]
+        monitored[:40, 3:] += 2.0  # every feature, from the first detection window on
+        for weight in found:
+            det = NetworkDetector(reference_windows=3, change_weight=weight).fit(reference)
+            result = det.detect(monitored, alpha=0.05)
+            found[weight] += int(result.flags[:40].sum())
+            assert result.flags[40:].mean() < 0.05
+    assert found[4] > found[1], found

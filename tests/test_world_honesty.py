@@ -84,3 +84,20 @@ def test_trimmed_estimator_drops_gross_outliers_and_keeps_the_bulk() -> None:
     assert est.support is not None and not est.support[:150].any()
     assert est.support[150:].mean() > 0.95  # heavy tails are not outliers
     assert np.all(np.abs(est.location) < 0.1)
+
+
+def test_security_world_separability_reports_each_fixed_shift_attack() -> None:
+    """The security notebook's table: poisoning shows in the level only, a larger budget stands out more."""
+    from tcpkit.detect.attacks import AttackConfig, make_world, world_separability
+
+    cfg = AttackConfig(n_reference=400, n_monitored=120)
+    world = make_world(3, cfg)
+    table = world_separability(world, cfg)
+    assert [r.attack for r in table.rows] == ["mimicry", "drift", "poisoning", "coordination"]
+    assert all(r.n_attacked == world.attacked.size for r in table.rows)
+    assert table.n_clean == int(world.clean.sum())
+    poisoning = table.row("poisoning")
+    assert poisoning.level_effect > 3.0 > poisoning.change_effect  # present from window 0
+    louder = world_separability(world, cfg, {"mimicry": 6.0}).row("mimicry")
+    assert louder.change_effect > table.row("mimicry").change_effect
+    assert "security world, budgets mimicry 3" in table.to_markdown()

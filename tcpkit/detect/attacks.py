@@ -84,7 +84,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -92,6 +92,9 @@ from scipy import stats
 from statsmodels.stats.proportion import proportion_confint
 
 from tcpkit.detect.baseline import Baseline, DetectionResult, decide
+
+if TYPE_CHECKING:
+    from tcpkit.detect.separability import SeparabilityTable
 
 ATTACKS: tuple[str, ...] = ("mimicry", "poisoning", "drift", "probing", "coordination")
 
@@ -482,6 +485,39 @@ def coordination_windows(world: World, group_size: int, config: AttackConfig) ->
     offsets = per_member + shock[groups]  # (n_attacked, n_after), clean SDs
     w[world.attacked, config.reference_windows:] += offsets[:, :, None] * world.change_unit
     return w
+
+
+def world_separability(
+    world: World, config: AttackConfig, budgets: Mapping[str, float] | None = None
+) -> SeparabilityTable:
+    """How hard this world is: :func:`tcpkit.detect.separability.separability_of` per attack.
+
+    The attacked agents play each fixed-shift attack at its budget (default
+    :data:`REFERENCE_BUDGETS`, the gated ones): mimicry, drift, poisoning, and
+    coordination with groups of that size. Probing is left out: its shift is whatever
+    its queries of a detector taught it, not a property of the world. The clean agents
+    are the monitored fleet's others.
+    """
+    from tcpkit.detect.separability import separability_of
+
+    use = {**REFERENCE_BUDGETS, **dict(budgets or {})}
+    played = {
+        "mimicry": mimicry_windows(world, use["mimicry"], config),
+        "drift": drift_windows(world, use["drift"], config),
+        "poisoning": poisoned_windows(world, use["poisoning"])[1],
+        "coordination": coordination_windows(world, int(use["coordination"]), config),
+    }
+    r = config.reference_windows
+    parts = [world.monitored[world.clean]] + [w[world.attacked] for w in played.values()]
+    stacked = np.concatenate(parts)
+    labels = np.array(
+        [None] * int(world.clean.sum()) + [name for name in played for _ in range(world.attacked.size)], dtype=object
+    )
+    label = ", ".join(f"{name} {use[name]:g}" for name in played)
+    return separability_of(
+        stacked[:, r:].mean(axis=1), stacked[:, :r].mean(axis=1), world.feature_names, labels,
+        attacks=tuple(played), difficulty=f"security world, budgets {label}",
+    )
 
 
 def probe(

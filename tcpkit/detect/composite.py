@@ -27,9 +27,7 @@ each answering a different question, are therefore run per agent and combined:
     the one-sided change of that single feature (detection mean minus own reference
     mean), robustly standardised on the fitting agents. A compromise that touches one
     command family moves this one coordinate strongly while the 12-dimensional
-    ``change`` distance spreads its evidence over all degrees of freedom: measured on
-    the simulator (20 held-out seeds x 500 agents, strength 1), semantic-hijack recall
-    0.971 -> 0.986 with the same false-positive rate.
+    ``change`` distance spreads its evidence over all degrees of freedom.
 
 What is assumed clean, and why that is realistic
 ------------------------------------------------

@@ -44,7 +44,7 @@ from numpy.typing import NDArray
 
 from tcpkit.detect.simulate import ATTACKS, SimulatedNetwork
 
-__all__ = ["SeparabilityRow", "SeparabilityTable", "oracle_recall", "separability_table"]
+__all__ = ["SeparabilityRow", "SeparabilityTable", "oracle_recall", "separability_of", "separability_table"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,8 @@ class SeparabilityTable:
     """Per-attack separability of a world; ``rows`` in :data:`ATTACKS` order.
 
     The unit of every effect is the clean agents' standard deviation of that
-    feature; ``n_clean`` agents define it.
+    feature; ``n_clean`` agents define it. ``difficulty`` labels the world (the
+    simulator's preset, or the security evaluation's budgets).
     """
 
     rows: tuple[SeparabilityRow, ...]
@@ -93,7 +94,7 @@ class SeparabilityTable:
     def to_markdown(self) -> str:
         """The table as GitHub Markdown (effects in clean-agent SDs, shares in %)."""
         lines = [
-            f"Separability (difficulty {self.difficulty!r}; effect = |median attacked - median "
+            f"Separability ({self.difficulty}; effect = |median attacked - median "
             f"clean| in clean-agent SDs over {self.n_clean} clean agents; beyond = attacked "
             "agents beyond every clean agent on that feature)",
             "",
@@ -161,27 +162,48 @@ def separability_table(net: SimulatedNetwork) -> SeparabilityTable:
     ValueError
         When the network has fewer than two clean agents.
     """
-    clean = ~np.asarray(net.labels, dtype=bool)
-    if int(clean.sum()) < 2:
-        raise ValueError(
-            f"separability_table needs at least 2 clean agents, got {int(clean.sum())}"
-        )
-    after, before, names = _with_log_ratios(
+    attack = np.where(np.asarray(net.labels, dtype=bool), net.attack, None)
+    return separability_of(
         np.asarray(net.features, dtype=np.float64),
         np.asarray(net.baseline_features, dtype=np.float64),
         tuple(net.feature_names),
+        attack,
+        attacks=ATTACKS,
+        difficulty=f"difficulty {str(net.params.get('difficulty', 'unknown'))!r}",
     )
+
+
+def separability_of(
+    after: NDArray[np.float64],
+    before: NDArray[np.float64],
+    names: tuple[str, ...],
+    attack: NDArray[np.object_],
+    *,
+    attacks: tuple[str, ...],
+    difficulty: str,
+) -> SeparabilityTable:
+    """The table for any world: per-agent detection and reference means and attack names.
+
+    ``after`` and ``before`` are (n_agents, d) means of the detection and the reference
+    windows, ``attack`` the attack name of each agent (None for a clean one), ``attacks``
+    the types to report in order (types without agents are left out), ``difficulty`` a
+    label of the world (the security evaluation passes its budgets).
+    """
+    attack = np.asarray(attack, dtype=object)
+    clean = np.array([a is None for a in attack], dtype=bool)
+    if int(clean.sum()) < 2:
+        raise ValueError(f"separability needs at least 2 clean agents, got {int(clean.sum())}")
+    after, before, names = _with_log_ratios(after, before, names)
     change = after - before
     level = after
     rows = []
-    for attack in ATTACKS:
-        bad = np.asarray(net.attack == attack, dtype=bool)
+    for name in attacks:
+        bad = attack == name
         if not bad.any():
             continue
         cf, ce, cb = _best(change[bad], change[clean], names)
         lf, le, lb = _best(level[bad], level[clean], names)
-        rows.append(SeparabilityRow(attack, int(bad.sum()), cf, ce, cb, lf, le, lb))
-    difficulty = str(net.params.get("difficulty", "unknown"))
+        rows.append(SeparabilityRow(name, int(bad.sum()), cf, ce, cb, lf, le, lb))
     return SeparabilityTable(rows=tuple(rows), n_clean=int(clean.sum()), difficulty=difficulty)
 
 
