@@ -162,7 +162,8 @@ def separability_table(net: SimulatedNetwork) -> SeparabilityTable:
     ValueError
         When the network has fewer than two clean agents.
     """
-    attack = np.where(np.asarray(net.labels, dtype=bool), net.attack, None)
+    attack = np.asarray(net.attack, dtype=object).copy()
+    attack[~np.asarray(net.labels, dtype=bool)] = None
     return separability_of(
         np.asarray(net.features, dtype=np.float64),
         np.asarray(net.baseline_features, dtype=np.float64),
