@@ -274,6 +274,26 @@ def test_a_slow_clock_fails_dask_agents_per_s(monkeypatch: pytest.MonkeyPatch) -
     assert not _gate_passes("dask_agents_per_s", res.agents_per_second)
 
 
+def test_client_peak_pauses_only_its_own_tracing() -> None:
+    import tracemalloc
+
+    # a run that starts tracing stops it again; the pause around the in-process fit does not
+    # lose what was held before it (the 16,000-row chunks, ~1 MB each, are still counted)
+    assert not tracemalloc.is_tracing()
+    res = run_out_of_core(32_000, None, chunk_rows=16_000)
+    assert not tracemalloc.is_tracing()
+    assert res.client_peak_bytes >= 16_000 * 8 * 8
+    # a caller's tracing is left on, never paused
+    tracemalloc.start()
+    try:
+        again = run_out_of_core(32_000, None, chunk_rows=16_000)
+        assert tracemalloc.is_tracing()
+    finally:
+        tracemalloc.stop()
+    assert again.baseline == res.baseline and again.p_cutoff == res.p_cutoff
+    assert again.client_peak_bytes >= 16_000 * 8 * 8
+
+
 @pytest.mark.breaks("distributed", "dask_client_peak_mib")
 def test_chunks_held_on_the_client_fail_dask_client_peak_mib() -> None:
     # backend=None generates every chunk in this process: a 1.1e6-row chunk is ~70 MB on the client
