@@ -274,6 +274,19 @@ def test_a_slow_clock_fails_dask_agents_per_s(monkeypatch: pytest.MonkeyPatch) -
     assert not _gate_passes("dask_agents_per_s", res.agents_per_second)
 
 
+def test_reuse_initial_gives_the_fit_of_the_same_subsample_only() -> None:
+    kw: dict[str, Any] = dict(chunk_rows=10_000, seed=5, shift=8.0, compromised_fraction=0.02, df=5.0)
+    first = run_out_of_core(20_000, None, return_flagged=True, pvalues="conformal", n_calibration=5_000, **kw)
+    fresh = run_out_of_core(20_000, None, return_flagged=True, **kw)  # chi-square p-values, same agents
+    reused = run_out_of_core(20_000, None, return_flagged=True, reuse_initial=first, **kw)
+    assert same_result(fresh, reused) and fresh.subsample_digest == first.subsample_digest
+    assert np.array_equal(reused.initial_covariance, fresh.initial_covariance)
+    with pytest.raises(ClusterError, match="another subsample"):
+        run_out_of_core(20_000, None, reuse_initial=first, **{**kw, "seed": 6})
+    with pytest.raises(ClusterError, match="another subsample"):
+        run_out_of_core(20_000, None, reuse_initial=first, initial="ogk", **kw)
+
+
 def test_client_peak_pauses_only_its_own_tracing() -> None:
     import tracemalloc
 
