@@ -52,6 +52,31 @@ def test_local_cluster_has_two_workers_on_loopback(backend: DaskBackend) -> None
     assert backend.owns_cluster
 
 
+def test_workers_import_the_preload_as_they_start(backend: DaskBackend) -> None:
+    import sys
+
+    loaded = backend.client.run(lambda: all(m in sys.modules for m in cluster.WORKER_PRELOAD))
+    assert len(loaded) == 2 and all(loaded.values())
+
+
+def test_background_start_waits_on_first_use_and_raises_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with DaskBackend(n_workers=1, background=True, preload=()) as be:
+        local = run_out_of_core(20_000, None, chunk_rows=10_000)  # runs while the cluster starts
+        dist = run_out_of_core(20_000, be, chunk_rows=10_000)
+        assert be.owns_cluster and be.start_seconds is not None and be.start_seconds > 0
+    assert dist.baseline == local.baseline and dist.p_cutoff == local.p_cutoff
+    assert be._client is None and be._cluster is None
+
+    def refuse(self: DaskBackend) -> None:
+        raise OSError("no ports left")
+
+    monkeypatch.setattr(DaskBackend, "_connect", refuse)
+    failing = DaskBackend(n_workers=1, background=True).start()
+    with pytest.raises(OSError, match="no ports left"):
+        failing.wait()
+    failing.close()
+
+
 def test_moments_equal_single_process(backend: DaskBackend) -> None:
     X = np.random.default_rng(1).normal(size=(20_000, 8)) * 3.0 + 50.0
     dist = backend.moments(X, chunk_rows=1_500)

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import re
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -96,6 +97,12 @@ def _batch_moments(X: NDArray[np.float64]) -> Moments:
 
 
 # --- the backend ------------------------------------------------------------------------------
+WORKER_PRELOAD = ("tcpkit.detect.cluster", "sklearn.covariance")
+"""Modules every LocalCluster worker imports while it starts: what the tasks of
+:func:`run_out_of_core` need (its robust initial fit imports scikit-learn, about a second),
+loaded before the first pass instead of inside it."""
+
+
 class DaskBackend:
     """A Dask client, on a LocalCluster that tcpkit starts and stops or on a given scheduler.
 
@@ -108,6 +115,14 @@ class DaskBackend:
         Size of the LocalCluster (ignored with ``scheduler``).
     memory_limit : str
         Per-worker memory limit of the LocalCluster.
+    preload : sequence of str
+        Modules the LocalCluster's workers import as they start (default
+        :data:`WORKER_PRELOAD`; ignored with ``scheduler``).
+    background : bool
+        ``start()`` returns at once and the cluster starts on a thread, so the caller can
+        work meanwhile (a notebook's single-process check); the first use of
+        :attr:`client` (and :meth:`wait`) waits for it and raises its error.
+        ``start_seconds`` is how long the start took.
 
     Use as a context manager; :meth:`close` is idempotent.
     """
@@ -120,6 +135,8 @@ class DaskBackend:
         threads_per_worker: int = 1,
         memory_limit: str = "2GiB",
         timeout: float = 60.0,
+        preload: Sequence[str] = WORKER_PRELOAD,
+        background: bool = False,
     ) -> None:
         address = scheduler if scheduler is not None else os.environ.get(SCHEDULER_ENV) or None
         if address is not None and not _ADDRESS.match(address):
@@ -132,14 +149,46 @@ class DaskBackend:
         self.threads_per_worker = threads_per_worker
         self.memory_limit = memory_limit
         self.timeout = timeout
+        self.preload = tuple(preload)
+        self.background = background
+        self.start_seconds: float | None = None
         self._cluster: Any = None
         self._client: Any = None
+        self._starting: threading.Thread | None = None
+        self._start_error: BaseException | None = None
 
     def start(self) -> DaskBackend:
+        """Connect (or start the LocalCluster): now, or on a thread with ``background``."""
+        if self._client is not None or self._starting is not None:
+            return self
+        if self.background:
+            self._starting = threading.Thread(target=self._start_on_thread, name="tcpkit-dask-start", daemon=True)
+            self._starting.start()
+        else:
+            self._connect()
+        return self
+
+    def wait(self) -> DaskBackend:
+        """Block until a background start is done; raise the error it met."""
+        thread = self._starting
+        if thread is not None:
+            thread.join()
+            self._starting = None
+            error, self._start_error = self._start_error, None
+            if error is not None:
+                raise error
+        return self
+
+    def _start_on_thread(self) -> None:
+        try:
+            self._connect()
+        except BaseException as exc:  # re-raised by wait() in the caller's thread
+            self._start_error = exc
+
+    def _connect(self) -> None:
         from distributed import Client, LocalCluster
 
-        if self._client is not None:
-            return self
+        started = time.perf_counter()
         if self.scheduler is None:
             self._cluster = LocalCluster(
                 n_workers=self.n_workers,
@@ -149,6 +198,7 @@ class DaskBackend:
                 dashboard_address=None,
                 memory_limit=self.memory_limit,
                 silence_logs=logging.ERROR,
+                **({"preload": list(self.preload)} if self.preload else {}),
             )
             try:
                 self._client = Client(self._cluster, timeout=self.timeout)
@@ -158,10 +208,13 @@ class DaskBackend:
                 raise
         else:
             self._client = Client(self.scheduler, timeout=self.timeout)
-        return self
+        self.start_seconds = time.perf_counter() - started
 
     def close(self) -> None:
-        """Close the client, and the cluster when tcpkit started it."""
+        """Close the client, and the cluster when tcpkit started it (after a background start ends)."""
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = self._start_error = None
         client, cluster = self._client, self._cluster
         self._client = self._cluster = None
         if client is not None:
@@ -177,6 +230,7 @@ class DaskBackend:
 
     @property
     def client(self) -> Any:
+        self.wait()
         if self._client is None:
             raise ClusterError("the Dask backend is not started: use it as a context manager")
         return self._client
@@ -184,6 +238,7 @@ class DaskBackend:
     @property
     def owns_cluster(self) -> bool:
         """True when this backend started (and will stop) the cluster."""
+        self.wait()
         return self._cluster is not None
 
     @property
@@ -545,6 +600,8 @@ def run_out_of_core(
     else:
         mapper = backend.map
 
+    if backend is not None:
+        backend.wait()  # a cluster still starting in the background is not this run's time or memory
     client = _ClientPeak()
     started = time.perf_counter()
     try:
