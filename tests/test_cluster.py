@@ -59,6 +59,7 @@ def test_workers_import_the_preload_as_they_start(backend: DaskBackend) -> None:
     assert len(loaded) == 2 and all(loaded.values())
 
 
+@pytest.mark.filterwarnings("ignore:Port 8787 is already in use")  # the module's cluster holds it
 def test_background_start_waits_on_first_use_and_raises_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
     with DaskBackend(n_workers=1, background=True, preload=()) as be:
         local = run_out_of_core(20_000, None, chunk_rows=10_000)  # runs while the cluster starts
