@@ -52,6 +52,32 @@ def test_local_cluster_has_two_workers_on_loopback(backend: DaskBackend) -> None
     assert backend.owns_cluster
 
 
+def test_workers_import_the_preload_as_they_start(backend: DaskBackend) -> None:
+    import sys
+
+    loaded = backend.client.run(lambda: all(m in sys.modules for m in cluster.WORKER_PRELOAD))
+    assert len(loaded) == 2 and all(loaded.values())
+
+
+@pytest.mark.filterwarnings("ignore:Port 8787 is already in use")  # the module's cluster holds it
+def test_background_start_waits_on_first_use_and_raises_its_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    with DaskBackend(n_workers=1, background=True, preload=()) as be:
+        local = run_out_of_core(20_000, None, chunk_rows=10_000)  # runs while the cluster starts
+        dist = run_out_of_core(20_000, be, chunk_rows=10_000)
+        assert be.owns_cluster and be.start_seconds is not None and be.start_seconds > 0
+    assert dist.baseline == local.baseline and dist.p_cutoff == local.p_cutoff
+    assert be._client is None and be._cluster is None
+
+    def refuse(self: DaskBackend) -> None:
+        raise OSError("no ports left")
+
+    monkeypatch.setattr(DaskBackend, "_connect", refuse)
+    failing = DaskBackend(n_workers=1, background=True).start()
+    with pytest.raises(OSError, match="no ports left"):
+        failing.wait()
+    failing.close()
+
+
 def test_moments_equal_single_process(backend: DaskBackend) -> None:
     X = np.random.default_rng(1).normal(size=(20_000, 8)) * 3.0 + 50.0
     dist = backend.moments(X, chunk_rows=1_500)
@@ -272,6 +298,39 @@ def test_a_slow_clock_fails_dask_agents_per_s(monkeypatch: pytest.MonkeyPatch) -
     res = run_out_of_core(20_000, None, chunk_rows=10_000)
     assert res.seconds == 100.0 and res.agents_per_second == 200.0
     assert not _gate_passes("dask_agents_per_s", res.agents_per_second)
+
+
+def test_reuse_initial_gives_the_fit_of_the_same_subsample_only() -> None:
+    kw: dict[str, Any] = dict(chunk_rows=10_000, seed=5, shift=8.0, compromised_fraction=0.02, df=5.0)
+    first = run_out_of_core(20_000, None, return_flagged=True, pvalues="conformal", n_calibration=5_000, **kw)
+    fresh = run_out_of_core(20_000, None, return_flagged=True, **kw)  # chi-square p-values, same agents
+    reused = run_out_of_core(20_000, None, return_flagged=True, reuse_initial=first, **kw)
+    assert same_result(fresh, reused) and fresh.subsample_digest == first.subsample_digest
+    assert np.array_equal(reused.initial_covariance, fresh.initial_covariance)
+    with pytest.raises(ClusterError, match="another subsample"):
+        run_out_of_core(20_000, None, reuse_initial=first, **{**kw, "seed": 6})
+    with pytest.raises(ClusterError, match="another subsample"):
+        run_out_of_core(20_000, None, reuse_initial=first, initial="ogk", **kw)
+
+
+def test_client_peak_pauses_only_its_own_tracing() -> None:
+    import tracemalloc
+
+    # a run that starts tracing stops it again; the pause around the in-process fit does not
+    # lose what was held before it (the 16,000-row chunks, ~1 MB each, are still counted)
+    assert not tracemalloc.is_tracing()
+    res = run_out_of_core(32_000, None, chunk_rows=16_000)
+    assert not tracemalloc.is_tracing()
+    assert res.client_peak_bytes >= 16_000 * 8 * 8
+    # a caller's tracing is left on, never paused
+    tracemalloc.start()
+    try:
+        again = run_out_of_core(32_000, None, chunk_rows=16_000)
+        assert tracemalloc.is_tracing()
+    finally:
+        tracemalloc.stop()
+    assert again.baseline == res.baseline and again.p_cutoff == res.p_cutoff
+    assert again.client_peak_bytes >= 16_000 * 8 * 8
 
 
 @pytest.mark.breaks("distributed", "dask_client_peak_mib")

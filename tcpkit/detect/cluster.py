@@ -17,13 +17,16 @@ spawned); notebooks and pytest do not.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import math
 import os
 import re
+import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +97,12 @@ def _batch_moments(X: NDArray[np.float64]) -> Moments:
 
 
 # --- the backend ------------------------------------------------------------------------------
+WORKER_PRELOAD = ("tcpkit.detect.cluster", "sklearn.covariance")
+"""Modules every LocalCluster worker imports while it starts: what the tasks of
+:func:`run_out_of_core` need (its robust initial fit imports scikit-learn, about a second),
+loaded before the first pass instead of inside it."""
+
+
 class DaskBackend:
     """A Dask client, on a LocalCluster that tcpkit starts and stops or on a given scheduler.
 
@@ -106,6 +115,14 @@ class DaskBackend:
         Size of the LocalCluster (ignored with ``scheduler``).
     memory_limit : str
         Per-worker memory limit of the LocalCluster.
+    preload : sequence of str
+        Modules the LocalCluster's workers import as they start (default
+        :data:`WORKER_PRELOAD`; ignored with ``scheduler``).
+    background : bool
+        ``start()`` returns at once and the cluster starts on a thread, so the caller can
+        work meanwhile (a notebook's single-process check); the first use of
+        :attr:`client` (and :meth:`wait`) waits for it and raises its error.
+        ``start_seconds`` is how long the start took.
 
     Use as a context manager; :meth:`close` is idempotent.
     """
@@ -118,6 +135,8 @@ class DaskBackend:
         threads_per_worker: int = 1,
         memory_limit: str = "2GiB",
         timeout: float = 60.0,
+        preload: Sequence[str] = WORKER_PRELOAD,
+        background: bool = False,
     ) -> None:
         address = scheduler if scheduler is not None else os.environ.get(SCHEDULER_ENV) or None
         if address is not None and not _ADDRESS.match(address):
@@ -130,14 +149,46 @@ class DaskBackend:
         self.threads_per_worker = threads_per_worker
         self.memory_limit = memory_limit
         self.timeout = timeout
+        self.preload = tuple(preload)
+        self.background = background
+        self.start_seconds: float | None = None
         self._cluster: Any = None
         self._client: Any = None
+        self._starting: threading.Thread | None = None
+        self._start_error: BaseException | None = None
 
     def start(self) -> DaskBackend:
+        """Connect (or start the LocalCluster): now, or on a thread with ``background``."""
+        if self._client is not None or self._starting is not None:
+            return self
+        if self.background:
+            self._starting = threading.Thread(target=self._start_on_thread, name="tcpkit-dask-start", daemon=True)
+            self._starting.start()
+        else:
+            self._connect()
+        return self
+
+    def wait(self) -> DaskBackend:
+        """Block until a background start is done; raise the error it met."""
+        thread = self._starting
+        if thread is not None:
+            thread.join()
+            self._starting = None
+            error, self._start_error = self._start_error, None
+            if error is not None:
+                raise error
+        return self
+
+    def _start_on_thread(self) -> None:
+        try:
+            self._connect()
+        except BaseException as exc:  # re-raised by wait() in the caller's thread
+            self._start_error = exc
+
+    def _connect(self) -> None:
         from distributed import Client, LocalCluster
 
-        if self._client is not None:
-            return self
+        started = time.perf_counter()
         if self.scheduler is None:
             self._cluster = LocalCluster(
                 n_workers=self.n_workers,
@@ -147,6 +198,7 @@ class DaskBackend:
                 dashboard_address=None,
                 memory_limit=self.memory_limit,
                 silence_logs=logging.ERROR,
+                **({"preload": list(self.preload)} if self.preload else {}),
             )
             try:
                 self._client = Client(self._cluster, timeout=self.timeout)
@@ -156,10 +208,13 @@ class DaskBackend:
                 raise
         else:
             self._client = Client(self.scheduler, timeout=self.timeout)
-        return self
+        self.start_seconds = time.perf_counter() - started
 
     def close(self) -> None:
-        """Close the client, and the cluster when tcpkit started it."""
+        """Close the client, and the cluster when tcpkit started it (after a background start ends)."""
+        if self._starting is not None:
+            self._starting.join()
+            self._starting = self._start_error = None
         client, cluster = self._client, self._cluster
         self._client = self._cluster = None
         if client is not None:
@@ -175,6 +230,7 @@ class DaskBackend:
 
     @property
     def client(self) -> Any:
+        self.wait()
         if self._client is None:
             raise ClusterError("the Dask backend is not started: use it as a context manager")
         return self._client
@@ -182,6 +238,7 @@ class DaskBackend:
     @property
     def owns_cluster(self) -> bool:
         """True when this backend started (and will stop) the cluster."""
+        self.wait()
         return self._cluster is not None
 
     @property
@@ -335,10 +392,13 @@ class OutOfCoreResult:
     with ``p <= p_cutoff`` are flagged; ``-1`` when none). ``recall``, ``fpr`` and
     ``fdp`` (false discovery proportion) are against the generator's labels;
     ``client_peak_bytes`` is the peak of Python/numpy allocations on the client
-    (tracemalloc) during the run. ``flagged`` holds the sorted global indices of the
+    (tracemalloc) during the run (with ``backend=None``, less the in-process robust
+    fit, which a cluster runs on a worker; see :class:`_ClientPeak`). ``flagged`` holds the sorted global indices of the
     flagged agents when asked for. ``pvalues`` says how the p-values were computed
     (``"chi2"`` or ``"conformal"`` on ``n_calibration`` clean calibration agents),
-    ``df`` and ``shift`` describe the generated population.
+    ``df`` and ``shift`` describe the generated population. ``subsample_digest``
+    identifies the subsample and the settings of the initial fit (see ``reuse_initial``
+    of :func:`run_out_of_core`).
     """
 
     n_agents: int
@@ -371,6 +431,62 @@ class OutOfCoreResult:
     n_calibration: int = 0
     df: float = math.inf
     shift: float = math.nan
+    subsample_digest: str = ""
+
+
+def _digest(sample: NDArray[np.float64], method: str, seed: int) -> str:
+    """sha256 of the subsample's bytes and shape and the fit's settings: what the initial estimate depends on."""
+    h = hashlib.sha256(f"{sample.shape}|{sample.dtype.str}|{method}|{seed}|".encode())
+    h.update(np.ascontiguousarray(sample).tobytes())
+    return h.hexdigest()
+
+
+class _ClientPeak:
+    """Peak bytes of the client's traced allocations (tracemalloc) over one run, with pauses.
+
+    :meth:`paused` stops tracing around work that is not the client's own: with
+    ``backend=None`` the robust initial fit runs in this process, where on a cluster it
+    runs on a worker. FAST-MCD makes many small numpy allocations and tracemalloc
+    makes it about four times slower (seconds of a notebook's check run), while its
+    scratch memory on a few thousand rows is far below a chunk's. Memory held when a
+    pause starts is counted as held until the end (frees of blocks allocated before a
+    pause are not seen after it), so the peak is an upper bound, never an underestimate.
+    When tracing was already on (a caller measuring something larger), it is left on
+    and never paused.
+    """
+
+    def __init__(self) -> None:
+        self._own = not tracemalloc.is_tracing()
+        if self._own:
+            tracemalloc.start()
+        tracemalloc.reset_peak()
+        self._held = 0
+        self._peak = 0
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Run the body untraced (when this run started the tracing)."""
+        if not self._own:
+            yield
+            return
+        current, peak = tracemalloc.get_traced_memory()
+        self._peak = max(self._peak, self._held + peak)
+        self._held += current
+        tracemalloc.stop()
+        try:
+            yield
+        finally:
+            tracemalloc.start()
+
+    def peak(self) -> int:
+        """The peak so far, in bytes."""
+        _, peak = tracemalloc.get_traced_memory()
+        return max(self._peak, self._held + peak)
+
+    def stop(self) -> None:
+        """Stop tracing if this run started it."""
+        if self._own:
+            tracemalloc.stop()
 
 
 def _chunk_specs(
@@ -408,6 +524,7 @@ def run_out_of_core(
     df: float = math.inf,
     pvalues: str = "chi2",
     n_calibration: int = 200_000,
+    reuse_initial: OutOfCoreResult | None = None,
 ) -> OutOfCoreResult:
     """Generate ``n_agents`` agents in chunks on the workers, fit a robust baseline, flag with BH.
 
@@ -439,6 +556,13 @@ def run_out_of_core(
     at ``alpha`` for independent agents (for conformal p-values sharing one
     calibration set, PRDS holds and BH still controls it: Bates et al. 2023).
     ``backend=None`` runs the same chunks in this process, for comparison (same bits).
+
+    ``reuse_initial``, an earlier result on the same subsample (the same seed, agents,
+    chunks, ``subsample`` and ``initial``, e.g. the same data with other p-values), gives
+    the initial estimate instead of fitting it again: pass 0 still gathers the subsample
+    and must match the earlier one's digest (:class:`ClusterError` otherwise), so the
+    estimate is the one this run would fit (FAST-MCD is deterministic for a seed), and
+    the robust fit, most of a small run's time, is not paid twice (nor counted in ``seconds``).
     """
     from scipy.stats import chi2
 
@@ -476,16 +600,23 @@ def run_out_of_core(
     else:
         mapper = backend.map
 
-    tracing = tracemalloc.is_tracing()
-    if not tracing:
-        tracemalloc.start()
-    tracemalloc.reset_peak()
+    if backend is not None:
+        backend.wait()  # a cluster still starting in the background is not this run's time or memory
+    client = _ClientPeak()
     started = time.perf_counter()
     try:
         per_chunk = -(-subsample // n)
         sample = np.concatenate(mapper(_chunk_sample, specs, [per_chunk] * n))
-        # the robust fit runs on a worker too (MCD's scratch memory stays off the client)
-        location0, covariance0 = mapper(initial_estimate, [sample], [initial], [seed])[0]
+        # the robust fit runs on a worker too (MCD's scratch memory stays off the client);
+        # in this process it is the workers' work, not the client's, so it is not traced
+        digest = _digest(sample, initial, seed)
+        if reuse_initial is not None:
+            if reuse_initial.subsample_digest != digest:
+                raise ClusterError("reuse_initial was fitted on another subsample or with other settings")
+            location0, covariance0 = reuse_initial.initial_location, reuse_initial.initial_covariance
+        else:
+            with client.paused() if backend is None else contextlib.nullcontext():
+                location0, covariance0 = mapper(initial_estimate, [sample], [initial], [seed])[0]
         location, covariance = location0, covariance0
         pooled: Moments | None = None
         kept = Moments.empty(n_features)
@@ -515,10 +646,9 @@ def run_out_of_core(
         labels_all = np.concatenate([f[4] for f in found])
         flagged = np.concatenate([f[3] for f in found])[flags] if return_flagged else None
         seconds = time.perf_counter() - started
-        _, peak = tracemalloc.get_traced_memory()
+        peak = client.peak()
     finally:
-        if not tracing:
-            tracemalloc.stop()
+        client.stop()
     assert pooled is not None
     rows = int(sum(f[0] for f in found))
     compromised = int(sum(f[1] for f in found))
@@ -556,6 +686,7 @@ def run_out_of_core(
         n_calibration=n_calibration if pvalues == "conformal" else 0,
         df=float(df),
         shift=float(shift),
+        subsample_digest=digest,
     )
 
 
