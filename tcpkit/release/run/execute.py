@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +33,12 @@ START_TIMEOUT_S = 120.0
 # message), so the kernel is killed with its process group instead of being asked to shut
 # down: a graceful shutdown costs 0.4-0.7 s per run and saves nothing a run reads.
 SHUTDOWN = "immediate"
+# Jupyter picks a kernel's ports by binding and releasing them, then starts the kernel, which
+# binds them again: another process (often a kernel starting beside it) can take one in
+# between, and the kernel dies with "Address already in use" before it replies (a known race,
+# jupyter/jupyter_client#154, nteract/papermill#511). Nothing of the notebook ran, so the start
+# is tried again, with new ports, up to this many times in all.
+START_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,26 @@ def describe_error(exc: BaseException, timeout_s: float) -> tuple[str, str | Non
     return f"{name}: {exc}", None
 
 
+def died_at_start(exc: BaseException) -> bool:
+    """True when the kernel died before its first reply (no cell ran): the port race above."""
+    return isinstance(exc, RuntimeError) and "before replying to kernel_info" in str(exc)
+
+
+def with_start_retries(run: Callable[[], object], attempts: int = START_ATTEMPTS) -> None:
+    """``run()``, started again (up to ``attempts`` times in all) while the kernel dies at start.
+
+    Any other exception, and the last start failure, propagate unchanged: a cell's error, a
+    time limit or a kernel that dies later is the run's outcome, never retried.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            run()
+            return
+        except RuntimeError as exc:
+            if attempt == attempts or not died_at_start(exc):
+                raise
+
+
 def failure_kind(exc: BaseException) -> str:
     """Why papermill raised, as the run condition :data:`tcpkit.release.run.reuse.FAILURE_METRIC`
     records it: a cell's own exception, the gate's time limit, or the kernel (start, death)."""
@@ -122,7 +148,7 @@ def execute(job: Job, signer_label: str) -> Execution:
     error_cell: str | None = None
     failure: str | None = None
     try:
-        papermill.execute_notebook(
+        with_start_retries(lambda: papermill.execute_notebook(
             str(job.notebook),
             str(output),
             parameters=dict(job.parameters),
@@ -135,7 +161,7 @@ def execute(job: Job, signer_label: str) -> Execution:
             cwd=str(job.notebook.parent),
             extra_arguments=list(KERNEL_ARGUMENTS),
             shutdown_kernel=SHUTDOWN,
-        )
+        ))
     except Exception as exc:  # every failure mode of a run is a failed gate, never a crash
         error, error_cell = describe_error(exc, job.spec.timeout_s)
         failure = failure_kind(exc)
