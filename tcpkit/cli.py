@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:  # the handlers import tcpkit.release lazily, so --help stays fast
     from tcpkit.release.workspace import Workspace
@@ -922,52 +922,54 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _cmd_bench_ingest(args: argparse.Namespace) -> int:
-    import json
+def _bench_json_target(target: str | None) -> str | None:
+    """``--json`` of a bench command: None, "-" (standard output) or a file in an existing directory."""
     import os
 
-    from tcpkit.detect.bench_ingest import format_ingest, run_ingest_benchmark
-    from tcpkit.detect.events_write import write_text_atomic
-
-    events = _count(args.ingest, "ingest")
-    target = args.json
     if target not in (None, "-") and not os.path.isdir(os.path.dirname(os.path.abspath(target))):
         raise UsageError(f"--json {target!r}: its directory does not exist")
-    progress = (lambda msg: print(msg, file=sys.stderr)) if sys.stderr.isatty() else None
-    result = run_ingest_benchmark(events, progress=progress)
+    return target
+
+
+def _bench_progress() -> Callable[[str], None] | None:
+    """Progress lines on standard error when it is a terminal."""
+    return (lambda msg: print(msg, file=sys.stderr)) if sys.stderr.isatty() else None
+
+
+def _bench_output(result: dict[str, Any], target: str | None, table: Callable[[dict[str, Any]], str]) -> int:
+    """The result as JSON on standard output (``-``), or its table, and the JSON file when asked."""
+    import json
+
+    from tcpkit.detect.events_write import write_text_atomic
+
     if target == "-":
         print(json.dumps(result, indent=2))
         return EXIT_OK
-    print(format_ingest(result))
+    print(table(result))
     if target is not None:
         write_text_atomic(target, json.dumps(result, indent=2))
         print(f"\nwrote {target}")
     return EXIT_OK
 
 
-def _cmd_bench_detect(args: argparse.Namespace) -> int:
-    import json
-    import os
+def _cmd_bench_ingest(args: argparse.Namespace) -> int:
+    from tcpkit.detect.bench_ingest import format_ingest, run_ingest_benchmark
 
+    events = _count(args.ingest, "ingest")
+    target = _bench_json_target(args.json)
+    result = run_ingest_benchmark(events, progress=_bench_progress())
+    return _bench_output(result, target, format_ingest)
+
+
+def _cmd_bench_detect(args: argparse.Namespace) -> int:
     from tcpkit.detect.bench_detect import format_detect, run_detect_benchmark
-    from tcpkit.detect.events_write import write_text_atomic
 
     agents = [_count(n.strip(), "detect", minimum=20) for n in args.detect.split(",") if n.strip()]
     if not agents:
         raise UsageError("--detect: give one or more fleet sizes, e.g. 20000,100000")
-    target = args.json
-    if target not in (None, "-") and not os.path.isdir(os.path.dirname(os.path.abspath(target))):
-        raise UsageError(f"--json {target!r}: its directory does not exist")
-    progress = (lambda msg: print(msg, file=sys.stderr)) if sys.stderr.isatty() else None
-    result = run_detect_benchmark(agents, keep=args.keep, progress=progress)
-    if target == "-":
-        print(json.dumps(result, indent=2))
-        return EXIT_OK
-    print(format_detect(result))
-    if target is not None:
-        write_text_atomic(target, json.dumps(result, indent=2))
-        print(f"\nwrote {target}")
-    return EXIT_OK
+    target = _bench_json_target(args.json)
+    result = run_detect_benchmark(agents, keep=args.keep, progress=_bench_progress())
+    return _bench_output(result, target, format_detect)
 
 
 @_registers

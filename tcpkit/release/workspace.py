@@ -731,21 +731,19 @@ class Workspace:
 
     def find_passing_run(self, component: str, gate: str, input_digest: str) -> GateRun | None:
         """The latest passing run of ``component`` at ``gate`` with these inputs, or None."""
-        check_component(component)
-        check_gate(gate)
-        check_digest(input_digest)
-        row = self.db.query_one(
-            "SELECT * FROM gate_runs WHERE component=? AND gate=? AND input_digest=? AND decision='passed'"
-            " ORDER BY id DESC LIMIT 1", (component, gate, input_digest))
-        return None if row is None else gate_run_of(row)
+        return self._latest_run(component, gate, input_digest, passed_only=True)
 
     def find_run(self, component: str, gate: str, input_digest: str) -> GateRun | None:
         """The latest run of ``component`` at ``gate`` with these inputs, passed or failed, or None."""
+        return self._latest_run(component, gate, input_digest, passed_only=False)
+
+    def _latest_run(self, component: str, gate: str, input_digest: str, *, passed_only: bool) -> GateRun | None:
         check_component(component)
         check_gate(gate)
         check_digest(input_digest)
+        decision = " AND decision='passed'" if passed_only else ""
         row = self.db.query_one(
-            "SELECT * FROM gate_runs WHERE component=? AND gate=? AND input_digest=?"
+            f"SELECT * FROM gate_runs WHERE component=? AND gate=? AND input_digest=?{decision}"
             " ORDER BY id DESC LIMIT 1", (component, gate, input_digest))
         return None if row is None else gate_run_of(row)
 
