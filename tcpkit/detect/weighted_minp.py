@@ -23,9 +23,10 @@ least as extreme there), so its statistic moves from ``m_i = min_j c_j a_ij`` to
 most ``m_i + max_j c_j``. With ``T = min_j c_j (r_j + 1)`` the judged agent's
 statistic (``r_j`` its rank among the calibration agents), calibration agents with
 ``m_i < T - max c`` are certainly more extreme and those with ``m_i > T`` certainly
-not; only the band ``T - max c <= m_i <= T`` is recomputed exactly. Each value of the
-statistic is attained by at most one agent per test, so the band holds at most
-``sum_j (max c / c_j + 1)`` agents: O(K log n + K * band) per judged agent. Ties in
+not; only the band ``T - max c <= m_i <= T`` is recomputed exactly. With distinct
+scores each value of the statistic is attained by at most one agent per test, so the band
+holds at most ``sum_j (max c / c_j + 1)`` agents: O(K log n + K * band) per judged agent;
+tied scores widen it, and wide bands are judged in memory-bounded groups. Ties in
 the statistic (frequent: it takes integer values) are broken by a fixed continuous
 key, larger = more extreme, exactly as in the unweighted index; so under
 exchangeability of a clean judged agent with the calibration agents its p-value is
