@@ -613,6 +613,25 @@ class NetworkDetector:
         w = _check_windows(windows, "windows", self.n_features_in_)
         return self._window_cusum(self._features(w).per_window)
 
+    def agent_matrix(self, windows: ArrayLike) -> NDArray[np.float64]:
+        """Per agent one row: its change, its level and each component's score.
+
+        The inputs of an adaptive score (:mod:`tcpkit.detect.adaptive`). Distances enter as
+        ``log1p`` (the family score, signed, as it is). Every column is a function of the
+        agent's own windows and the fitted state alone, so the rows of clean agents stay
+        exchangeable. Rows of the fitting agents are in-sample (their distances are
+        smaller): keep them out of an adaptive score's training and calibration.
+        """
+        self._check_fitted()
+        w = _check_windows(windows, "windows", self.n_features_in_)
+        feats = self._features(w)
+        scores = self._component_scores(feats, slice(None))
+        columns = [
+            scores[name] if name == FAMILY_COMPONENT else np.log1p(np.maximum(scores[name], 0.0))
+            for name in self.components_
+        ]
+        return np.hstack([feats.change, feats.level, np.column_stack(columns)])
+
     def _features(self, windows: NDArray[np.float64]) -> _Features:
         """The fitted detector's per-agent features of ``windows``."""
         return _features(windows, self.reference_windows, self.studentize_prior_, self.regression_)

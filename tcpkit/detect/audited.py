@@ -1,0 +1,94 @@
+"""A monitored fleet and its vetted reference, drawn from one simulated network.
+
+Why
+---
+The statistics notebook's vetted reference is a separately seeded network: its agents
+lived through other regime changes than the monitored fleet's. A fixed-score detector
+barely notices (its omnibus distances are dominated by agents' own noise), but an
+adaptive score (:mod:`tcpkit.detect.adaptive`) learns any difference between the two
+fleets, so its p-values are only valid when the reference is exchangeable with the
+clean monitored agents. In deployment that is a reference audited *inside* the fleet:
+some of its own agents, run under audit, sharing its nodes and its history.
+:func:`audited_fleet` simulates exactly that: one network whose compromised agents are
+all among the monitored ones, and whose reference is a uniformly drawn subset of its
+clean agents, so that a clean monitored agent and a reference agent are exchangeable
+by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tcpkit.detect.simulate import SimulatedNetwork, simulate_network
+
+__all__ = ["AuditedFleet", "audited_fleet"]
+
+
+@dataclass(frozen=True)
+class AuditedFleet:
+    """One network split into its monitored agents and its audited reference.
+
+    ``network`` holds every agent; ``monitored`` and ``reference`` are row indices into it
+    (ascending, disjoint, covering every row). Every compromised agent is monitored.
+    """
+
+    network: SimulatedNetwork
+    monitored: NDArray[np.intp]
+    reference: NDArray[np.intp]
+
+    @property
+    def monitored_windows(self) -> NDArray[np.float64]:
+        """(n_monitored, n_windows, d) windows of the monitored agents."""
+        return np.asarray(self.network.windows[self.monitored])
+
+    @property
+    def reference_windows(self) -> NDArray[np.float64]:
+        """(n_reference, n_windows, d) windows of the audited reference agents."""
+        return np.asarray(self.network.windows[self.reference])
+
+    @property
+    def labels(self) -> NDArray[np.bool_]:
+        """Ground truth of the monitored agents (True = compromised)."""
+        return np.asarray(self.network.labels[self.monitored])
+
+    @property
+    def attack(self) -> NDArray[np.object_]:
+        """Attack name of each monitored agent (None when clean)."""
+        return np.asarray(self.network.attack[self.monitored])
+
+    @property
+    def regime_agents(self) -> NDArray[np.bool_]:
+        """Monitored agents whose node had a benign regime change after the reference period."""
+        return np.asarray(self.network.regime_change_agents()[self.monitored])
+
+
+def audited_fleet(
+    n_monitored: int,
+    n_reference: int,
+    compromised_fraction: float,
+    seed: int,
+    **world: Any,
+) -> AuditedFleet:
+    """Simulate ``n_monitored + n_reference`` agents; compromise ``compromised_fraction`` of the monitored.
+
+    ``world`` passes any other :func:`~tcpkit.detect.simulate.simulate_network` parameter
+    (strength, difficulty, attacks, benign change). The reference is drawn uniformly among
+    the clean agents with a generator seeded by ``seed``.
+    """
+    for name, value in (("n_monitored", n_monitored), ("n_reference", n_reference)):
+        if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+            raise ValueError(f"{name}={value!r}: expected a positive integer")
+    if not 0.0 <= float(compromised_fraction) < 1.0:
+        raise ValueError(f"compromised_fraction={compromised_fraction!r}: expected a share in [0, 1)")
+    total = int(n_monitored) + int(n_reference)
+    n_bad = round(float(compromised_fraction) * int(n_monitored))
+    net = simulate_network(n_agents=total, compromised_fraction=n_bad / total, seed=seed, **world)
+    clean = np.flatnonzero(~np.asarray(net.labels))
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0xA0D17,)))
+    reference = np.sort(rng.choice(clean, int(n_reference), replace=False))
+    monitored = np.setdiff1d(np.arange(total), reference)
+    return AuditedFleet(net, monitored.astype(np.intp), reference.astype(np.intp))
