@@ -112,6 +112,11 @@ def test_audited_fleet_keeps_every_compromised_agent_monitored() -> None:
     assert int(fleet.labels.sum()) == 40 and not net.labels[fleet.reference].any()
     assert fleet.reference_windows.shape == (300, *net.windows.shape[1:])
     assert fleet.attack.shape == (200,) and fleet.regime_agents.shape == (200,)
+    mon, ref = fleet.monitored_network, fleet.reference_network
+    assert mon.n_agents == 200 and ref.n_agents == 300 and mon.params["n_agents"] == 200
+    np.testing.assert_array_equal(mon.windows, fleet.monitored_windows)
+    np.testing.assert_array_equal(mon.regime_change_agents(), fleet.regime_agents)
+    assert mon.params["compromised_fraction"] == 0.2 and not ref.labels.any()
     with pytest.raises(ValueError, match="n_reference=0"):
         audited_fleet(200, 0, 0.2, seed=7)
     with pytest.raises(ValueError, match="compromised_fraction=1.0"):

@@ -53,11 +53,11 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
 from tcpkit.detect.baseline import BaselineError, check_matrix
+from tcpkit.detect.config import ADAPTIVE_MODELS
 from tcpkit.detect.pvalues import conformal_pvalues
 
 __all__ = ["ADAPTIVE_MODELS", "AdaptiveResult", "adaptive_pvalues", "adaptive_split"]
 
-ADAPTIVE_MODELS = ("logistic", "boosting", "ensemble")
 MIN_NULL_TRAINING = 20
 
 

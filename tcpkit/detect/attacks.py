@@ -11,11 +11,14 @@ same run.
 
 The world
 ---------
-Per seed, :func:`make_world` simulates three clean fleets with
+Per seed, :func:`make_world` simulates one clean network with
 :func:`tcpkit.detect.simulate.simulate_network` (windows of shape
-``(n_agents, n_windows, 12)``): the *reference* fleet the detectors are fitted on, the
-*monitored* fleet they judge, and a *replay* fleet (fresh agents) where a prober
-plays what its queries taught it. A share ``attacked_fraction`` of the monitored
+``(n_agents, n_windows, 12)``) and splits its agents at random into three fleets: the
+*reference* the detectors are fitted on (agents audited inside the network, so they
+share its nodes and its regime history: the shipped detector's adaptive test needs a
+reference exchangeable with the clean agents it judges), the *monitored* fleet they
+judge, and a *replay* fleet (fresh agents) where a prober plays what its queries
+taught it. A share ``attacked_fraction`` of the monitored
 agents is attacker-controlled; the rest are the clean agents whose false alarms are
 counted in the same runs.
 
@@ -364,8 +367,8 @@ class World:
 
     Attributes
     ----------
-    seed : the evaluation seed (the simulator seeds are ``3 seed``, ``3 seed + 1``,
-        ``3 seed + 2`` for the reference, monitored and replay fleets).
+    seed : the evaluation seed (the simulator's seed is ``3 seed``; one network holds the
+        reference, monitored and replay fleets).
     reference, monitored, replay : clean windows (n_agents, n_windows, d).
     feature_names : the simulator's feature names.
     change_sd, level_sd : per-feature robust SD of the reference agents' change and level.
@@ -414,16 +417,16 @@ def make_world(seed: int, config: AttackConfig) -> World:
     seed = _int("seed", seed, 0)
     settings = dict(config.world)
 
-    def fleet(n: int, s: int) -> tuple[NDArray[np.float64], tuple[str, ...]]:
-        net = simulate_network(
-            n_agents=n, n_windows=config.n_windows, baseline_windows=config.reference_windows,
-            compromised_fraction=0.0, seed=s, **settings,
-        )
-        return np.array(net.windows, dtype=np.float64), tuple(net.feature_names)
-
-    reference, names = fleet(config.n_reference, 3 * seed)
-    monitored, _ = fleet(config.n_monitored, 3 * seed + 1)
-    replay, _ = fleet(config.n_monitored, 3 * seed + 2)
+    sizes = (config.n_reference, config.n_monitored, config.n_monitored)
+    net = simulate_network(
+        n_agents=sum(sizes), n_windows=config.n_windows, baseline_windows=config.reference_windows,
+        compromised_fraction=0.0, seed=3 * seed, **settings,
+    )
+    names = tuple(net.feature_names)
+    order = np.random.default_rng([seed, 0xF1EE7]).permutation(sum(sizes))
+    cuts = np.cumsum(sizes)[:-1]
+    reference, monitored, replay = (np.array(net.windows[np.sort(rows)], dtype=np.float64)
+                                    for rows in np.split(order, cuts))
     if config.goal_feature not in names:
         raise AttackError(f"goal_feature={config.goal_feature!r} is not a feature: choose one of {names}")
     goal = names.index(config.goal_feature)

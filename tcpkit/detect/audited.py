@@ -17,6 +17,7 @@ by construction.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,7 +26,25 @@ from numpy.typing import NDArray
 
 from tcpkit.detect.simulate import SimulatedNetwork, simulate_network
 
-__all__ = ["AuditedFleet", "audited_fleet"]
+__all__ = ["AuditedFleet", "audited_fleet", "subnetwork"]
+
+_PER_AGENT = ("windows", "features", "baseline_features", "labels", "attack", "node", "hijack_family")
+
+
+def subnetwork(net: SimulatedNetwork, rows: NDArray[np.intp]) -> SimulatedNetwork:
+    """The agents ``rows`` of ``net`` as a network of their own (nodes, regime history and seed kept).
+
+    ``params["n_agents"]`` and ``params["compromised_fraction"]`` describe the subset.
+    """
+    index = np.asarray(rows, dtype=np.intp)
+    parts: dict[str, Any] = {}
+    for name in _PER_AGENT:
+        part = np.asarray(getattr(net, name))[index]
+        part.flags.writeable = False
+        parts[name] = part
+    n = int(index.size)
+    share = float(parts["labels"].sum()) / n if n else 0.0
+    return dataclasses.replace(net, params={**net.params, "n_agents": n, "compromised_fraction": share}, **parts)
 
 
 @dataclass(frozen=True)
@@ -39,6 +58,16 @@ class AuditedFleet:
     network: SimulatedNetwork
     monitored: NDArray[np.intp]
     reference: NDArray[np.intp]
+
+    @property
+    def monitored_network(self) -> SimulatedNetwork:
+        """The monitored agents as a network of their own (what the detector judges)."""
+        return subnetwork(self.network, self.monitored)
+
+    @property
+    def reference_network(self) -> SimulatedNetwork:
+        """The audited reference agents as a network of their own (what the detector is fitted on)."""
+        return subnetwork(self.network, self.reference)
 
     @property
     def monitored_windows(self) -> NDArray[np.float64]:

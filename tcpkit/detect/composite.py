@@ -28,6 +28,19 @@ each answering a different question, are therefore run per agent and combined:
     mean), robustly standardised on the fitting agents. A compromise that touches one
     command family moves this one coordinate strongly while the 12-dimensional
     ``change`` distance spreads its evidence over all degrees of freedom.
+``adaptive`` (when ``config.adaptive``)
+    a score learned from the batch being judged (:mod:`tcpkit.detect.adaptive`,
+    AdaDetect): a classifier of reference agents kept aside for it (the null training
+    agents) against the calibration agents pooled with the judged ones, on each agent's
+    change, level and fixed test scores (:meth:`NetworkDetector.agent_matrix`). Where
+    the judged fleet holds agents the reference lacks, it learns their direction, which
+    the omnibus distances cannot. Its score is a symmetric function of the calibration
+    + judged set, so the full-conformal min-p below stays exact; the price is that
+    ``detect`` becomes transductive (an agent's p-value depends on the batch it is
+    judged with) and that the reference must be exchangeable with the clean judged
+    agents in every respect a classifier can see (audited inside the fleet:
+    :mod:`tcpkit.detect.audited`). With it, every test calibrates on the
+    ``adaptive_calibration`` agents and the rest of the calibration part trains it.
 
 What is assumed clean, and why that is realistic
 ------------------------------------------------
@@ -73,6 +86,7 @@ from typing import Any, Protocol
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from tcpkit.detect.adaptive import adaptive_pvalues, adaptive_split
 from tcpkit.detect.baseline import (
     Baseline,
     BaselineError,
@@ -91,6 +105,7 @@ from tcpkit.detect.weighted_minp import WeightedMinp
 
 COMPONENTS = ("change", "level", "cusum")
 FAMILY_COMPONENT = "family"
+ADAPTIVE_COMPONENT = "adaptive"
 ESTIMATED_BASELINES = ("change", "level", "window")
 
 
@@ -220,6 +235,8 @@ class NetworkDetector:
         fitting agents.
     tiebreak_scale_ : median absolute component score of the fitting agents (tie-break key).
     n_calibration_ : number of calibration agents.
+    adaptive_null_ , adaptive_calibration_ : :meth:`agent_matrix` rows of the adaptive
+        test's null training and calibration agents ((0, 0) when the test is off).
     """
 
     def __init__(
@@ -393,6 +410,10 @@ class NetworkDetector:
                 f"estimates has unknown baselines {unknown}: choose from {', '.join(ESTIMATED_BASELINES)}"
             )
         fit_rows, cal_rows = self.split(n)
+        train_rows = np.empty(0, dtype=np.intp)
+        if self.config.adaptive:
+            n_cal = min(self.config.adaptive_calibration, cal_rows.size // 2)
+            train_rows, cal_rows = adaptive_split(cal_rows, n_cal, self.random_state)
         self.studentize_prior_: NDArray[np.float64] | None = (
             studentize_prior(w[fit_rows], self.reference_windows) if self.config.studentize else None
         )
@@ -441,6 +462,12 @@ class NetworkDetector:
         self._minp = WeightedMinp.build(cal_matrix, self._tiebreak_key(cal_matrix), self._weights())
         self.n_calibration_ = int(cal_matrix.shape[0])
         self._calibration_matrix = cal_matrix
+        self.adaptive_null_ = np.empty((0, 0))
+        self.adaptive_calibration_ = np.empty((0, 0))
+        if self.config.adaptive:
+            self.adaptive_null_ = self._agent_rows(feats, train_rows)
+            self.adaptive_calibration_ = self._agent_rows(feats, cal_rows, cal_scores)
+            self.components_ = (*self.components_, ADAPTIVE_COMPONENT)
         return self
 
     # -- the fitted state as plain arrays (what PRODUCTION freezes) ------------------------
@@ -464,6 +491,8 @@ class NetworkDetector:
             "cusum_h": np.array(self.cusum_.h_, dtype=np.float64),
             "tiebreak_scale": np.asarray(self.tiebreak_scale_, dtype=np.float64),
             "calibration_matrix": np.asarray(self._calibration_matrix, dtype=np.float64),
+            "adaptive_null": np.asarray(self.adaptive_null_, dtype=np.float64),
+            "adaptive_calibration": np.asarray(self.adaptive_calibration_, dtype=np.float64),
             "studentize_prior": np.asarray(
                 self.studentize_prior_ if self.studentize_prior_ is not None else np.zeros(0), dtype=np.float64
             ),
@@ -554,20 +583,36 @@ class NetworkDetector:
                     )
             det.tiebreak_scale_ = np.asarray(arrays["tiebreak_scale"], dtype=np.float64)
             cal = np.asarray(arrays["calibration_matrix"], dtype=np.float64)
-            if cal.ndim != 2 or cal.shape[1] != len(det.components_) or det.tiebreak_scale_.size != cal.shape[1]:
-                raise BaselineError(
-                    f"calibration matrix has shape {cal.shape}: expected (n, {len(det.components_)})"
-                )
+            n_fixed = len(det._fixed_components())
+            if cal.ndim != 2 or cal.shape[1] != n_fixed or det.tiebreak_scale_.size != cal.shape[1]:
+                raise BaselineError(f"calibration matrix has shape {cal.shape}: expected (n, {n_fixed})")
             if not np.all(np.isfinite(cal)):
                 raise BaselineError("calibration matrix contains NaN or infinite values")
+            det.adaptive_null_, det.adaptive_calibration_ = np.empty((0, 0)), np.empty((0, 0))
+            adaptive_last = bool(det.components_) and det.components_[-1] == ADAPTIVE_COMPONENT
+            if adaptive_last != config.adaptive or det.components_.count(ADAPTIVE_COMPONENT) > 1:
+                raise BaselineError("the model's components and its adaptive setting disagree")
+            if config.adaptive:
+                width = 2 * d + n_fixed
+                null = np.asarray(arrays["adaptive_null"], dtype=np.float64)
+                acal = np.asarray(arrays["adaptive_calibration"], dtype=np.float64)
+                if null.ndim != 2 or null.shape[1] != width or acal.shape != (cal.shape[0], width):
+                    raise BaselineError(
+                        f"adaptive rows have shapes {null.shape} and {acal.shape}: expected (n, {width}) "
+                        f"and ({cal.shape[0]}, {width})"
+                    )
+                if not (np.all(np.isfinite(null)) and np.all(np.isfinite(acal))):
+                    raise BaselineError("adaptive rows contain NaN or infinite values")
+                det.adaptive_null_, det.adaptive_calibration_ = null, acal
         except KeyError as exc:
             raise BaselineError(f"the model has no array {exc.args[0]!r}: not a NetworkDetector model") from None
         except (TypeError, ValueError) as exc:
             if isinstance(exc, BaselineError):
                 raise
             raise BaselineError(f"the model is malformed: {exc}") from None
-        det.calibration_ = {name: np.sort(cal[:, j]) for j, name in enumerate(det.components_)}
-        det._minp = WeightedMinp.build(cal, det._tiebreak_key(cal), det._weights())
+        fixed = det._fixed_components()
+        det.calibration_ = {name: np.sort(cal[:, j]) for j, name in enumerate(fixed)}
+        det._minp = WeightedMinp.build(cal, det._tiebreak_key(cal), det._weights()[: len(fixed)])
         det.n_calibration_ = int(cal.shape[0])
         det._calibration_matrix = cal
         return det
@@ -582,7 +627,8 @@ class NetworkDetector:
 
     def _weights(self) -> tuple[int, ...]:
         """Min-p weight of each component, in ``components_`` order (see ``change_weight``)."""
-        return tuple(self.config.change_weight if name == "change" else 1 for name in self.components_)
+        weight = {"change": self.config.change_weight, ADAPTIVE_COMPONENT: self.config.adaptive_weight}
+        return tuple(weight.get(name, 1) for name in self.components_)
 
     def _tiebreak_key(self, scores: NDArray[np.float64]) -> NDArray[np.float64]:
         """Fixed continuous key (larger = more extreme) that breaks ties in min-p."""
@@ -624,13 +670,27 @@ class NetworkDetector:
         """
         self._check_fitted()
         w = _check_windows(windows, "windows", self.n_features_in_)
-        feats = self._features(w)
-        scores = self._component_scores(feats, slice(None))
+        return self._agent_rows(self._features(w), slice(None))
+
+    def _agent_rows(
+        self,
+        feats: _Features,
+        rows: NDArray[np.intp] | slice,
+        scores: Mapping[str, NDArray[np.float64]] | None = None,
+    ) -> NDArray[np.float64]:
+        """:meth:`agent_matrix` of ``rows`` from computed features (and their fixed scores, when known)."""
+        fixed = self._fixed_components()
+        if scores is None:
+            scores = self._component_scores(feats, rows)
         columns = [
             scores[name] if name == FAMILY_COMPONENT else np.log1p(np.maximum(scores[name], 0.0))
-            for name in self.components_
+            for name in fixed
         ]
-        return np.hstack([feats.change, feats.level, np.column_stack(columns)])
+        return np.hstack([feats.change[rows], feats.level[rows], np.column_stack(columns)])
+
+    def _fixed_components(self) -> tuple[str, ...]:
+        """The tests with fixed score functions (every component but the adaptive one)."""
+        return tuple(name for name in self.components_ if name != ADAPTIVE_COMPONENT)
 
     def _features(self, windows: NDArray[np.float64]) -> _Features:
         """The fitted detector's per-agent features of ``windows``."""
@@ -649,6 +709,36 @@ class NetworkDetector:
             for e in explain(x, base.location_, base.covariance_, rows[mask], names):
                 out[e.index] = e
         return tuple(out[int(r)] for r in rows)
+
+    def _adaptive_combined(
+        self, feats: _Features, scores: Mapping[str, NDArray[np.float64]], matrix: NDArray[np.float64]
+    ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+        """(combined p-values, adaptive p-values, adaptive scores) of the judged agents.
+
+        The adaptive score is learned from this batch (:func:`tcpkit.detect.adaptive.adaptive_pvalues`):
+        a symmetric function of the calibration agents plus the judged ones, so the weighted
+        min-p over all tests stays exactly full-conformal. Its tie-break term is scaled by
+        the pooled set's median, which is symmetric in it too.
+        """
+        test_rows = self._agent_rows(feats, slice(None), scores)
+        res = adaptive_pvalues(
+            self.adaptive_null_,
+            self.adaptive_calibration_,
+            test_rows,
+            model=self.config.adaptive_model,
+            random_state=self.random_state,
+        )
+        pooled = np.concatenate([res.calibration_scores, res.test_scores])
+        low = float(pooled.min())
+        scale = max(float(np.median(pooled - low)), 1e-12)
+
+        def key(m: NDArray[np.float64]) -> NDArray[np.float64]:
+            return self._tiebreak_key(m[:, :-1]) + np.log1p((m[:, -1] - low) / scale)
+
+        cal_full = np.column_stack([self._calibration_matrix, res.calibration_scores])
+        test_full = np.column_stack([matrix, res.test_scores])
+        minp = WeightedMinp.build(cal_full, key(cal_full), self._weights())
+        return minp.pvalues(test_full, key(test_full)), res.pvalues, res.test_scores
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "calibration_"):
@@ -675,13 +765,19 @@ class NetworkDetector:
         feats = self._features(w)
         cusum = self._window_cusum(feats.per_window)
         scores = self._component_scores(feats, slice(None), cusum)
+        fixed = self._fixed_components()
         p = {
             name: conformal_pvalues(scores[name], self.calibration_[name], check_sorted=False)
-            for name in self.components_
+            for name in fixed
         }
+        matrix = np.column_stack([scores[name] for name in fixed])
+        if ADAPTIVE_COMPONENT in self.components_:
+            combined, p[ADAPTIVE_COMPONENT], scores[ADAPTIVE_COMPONENT] = self._adaptive_combined(
+                feats, scores, matrix
+            )
+        else:
+            combined = self._minp.pvalues(matrix, self._tiebreak_key(matrix))
         min_p = np.minimum.reduce([p[name] for name in self.components_])
-        matrix = np.column_stack([scores[name] for name in self.components_])
-        combined = self._minp.pvalues(matrix, self._tiebreak_key(matrix))
         n_cal = self.n_calibration_
         if fdr == "none" and n_cal + 1 < 1.0 / alpha:
             raise BaselineError(

@@ -14,8 +14,9 @@ by measurement rather than by guess:
   (:func:`tcpkit.detect.separability.oracle_recall`);
 * :class:`~tcpkit.detect.composite.NetworkDetector` (built by
   :func:`tcpkit.detect.config.build_detector` on every feature) fitted on a vetted clean
-  reference fleet of the same world (``seed + REFERENCE_OFFSET``), judging a monitored
-  fleet with compromised agents: recall per attack type and the false-positive rate;
+  reference audited inside the monitored fleet (:func:`tcpkit.detect.audited.audited_fleet`:
+  one network, so the reference shares the fleet's regime history, as the adaptive test
+  needs), judging the monitored agents: recall per attack type and the false-positive rate;
 * :class:`~tcpkit.detect.fleet.FleetDetector` fitted and judging the monitored fleet
   itself with its nodes: recall per attack type, realized FDR and the false-positive
   rate among clean agents whose node had a regime change in the detection period.
@@ -36,15 +37,14 @@ from typing import Any
 
 import numpy as np
 
+from tcpkit.detect.audited import audited_fleet
 from tcpkit.detect.config import DetectorConfig, build_detector
 from tcpkit.detect.fleet import FleetDetector
 from tcpkit.detect.seeds import check_tuning_seed
 from tcpkit.detect.separability import oracle_recall, separability_table
-from tcpkit.detect.simulate import ATTACKS, FEATURE_NAMES, SimulatedNetwork, simulate_network
+from tcpkit.detect.simulate import ATTACKS, FEATURE_NAMES, SimulatedNetwork
 
-__all__ = ["REFERENCE_OFFSET", "WorldCheck", "check_seed", "main", "pooled"]
-
-REFERENCE_OFFSET = 10_000  # the reference fleet's seed: seed + this (same side of the seed ranges)
+__all__ = ["WorldCheck", "check_seed", "main", "pooled"]
 
 
 @dataclass(frozen=True)
@@ -96,15 +96,10 @@ def check_seed(
     ``detector`` holds further :class:`~tcpkit.detect.config.DetectorConfig` settings.
     """
     check_tuning_seed(seed)
-    check_tuning_seed(seed + REFERENCE_OFFSET)
     kw = dict(world or {})
     t0 = time.perf_counter()
-    net = simulate_network(
-        n_agents=n_monitored, compromised_fraction=compromised_fraction, seed=seed, **kw
-    )
-    ref = simulate_network(
-        n_agents=n_reference, compromised_fraction=0.0, seed=seed + REFERENCE_OFFSET, **kw
-    )
+    audited = audited_fleet(n_monitored, n_reference, compromised_fraction, seed, **kw)
+    net, ref = audited.monitored_network, audited.reference_network
     table = separability_table(net)
     clean = ~net.labels
     k = int(net.params["baseline_windows"])
