@@ -8,6 +8,7 @@ import pytest
 from tcpkit.detect.adaptive import ADAPTIVE_MODELS, adaptive_pvalues, adaptive_split
 from tcpkit.detect.audited import audited_fleet
 from tcpkit.detect.baseline import BaselineError, decide
+from tcpkit.detect.composite import NetworkDetector
 from tcpkit.detect.config import DetectorConfig, build_detector
 from tcpkit.detect.pvalues import conformal_pvalues
 from tcpkit.detect.simulate import FEATURE_NAMES
@@ -133,3 +134,48 @@ def test_agent_matrix_holds_change_level_and_component_scores() -> None:
     np.testing.assert_allclose(m[:, 2 * d], np.log1p(res.components["score_change"]))
     with pytest.raises(BaselineError):
         det.agent_matrix(fleet.monitored_windows[:, :, :3])
+
+
+def _adaptive_detector(reference: np.ndarray) -> NetworkDetector:
+    return build_detector(DetectorConfig(features=FEATURE_NAMES, adaptive=True)).fit(reference)
+
+
+def test_network_detector_with_the_adaptive_test_is_calibrated_on_clean_fleets() -> None:
+    """All-clean audited fleets: the combined p-value of a clean agent is at most 0.1 about 1 time in 10."""
+    hits = total = 0
+    for seed in range(3):
+        fleet = audited_fleet(300, 1200, 0.0, seed=100 + seed)
+        det = _adaptive_detector(fleet.reference_windows)
+        assert det.components_[-1] == "adaptive" and det.n_calibration_ == 300  # half of the 600 left after fitting
+        p = det.detect(fleet.monitored_windows, alpha=0.1, fdr="none").pvalues
+        hits += int((p <= 0.1).sum())
+        total += p.size
+    assert abs(hits / total - 0.1) <= 0.04, hits / total
+
+
+def test_the_adaptive_test_finds_more_than_the_fixed_tests_alone() -> None:
+    fleet = audited_fleet(600, 3000, 0.2, seed=31)
+    fixed = build_detector(DetectorConfig(features=FEATURE_NAMES)).fit(fleet.reference_windows)
+    adaptive = _adaptive_detector(fleet.reference_windows)
+    found_fixed = fixed.detect(fleet.monitored_windows).flags[fleet.labels].mean()
+    found_adaptive = adaptive.detect(fleet.monitored_windows).flags[fleet.labels].mean()
+    assert found_adaptive >= found_fixed + 0.15, (found_fixed, found_adaptive)
+
+
+def test_a_frozen_adaptive_detector_gives_the_same_decisions_and_refuses_tampering() -> None:
+    fleet = audited_fleet(120, 600, 0.2, seed=32)
+    det = _adaptive_detector(fleet.reference_windows)
+    arrays = det.to_arrays()
+    again = NetworkDetector.from_arrays(arrays)
+    np.testing.assert_array_equal(
+        again.detect(fleet.monitored_windows).pvalues, det.detect(fleet.monitored_windows).pvalues
+    )
+    narrow = dict(arrays, adaptive_null=arrays["adaptive_null"][:, :-1])
+    with pytest.raises(BaselineError, match="adaptive rows have shapes"):
+        NetworkDetector.from_arrays(narrow)
+    bad = dict(arrays, adaptive_calibration=np.where(np.eye(*arrays["adaptive_calibration"].shape) > 0, np.nan, 0.0))
+    with pytest.raises(BaselineError, match="NaN or infinite"):
+        NetworkDetector.from_arrays(bad)
+    mixed = dict(arrays, components=arrays["components"][:-1])
+    with pytest.raises(BaselineError, match="adaptive setting disagree"):
+        NetworkDetector.from_arrays(mixed)
