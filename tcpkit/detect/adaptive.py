@@ -40,6 +40,11 @@ direction), ``"boosting"`` (``HistGradientBoostingClassifier``, shallow trees, s
 directions and one-sided effects) or ``"ensemble"`` (default: the mean of the two
 scores' ranks over the pooled set, itself a symmetric function of it). Features are
 standardised by the null training agents' mean and SD.
+
+Both classifiers run on one thread. The gate pipeline runs notebooks side by side on a
+two-core machine, and scikit-learn's boosting spins OpenMP threads that wait for cores
+the other notebooks hold: on a busy machine a two-thread fit is not twice as fast but
+many times slower than a one-thread fit.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.stats import rankdata
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
+from threadpoolctl import threadpool_limits
 
 from tcpkit.detect.baseline import BaselineError, check_matrix
 from tcpkit.detect.config import ADAPTIVE_MODELS
@@ -159,15 +165,16 @@ def adaptive_pvalues(
     z0, zc, zt = ((X - centre) / scale for X in (X0, Xc, Xt))
     pooled = np.vstack([zc, zt])
     train0, train1 = _canonical(z0), _canonical(pooled)
-    if model == "logistic":
-        score = _logistic(train0, train1, pooled)
-    elif model == "boosting":
-        score = _boosting(train0, train1, pooled, random_state)
-    else:
-        score = rankdata(_logistic(train0, train1, pooled)) + rankdata(
-            _boosting(train0, train1, pooled, random_state)
-        )
-        score = np.asarray(score, dtype=np.float64)
+    with threadpool_limits(1):  # one thread: see the module docstring
+        if model == "logistic":
+            score = _logistic(train0, train1, pooled)
+        elif model == "boosting":
+            score = _boosting(train0, train1, pooled, random_state)
+        else:
+            score = rankdata(_logistic(train0, train1, pooled)) + rankdata(
+                _boosting(train0, train1, pooled, random_state)
+            )
+            score = np.asarray(score, dtype=np.float64)
     n_cal = zc.shape[0]
     cal_scores, test_scores = score[:n_cal], score[n_cal:]
     p = conformal_pvalues(test_scores, np.sort(cal_scores), check_sorted=False)
