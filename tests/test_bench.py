@@ -52,6 +52,7 @@ METHODS = {
     "baseline_mahalanobis_float32",
     "network_detect",
     "network_detect_float32",
+    "network_detect_adaptive",
 }
 
 TARGETS = {
@@ -67,6 +68,7 @@ TARGETS = {
     "public_ratio_to_bandwidth_bound",
     "network_detect_agents_per_second",
     "network_detect_float32_agents_per_second",
+    "network_detect_adaptive_agents_per_second",
     "stream_rss_delta_mb",
 }
 

@@ -132,7 +132,11 @@ class DetectorConfig:
         component ships it on, with its experiments on audited references.
     adaptive_calibration : calibration agents when ``adaptive`` is on (at most half of the
         reference agents left after fitting; the others train the classifier). Every test
-        then calibrates on them, so the combined p-value's resolution is ``1 / (n + 1)``.
+        then calibrates on them, so the combined p-value's resolution is ``1 / (n + 1)``, and
+        BH at level ``q`` over ``m`` judged agents flags anyone only when about
+        ``m / (q (n + 1))`` of them reach that floor: with 2000 at ``q = 0.01``, about one
+        agent in 20. A fleet where fewer are compromised needs more calibration agents, at a
+        cost in power (the classifier's pooled class then holds a smaller share of them).
     adaptive_weight : weight of the adaptive test in the combined min-p (as ``change_weight``).
         Default 16, chosen on the tuning seeds (weights of 16 and above gave the same
         decisions there; 4 and 8 lost recall to the fixed tests' share).
