@@ -139,7 +139,9 @@ class DetectorConfig:
         cost in power (the classifier's pooled class then holds a smaller share of them).
     adaptive_weight : weight of the adaptive test in the combined min-p (as ``change_weight``).
         Default 16, chosen on the tuning seeds (weights of 16 and above gave the same
-        decisions there; 4 and 8 lost recall to the fixed tests' share).
+        decisions there; 4 and 8 lost recall to the fixed tests' share): ``python -m
+        tcpkit.detect.worldcheck --no-fleet --n-reference 10000 --compromised 0.2 --detector
+        adaptive=true --detector adaptive_weight=4`` measures another weight.
     adaptive_model : the classifier, one of :data:`ADAPTIVE_MODELS`.
     features : feature names the detector expects, in order (None: whatever the data has).
     random_state : seed of the reference split and of MCD's random starts.
