@@ -99,6 +99,7 @@ from tcpkit.detect.explain import Explanation, explain
 from tcpkit.detect.kernel_config import KernelConfig
 from tcpkit.detect.pvalues import conformal_pvalues
 from tcpkit.detect.regression import LevelRegression, fit_level_regression
+from tcpkit.detect.screen import SCREEN_PARTS, ScreenResult, fit_screen
 from tcpkit.detect.sequential import CusumDetector, CusumResult
 from tcpkit.detect.studentize import own_sd, studentize_prior
 from tcpkit.detect.weighted_minp import WeightedMinp
@@ -235,6 +236,9 @@ class NetworkDetector:
         fitting agents.
     tiebreak_scale_ : median absolute component score of the fitting agents (tie-break key).
     n_calibration_ : number of calibration agents.
+    screened_ : :class:`~tcpkit.detect.screen.ScreenResult`, the reference agents the screen
+        removed per part (``config.reference_screen``); ``screen_removed_rows_``: their rows
+        in the reference (after ``fit`` only; not frozen).
     adaptive_null_ , adaptive_calibration_ : :meth:`agent_matrix` rows of the adaptive
         test's null training and calibration agents ((0, 0) when the test is off).
     """
@@ -423,6 +427,7 @@ class NetworkDetector:
             else None
         )
         feats = _features(w, self.reference_windows, self.studentize_prior_, self.regression_)
+        fit_rows, cal_rows, train_rows = self._screen(feats, fit_rows, cal_rows, train_rows)
         d = w.shape[2]
         rows = {
             "change": feats.change[fit_rows],
@@ -470,6 +475,42 @@ class NetworkDetector:
             self.components_ = (*self.components_, ADAPTIVE_COMPONENT)
         return self
 
+    def _screen(
+        self,
+        feats: _Features,
+        fit_rows: NDArray[np.intp],
+        cal_rows: NDArray[np.intp],
+        train_rows: NDArray[np.intp],
+    ) -> tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]]:
+        """Drop the reference agents :mod:`tcpkit.detect.screen` removes (when ``reference_screen`` is on).
+
+        One rule on the fitting agents' change rows and one on their level rows, each applied,
+        fixed, to the calibration and null-training agents; ``screened_`` records (removed, of) per
+        part and ``screen_removed_rows_`` the removed reference rows (not frozen).
+        """
+        parts = tuple(zip(SCREEN_PARTS, (fit_rows, cal_rows, train_rows), strict=True))
+        self.screen_removed_rows_ = np.empty(0, dtype=np.intp)
+        if not self.config.reference_screen:
+            self.screened_ = ScreenResult(tuple((name, 0, int(r.size)) for name, r in parts))
+            return fit_rows, cal_rows, train_rows
+        kept = [np.ones(r.size, dtype=bool) for _, r in parts]
+        for block in (feats.change, feats.level):  # each on its own: a robust fit breaks down sooner in 2 d
+            rule, kept_fit = fit_screen(block[fit_rows], random_state=self.random_state)
+            kept[0] &= kept_fit
+            kept[1] &= rule.passes(block[cal_rows])
+            kept[2] &= rule.passes(block[train_rows])
+        self.screened_ = ScreenResult(
+            tuple((name, int(r.size - k.sum()), int(r.size)) for (name, r), k in zip(parts, kept, strict=True))
+        )
+        self.screen_removed_rows_ = np.sort(np.concatenate([r[~k] for (_, r), k in zip(parts, kept, strict=True)]))
+        fit_rows, cal_rows, train_rows = (r[k] for (_, r), k in zip(parts, kept, strict=True))
+        if fit_rows.size < 20 or cal_rows.size < 20:
+            raise BaselineError(
+                f"the reference screen left {fit_rows.size} fitting and {cal_rows.size} calibration agents: "
+                "at least 20 of each are needed (is most of the reference one planted cluster?)"
+            )
+        return fit_rows, cal_rows, train_rows
+
     # -- the fitted state as plain arrays (what PRODUCTION freezes) ------------------------
 
     def to_arrays(self) -> dict[str, NDArray[Any]]:
@@ -502,6 +543,7 @@ class NetworkDetector:
             "regression_coef": np.asarray(
                 self.regression_.coef if self.regression_ is not None else np.zeros((0, 0)), dtype=np.float64
             ),
+            "screened": self.screened_.as_array(),
             "focus": np.array(
                 [self.focus_index_, getattr(self, "focus_location_", 0.0), getattr(self, "focus_scale_", 1.0)],
                 dtype=np.float64,
@@ -581,6 +623,12 @@ class NetworkDetector:
                     raise BaselineError(
                         f"the level regression has {det.regression_.intercept.size} features, the model {d}"
                     )
+            screened = np.asarray(arrays["screened"], dtype=np.int64) if "screened" in arrays else np.zeros((0, 2))
+            if screened.ndim != 2 or screened.shape[1] != 2 or screened.shape[0] not in (0, len(SCREEN_PARTS)):
+                raise BaselineError(f"screened has shape {screened.shape}: expected ({len(SCREEN_PARTS)}, 2)")
+            det.screened_ = ScreenResult(
+                tuple((name, int(r), int(of)) for name, (r, of) in zip(SCREEN_PARTS, screened, strict=False))
+            )
             det.tiebreak_scale_ = np.asarray(arrays["tiebreak_scale"], dtype=np.float64)
             cal = np.asarray(arrays["calibration_matrix"], dtype=np.float64)
             n_fixed = len(det._fixed_components())

@@ -143,6 +143,14 @@ class DetectorConfig:
         tcpkit.detect.worldcheck --no-fleet --n-reference 10000 --compromised 0.2 --detector
         adaptive=true --detector adaptive_weight=4`` measures another weight.
     adaptive_model : the classifier, one of :data:`ADAPTIVE_MODELS`.
+    reference_screen : before anything is calibrated, remove the reference agents that a
+        rule fitted on the fitting agents finds in a planted cluster
+        (:mod:`tcpkit.detect.screen`: robust z along the direction the mean is pulled in,
+        peeled round by round). Against a reference an attacker partly controls; the price
+        is the honest agents the rule removes too, which raise a clean agent's level by
+        their share (``NetworkDetector.screened_`` reports the removed share, an upper
+        estimate). Default off (a vetted reference needs none); the statistics component
+        ships it on.
     features : feature names the detector expects, in order (None: whatever the data has).
     random_state : seed of the reference split and of MCD's random starts.
     kernel : the scoring kernel's settings (precision, rows per chunk, threads), a
@@ -165,6 +173,7 @@ class DetectorConfig:
     adaptive_calibration: int = 2000
     adaptive_weight: int = 16
     adaptive_model: str = "ensemble"
+    reference_screen: bool = False
     features: tuple[str, ...] | None = None
     random_state: int = 0
     kernel: KernelConfig = KernelConfig()
@@ -221,7 +230,7 @@ def _validated(config: DetectorConfig) -> dict[str, Any]:
         kernel = KernelConfig.coerce(config.kernel)
     except KernelConfigError as exc:
         raise ConfigError(str(exc)) from None
-    for flag in ("studentize", "adaptive"):
+    for flag in ("studentize", "adaptive", "reference_screen"):
         if not isinstance(getattr(config, flag), bool):
             raise ConfigError(f"{flag}={getattr(config, flag)!r}: expected true or false")
     seed = config.random_state
