@@ -11,7 +11,7 @@ from tcpkit.detect.baseline import BaselineError, decide
 from tcpkit.detect.composite import NetworkDetector
 from tcpkit.detect.config import DetectorConfig, build_detector
 from tcpkit.detect.pvalues import conformal_pvalues
-from tcpkit.detect.simulate import FEATURE_NAMES
+from tcpkit.detect.simulate import ATTACKS, FEATURE_NAMES
 
 
 def _null(rng: np.random.Generator, n: int, d: int = 6) -> np.ndarray:
@@ -122,6 +122,15 @@ def test_audited_fleet_keeps_every_compromised_agent_monitored() -> None:
         audited_fleet(200, 0, 0.2, seed=7)
     with pytest.raises(ValueError, match="compromised_fraction=1.0"):
         audited_fleet(200, 10, 1.0, seed=7)
+
+
+def test_a_contaminated_reference_holds_that_share_of_compromised_agents() -> None:
+    fleet = audited_fleet(200, 300, 0.2, seed=7, reference_contamination=0.1)
+    assert int(fleet.labels.sum()) == 40 and int(fleet.reference_labels.sum()) == 30
+    assert set(fleet.network.attack[fleet.reference][fleet.reference_labels]) <= set(ATTACKS)
+    assert not audited_fleet(200, 300, 0.2, seed=7).reference_labels.any()
+    with pytest.raises(ValueError, match="reference_contamination=0.5"):
+        audited_fleet(200, 300, 0.2, seed=7, reference_contamination=0.5)
 
 
 def test_agent_matrix_holds_change_level_and_component_scores() -> None:

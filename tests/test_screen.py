@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tcpkit.detect import screen
 from tcpkit.detect.attacks import AttackConfig, make_world, poisoned_windows
+from tcpkit.detect.audited import audited_fleet
 from tcpkit.detect.baseline import BaselineError
 from tcpkit.detect.composite import NetworkDetector
 from tcpkit.detect.config import ConfigError, DetectorConfig, build_detector
@@ -48,6 +50,15 @@ def test_two_clusters_in_different_directions_are_peeled_one_per_round() -> None
     assert rule.directions.shape[0] >= 2
     assert kept[850:].mean() <= 0.05
     assert kept[:850].mean() >= 0.99
+
+
+def test_a_small_honest_cluster_is_left_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tuning seed 12 of the statistics world: a node's honest agents stand out together, but few."""
+    fleet = audited_fleet(500, 10000, 0.2, 12)
+    config = DetectorConfig(features=tuple(FEATURE_NAMES), reference_screen=True)
+    assert build_detector(config).fit(fleet.reference_windows).screen_removed_rows_.size == 0
+    monkeypatch.setattr(screen, "SCREEN_MIN_CLUSTER_SHARE", 0.005)
+    assert build_detector(config).fit(fleet.reference_windows).screen_removed_rows_.size > 0
 
 
 def test_the_cutoff_grows_with_the_fleet_and_bad_rows_are_refused() -> None:

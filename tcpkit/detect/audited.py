@@ -52,7 +52,8 @@ class AuditedFleet:
     """One network split into its monitored agents and its audited reference.
 
     ``network`` holds every agent; ``monitored`` and ``reference`` are row indices into it
-    (ascending, disjoint, covering every row). Every compromised agent is monitored.
+    (ascending, disjoint, covering every row). Every compromised agent is monitored, unless
+    the reference was drawn contaminated (:func:`audited_fleet`'s ``reference_contamination``).
     """
 
     network: SimulatedNetwork
@@ -90,6 +91,11 @@ class AuditedFleet:
         return np.asarray(self.network.attack[self.monitored])
 
     @property
+    def reference_labels(self) -> NDArray[np.bool_]:
+        """Ground truth of the reference agents (all False unless ``reference_contamination`` > 0)."""
+        return np.asarray(self.network.labels[self.reference])
+
+    @property
     def regime_agents(self) -> NDArray[np.bool_]:
         """Monitored agents whose node had a benign regime change after the reference period."""
         return np.asarray(self.network.regime_change_agents()[self.monitored])
@@ -100,6 +106,8 @@ def audited_fleet(
     n_reference: int,
     compromised_fraction: float,
     seed: int,
+    *,
+    reference_contamination: float = 0.0,
     **world: Any,
 ) -> AuditedFleet:
     """Simulate ``n_monitored + n_reference`` agents; compromise ``compromised_fraction`` of the monitored.
@@ -107,17 +115,31 @@ def audited_fleet(
     ``world`` passes any other :func:`~tcpkit.detect.simulate.simulate_network` parameter
     (strength, difficulty, attacks, benign change). The reference is drawn uniformly among
     the clean agents with a generator seeded by ``seed``.
+
+    ``reference_contamination`` (default 0: a vetted reference) makes that share of the
+    reference compromised agents of the same network and the same attack mix (audited, but
+    the audit missed them); the monitored agents keep ``compromised_fraction``. Those
+    reference agents are labelled in ``network.labels`` (:attr:`AuditedFleet.reference_labels`).
     """
     for name, value in (("n_monitored", n_monitored), ("n_reference", n_reference)):
         if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
             raise ValueError(f"{name}={value!r}: expected a positive integer")
     if not 0.0 <= float(compromised_fraction) < 1.0:
         raise ValueError(f"compromised_fraction={compromised_fraction!r}: expected a share in [0, 1)")
+    if not 0.0 <= float(reference_contamination) < 0.5:
+        raise ValueError(f"reference_contamination={reference_contamination!r}: expected a share in [0, 0.5)")
     total = int(n_monitored) + int(n_reference)
     n_bad = round(float(compromised_fraction) * int(n_monitored))
-    net = simulate_network(n_agents=total, compromised_fraction=n_bad / total, seed=seed, **world)
+    n_bad_reference = round(float(reference_contamination) * int(n_reference))
+    net = simulate_network(
+        n_agents=total, compromised_fraction=(n_bad + n_bad_reference) / total, seed=seed, **world
+    )
     clean = np.flatnonzero(~np.asarray(net.labels))
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0xA0D17,)))
-    reference = np.sort(rng.choice(clean, int(n_reference), replace=False))
+    reference = rng.choice(clean, int(n_reference) - n_bad_reference, replace=False)
+    if n_bad_reference:
+        bad = np.flatnonzero(np.asarray(net.labels))
+        reference = np.concatenate([reference, rng.choice(bad, n_bad_reference, replace=False)])
+    reference = np.sort(reference)
     monitored = np.setdiff1d(np.arange(total), reference)
     return AuditedFleet(net, monitored.astype(np.intp), reference.astype(np.intp))

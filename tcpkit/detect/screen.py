@@ -19,9 +19,10 @@ covariance by OGK, which tolerates a minority of planted rows). Each round estim
 the direction in which the kept rows' mean has been pulled away from their robust
 location, ``u = S^-1 (mean - location)`` (scaled to unit robust variance), projects
 every kept row on it, standardises by median and MAD, and removes the rows whose
-robust z exceeds ``cutoff``. It stops when a round removes nothing (at most
-``max_rounds`` rounds, so that a few clusters in different directions are each
-peeled). The cutoff is the Student-t (5 df, the tail model of
+robust z exceeds ``cutoff``, provided they are a cluster (at least
+:data:`SCREEN_MIN_CLUSTER_SHARE` of the fitting agents: sparse honest tails are
+left alone). It stops when a round removes nothing (at most ``max_rounds`` rounds,
+so that a few clusters in different directions are each peeled). The cutoff is the Student-t (5 df, the tail model of
 :func:`tcpkit.detect.fleet.trim_cutoff`) quantile of ``expected_false / (rounds n)``
 in MAD units: if an honest agent's projection is no heavier-tailed than that, the
 expected number of honest fitting agents removed is at most ``expected_false``.
@@ -64,7 +65,11 @@ __all__ = ["SCREEN_EXPECTED_FALSE", "SCREEN_MAX_ROUNDS", "SCREEN_PARTS", "Refere
 SCREEN_EXPECTED_FALSE = 1.0  # expected honest fitting agents removed, under the t(5) tail model
 SCREEN_MAX_ROUNDS = 4  # clusters in different directions peeled, at most
 SCREEN_MIN_CLUSTER = 5  # a round that would remove fewer rows removes nothing and stops ...
-SCREEN_MIN_CLUSTER_SHARE = 0.005  # ... or fewer than this share of the fitting agents
+# ... or fewer than this share of the fitting agents: honest agents of one node that moved together
+# form small clusters too (tests/test_screen.py shows one on a tuning seed of the statistics world,
+# removed at a share of 0.005 and left in at this one); a planted share below it is left in, and the
+# guarantee is the unscreened one
+SCREEN_MIN_CLUSTER_SHARE = 0.02
 SCREEN_PARTS = ("fit", "calibration", "null training")  # the parts of a reference fleet screened
 _TAIL_DF = 5
 _MIN_ROWS = 20
