@@ -82,10 +82,10 @@ def test_the_screen_is_what_catches_agents_that_poisoned_their_reference() -> No
     reference, monitored, attacked = _poisoned_world()
     shipped = DetectorConfig(features=tuple(FEATURE_NAMES), adaptive=True, reference_screen=True)
     caught = {}
-    for screen in (False, True):
-        det = build_detector(shipped.replace(reference_screen=screen)).fit(reference)
+    for screened in (False, True):
+        det = build_detector(shipped.replace(reference_screen=screened)).fit(reference)
         flags = np.asarray(det.detect(monitored).flags, dtype=bool)
-        caught[screen] = float(flags[attacked].mean())
+        caught[screened] = float(flags[attacked].mean())
         assert flags[~attacked].mean() <= 0.02
     assert caught[False] <= 0.1 and caught[True] >= 0.9, caught
     removed = dict((part, r) for part, r, _ in det.screened_.removed)
