@@ -981,6 +981,9 @@ def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--out", required=True, metavar="PATH",
                    help="events file: .jsonl, .csv, .parquet or .json (OTLP), each optionally .gz")
     p.add_argument("--labels", metavar="PATH.csv", help="also write agent,compromised,attack,attack_start_window")
+    p.add_argument("--audited", metavar="PATH", help="also write the names of --audited-agents clean agents, "
+                   "drawn uniformly: an audited reference for tcpkit detect --audited")
+    p.add_argument("--audited-agents", metavar="N", help="agents in the --audited list (default: half the clean agents)")
     p.add_argument("--format", choices=("jsonl", "csv", "parquet", "otlp"), help="override the format of --out")
     p.add_argument("--nodes", metavar="K", help="network nodes")
     p.add_argument("--windows", metavar="W", help="windows per agent")
@@ -996,13 +999,15 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
     from tcpkit.detect import simulate
     from tcpkit.detect.events import EventError, format_of
-    from tcpkit.detect.events_write import write_event_batches, write_labels
+    from tcpkit.detect.events_write import write_event_batches, write_labels, write_text_atomic
 
     try:
         format_of(args.out, args.format)
     except EventError as exc:
         raise UsageError(str(exc)) from None
-    for path in (args.out, args.labels):
+    if args.audited_agents is not None and args.audited is None:
+        raise UsageError("--audited-agents needs --audited PATH (where to write the list)")
+    for path in (args.out, args.labels, args.audited):
         if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
             raise UsageError(f"{path!r}: its directory does not exist")
     params: dict[str, object] = {"n_agents": _count(args.agents, "agents"),
@@ -1025,14 +1030,25 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         sim = sim_events.stream_events(**params)  # the events are made and written one block of agents at a time
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from None
+    audited: tuple[str, ...] = ()
+    if args.audited is not None:
+        n_clean = sum(not c for c in sim.labels.column("compromised").to_pylist())
+        n_audited = _count(args.audited_agents, "audited-agents") if args.audited_agents else max(n_clean // 2, 1)
+        try:
+            audited = sim_events.audited_agents(sim.labels, n_audited, _count(args.seed, "seed", minimum=0))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
     try:
         _, n_events = write_event_batches(sim.batches, args.out, format=args.format)
         if args.labels is not None:
             write_labels(sim.labels, args.labels)
+        if args.audited is not None:
+            write_text_atomic(args.audited, "".join(f"{a}\n" for a in audited))
     except EventError as exc:
         raise CheckFailed(str(exc)) from None
     print(f"wrote {n_events:,} events of {params['n_agents']:,} agents to {args.out}"
-          + (f" and labels to {args.labels}" if args.labels else ""))
+          + (f" and labels to {args.labels}" if args.labels else "")
+          + (f"; {len(audited):,} audited clean agents to {args.audited}" if args.audited else ""))
     return EXIT_OK
 
 
@@ -1049,6 +1065,9 @@ def _add_detect(sub: argparse._SubParsersAction[_Parser]) -> None:
     win = p.add_mutually_exclusive_group()
     win.add_argument("--window", metavar="DURATION", help="windows by event time, e.g. 30m, 1h (default), 1d")
     win.add_argument("--window-events", metavar="N", help="windows of N events per agent instead of time windows")
+    p.add_argument("--audited", metavar="FILE", help="agents audited clean (one name per line, or a CSV with an "
+                   "agent column): the shipped network detector is fitted on them and judges the others; "
+                   "without it the fleet judges itself")
     p.add_argument("--alpha", type=float, metavar="Q", help="FDR level (default: the frozen configuration's)")
     p.add_argument("--component", default=DETECT_COMPONENT, help=f"frozen component to use (default {DETECT_COMPONENT})")
     p.add_argument("--root", help="project root holding production/ and .tcpkit/trust (default: found from here)")
@@ -1116,7 +1135,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
 
     from tcpkit.detect.alerts import PLOTTED_AGENTS, judge_features
     from tcpkit.detect.baseline import BaselineError
-    from tcpkit.detect.events import EventError
+    from tcpkit.detect.events import EventError, read_agent_list
     from tcpkit.detect.features import features_of_files, parse_duration
     from tcpkit.detect.riskmap import RiskMapError, load_risk_map
     from tcpkit.release.atomic import write_atomic
@@ -1130,6 +1149,10 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         risk_map = load_risk_map(args.risk_map)
     except (ValueError, RiskMapError) as exc:
         raise UsageError(str(exc)) from None
+    try:
+        audited = read_agent_list(args.audited) if args.audited is not None else None
+    except EventError as exc:
+        raise UsageError(str(exc)) from None
     config, info = _frozen_config(args.component, args.root, args.alpha)
     try:
         k = _reference_windows(args, lambda: _first_event_us(args.events, args.format))
@@ -1138,7 +1161,7 @@ def _cmd_detect(args: argparse.Namespace) -> int:
             reference_windows=k, min_reference_windows=k, risk_map=risk_map, workers=None,
         )
         report = judge_features(
-            feats, config, n_events=n_events, detector_info=info,  # type: ignore[arg-type]
+            feats, config, n_events=n_events, audited=audited, detector_info=info,  # type: ignore[arg-type]
             plotted=PLOTTED_AGENTS if any(kind == "html" for kind, _ in outputs) else 0,
         )
     except (EventError, BaselineError, ValueError) as exc:
@@ -1147,8 +1170,10 @@ def _cmd_detect(args: argparse.Namespace) -> int:
         text = {"json": report.to_json, "csv": report.to_csv, "html": report.to_html}[kind]()
         write_atomic(Path(path), text.encode("utf-8"))
     flagged = report.most_significant()
+    reference = (f"reference = {report.notes['audited']} audited agents" if "audited" in report.notes
+                 else f"reference = first {report.reference_windows} windows")
     print(f"{len(flagged)} of {len(report.agents)} agents flagged at {report.fdr.upper()} level {report.alpha:g} "
-          f"({len(report.excluded)} excluded; reference = first {report.reference_windows} windows; "
+          f"({len(report.excluded)} excluded; {reference}; {report.detector['detector']}; "
           f"detector {args.component} sha256 {report.detector['module_sha256'][:12]})")
     for a in flagged[:20]:
         tops = ", ".join(f"{f.feature} {f.direction}" for f in a.top_features)
@@ -1179,6 +1204,9 @@ def _add_monitor(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--window", default="1h", metavar="DURATION", help="window length by event time (default 1h)")
     p.add_argument("--reference-windows", metavar="K", help=f"windows forming the reference (default {DEFAULT_REFERENCE_WINDOWS})")
     p.add_argument("--risk-map", metavar="FILE.toml", help="risk classes for actions (default: tcpkit's map)")
+    p.add_argument("--audited", metavar="FILE", help="agents audited clean (one name per line, or a CSV with an "
+                   "agent column): the shipped network detector is fitted on them and judges the others; "
+                   "without it the fleet judges itself")
     p.add_argument("--alpha", type=float, metavar="Q", help="FDR level (default: the frozen configuration's)")
     p.add_argument("--component", default=DETECT_COMPONENT, help=f"frozen component to use (default {DETECT_COMPONENT})")
     p.add_argument("--root", help="project root holding production/ and .tcpkit/trust (default: found from here)")

@@ -105,3 +105,52 @@ def test_report_keeps_paths_of_the_most_significant_flagged_agents_only(fleet) -
     assert set(report.cusum_paths) == {a.agent for a in top}
     p = [a.p_value for a in report.most_significant()]
     assert p == sorted(p) and len(p) == report.n_flagged
+
+
+def test_an_audited_reference_is_not_judged_and_its_verdicts_are_explained() -> None:
+    net = simulate_network(n_agents=900, compromised_fraction=0.1, seed=12, **EASY_WORLD)
+    agents = [f"agent-{i:05d}" for i in range(net.n_agents)]
+    audited = [a for a, bad in zip(agents, net.labels, strict=True) if not bad][::2]
+    report = judge_fleet(net.windows, agents, FEATURE_NAMES, DetectorConfig(alpha=0.05), audited=audited)
+    assert report.detector["detector"] == "NetworkDetector" and report.notes["audited"] == len(audited)
+    judged = [a.agent for a in report.agents]
+    assert not set(judged) & set(audited) and len(judged) == len(agents) - len(audited)
+    truth = dict(zip(agents, net.labels, strict=True))
+    flags = np.array([a.flagged for a in report.agents])
+    bad = np.array([truth[a] for a in judged])
+    assert flags[bad].mean() > 0.7 and (flags & ~bad).sum() <= max(3, 0.2 * flags.sum())
+    for a in report.agents:
+        assert bool(a.top_features) == a.flagged
+        if a.first_alarm_window is not None:
+            assert report.reference_windows <= a.first_alarm_window < report.n_windows
+    assert report.cusum_paths and report.to_html().count("data:image/png;base64,") >= 2
+
+
+def test_an_audited_reference_must_be_agents_of_the_fleet_and_large_enough() -> None:
+    windows = np.random.default_rng(0).normal(size=(60, 10, 2))
+    agents = [f"a{i}" for i in range(60)]
+    with pytest.raises(BaselineError, match="1 audited agents are not among the judged agents.*'ghost'"):
+        judge_fleet(windows, agents, ["x", "y"], DetectorConfig(), audited=["a1", "ghost"])
+    with pytest.raises(BaselineError, match="39 audited agents: the network detector needs at least 40"):
+        judge_fleet(windows, agents, ["x", "y"], DetectorConfig(), audited=agents[:39])
+    with pytest.raises(BaselineError, match="nobody is left to judge"):
+        judge_fleet(windows, agents, ["x", "y"], DetectorConfig(), audited=agents)
+
+
+def test_agent_lists_are_read_from_text_or_csv_and_bad_ones_are_named(tmp_path) -> None:
+    from tcpkit.detect.events import EventError, read_agent_list
+
+    text = tmp_path / "a.txt"
+    text.write_text("# audited in March\nagent-1\n\nagent-2\n")
+    assert read_agent_list(text) == ("agent-1", "agent-2")
+    table = tmp_path / "a.csv"
+    table.write_text("node,agent\nn1,agent-3\nn2,agent-4\n")
+    assert read_agent_list(table) == ("agent-3", "agent-4")
+    for body, words in [("", "is empty"), ("a\nb\na\n", "line 3: agent 'a' is listed twice (first on line 1)"),
+                        ("node,host\nx,y\n", "needs an 'agent' column"), ("agent,node\n,n1\n", "line 2: no agent name"),
+                        ("agent\n", "names no agent")]:
+        table.write_text(body)
+        with pytest.raises(EventError, match=words.replace("(", r"\(").replace(")", r"\)")):
+            read_agent_list(table)
+    with pytest.raises(EventError, match="cannot read"):
+        read_agent_list(tmp_path / "missing.txt")

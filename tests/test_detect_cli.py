@@ -307,3 +307,44 @@ def test_monitor_reads_standard_input(project: Path, stream: list[bytes], tmp_pa
     )
     assert done.returncode == 0, done.stderr
     assert _alerts(state)
+
+
+def test_simulate_writes_an_audited_list_of_clean_agents(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    events, labels, audited = tmp_path / "e.parquet", tmp_path / "l.csv", tmp_path / "audited.txt"
+    assert main(["simulate", "--agents", "200", "--seed", "3", "--out", str(events), "--labels", str(labels),
+                 "--audited", str(audited), "--audited-agents", "50"]) == 0
+    names = audited.read_text().split()
+    compromised = {row.split(",")[0].strip('"'): row.split(",")[1] for row in labels.read_text().splitlines()[1:]}
+    assert len(names) == len(set(names)) == 50
+    assert all(compromised[n] == "false" for n in names)
+    assert main(["simulate", "--agents", "20", "--seed", "3", "--out", str(events), "--audited-agents", "5"]) == 2
+    assert "--audited-agents needs --audited" in capsys.readouterr().err
+
+
+def test_detect_with_an_audited_reference_runs_the_network_detector(
+    project: Path, log: tuple[Path, dict[str, bool]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events, labels = log
+    clean = sorted(a for a, c in labels.items() if not c)
+    audited = tmp_path / "audited.csv"
+    audited.write_text("agent,note\n" + "".join(f"{a},vetted\n" for a in clean[::2]))
+    out = tmp_path / "a.json"
+    code = main(["detect", str(events), "--root", str(project), "--window-events", "50", "--audited", str(audited),
+                 "--json", str(out), "--html", str(tmp_path / "a.html")])
+    assert code == 0, capsys.readouterr().err
+    doc = json.loads(out.read_text())
+    assert doc["detector"]["detector"] == "NetworkDetector" and doc["detector"]["audited_agents"] == len(clean[::2])
+    judged = {a["agent"] for a in doc["agents"]}
+    assert not judged & set(clean[::2]) and len(judged) == len(labels) - len(clean[::2])
+    flagged = {a["agent"] for a in doc["agents"] if a["flagged"]}
+    truth = {a for a, c in labels.items() if c}
+    assert len(flagged & truth) >= 0.7 * len(truth) and len(flagged - truth) <= max(3, 0.2 * len(flagged))
+    assert "audited agents" in capsys.readouterr().out
+    audited.write_text("agent-does-not-exist\n")
+    assert main(["detect", str(events), "--root", str(project), "--audited", str(audited), "--window-events", "50",
+                 "--json", str(tmp_path / "b.json")]) == 1
+    assert "have no events in the log: 'agent-does-not-exist'" in capsys.readouterr().err
+    assert not (tmp_path / "b.json").exists()
+    audited.write_text("")
+    assert main(["detect", str(events), "--root", str(project), "--audited", str(audited)]) == 2
+    assert "the agent list is empty" in capsys.readouterr().err

@@ -25,7 +25,7 @@ import csv
 import html
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any
@@ -35,6 +35,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from tcpkit.detect.baseline import BaselineError
 from tcpkit.detect.config import DetectorConfig
+from tcpkit.detect.explain import Explanation
 from tcpkit.detect.fleet import FleetDetector
 
 TOP_FEATURES = 3
@@ -231,6 +232,100 @@ def fleet_detector(config: DetectorConfig, feature_names: Sequence[str], referen
     )
 
 
+@dataclass(frozen=True)
+class _Judged:
+    """What either detector said about the judged agents (rows of the judged windows)."""
+
+    flags: list[bool]
+    pvalues: list[float]
+    qvalues: list[float]
+    alarm: list[int]  # absolute window of the first CUSUM alarm, -1 if none
+    test: list[str]
+    explanations: dict[int, Explanation]
+    alpha: float
+    fdr: str
+    info: dict[str, Any]
+
+
+def _judge_self(
+    w: NDArray[np.float64], names: tuple[str, ...], config: DetectorConfig, k: int,
+    node_labels: NDArray[np.str_] | None,
+) -> tuple[_Judged, Callable[[NDArray[np.intp]], tuple[NDArray[np.float64], float]]]:
+    """The fleet judges itself (no vetted reference): :class:`FleetDetector`."""
+    detector = fleet_detector(config, names, k)
+    detector.fit(w, node_labels)
+    result = detector.detect(w, node_labels)
+    judged = _Judged(
+        flags=np.asarray(result.flags, dtype=bool).tolist(),
+        pvalues=np.asarray(result.pvalues, dtype=np.float64).tolist(),
+        qvalues=np.asarray(result.qvalues, dtype=np.float64).tolist(),
+        alarm=np.asarray(result.components["first_alarm_window"]).tolist(),
+        test=[str(t) for t in np.asarray(result.components["test"]).tolist()],
+        explanations={e.index: e for e in result.explanations},
+        alpha=result.alpha,
+        fdr=result.fdr,
+        info={
+            "detector": "FleetDetector",
+            "trimmed_from_calibration": int(np.asarray(result.components["trimmed"]).sum()),
+            "self_tested": int(np.asarray(result.components["self_tested"]).sum()),
+        },
+    )
+
+    def paths(rows: NDArray[np.intp]) -> tuple[NDArray[np.float64], float]:
+        cusum = detector.cusum(w, node_labels)
+        return np.asarray(cusum.statistic[rows], dtype=np.float64), float(cusum.h)
+
+    return judged, paths
+
+
+MIN_AUDITED_AGENTS = 40  # the network detector's smallest reference (half fit, half calibrate)
+
+
+def _judge_audited(
+    w: NDArray[np.float64], names: tuple[str, ...], config: DetectorConfig, k: int, audited: NDArray[np.bool_],
+) -> tuple[_Judged, Callable[[NDArray[np.intp]], tuple[NDArray[np.float64], float]]]:
+    """An audited reference inside the fleet: the shipped :class:`NetworkDetector`, fitted on it."""
+    from tcpkit.detect.config import build_detector
+
+    n_audited = int(audited.sum())
+    if n_audited < MIN_AUDITED_AGENTS:
+        raise BaselineError(
+            f"{n_audited} audited agents: the network detector needs at least {MIN_AUDITED_AGENTS} "
+            "(half fit its baselines, half calibrate)"
+        )
+    if n_audited == audited.size:
+        raise BaselineError("every agent is in the audited reference: nobody is left to judge")
+    detector = build_detector(config.replace(features=list(names), reference_windows=k))
+    detector.fit(w[audited])
+    judged_w = w[~audited]
+    result = detector.detect(judged_w)
+    alarm = np.asarray(result.components["alarm_window"], dtype=np.int64)
+    screened = dict((part, removed) for part, removed, _ in detector.screened_.removed)
+    judged = _Judged(
+        flags=np.asarray(result.flags, dtype=bool).tolist(),
+        pvalues=np.asarray(result.pvalues, dtype=np.float64).tolist(),
+        qvalues=np.asarray(result.qvalues, dtype=np.float64).tolist(),
+        alarm=np.where(alarm >= 0, alarm + k, -1).tolist(),
+        test=[str(t) for t in np.asarray(result.components["explained_by"]).tolist()],
+        explanations={e.index: e for e in result.explanations},
+        alpha=result.alpha,
+        fdr=result.fdr,
+        info={
+            "detector": "NetworkDetector",
+            "audited_agents": n_audited,
+            "calibration_agents": int(detector.n_calibration_),
+            "components": list(detector.components_),
+            "screened_from_reference": int(sum(screened.values())),
+        },
+    )
+
+    def paths(rows: NDArray[np.intp]) -> tuple[NDArray[np.float64], float]:
+        cusum = detector.cusum(judged_w[rows])
+        return np.asarray(cusum.statistic, dtype=np.float64), float(cusum.h)
+
+    return judged, paths
+
+
 def judge_fleet(
     windows: ArrayLike,
     agents: Sequence[str],
@@ -239,18 +334,27 @@ def judge_fleet(
     *,
     nodes: Sequence[str] | None = None,
     reference_windows: int | None = None,
+    audited: Sequence[str] | None = None,
     detector_info: Mapping[str, Any] | None = None,
     excluded: Mapping[str, str] | None = None,
     notes: Mapping[str, Any] | None = None,
     plotted: int = PLOTTED_AGENTS,
 ) -> AlertReport:
-    """Fit the configured detector on this fleet's reference period and judge every agent.
+    """Fit the configured detector on this fleet's reference and judge every other agent.
 
     Parameters
     ----------
     windows : (n_agents, n_windows, d) per-window features, agents in ``agents`` order.
     config : the shipped configuration; its ``features`` and ``reference_windows`` are
         replaced by this fleet's (``reference_windows`` when given).
+    audited : agents of the fleet audited clean (None: none are). Without them the fleet
+        judges itself (:class:`~tcpkit.detect.fleet.FleetDetector`: every agent's first
+        ``reference_windows`` windows are its reference, robust fits and trimming stand in
+        for a vetted reference). With them the shipped
+        :class:`~tcpkit.detect.composite.NetworkDetector` (what the statistics gates measure)
+        is fitted on their windows and judges the others; its p-values assume that a clean
+        judged agent and an audited agent are exchangeable (the same fleet, nodes and
+        history), and the audited agents are not judged (``notes["audited"]`` counts them).
     detector_info : what identifies the detector in the report (component, digest, ...).
     plotted : the report keeps the CUSUM paths of this many flagged agents, the most
         significant (the HTML report plots them); 0 skips the CUSUM pass that makes them.
@@ -266,20 +370,20 @@ def judge_fleet(
     if nodes is not None and len(nodes) != w.shape[0]:
         raise BaselineError(f"{len(nodes)} nodes for {w.shape[0]} agents")
     k = config.reference_windows if reference_windows is None else int(reference_windows)
-    detector = fleet_detector(config, names, k)
     node_labels = None if nodes is None else np.asarray([str(n) for n in nodes])
-    detector.fit(w, node_labels)
-    result = detector.detect(w, node_labels)
+    judged_rows = np.arange(w.shape[0])
+    extra_notes: dict[str, Any] = {}
+    if audited is None:
+        judged, paths = _judge_self(w, names, config, k, node_labels)
+    else:
+        mask = audited_mask(agents, audited)
+        judged, paths = _judge_audited(w, names, config, k, mask)
+        judged_rows = np.flatnonzero(~mask)
+        extra_notes["audited"] = int(mask.sum())
     cfg = config.replace(features=list(names), reference_windows=k)
-    explained = {e.index: e for e in result.explanations}
-    alarm = np.asarray(result.components["first_alarm_window"]).tolist()
-    test = np.asarray(result.components["test"]).tolist()
-    flags = np.asarray(result.flags, dtype=bool).tolist()
-    pvalues = np.asarray(result.pvalues, dtype=np.float64).tolist()
-    qvalues = np.asarray(result.qvalues, dtype=np.float64).tolist()
     verdicts = []
-    for i, agent in enumerate(agents):
-        e = explained.get(i)
+    for j, i in enumerate(judged_rows.tolist()):
+        e = judged.explanations.get(j)
         tops: tuple[FeatureContribution, ...] = ()
         if e is not None:
             tops = tuple(
@@ -287,43 +391,51 @@ def judge_fleet(
             )
         verdicts.append(
             AgentAlert(
-                agent=str(agent),
+                agent=str(agents[i]),
                 node=None if nodes is None else str(nodes[i]),
-                flagged=flags[i],
-                p_value=pvalues[i],
-                q_value=qvalues[i],
-                first_alarm_window=None if alarm[i] < 0 else int(alarm[i]),
-                test=str(test[i]),
+                flagged=judged.flags[j],
+                p_value=judged.pvalues[j],
+                q_value=judged.qvalues[j],
+                first_alarm_window=None if judged.alarm[j] < 0 else int(judged.alarm[j]),
+                test=judged.test[j],
                 top_features=tops,
             )
         )
-    rows = np.flatnonzero(result.flags)
-    top_rows = rows[np.argsort(np.asarray(result.pvalues)[rows], kind="stable")][: max(plotted, 0)]
+    rows = np.flatnonzero(judged.flags)
+    top_rows = rows[np.argsort(np.asarray(judged.pvalues)[rows], kind="stable")][: max(plotted, 0)]
     flagged_paths: dict[str, NDArray[np.float64]] = {}
     threshold = float("nan")
     if top_rows.size:
-        cusum = detector.cusum(w, node_labels)
-        flagged_paths = {str(agents[int(i)]): cusum.statistic[int(i)].copy() for i in top_rows}
-        threshold = float(cusum.h)
+        statistic, threshold = paths(top_rows)
+        flagged_paths = {verdicts[int(j)].agent: statistic[n].copy() for n, j in enumerate(top_rows)}
     return AlertReport(
-        detector=dict(
-            detector_info or {},
-            config=cfg.to_mapping(),
-            detector="FleetDetector",
-            trimmed_from_calibration=int(np.asarray(result.components["trimmed"]).sum()),
-            self_tested=int(np.asarray(result.components["self_tested"]).sum()),
-        ),
-        alpha=result.alpha,
-        fdr=result.fdr,
+        detector=dict(detector_info or {}, config=cfg.to_mapping(), **judged.info),
+        alpha=judged.alpha,
+        fdr=judged.fdr,
         agents=tuple(verdicts),
         feature_names=names,
         reference_windows=k,
         n_windows=int(w.shape[1]),
         excluded=dict(excluded or {}),
-        notes=dict(notes or {}),
+        notes=dict(notes or {}, **extra_notes),
         cusum_paths=flagged_paths,
         cusum_threshold=threshold,
     )
+
+
+def audited_mask(agents: Sequence[str], audited: Sequence[str]) -> NDArray[np.bool_]:
+    """Mask of ``agents`` named in ``audited``; an audited name that is not an agent is an error."""
+    index = {str(a): i for i, a in enumerate(agents)}
+    missing = sorted({str(a) for a in audited} - set(index))
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise BaselineError(
+            f"{len(missing)} audited agents are not among the judged agents (absent from the log, or "
+            f"excluded for too little reference): {shown}"
+        )
+    mask = np.zeros(len(agents), dtype=bool)
+    mask[[index[str(a)] for a in audited]] = True
+    return mask
 
 
 MAX_MISSING_SHARE = 0.5  # a feature undefined in more agent-windows than this is structurally missing: left out
@@ -369,6 +481,7 @@ def judge_table(
     window_events: int | None = None,
     reference_windows: int = 8,
     risk_map: Any = None,
+    audited: Sequence[str] | None = None,
     detector_info: Mapping[str, Any] | None = None,
     plotted: int = PLOTTED_AGENTS,
 ) -> AlertReport:
@@ -389,7 +502,7 @@ def judge_table(
         risk_map=risk_map,
     )
     return judge_features(
-        feats, config, n_events=int(table.num_rows), detector_info=detector_info, plotted=plotted
+        feats, config, n_events=int(table.num_rows), audited=audited, detector_info=detector_info, plotted=plotted
     )
 
 
@@ -398,6 +511,7 @@ def judge_features(
     config: DetectorConfig,
     *,
     n_events: int,
+    audited: Sequence[str] | None = None,
     detector_info: Mapping[str, Any] | None = None,
     plotted: int = PLOTTED_AGENTS,
 ) -> AlertReport:
@@ -405,7 +519,10 @@ def judge_features(
 
     The fleet's reference period is the table's ``reference_windows``. Agents the features
     exclude (too little reference) and agents or features that :func:`complete_windows`
-    leaves out are named in the report.
+    leaves out are named in the report. ``audited`` names the agents audited clean (see
+    :func:`judge_fleet`); an audited agent that the features exclude is left out of the
+    reference (``notes["audited_excluded"]`` counts them), and a name that is not in the
+    log at all is an error.
     """
     reference_windows = int(feats.reference_windows)
     if feats.n_agents == 0:
@@ -423,6 +540,16 @@ def judge_features(
         "omitted_features": dict(feats.omitted),
         "dropped_features": dropped,
     }
+    audited_kept: list[str] | None = None
+    if audited is not None:
+        seen = set(feats.agents) | set(feats.excluded)
+        unknown = sorted({str(a) for a in audited} - seen)
+        if unknown:
+            shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+            raise BaselineError(f"{len(unknown)} audited agents have no events in the log: {shown}")
+        kept = set(agents)
+        audited_kept = [str(a) for a in audited if str(a) in kept]
+        notes["audited_excluded"] = len(audited) - len(audited_kept)
     windows = feats.windows
     if not keep_a.all():
         windows = windows[keep_a]
@@ -435,6 +562,7 @@ def judge_features(
         config,
         nodes=nodes,
         reference_windows=reference_windows,
+        audited=audited_kept,
         detector_info=detector_info,
         excluded={**feats.excluded, **excluded},
         notes=notes,

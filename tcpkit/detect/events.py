@@ -170,6 +170,7 @@ __all__ = [
     "EventError",
     "encode_events",
     "format_of",
+    "read_agent_list",
     "json_text",
     "parse_objects",
     "read_events",
@@ -230,6 +231,43 @@ Where = Callable[[int], str]
 
 class EventError(ValueError):
     """An event file (or table) that does not follow the schema: one message naming where."""
+
+
+def read_agent_list(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """Agent names from a text file: one per line, or a CSV whose header has an ``agent`` column.
+
+    Blank lines and lines starting with ``#`` are skipped; a name listed twice, an empty
+    file or an unreadable one is an :class:`EventError` naming the file and the line.
+    (``tcpkit simulate --audited`` writes such a file; ``tcpkit detect --audited`` reads it.)
+    """
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EventError(f"{source}: cannot read the agent list: {exc}") from None
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1)]
+    lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
+    if not lines:
+        raise EventError(f"{source}: the agent list is empty")
+    column = 0
+    header = [c.strip() for c in lines[0][1].split(",")]
+    if len(header) > 1 or header == ["agent"]:
+        if "agent" not in header:
+            raise EventError(f"{source}, line {lines[0][0]}: a CSV agent list needs an 'agent' column, got {header}")
+        column = header.index("agent")
+        lines = lines[1:]
+    names: dict[str, int] = {}
+    for n, line in lines:
+        cells = line.split(",")
+        name = cells[column].strip() if column < len(cells) else ""
+        if not name:
+            raise EventError(f"{source}, line {n}: no agent name")
+        if name in names:
+            raise EventError(f"{source}, line {n}: agent {name!r} is listed twice (first on line {names[name]})")
+        names[name] = n
+    if not names:
+        raise EventError(f"{source}: the agent list names no agent")
+    return tuple(names)
 
 
 # --------------------------------------------------------------------------- format and bytes

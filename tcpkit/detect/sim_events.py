@@ -238,6 +238,22 @@ def _simulate(kwargs: dict[str, Any]) -> tuple[sim.SimulatedNetwork, sim._Record
     return sim._run(params, recorder), recorder
 
 
+def audited_agents(labels: pa.Table, n_audited: int, seed: int) -> tuple[str, ...]:
+    """``n_audited`` clean agents drawn uniformly (seeded by ``seed``): an audited reference of the fleet.
+
+    What an operator who ran some agents under audit would hold: a list of agents known to be
+    clean, sharing the fleet's nodes and history (``tcpkit simulate --audited``). The draw
+    is the one :func:`tcpkit.detect.audited.audited_fleet` makes for its reference.
+    """
+    clean = np.flatnonzero(~np.asarray(labels.column("compromised").to_numpy(zero_copy_only=False), dtype=bool))
+    if isinstance(n_audited, bool) or not isinstance(n_audited, int) or not 1 <= n_audited <= clean.size:
+        raise ValueError(f"audited agents: {n_audited!r} requested, the fleet has {clean.size} clean agents")
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0xA0D17,)))
+    rows = np.sort(rng.choice(clean, n_audited, replace=False))
+    names = labels.column("agent").to_pylist()
+    return tuple(str(names[i]) for i in rows)
+
+
 def _ids(prefix: str, n: int, width: int) -> pa.Array:
     w = max(width, len(str(max(n - 1, 0))))
     return pa.array([f"{prefix}-{i:0{w}d}" for i in range(n)], pa.string())
