@@ -213,6 +213,12 @@ _kernel.WhiteningKernel.squared_distances = lambda self, X, **kw: 1.01 * _real_s
 
 BREAK_FPR_AGREEMENT_SPEED_AND_ROBUSTNESS = FLEET_EVERYONE + """
 import dataclasses, time, numpy as np
+from tcpkit.detect import alerts as _alerts
+_real_audited = _alerts._judge_audited
+def _audited_everyone(*a, **k):                               # tcpkit detect --audited flags every judged agent
+    judged, paths = _real_audited(*a, **k)
+    return dataclasses.replace(judged, flags=[True] * len(judged.flags)), paths
+_alerts._judge_audited = _audited_everyone
 from tcpkit.detect import composite as _c
 from tcpkit.detect.combine import combine_chan as _chan
 _real_detect = _c.NetworkDetector.detect
@@ -229,6 +235,7 @@ distributed.combine = lambda ms: _chan(list(ms))              # not robust: foll
 
 
 @pytest.mark.breaks("integrated", "events_recall")
+@pytest.mark.breaks("integrated", "events_audited_recall")
 @pytest.mark.breaks("integrated", "recall")
 @pytest.mark.breaks("integrated", "recall_attack_*")
 @pytest.mark.breaks("integrated", "explained_alarms")
@@ -239,12 +246,13 @@ def test_integrated_detection_kernel_and_crdt_metrics_fail_when_broken(frozen_do
     metrics = run_sabotaged("integrated", "load_frozen(name)", BREAK_DETECTION_KERNEL_AND_CRDT, INTEGRATED_QUICK, tmp_path)
     failed = failing("integrated", "PRODUCTION", metrics) | failing("integrated", "DEVELOPMENT", metrics)
     expected = {"recall", "explained_alarms", "crdt_order_independent", "combine_rel_error", "kernel_rel_error_vs_oracle",
-                "events_recall"}
+                "events_recall", "events_audited_recall"}
     assert expected <= failed, metrics
     assert any(m.startswith("recall_attack_") for m in failed)
 
 
 @pytest.mark.breaks("integrated", "events_fdp")
+@pytest.mark.breaks("integrated", "events_audited_fdp")
 @pytest.mark.breaks("integrated", "fpr")
 @pytest.mark.breaks("integrated", "central_agreement")
 @pytest.mark.breaks("integrated", "agents_per_second")
@@ -254,7 +262,8 @@ def test_integrated_fpr_agreement_speed_and_lying_metrics_fail_when_broken(froze
         "integrated", "load_frozen(name)", BREAK_FPR_AGREEMENT_SPEED_AND_ROBUSTNESS, INTEGRATED_QUICK, tmp_path
     )
     failed = failing("integrated", "PRODUCTION", metrics)
-    assert {"fpr", "central_agreement", "agents_per_second", "lying_node_shift_robust", "events_fdp"} <= failed, metrics
+    assert {"fpr", "central_agreement", "agents_per_second", "lying_node_shift_robust", "events_fdp",
+            "events_audited_fdp"} <= failed, metrics
 
 
 PERFORMANCE_QUICK = {"agents": 20_000, "repeats": 2, "stream_agents": 4_000_000, "scaling_max": 10_000}
