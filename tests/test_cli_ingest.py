@@ -135,7 +135,8 @@ def test_bench_detect_runs_and_reuses_its_logs(tmp_path: Path, capsys: pytest.Ca
     assert cli.main(["bench", "--detect", "300", "--keep", str(keep), "--json", str(target)]) == 0
     run = json.loads(target.read_text())["runs"][0]
     assert run["agents"] == 300 and run["detect"]["events"] == 300_000 and run["simulate"]["events"] == 300_000
-    assert set(run["detect"]["phases"]) == {"features", "judge", "outputs"}
+    assert set(run["detect"]["phases"]) == {"features", "judge", "outputs", "judge_audited"}
+    assert run["detect"]["audited"] + run["detect"]["audited_judged"] == 300
     assert run["detect"]["peak_rss_mib"] > 0 and run["detect"]["agents"] == 300
     assert "features s" in capsys.readouterr().out
     assert cli.main(["bench", "--detect", "300", "--keep", str(keep), "--json", str(target)]) == 0

@@ -12,7 +12,12 @@ pipeline of ``tcpkit detect LOG --window-events 50 --reference-windows 5 --json 
   two, as ``tcpkit detect`` does; the CPU seconds of this phase are the parent's only);
 * ``judge``: :func:`tcpkit.detect.alerts.judge_features` (the ``FleetDetector`` fit and
   detection, explanations, the CUSUM paths of the plotted agents);
-* ``outputs``: the JSON, CSV and HTML reports written to a temporary folder.
+* ``outputs``: the JSON, CSV and HTML reports written to a temporary folder;
+* ``judge_audited``: the same features through ``tcpkit detect --audited`` with half the
+  log's clean agents audited (:func:`tcpkit.detect.sim_events.audited_agents`, what
+  ``tcpkit simulate --audited`` writes): the shipped ``NetworkDetector`` settings
+  (``DetectorConfig(adaptive=True, reference_screen=True)``, alpha 0.01 as shipped),
+  fitted on them and judging the others.
 
 Each phase reports wall and CPU seconds (the worker processes' included); the process
 reports its peak resident set size (``VmHWM``) and that of its largest worker process (they
@@ -42,6 +47,7 @@ SEED = 424242
 WINDOW_EVENTS = 50
 REFERENCE_WINDOWS = 5
 ALPHA = 0.1
+_DETECT_PHASES = ("features", "judge", "outputs")
 
 
 def _peak_rss_mib() -> float:
@@ -81,6 +87,7 @@ def _detect(events: Path, labels: Path) -> dict[str, Any]:
     from tcpkit.detect.alerts import PLOTTED_AGENTS, judge_features
     from tcpkit.detect.config import DetectorConfig
     from tcpkit.detect.features import features_of_files
+    from tcpkit.detect.sim_events import audited_agents
 
     phases: dict[str, dict[str, float]] = {}
 
@@ -104,9 +111,16 @@ def _detect(events: Path, labels: Path) -> dict[str, Any]:
                 Path(tmp, f"alerts.{kind}").write_text(text(), encoding="utf-8")
 
     timed("outputs", outputs)
-    truth = pcsv.read_csv(labels).to_pydict()
+    label_table = pcsv.read_csv(labels)
+    truth = label_table.to_pydict()
     compromised = {a for a, c in zip(truth["agent"], truth["compromised"], strict=True) if c}
     flagged = {a.agent for a in report.agents if a.flagged}
+    audited = audited_agents(label_table, max(1, (len(truth["agent"]) - len(compromised)) // 2), SEED)
+    audited_report = timed("judge_audited", lambda: judge_features(
+        feats, DetectorConfig(adaptive=True, reference_screen=True), n_events=n_events, audited=audited,
+        plotted=PLOTTED_AGENTS,
+    ))
+    flagged_audited = {a.agent for a in audited_report.agents if a.flagged}
     return {
         "events": n_events,
         "agents": len(report.agents),
@@ -114,9 +128,14 @@ def _detect(events: Path, labels: Path) -> dict[str, Any]:
         "flagged": len(flagged),
         "flagged_compromised": len(flagged & compromised),
         "compromised": len(compromised),
+        "audited": len(audited),
+        "audited_judged": len(audited_report.agents),
+        "audited_flagged": len(flagged_audited),
+        "audited_flagged_compromised": len(flagged_audited & compromised),
         "phases": phases,
-        "seconds": sum(p["seconds"] for p in phases.values()),
-        "cpu_seconds": sum(p["cpu_seconds"] for p in phases.values()),
+        # the totals are one tcpkit detect run (without --audited): its three phases
+        "seconds": sum(phases[p]["seconds"] for p in _DETECT_PHASES),
+        "cpu_seconds": sum(phases[p]["cpu_seconds"] for p in _DETECT_PHASES),
         "peak_rss_mib": _peak_rss_mib(),
         "worker_peak_rss_mib": _children_peak_mib(),
     }
@@ -215,6 +234,12 @@ def format_detect(result: dict[str, Any]) -> str:
             f"{run['agents']:>8,} {d['events']:>12,} {ph['features']['seconds']:>11.1f} {ph['judge']['seconds']:>8.1f} "
             f"{ph['outputs']['seconds']:>10.1f} {d['seconds']:>8.1f} {d['cpu_seconds']:>7.1f} "
             f"{d['peak_rss_mib']:>13.0f} {d['worker_peak_rss_mib']:>11.0f} {d['flagged']:>8,} {load:>10}"
+        )
+        lines.append(
+            f"{'':>8} {d['flagged_compromised']:,} of the {d['compromised']:,} compromised among the flagged; "
+            f"--audited ({d['audited']:,} audited, {d['audited_judged']:,} judged, alpha 0.01): "
+            f"{ph['judge_audited']['seconds']:.1f} s, {d['audited_flagged']:,} flagged, "
+            f"{d['audited_flagged_compromised']:,} of them compromised"
         )
         if run["simulate"] is not None:
             s = run["simulate"]
