@@ -246,6 +246,21 @@ class _Judged:
     fdr: str
     info: dict[str, Any]
 
+    @classmethod
+    def of(cls, result: Any, alarm: ArrayLike, test: ArrayLike, info: dict[str, Any]) -> _Judged:
+        """From a detector's :class:`~tcpkit.detect.baseline.DetectionResult`, its alarm windows and test names."""
+        return cls(
+            flags=np.asarray(result.flags, dtype=bool).tolist(),
+            pvalues=np.asarray(result.pvalues, dtype=np.float64).tolist(),
+            qvalues=np.asarray(result.qvalues, dtype=np.float64).tolist(),
+            alarm=np.asarray(alarm, dtype=np.int64).tolist(),
+            test=[str(t) for t in np.asarray(test).tolist()],
+            explanations={e.index: e for e in result.explanations},
+            alpha=result.alpha,
+            fdr=result.fdr,
+            info=info,
+        )
+
 
 def _judge_self(
     w: NDArray[np.float64], names: tuple[str, ...], config: DetectorConfig, k: int,
@@ -255,21 +270,11 @@ def _judge_self(
     detector = fleet_detector(config, names, k)
     detector.fit(w, node_labels)
     result = detector.detect(w, node_labels)
-    judged = _Judged(
-        flags=np.asarray(result.flags, dtype=bool).tolist(),
-        pvalues=np.asarray(result.pvalues, dtype=np.float64).tolist(),
-        qvalues=np.asarray(result.qvalues, dtype=np.float64).tolist(),
-        alarm=np.asarray(result.components["first_alarm_window"]).tolist(),
-        test=[str(t) for t in np.asarray(result.components["test"]).tolist()],
-        explanations={e.index: e for e in result.explanations},
-        alpha=result.alpha,
-        fdr=result.fdr,
-        info={
-            "detector": "FleetDetector",
-            "trimmed_from_calibration": int(np.asarray(result.components["trimmed"]).sum()),
-            "self_tested": int(np.asarray(result.components["self_tested"]).sum()),
-        },
-    )
+    judged = _Judged.of(result, result.components["first_alarm_window"], result.components["test"], {
+        "detector": "FleetDetector",
+        "trimmed_from_calibration": int(np.asarray(result.components["trimmed"]).sum()),
+        "self_tested": int(np.asarray(result.components["self_tested"]).sum()),
+    })
 
     def paths(rows: NDArray[np.intp]) -> tuple[NDArray[np.float64], float]:
         cusum = detector.cusum(w, node_labels)
@@ -301,23 +306,13 @@ def _judge_audited(
     result = detector.detect(judged_w)
     alarm = np.asarray(result.components["alarm_window"], dtype=np.int64)
     screened = dict((part, removed) for part, removed, _ in detector.screened_.removed)
-    judged = _Judged(
-        flags=np.asarray(result.flags, dtype=bool).tolist(),
-        pvalues=np.asarray(result.pvalues, dtype=np.float64).tolist(),
-        qvalues=np.asarray(result.qvalues, dtype=np.float64).tolist(),
-        alarm=np.where(alarm >= 0, alarm + k, -1).tolist(),
-        test=[str(t) for t in np.asarray(result.components["explained_by"]).tolist()],
-        explanations={e.index: e for e in result.explanations},
-        alpha=result.alpha,
-        fdr=result.fdr,
-        info={
-            "detector": "NetworkDetector",
-            "audited_agents": n_audited,
-            "calibration_agents": int(detector.n_calibration_),
-            "components": list(detector.components_),
-            "screened_from_reference": int(sum(screened.values())),
-        },
-    )
+    judged = _Judged.of(result, np.where(alarm >= 0, alarm + k, -1), result.components["explained_by"], {
+        "detector": "NetworkDetector",
+        "audited_agents": n_audited,
+        "calibration_agents": int(detector.n_calibration_),
+        "components": list(detector.components_),
+        "screened_from_reference": int(sum(screened.values())),
+    })
 
     def paths(rows: NDArray[np.intp]) -> tuple[NDArray[np.float64], float]:
         cusum = detector.cusum(judged_w[rows])
