@@ -15,7 +15,7 @@ SDs (tuning seeds 0-2 of the security world, budget 3).
 The rule
 --------
 :func:`fit_screen` works on the rows of the fitting agents only (robust location and
-covariance by OGK, which tolerates a minority of planted rows). Each round estimates
+covariance by OGK, :data:`SCREEN_ESTIMATOR`, which tolerates a minority of planted rows). Each round estimates
 the direction in which the kept rows' mean has been pulled away from their robust
 location, ``u = S^-1 (mean - location)`` (scaled to unit robust variance), projects
 every kept row on it, standardises by median and MAD, and removes the rows whose
@@ -70,6 +70,7 @@ SCREEN_MIN_CLUSTER = 5  # a round that would remove fewer rows removes nothing a
 # removed at a share of 0.005 and left in at this one); a planted share below it is left in, and the
 # guarantee is the unscreened one
 SCREEN_MIN_CLUSTER_SHARE = 0.02
+SCREEN_ESTIMATOR = "ogk"  # robust location and covariance of each round (fast; tolerates a minority of planted rows)
 SCREEN_PARTS = ("fit", "calibration", "null training")  # the parts of a reference fleet screened
 _TAIL_DF = 5
 _MIN_ROWS = 20
@@ -196,7 +197,7 @@ def fit_screen(
     for round_ in range(max_rounds):
         if int(keep.sum()) < max(_MIN_ROWS, 2 * p):
             break
-        est = estimate_covariance(x[keep], "mcd", random_state=random_state)
+        est = estimate_covariance(x[keep], SCREEN_ESTIMATOR, random_state=random_state)
         if round_ == 0:
             location = np.asarray(est.location, dtype=np.float64)
         cov = np.asarray(est.covariance, dtype=np.float64)
