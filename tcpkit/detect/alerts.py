@@ -305,13 +305,12 @@ def _judge_audited(
     judged_w = w[~audited]
     result = detector.detect(judged_w)
     alarm = np.asarray(result.components["alarm_window"], dtype=np.int64)
-    screened = dict((part, removed) for part, removed, _ in detector.screened_.removed)
     judged = _Judged.of(result, np.where(alarm >= 0, alarm + k, -1), result.components["explained_by"], {
         "detector": "NetworkDetector",
         "audited_agents": n_audited,
         "calibration_agents": int(detector.n_calibration_),
         "components": list(detector.components_),
-        "screened_from_reference": int(sum(screened.values())),
+        "screened_from_reference": detector.screened_.n_removed,
     })
 
     def paths(rows: NDArray[np.intp]) -> tuple[NDArray[np.float64], float]:

@@ -26,7 +26,7 @@ from numpy.typing import NDArray
 
 from tcpkit.detect.simulate import SimulatedNetwork, simulate_network
 
-__all__ = ["AuditedFleet", "audited_fleet", "subnetwork"]
+__all__ = ["AuditedFleet", "audit_rng", "audited_fleet", "subnetwork"]
 
 _PER_AGENT = ("windows", "features", "baseline_features", "labels", "attack", "node", "hijack_family")
 
@@ -101,6 +101,11 @@ class AuditedFleet:
         return np.asarray(self.network.regime_change_agents()[self.monitored])
 
 
+def audit_rng(seed: int) -> np.random.Generator:
+    """The generator of the audited draw for ``seed`` (one stream, shared by every audited draw)."""
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0xA0D17,)))
+
+
 def audited_fleet(
     n_monitored: int,
     n_reference: int,
@@ -135,7 +140,7 @@ def audited_fleet(
         n_agents=total, compromised_fraction=(n_bad + n_bad_reference) / total, seed=seed, **world
     )
     clean = np.flatnonzero(~np.asarray(net.labels))
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0xA0D17,)))
+    rng = audit_rng(seed)
     reference = rng.choice(clean, int(n_reference) - n_bad_reference, replace=False)
     if n_bad_reference:
         bad = np.flatnonzero(np.asarray(net.labels))

@@ -112,10 +112,15 @@ class ScreenResult:
     removed: tuple[tuple[str, int, int], ...]  # (part, removed, of)
 
     @property
+    def n_removed(self) -> int:
+        """Agents removed from every part together."""
+        return sum(r for _, r, _ in self.removed)
+
+    @property
     def removed_share(self) -> float:
         """Share of all screened agents removed: an upper estimate of ``pi`` (module docstring)."""
         total = sum(of for _, _, of in self.removed)
-        return sum(r for _, r, _ in self.removed) / total if total else 0.0
+        return self.n_removed / total if total else 0.0
 
     def as_array(self) -> NDArray[np.int64]:
         """(parts, 2) array of (removed, of), in part order."""

@@ -70,6 +70,7 @@ import pyarrow.compute as pc
 from numpy.typing import NDArray
 
 from tcpkit.detect import simulate as sim
+from tcpkit.detect.audited import audit_rng
 from tcpkit.detect.events import SCHEMA
 
 __all__ = [
@@ -248,8 +249,7 @@ def audited_agents(labels: pa.Table, n_audited: int, seed: int) -> tuple[str, ..
     clean = np.flatnonzero(~np.asarray(labels.column("compromised").to_numpy(zero_copy_only=False), dtype=bool))
     if isinstance(n_audited, bool) or not isinstance(n_audited, int) or not 1 <= n_audited <= clean.size:
         raise ValueError(f"audited agents: {n_audited!r} requested, the fleet has {clean.size} clean agents")
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0xA0D17,)))
-    rows = np.sort(rng.choice(clean, n_audited, replace=False))
+    rows = np.sort(audit_rng(seed).choice(clean, n_audited, replace=False))
     names = labels.column("agent").to_pylist()
     return tuple(str(names[i]) for i in rows)
 
