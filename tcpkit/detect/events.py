@@ -138,6 +138,7 @@ same validation.
 
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import os
@@ -236,7 +237,8 @@ class EventError(ValueError):
 def read_agent_list(path: str | os.PathLike[str]) -> tuple[str, ...]:
     """Agent names from a text file: one per line, or a CSV whose header has an ``agent`` column.
 
-    Blank lines and lines starting with ``#`` are skipped; a name listed twice, an empty
+    Fields are read as CSV (quoted names are unquoted, as in the labels file ``tcpkit
+    simulate --labels`` writes). Blank lines and lines starting with ``#`` are skipped; a name listed twice, an empty
     file or an unreadable one is an :class:`EventError` naming the file and the line.
     (``tcpkit simulate --audited`` writes such a file; ``tcpkit detect --audited`` reads it.)
     """
@@ -249,17 +251,18 @@ def read_agent_list(path: str | os.PathLike[str]) -> tuple[str, ...]:
     lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
     if not lines:
         raise EventError(f"{source}: the agent list is empty")
+    parsed = csv.reader(line for _, line in lines)  # one row per kept line
+    rows = [(n, [c.strip() for c in cells]) for (n, _), cells in zip(lines, parsed, strict=True)]
     column = 0
-    header = [c.strip() for c in lines[0][1].split(",")]
+    header = rows[0][1]
     if len(header) > 1 or header == ["agent"]:
         if "agent" not in header:
             raise EventError(f"{source}, line {lines[0][0]}: a CSV agent list needs an 'agent' column, got {header}")
         column = header.index("agent")
-        lines = lines[1:]
+        rows = rows[1:]
     names: dict[str, int] = {}
-    for n, line in lines:
-        cells = line.split(",")
-        name = cells[column].strip() if column < len(cells) else ""
+    for n, cells in rows:
+        name = cells[column] if column < len(cells) else ""
         if not name:
             raise EventError(f"{source}, line {n}: no agent name")
         if name in names:
