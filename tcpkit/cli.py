@@ -1133,7 +1133,7 @@ def _first_event_us(paths: list[str], format: str | None) -> int:
 def _cmd_detect(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tcpkit.detect.alerts import PLOTTED_AGENTS, judge_features
+    from tcpkit.detect.alerts import PLOTTED_AGENTS, judge_features, resolution_text
     from tcpkit.detect.baseline import BaselineError
     from tcpkit.detect.events import EventError, read_agent_list
     from tcpkit.detect.features import features_of_files, parse_duration
@@ -1175,6 +1175,9 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     print(f"{len(flagged)} of {len(report.agents)} agents flagged at {report.fdr.upper()} level {report.alpha:g} "
           f"({len(report.excluded)} excluded; {reference}; {report.detector['detector']}; "
           f"detector {args.component} sha256 {report.detector['module_sha256'][:12]})")
+    limit = resolution_text(report)
+    if limit is not None:
+        print(f"resolution: {limit}")
     for a in flagged[:20]:
         tops = ", ".join(f"{f.feature} {f.direction}" for f in a.top_features)
         print(f"  {a.agent}  p={a.p_value:.2g} q={a.q_value:.2g}  {a.test}: {tops}")

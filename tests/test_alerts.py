@@ -124,6 +124,26 @@ def test_an_audited_reference_is_not_judged_and_its_verdicts_are_explained() -> 
         if a.first_alarm_window is not None:
             assert report.reference_windows <= a.first_alarm_window < report.n_windows
     assert report.cusum_paths and report.to_html().count("data:image/png;base64,") >= 2
+    # the resolution: conformal p-values are at least 1 / (n_cal + 1), and BH flagged at least the fewest it can
+    assert report.detector["smallest_p_value"] == 1.0 / (report.detector["calibration_agents"] + 1)
+    assert min(a.p_value for a in report.agents) >= report.detector["smallest_p_value"]
+    assert flags.sum() >= report.detector["fewest_flaggable"] >= 1
+    assert "Resolution: no p-value can be below" in report.to_html()
+
+
+def test_a_run_that_can_flag_nobody_says_so() -> None:
+    windows = np.random.default_rng(0).normal(size=(60, 10, 2))
+    agents = [f"a{i}" for i in range(60)]
+    report = judge_fleet(windows, agents, ["x", "y"], DetectorConfig(alpha=0.01), audited=agents[:40])
+    assert report.detector["fewest_flaggable"] is None and report.n_flagged == 0
+    assert "can flag none of the 20 judged agents" in report.to_html()
+    assert json.loads(report.to_json())["detector"]["fewest_flaggable"] is None
+
+
+def test_the_fleet_report_states_its_resolution(fleet) -> None:
+    _, report = fleet
+    p, k = report.detector["smallest_p_value"], report.detector["fewest_flaggable"]
+    assert 0 < p <= min(a.p_value for a in report.agents) and 1 <= k <= report.n_flagged
 
 
 def test_an_audited_reference_must_be_agents_of_the_fleet_and_large_enough() -> None:

@@ -138,6 +138,10 @@ def test_bench_detect_runs_and_reuses_its_logs(tmp_path: Path, capsys: pytest.Ca
     assert set(run["detect"]["phases"]) == {"features", "judge", "outputs", "judge_audited"}
     assert run["detect"]["audited"] + run["detect"]["audited_judged"] == 300
     assert run["detect"]["peak_rss_mib"] > 0 and run["detect"]["agents"] == 300
-    assert "features s" in capsys.readouterr().out
+    for fewest, flagged in (("fewest_flaggable", "flagged"), ("audited_fewest_flaggable", "audited_flagged")):
+        k, n = run["detect"][fewest], run["detect"][flagged]  # BH never flags a group smaller than k
+        assert n == 0 if k is None else (n == 0 or n >= k >= 1)
+    printed = capsys.readouterr().out
+    assert "features s" in printed and "no fewer than" in printed
     assert cli.main(["bench", "--detect", "300", "--keep", str(keep), "--json", str(target)]) == 0
     assert json.loads(target.read_text())["runs"][0]["simulate"] is None  # the kept log was reused

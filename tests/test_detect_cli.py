@@ -339,7 +339,9 @@ def test_detect_with_an_audited_reference_runs_the_network_detector(
     flagged = {a["agent"] for a in doc["agents"] if a["flagged"]}
     truth = {a for a, c in labels.items() if c}
     assert len(flagged & truth) >= 0.7 * len(truth) and len(flagged - truth) <= max(3, 0.2 * len(flagged))
-    assert "audited agents" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "audited agents" in printed
+    assert f"flags no group of fewer than {doc['detector']['fewest_flaggable']} of the {len(judged)}" in printed
     audited.write_text("agent-does-not-exist\n")
     assert main(["detect", str(events), "--root", str(project), "--audited", str(audited), "--window-events", "50",
                  "--json", str(tmp_path / "b.json")]) == 1

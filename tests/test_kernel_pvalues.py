@@ -16,6 +16,7 @@ from tcpkit.detect.pvalues import (
     chi2_sf_even,
     conformal_bh_reject,
     conformal_pvalues,
+    fewest_rejections,
 )
 
 
@@ -297,3 +298,35 @@ def test_candidate_count_matches_the_pvalue_division_exactly() -> None:
         for alpha in alphas:
             want = int(np.flatnonzero(p_levels <= alpha)[-1])
             assert _largest_count_at_most(np.float64(alpha), n_cal) == want, (n_cal, alpha)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n_cal=st.integers(1, 3000),
+    m=st.integers(1, 4000),
+    alpha=st.sampled_from([0.001, 0.01, 0.05, 0.1, 0.2]),
+)
+def test_fewest_rejections_is_where_bh_first_rejects_agents_at_the_floor(n_cal: int, m: int, alpha: float) -> None:
+    # k agents at the floor 1 / (n_cal + 1), the rest at 1: BH flags them exactly when k >= the answer
+    floor = 1.0 / (n_cal + 1)
+    fewest = fewest_rejections(floor, m, alpha)
+
+    def flags(k: int) -> int:
+        return int(bh_reject(np.r_[np.full(k, floor), np.ones(m - k)], alpha)[0].sum())
+
+    if fewest is None:
+        assert flags(m) == 0
+    else:
+        assert flags(fewest) == fewest
+        assert fewest == 1 or flags(fewest - 1) == 0
+
+
+def test_fewest_rejections_without_fdr_and_bad_input() -> None:
+    assert fewest_rejections(0.004, 10, 0.01, "none") == 1
+    assert fewest_rejections(0.02, 10, 0.01, "none") is None
+    assert fewest_rejections(1 / 851, 3400, 0.01) == 400  # 3400 judged against 850 calibration agents
+    for bad, match in [((0.0, 5, 0.1), "smallest_p"), ((0.1, 0, 0.1), "m=0"), ((0.1, 5, 1.5), "alpha")]:
+        with pytest.raises(ValueError, match=match):
+            fewest_rejections(*bad)
+    with pytest.raises(ValueError, match="fdr='by'"):
+        fewest_rejections(0.1, 5, 0.1, "by")

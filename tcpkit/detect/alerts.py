@@ -37,6 +37,7 @@ from tcpkit.detect.baseline import BaselineError
 from tcpkit.detect.config import DetectorConfig
 from tcpkit.detect.explain import Explanation
 from tcpkit.detect.fleet import FleetDetector
+from tcpkit.detect.pvalues import fewest_rejections
 
 TOP_FEATURES = 3
 PLOTTED_AGENTS = 12  # flagged agents the HTML report plots (the most significant ones)
@@ -262,6 +263,16 @@ class _Judged:
         )
 
 
+def resolution(smallest_p: float, m: int, alpha: float, fdr: str) -> dict[str, Any]:
+    """What the report says about the run's resolution (:func:`~tcpkit.detect.pvalues.fewest_rejections`).
+
+    ``smallest_p_value``: no judged agent's p-value can be below it (a conformal p-value
+    is at least ``1 / (n_cal + 1)``); ``fewest_flaggable``: the fewest agents the decision
+    can flag at all (None: none can be flagged in this run, whatever the data).
+    """
+    return {"smallest_p_value": float(smallest_p), "fewest_flaggable": fewest_rejections(smallest_p, m, alpha, fdr)}
+
+
 def _judge_self(
     w: NDArray[np.float64], names: tuple[str, ...], config: DetectorConfig, k: int,
     node_labels: NDArray[np.str_] | None,
@@ -274,6 +285,7 @@ def _judge_self(
         "detector": "FleetDetector",
         "trimmed_from_calibration": int(np.asarray(result.components["trimmed"]).sum()),
         "self_tested": int(np.asarray(result.components["self_tested"]).sum()),
+        **resolution(detector.smallest_pvalue_, w.shape[0], result.alpha, result.fdr),
     })
 
     def paths(rows: NDArray[np.intp]) -> tuple[NDArray[np.float64], float]:
@@ -311,6 +323,7 @@ def _judge_audited(
         "calibration_agents": int(detector.n_calibration_),
         "components": list(detector.components_),
         "screened_from_reference": detector.screened_.n_removed,
+        **resolution(detector.smallest_pvalue_, judged_w.shape[0], result.alpha, result.fdr),
     })
 
     def paths(rows: NDArray[np.intp]) -> tuple[NDArray[np.float64], float]:
@@ -623,6 +636,23 @@ def _shorten(text: str) -> str:
     return text if len(text) <= _NOTE_CHARS else text[:_NOTE_CHARS] + " ... (cut; see the JSON report)"
 
 
+def resolution_text(report: AlertReport) -> str | None:
+    """One sentence on the run's resolution (:func:`resolution`), None when the report has none."""
+    if "smallest_p_value" not in report.detector:
+        return None
+    p, k, m = report.detector["smallest_p_value"], report.detector["fewest_flaggable"], len(report.agents)
+    level = f"{report.fdr.upper()} at {report.alpha:g}"
+    if k is None:
+        return (f"no p-value can be below {p:.3g}, so {level} can flag none of the {m} judged agents "
+                "in this run, whatever they do: the reference is too small for the fleet")
+    return f"no p-value can be below {p:.3g}, so {level} flags no group of fewer than {k} of the {m} judged agents"
+
+
+def _resolution_html(report: AlertReport) -> str:
+    text = resolution_text(report)
+    return "" if text is None else f"<p>Resolution: {html.escape(text)}.</p>"
+
+
 def _render_html(report: AlertReport) -> str:
     e = html.escape
     plots = _plots(report)
@@ -665,6 +695,7 @@ def _render_html(report: AlertReport) -> str:
 <p><span class=flag>{report.n_flagged}</span> of {len(report.agents)} agents flagged at {e(report.fdr.upper())}
 level {report.alpha:g}; {len(report.excluded)} excluded; reference = each agent's first
 {report.reference_windows} of {report.n_windows} windows.</p>
+{_resolution_html(report)}
 <h2>Flagged agents</h2>
 <p>Smallest p-value first{f"; the {len(listed)} most significant of {len(flagged)} (every agent is in the JSON and CSV reports)" if unlisted else ""}.</p>
 <table><thead><tr><th>agent</th><th>node</th><th>p</th><th>q</th><th>first alarm window</th><th>test</th>

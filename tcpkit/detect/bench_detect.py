@@ -132,6 +132,9 @@ def _detect(events: Path, labels: Path) -> dict[str, Any]:
         "audited_judged": len(audited_report.agents),
         "audited_flagged": len(flagged_audited),
         "audited_flagged_compromised": len(flagged_audited & compromised),
+        # the fewest agents each run could flag at all (None: nobody), whatever the data
+        "fewest_flaggable": report.detector["fewest_flaggable"],
+        "audited_fewest_flaggable": audited_report.detector["fewest_flaggable"],
         "phases": phases,
         # the totals are one tcpkit detect run (without --audited): its three phases
         "seconds": sum(phases[p]["seconds"] for p in _DETECT_PHASES),
@@ -236,15 +239,21 @@ def format_detect(result: dict[str, Any]) -> str:
             f"{d['peak_rss_mib']:>13.0f} {d['worker_peak_rss_mib']:>11.0f} {d['flagged']:>8,} {load:>10}"
         )
         lines.append(
-            f"{'':>8} {d['flagged_compromised']:,} of the {d['compromised']:,} compromised among the flagged; "
+            f"{'':>8} {d['flagged_compromised']:,} of the {d['compromised']:,} compromised among the flagged "
+            f"(it can flag no fewer than {_fewest(d['fewest_flaggable'])}); "
             f"--audited ({d['audited']:,} audited, {d['audited_judged']:,} judged, alpha 0.01): "
             f"{ph['judge_audited']['seconds']:.1f} s, {d['audited_flagged']:,} flagged, "
-            f"{d['audited_flagged_compromised']:,} of them compromised"
+            f"{d['audited_flagged_compromised']:,} of them compromised "
+            f"(no fewer than {_fewest(d['audited_fewest_flaggable'])})"
         )
         if run["simulate"] is not None:
             s = run["simulate"]
             lines.append(f"{'':>8} (simulate: {s['seconds']:.1f} s, {s['peak_rss_mib']:.0f} MiB peak)")
     return "\n".join(lines)
+
+
+def _fewest(k: int | None) -> str:
+    return "any: it can flag nobody" if k is None else f"{k:,}"
 
 
 if __name__ == "__main__":

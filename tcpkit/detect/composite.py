@@ -788,6 +788,12 @@ class NetworkDetector:
         minp = WeightedMinp.build(cal_full, key(cal_full), self._weights())
         return minp.pvalues(test_full, key(test_full)), res.pvalues, res.test_scores
 
+    @property
+    def smallest_pvalue_(self) -> float:
+        """The smallest p-value :meth:`detect` can give: ``1 / (n_calibration_ + 1)`` (its resolution)."""
+        self._check_fitted()
+        return 1.0 / (self.n_calibration_ + 1.0)
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "calibration_"):
             raise BaselineError("this NetworkDetector is not fitted: call fit(reference_windows) first")

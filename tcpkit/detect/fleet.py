@@ -677,6 +677,10 @@ class FleetDetector:
         (excluded from calibration), ``alarm_window`` (first CUSUM alarm, absolute window
         index, -1 if none) and ``first_alarm_window`` (for flagged agents: the CUSUM
         alarm, or the last window when the CUSUM did not cross; -1 when not flagged).
+        Sets ``smallest_pvalue_``: the smallest p-value any agent could have got in this run
+        (the population test's floor over the kept agents, and the self test's where it
+        ran), the resolution that :func:`tcpkit.detect.pvalues.fewest_rejections` turns
+        into the fewest agents BH can flag.
         """
         self._check_fitted()
         w = self._check_detect_input(windows, nodes)
@@ -710,16 +714,23 @@ class FleetDetector:
         noise_sd = np.sqrt(np.diag(self.window_covariance_))
         steady = ~regime_jumps(w, self.groups_, self.small_nodes_, noise_sd)[self.groups_]
         p_self = np.ones(n)
+        # the population p-value of an agent beyond every kept one: the floor of that test
+        beyond = np.append(np.sort(stat[kept]), np.inf)
+        pop_floor = float(_conformal(beyond, np.arange(beyond.size) < beyond.size - 1, self.calibration, self.delta)[-1])
         if self.self_test and directions.shape[1] > 0 and steady.any():
             n_perm = self._permutations(n)
             p_self[steady] = permutation_pvalues(own[steady] @ directions, k, n_perm, self.random_state)
             w_pop = self.population_weight
             combined = np.minimum(1.0, np.minimum(p_pop / w_pop, p_self / (1.0 - w_pop)))
             test = np.where(steady & (p_self / (1.0 - w_pop) < p_pop / w_pop), "self", "population")
+            # two contrasts, each at least 1 / (B + 1), Bonferroni-combined (permutation_pvalues)
+            self_floor = min(1.0, 2.0 / (n_perm + 1.0)) / (1.0 - w_pop)
+            self.smallest_pvalue_ = min(1.0, pop_floor / w_pop, self_floor)
         else:
             steady[:] = False
             combined = p_pop
             test = np.full(n, "population")
+            self.smallest_pvalue_ = pop_floor
         flags, q = decide(combined, self.alpha, self.fdr)
         rows = np.flatnonzero(flags)
         explanations = self._explain(rows, z, change, change_base)

@@ -21,6 +21,9 @@ a few passes over memory:
   is at most ``alpha`` only above one calibration score of known rank, so one
   comparison per agent selects the candidates and the binary search runs only for
   them.
+* :func:`fewest_rejections` -- the resolution of a run: when no p-value can fall below
+  a floor (a conformal p-value is at least ``1 / (n_cal + 1)``), the smallest group of
+  agents that BH can flag at all; fewer compromised agents than that are never found.
 
 Scores and calibration scores are compared in the scores' own floating-point type:
 float32 scores are searched in a float32 copy of the calibration scores rounded
@@ -29,6 +32,8 @@ exactly), so no float64 copy of the scores is ever made.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -392,3 +397,31 @@ def conformal_bh_reject(
         p = _conformal_unchecked(s[index], searched, n_cal)
         reject[index[_bh_among_candidates(p, n, a)]] = True
     return reject
+
+
+def fewest_rejections(smallest_p: float, m: int, alpha: float, fdr: str = "bh") -> int | None:
+    """The fewest of ``m`` agents a decision can flag when no p-value is below ``smallest_p``.
+
+    BH at level ``alpha`` flags a set of ``k`` agents only if the ``k``-th smallest p-value
+    is at most ``alpha k / m``; no p-value is below ``smallest_p``, so ``k >= m smallest_p /
+    alpha``: the answer is the smallest such ``k`` (at least 1). With ``fdr="none"`` each
+    agent is tested at ``alpha`` alone: 1 when ``smallest_p <= alpha``. None when no ``k <= m``
+    qualifies: this run can flag nobody, whatever the data. It is a property of the
+    calibration set's size and ``m``, not of the agents: a run that flags nobody while this
+    is large says the reference was too small for the fleet, not that the fleet is clean.
+    """
+    if not 0.0 < smallest_p <= 1.0:
+        raise ValueError(f"smallest_p={smallest_p!r}: expected a p-value in (0, 1]")
+    if isinstance(m, bool) or not isinstance(m, int | np.integer) or m < 1:
+        raise ValueError(f"m={m!r}: expected a positive number of agents")
+    a = float(_check_alpha(alpha))
+    if fdr == "none":
+        return 1 if smallest_p <= a else None
+    if fdr != "bh":
+        raise ValueError(f"fdr={fdr!r} is unknown: expected 'bh' or 'none'")
+    k = max(1, math.ceil(m * smallest_p / a))
+    while k > 1 and smallest_p <= a * (k - 1) / m:  # ceil of a rounded quotient may overshoot by one
+        k -= 1
+    while k <= m and smallest_p > a * k / m:
+        k += 1
+    return k if k <= m else None
