@@ -1250,7 +1250,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tcpkit.detect.baseline import BaselineError
-    from tcpkit.detect.events import EventError
+    from tcpkit.detect.events import EventError, read_agent_list
     from tcpkit.detect.features import parse_duration
     from tcpkit.detect.monitor import Monitor, MonitorError
     from tcpkit.detect.riskmap import RiskMapError, load_risk_map
@@ -1263,10 +1263,14 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     if args.poll <= 0:
         raise UsageError(f"--poll {args.poll}: expected a positive number of seconds")
     k = _count(args.reference_windows, "reference-windows") if args.reference_windows else DEFAULT_REFERENCE_WINDOWS
+    try:
+        audited = read_agent_list(args.audited) if args.audited is not None else None
+    except EventError as exc:
+        raise UsageError(str(exc)) from None
     config, info = _frozen_config(args.component, args.root, args.alpha)
     try:
         monitor = Monitor(Path(args.state), config, window=args.window, reference_windows=k,  # type: ignore[arg-type]
-                          detector_info=info, risk_map=risk_map)
+                          detector_info=info, risk_map=risk_map, audited=audited)
         if args.events == "-":  # judged in batches of lines, and at the end of the stream
             batch: list[bytes] = []
             for line in sys.stdin.buffer:

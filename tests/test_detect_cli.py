@@ -350,3 +350,26 @@ def test_detect_with_an_audited_reference_runs_the_network_detector(
     audited.write_text("")
     assert main(["detect", str(events), "--root", str(project), "--audited", str(audited)]) == 2
     assert "the agent list is empty" in capsys.readouterr().err
+
+
+def test_monitor_with_an_audited_reference_judges_the_others_and_keeps_to_its_list(
+    project: Path, stream: list[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sim = simulate_events(n_agents=300, n_windows=10, compromised_fraction=0.1, seed=23, **EASY_WORLD)
+    truth = dict(zip(sim.labels.column("agent").to_pylist(), sim.labels.column("compromised").to_pylist(), strict=True))
+    clean = sorted(a for a, c in truth.items() if not c)
+    listed = tmp_path / "audited.txt"
+    listed.write_text("".join(f"{a}\n" for a in clean[::2]) + "agent-not-yet-seen\n")
+    log = tmp_path / "e.jsonl"
+    log.write_bytes(b"".join(stream))
+    state = tmp_path / "s"
+    args = ["monitor", str(log), "--state", str(state), "--root", str(project), "--window", "1h",
+            "--reference-windows", "5", "--alpha", "0.1", "--audited", str(listed), "--once"]
+    assert main(args) == 0, capsys.readouterr().err
+    alerted = set(_alerts(state))
+    assert alerted and not alerted & set(clean[::2])  # the audited agents are the reference, never judged
+    assert sum(truth[a] for a in alerted) >= 0.7 * len(alerted)
+    assert {a["test"] for a in _log(state)} <= {"change", "level", "cusum", "family", "adaptive"}  # NetworkDetector's
+    listed.write_text("".join(f"{a}\n" for a in clean[1::2]))
+    assert main(args) == 1
+    assert "was started with" in capsys.readouterr().err  # another list: another state directory

@@ -53,6 +53,12 @@ skip a line that is not complete JSON. ``DIR/alerts.jsonl`` is the authoritative
 consumer that missed output can read it (its lines up to the committed ``alerts_bytes`` of
 ``state.json``).
 
+With ``--audited FILE`` (``audited=``) the shipped network detector is fitted on the listed
+agents, audited clean, and judges the others, as ``tcpkit detect --audited`` does; a listed
+agent joins the reference once it has events in the log (a name the log never shows is
+never used), and the list's digest is part of the settings a state directory keeps, so a
+restart with another list is refused.
+
 What an alert means
 -------------------
 Each judgement is a Benjamini-Hochberg decision over the fleet at that time; repeating it
@@ -65,7 +71,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
@@ -172,6 +178,7 @@ class Monitor:
         reference_windows: int = 8,
         detector_info: Mapping[str, Any] | None = None,
         risk_map: Any = None,
+        audited: Sequence[str] | None = None,
         emit: Callable[[Mapping[str, Any]], None] | None = None,
     ) -> None:
         self.dir = Path(state_dir)
@@ -183,7 +190,10 @@ class Monitor:
         self.risk_map = risk_map
         self.emit = emit or (lambda alert: print(json.dumps(alert, sort_keys=True), flush=True))
         self.dir.mkdir(parents=True, exist_ok=True)
-        settings = {"window": window, "reference_windows": self.reference_windows}
+        self.audited = None if audited is None else tuple(dict.fromkeys(str(a) for a in audited))
+        settings: dict[str, Any] = {"window": window, "reference_windows": self.reference_windows}
+        if self.audited is not None:  # another audited list judges differently: a state is kept per list
+            settings["audited_sha256"] = hashlib.sha256("\n".join(sorted(self.audited)).encode()).hexdigest()
         self.state = self._load(settings)
         if self.state.settings and dict(self.state.settings) != settings:
             raise MonitorError(
@@ -334,12 +344,17 @@ class Monitor:
 
         end = pa.scalar(origin + closed * self.window_us, pa.timestamp("us", tz="UTC"))
         upto = table.filter(pc.less(table.column("time"), end))
+        audited = None
+        if self.audited is not None:  # an audited agent joins the reference once it has events
+            present = set(pc.unique(upto.column("agent")).to_pylist())
+            audited = [a for a in self.audited if a in present]
         return judge_table(
             upto,
             self.config,
             window=self.window,
             reference_windows=self.reference_windows,
             risk_map=self.risk_map,
+            audited=audited,
             detector_info=self.detector_info,
             plotted=0,  # no plots: the CUSUM pass is not needed
         )
