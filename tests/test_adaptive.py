@@ -163,7 +163,9 @@ def test_network_detector_with_the_adaptive_test_is_calibrated_on_clean_fleets()
 
 
 def test_the_adaptive_test_finds_more_than_the_fixed_tests_alone() -> None:
-    fleet = audited_fleet(600, 3000, 0.2, seed=31)
+    # 2000 calibration agents: at 1000 (a 3000-agent reference) BH at 0.01 over 600 agents needs 60 of them at the
+    # floor 1 / 1001 at once, so whether anything is flagged turns on a handful of agents (all or nothing)
+    fleet = audited_fleet(600, 5000, 0.2, seed=31)
     fixed = build_detector(DetectorConfig(features=FEATURE_NAMES)).fit(fleet.reference_windows)
     adaptive = _adaptive_detector(fleet.reference_windows)
     found_fixed = fixed.detect(fleet.monitored_windows).flags[fleet.labels].mean()
@@ -188,3 +190,19 @@ def test_a_frozen_adaptive_detector_gives_the_same_decisions_and_refuses_tamperi
     mixed = dict(arrays, components=arrays["components"][:-1])
     with pytest.raises(BaselineError, match="adaptive setting disagree"):
         NetworkDetector.from_arrays(mixed)
+
+
+def test_the_fitting_agents_join_the_classifiers_class_0_and_a_small_poisoned_reference_gains() -> None:
+    from tcpkit.detect.attacks import AttackConfig, make_world, poisoned_windows
+
+    # security world tuning seed 5: 4000 reference agents, 10 % planted, 30 attacked of 300 at 3 level SDs
+    world = make_world(5, AttackConfig(reference_windows=5, poison_fraction=0.1))
+    reference, monitored = poisoned_windows(world, 3.0)
+    det = build_detector(DetectorConfig(features=FEATURE_NAMES, adaptive=True, reference_screen=True)).fit(reference)
+    kept = {part: of - removed for part, removed, of in det.screened_.removed}
+    assert det.adaptive_null_.shape[0] == kept["null training"] + kept["fit"]
+    attacked = np.zeros(len(monitored), dtype=bool)
+    attacked[world.attacked] = True
+    caught = det.detect(monitored).flags[attacked].mean()
+    det.adaptive_null_ = det.adaptive_null_[: kept["null training"]]  # class 0 without the fitting agents
+    assert caught >= 0.9 and det.detect(monitored).flags[attacked].mean() <= 0.1, caught

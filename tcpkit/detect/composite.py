@@ -31,7 +31,7 @@ each answering a different question, are therefore run per agent and combined:
 ``adaptive`` (when ``config.adaptive``)
     a score learned from the batch being judged (:mod:`tcpkit.detect.adaptive`,
     AdaDetect): a classifier of reference agents kept aside for it (the null training
-    agents) against the calibration agents pooled with the judged ones, on each agent's
+    agents, joined by the fitting agents) against the calibration agents pooled with the judged ones, on each agent's
     change, level and fixed test scores (:meth:`NetworkDetector.agent_matrix`). Where
     the judged fleet holds agents the reference lacks, it learns their direction, which
     the omnibus distances cannot. Its score is a symmetric function of the calibration
@@ -240,7 +240,8 @@ class NetworkDetector:
         removed per part (``config.reference_screen``); ``screen_removed_rows_``: their rows
         in the reference (after ``fit`` only; not frozen).
     adaptive_null_ , adaptive_calibration_ : :meth:`agent_matrix` rows of the adaptive
-        test's null training and calibration agents ((0, 0) when the test is off).
+        test's class 0 (the null training agents, then the fitting agents) and of its
+        calibration agents ((0, 0) when the test is off).
     """
 
     def __init__(
@@ -470,7 +471,15 @@ class NetworkDetector:
         self.adaptive_null_ = np.empty((0, 0))
         self.adaptive_calibration_ = np.empty((0, 0))
         if self.config.adaptive:
-            self.adaptive_null_ = self._agent_rows(feats, train_rows)
+            # class 0 of the classifier: the null training agents and the fitting agents. Both are
+            # reference agents disjoint from the calibration ones, so, given them, the calibration
+            # and clean judged agents stay exchangeable (the guarantee asks nothing more of class 0).
+            # The fitting agents' fixed scores are in-sample (a little smaller than out of sample),
+            # which costs the classifier a little; their rows give it what a small reference lacks
+            # (tests/test_adaptive.py measures both the gain and the guarantee).
+            self.adaptive_null_ = np.vstack(
+                [self._agent_rows(feats, train_rows), self._agent_rows(feats, fit_rows, fit_scores)]
+            )
             self.adaptive_calibration_ = self._agent_rows(feats, cal_rows, cal_scores)
             self.components_ = (*self.components_, ADAPTIVE_COMPONENT)
         return self
