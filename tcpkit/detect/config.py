@@ -123,8 +123,8 @@ class DetectorConfig:
         peers). In the default simulated world the two are level (``python -m
         tcpkit.detect.worldcheck --detector change_model=predicted`` compares them).
     adaptive : add a fifth test whose score is learned from the fleet being judged
-        (:mod:`tcpkit.detect.adaptive`, AdaDetect): a classifier of null-training reference
-        agents against the pooled calibration + monitored agents, combined in the weighted
+        (:mod:`tcpkit.detect.adaptive`, AdaDetect): a classifier of null-training and fitting
+        reference agents against the pooled calibration + monitored agents, combined in the weighted
         min-p like the others. Its p-values assume the reference is exchangeable with the
         clean monitored agents, i.e. audited inside the monitored fleet
         (:mod:`tcpkit.detect.audited`); against a reference from another fleet it learns
