@@ -342,3 +342,18 @@ def test_seed_interval_resamples_worlds_not_agents() -> None:
     assert all(math.isnan(x) for x in one.seed_interval(3.0))
     with pytest.raises(AttackError, match="not swept"):
         c.seed_interval(1.0)
+
+
+def test_seeds_spread_over_worker_processes_give_the_same_evaluation() -> None:
+    import functools
+
+    detectors = {"naive": NaiveDetector, "shipped": functools.partial(build_detector, DetectorConfig(alpha=0.1))}
+    attacks = ["mimicry", "poisoning", "probing"]
+    serial = evaluate_attacks(detectors, [4, 5, 6], config=TINY, attacks=attacks)
+    spread = evaluate_attacks(detectors, [4, 5, 6], config=TINY, attacks=attacks, workers=2)
+    assert spread.curves == serial.curves and spread.false_alarms == serial.false_alarms
+    assert spread.probe_shift == serial.probe_shift
+    with pytest.raises(AttackError, match="needs detector factories a worker process can import"):
+        evaluate_attacks({"l": lambda: NaiveDetector()}, [4, 5], config=TINY, attacks=["mimicry"], workers=2)
+    with pytest.raises(AttackError, match="workers=0"):
+        evaluate_attacks(detectors, [4], config=TINY, workers=0)

@@ -770,6 +770,54 @@ class _Tally:
         self.flagged[det] = self.flagged.get(det, 0) + int(flags[world.clean].sum())
         self.clean[det] = self.clean.get(det, 0) + int(world.clean.sum())
 
+    def merge(self, other: _Tally) -> None:
+        """Add another seed's tally (keys of different seeds never collide)."""
+        self.evaded.update(other.evaded)
+        self.trials.update(other.trials)
+        for det, n in other.flagged.items():
+            self.flagged[det] = self.flagged.get(det, 0) + n
+        for det, n in other.clean.items():
+            self.clean[det] = self.clean.get(det, 0) + n
+
+
+_SeedResult = tuple[_Tally, dict[str, dict[float, list[float]]]]
+
+
+def _seed_result(
+    seed: int, detectors: Mapping[str, DetectorFactory], cfg: AttackConfig, sweeps: Mapping[str, tuple[float, ...]]
+) -> _SeedResult:
+    """Every attack of one seed's world against every detector (in this process or a worker)."""
+    tally = _Tally()
+    probe_shift: dict[str, dict[float, list[float]]] = {}
+    world = make_world(seed, cfg)
+    for name, factory in detectors.items():
+        _attack_world(name, factory, world, cfg, sweeps, tally, probe_shift)
+    return tally, probe_shift
+
+
+def _seed_results(
+    seeds: tuple[int, ...], detectors: Mapping[str, DetectorFactory], cfg: AttackConfig,
+    sweeps: Mapping[str, tuple[float, ...]], workers: int,
+) -> list[_SeedResult]:
+    """:func:`_seed_result` of each seed, in seed order; seeds spread over ``workers`` processes."""
+    if workers == 1 or len(seeds) == 1:
+        return [_seed_result(seed, detectors, cfg, sweeps) for seed in seeds]
+    import multiprocessing
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+
+    try:
+        pickle.dumps(dict(detectors))
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise AttackError(
+            f"workers={workers} needs detector factories a worker process can import (e.g. "
+            f"functools.partial of a module-level function, not a lambda): {exc}"
+        ) from None
+    context = multiprocessing.get_context("spawn")  # sklearn's OpenMP runtime does not survive a fork
+    with ProcessPoolExecutor(max_workers=min(workers, len(seeds)), mp_context=context) as pool:
+        futures = [pool.submit(_seed_result, seed, dict(detectors), cfg, dict(sweeps)) for seed in seeds]
+        return [f.result() for f in futures]
+
 
 def evaluate_attacks(
     detectors: Mapping[str, DetectorFactory],
@@ -779,6 +827,7 @@ def evaluate_attacks(
     attacks: Sequence[str] = ATTACKS,
     budgets: Mapping[str, Iterable[float]] | None = None,
     ci_alpha: float = 0.05,
+    workers: int = 1,
 ) -> SecurityEvaluation:
     """Run every attack against every detector on the same seeded fleets.
 
@@ -792,6 +841,9 @@ def evaluate_attacks(
     budgets : per-attack budgets (default :data:`DEFAULT_BUDGETS`); the reference budget
         is always added.
     ci_alpha : 1 - level of the Wilson intervals.
+    workers : processes the seeds are spread over (each seed's world is independent); the
+        result is identical to one process (tallies and probe shifts are merged in seed
+        order). More than 1 needs factories a spawned process can unpickle.
     """
     cfg = config if config is not None else AttackConfig()
     if not isinstance(cfg, AttackConfig):
@@ -807,12 +859,15 @@ def evaluate_attacks(
     _real("ci_alpha", ci_alpha, 0.0, 1.0, open_low=True, open_high=True)
     sweeps = {a: _check_budgets(a, (budgets or {}).get(a)) for a in attacks}
     seed_list = _check_seeds(seeds)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise AttackError(f"workers={workers!r}: expected a positive number of processes")
     tally = _Tally()
     probe_shift: dict[str, dict[float, list[float]]] = {}
-    for seed in seed_list:
-        world = make_world(seed, cfg)
-        for name, factory in detectors.items():
-            _attack_world(name, factory, world, cfg, sweeps, tally, probe_shift)
+    for seed_tally, seed_shift in _seed_results(seed_list, detectors, cfg, sweeps, workers):
+        tally.merge(seed_tally)
+        for name, by_budget in seed_shift.items():
+            for b, values in by_budget.items():
+                probe_shift.setdefault(name, {}).setdefault(b, []).extend(values)
     curves = {}
     for attack, sweep in sweeps.items():
         for name in detectors:
