@@ -116,6 +116,9 @@ def test_the_export_ships_the_factory_product_and_no_defence(exported: dict[str,
     assert exported["DETECTOR_CONFIG"] != DetectorConfig(features=tuple(FEATURE_NAMES))  # the adaptive test is on
     det = exported["shipped_detector"]()
     assert isinstance(det, NetworkDetector) and det.config == exported["DETECTOR_CONFIG"]
+    for importable in (False, True):  # one process, or workers that import tcpkit: the same detectors
+        made = {name: f() for name, f in exported["_factories"](exported["DETECTOR_CONFIG"], importable).items()}
+        assert made["shipped"].config == det.config and type(made["naive"]).__name__ == "NaiveDetector"
     for name in ("DEFENCES", "defended_config", "with_defences"):
         assert name not in exported
 
