@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
@@ -306,6 +306,7 @@ def test_candidate_count_matches_the_pvalue_division_exactly() -> None:
     m=st.integers(1, 4000),
     alpha=st.sampled_from([0.001, 0.01, 0.05, 0.1, 0.2]),
 )
+@example(n_cal=104, m=2583, alpha=0.01)  # a*k/m and (k/m)*a round differently here: BH's form must be used
 def test_fewest_rejections_is_where_bh_first_rejects_agents_at_the_floor(n_cal: int, m: int, alpha: float) -> None:
     # k agents at the floor 1 / (n_cal + 1), the rest at 1: BH flags them exactly when k >= the answer
     floor = 1.0 / (n_cal + 1)

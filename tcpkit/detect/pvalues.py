@@ -419,9 +419,12 @@ def fewest_rejections(smallest_p: float, m: int, alpha: float, fdr: str = "bh") 
         return 1 if smallest_p <= a else None
     if fdr != "bh":
         raise ValueError(f"fdr={fdr!r} is unknown: expected 'bh' or 'none'")
+    def reaches(k: int) -> bool:  # the same floating-point threshold as BH's own comparison
+        return bool(smallest_p <= (k / float(m)) * a)
+
     k = max(1, math.ceil(m * smallest_p / a))
-    while k > 1 and smallest_p <= a * (k - 1) / m:  # ceil of a rounded quotient may overshoot by one
+    while k > 1 and reaches(k - 1):  # the rounded estimate may be off by a step either way
         k -= 1
-    while k <= m and smallest_p > a * k / m:
+    while k <= m and not reaches(k):
         k += 1
     return k if k <= m else None
