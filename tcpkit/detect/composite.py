@@ -15,8 +15,10 @@ each answering a different question, are therefore run per agent and combined:
     per-agent transform, which keeps the conformal p-values valid.
 ``level``
     the agent's mean over *all* its windows against the population of agents (robust
-    MCD). Needed for compromises present from the first window (poisoning), which a
-    before/after comparison cannot see.
+    MCD), in the level space of ``config.level_space`` (:mod:`tcpkit.detect.level_space`:
+    raw, or each feature gaussianised and near-redundant ones left out, which keeps the
+    honest tail near chi-square). Needed for compromises present from the first window
+    (poisoning), which a before/after comparison cannot see.
 ``cusum``
     per window ``w`` after the reference period, the squared distance of
     ``window_w - mean(own reference windows)``; a one-sided CUSUM of its normal scores
@@ -97,6 +99,7 @@ from tcpkit.detect.baseline import (
 from tcpkit.detect.config import ConfigError, DetectorConfig
 from tcpkit.detect.explain import Explanation, explain
 from tcpkit.detect.kernel_config import KernelConfig
+from tcpkit.detect.level_space import LevelSpace, fit_level_space
 from tcpkit.detect.pvalues import conformal_pvalues
 from tcpkit.detect.regression import LevelRegression, fit_level_regression
 from tcpkit.detect.screen import SCREEN_PARTS, ScreenResult, fit_screen
@@ -150,6 +153,7 @@ class _Features:
     change: NDArray[np.float64]
     level: NDArray[np.float64]
     per_window: NDArray[np.float64]  # (n_agents, n_after, d) window minus own reference mean
+    level_test: NDArray[np.float64]  # the level in the level test's space (:mod:`tcpkit.detect.level_space`)
 
 
 def _features(
@@ -157,6 +161,7 @@ def _features(
     reference_windows: int,
     prior: NDArray[np.float64] | None = None,
     regression: LevelRegression | None = None,
+    level_space: LevelSpace | None = None,
 ) -> _Features:
     """Per-agent change, level and single-window changes; studentised by own noise when ``prior`` is given.
 
@@ -168,16 +173,21 @@ def _features(
     the reference mean itself (then, studentised, divided by ``sd_i sqrt(1/K_ref + 1/K_det)``
     and each single-window change by ``sd_i sqrt(1 + 1/K_ref)``: the plain t statistics).
     Single-window changes are measured from the same prediction. The level is a
-    between-agent test and stays raw.
+    between-agent test and stays unstudentised; ``level_test`` is it in ``level_space``
+    (None: the raw level).
     """
     ref = windows[:, :reference_windows].mean(axis=1)
     after = windows[:, reference_windows:]
     level = windows.mean(axis=1)
+    level_test = level if level_space is None else level_space.transform(level)
     if regression is not None:
         ref_s, after_s = _scaled(windows, reference_windows, prior)
         expected = regression.predict(ref_s)
         return _Features(
-            change=after_s.mean(axis=1) - expected, level=level, per_window=after_s - expected[:, None, :]
+            change=after_s.mean(axis=1) - expected,
+            level=level,
+            per_window=after_s - expected[:, None, :],
+            level_test=level_test,
         )
     change = after.mean(axis=1) - ref
     per_window = after - ref[:, None, :]
@@ -186,7 +196,7 @@ def _features(
         k_ref, k_det = reference_windows, after.shape[1]
         change = change / (sd * np.sqrt(1.0 / k_ref + 1.0 / k_det))
         per_window = per_window / (sd * np.sqrt(1.0 + 1.0 / k_ref))[:, None, :]
-    return _Features(change=change, level=level, per_window=per_window)
+    return _Features(change=change, level=level, per_window=per_window, level_test=level_test)
 
 
 def _scaled(
@@ -225,7 +235,9 @@ class NetworkDetector:
 
     Attributes (after fit)
     ----------------------
-    change_ , level_ : fitted :class:`Baseline` for each static test.
+    change_ , level_ : fitted :class:`Baseline` for each static test (``level_`` in ``level_space_``).
+    level_space_ : :class:`~tcpkit.detect.level_space.LevelSpace`, the level test's kept
+        features and their transforms (the identity on every feature when "raw").
     window_ : :class:`Baseline` of single-window changes (for the CUSUM statistic).
     estimated_ : names of the baselines taken from ``fit``'s ``estimates`` (not fitted here).
     cusum_ : :class:`CusumDetector` with the frozen in-control reference.
@@ -301,13 +313,19 @@ class NetworkDetector:
     def focus_feature(self) -> str | None:
         return self.config.focus_feature
 
-    def _baseline(self) -> Baseline:
+    def _baseline(self, name: str) -> Baseline:
         return Baseline(
             self.method,
             random_state=self.random_state,
-            feature_names=self.feature_names,
+            feature_names=self._baseline_names(name),
             kernel_config=self.kernel_config,
         )
+
+    def _baseline_names(self, name: str) -> tuple[str, ...] | None:
+        """Feature names of baseline ``name`` (the level's are its space's columns)."""
+        if name == "level":
+            return self.level_space_.names(self.feature_names)
+        return self.feature_names
 
     def split(self, n_agents: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
         """The (fitting rows, calibration rows) that :meth:`fit` uses for ``n_agents`` reference agents.
@@ -326,8 +344,9 @@ class NetworkDetector:
     def baseline_features(self, windows: ArrayLike) -> dict[str, NDArray[np.float64]]:
         """The per-agent rows each baseline is fitted on, keyed like ``fit``'s ``estimates``.
 
-        ``change`` and ``level`` are (n, d); ``window`` is (n, n_windows - reference_windows, d),
-        one row per window after the reference period (its baseline is fitted on all of them).
+        ``change`` is (n, d) and ``level`` (n, k), in the level test's space (``level_space_``:
+        k <= d features); ``window`` is (n, n_windows - reference_windows, d), one row per
+        window after the reference period (its baseline is fitted on all of them).
         """
         w = _check_windows(windows, "windows")
         if w.shape[1] <= self.reference_windows:
@@ -335,8 +354,22 @@ class NetworkDetector:
                 f"windows has {w.shape[1]} windows: more than reference_windows={self.reference_windows} are needed"
             )
         prior = self._prior_for(w)
-        feats = _features(w, self.reference_windows, prior, self._regression_for(w, prior))
-        return {"change": feats.change, "level": feats.level, "window": feats.per_window}
+        feats = _features(w, self.reference_windows, prior, self._regression_for(w, prior), self._level_space_for(w))
+        return {"change": feats.change, "level": feats.level_test, "window": feats.per_window}
+
+    def _level_space_for(self, windows: NDArray[np.float64], refit: bool = False) -> LevelSpace:
+        """The level test's space: the fitted one (unless ``refit``), else what :meth:`fit` fits on ``windows``.
+
+        Fitted on the split's fitting agents before the reference screen, so that rows
+        computed here (e.g. per-node moments merged through the CRDT) and ``fit`` agree.
+        """
+        fitted: LevelSpace | None = getattr(self, "level_space_", None)
+        if fitted is not None and not refit:
+            return fitted
+        if self.config.level_space == "raw":
+            return LevelSpace.identity(int(windows.shape[2]))
+        fit_rows, _ = self.split(int(windows.shape[0]))
+        return fit_level_space(windows[fit_rows].mean(axis=1))
 
     def _prior_for(self, windows: NDArray[np.float64]) -> NDArray[np.float64] | None:
         """The studentising prior: the fitted one, else what :meth:`fit` would compute on ``windows``."""
@@ -369,14 +402,18 @@ class NetworkDetector:
             location, covariance = estimate
         except (TypeError, ValueError):
             raise BaselineError(f"estimates[{name!r}] must be a (location, covariance) pair") from None
+        what = "the level space has" if name == "level" else "the reference has"
+        given_d = np.shape(location)[0] if np.ndim(location) == 1 else None
+        if given_d is not None and given_d != d:
+            raise BaselineError(f"estimates[{name!r}] has {given_d} features: {what} {d}")
         try:
             base = Baseline.from_estimate(
-                location, covariance, feature_names=self.feature_names, kernel_config=self.kernel_config
+                location, covariance, feature_names=self._baseline_names(name), kernel_config=self.kernel_config
             )
         except BaselineError as exc:
             raise BaselineError(f"estimates[{name!r}]: {exc}") from None
         if base.n_features_in_ != d:
-            raise BaselineError(f"estimates[{name!r}] has {base.n_features_in_} features: the reference has {d}")
+            raise BaselineError(f"estimates[{name!r}] has {base.n_features_in_} features: {what} {d}")
         return base
 
     def fit(
@@ -427,16 +464,19 @@ class NetworkDetector:
             if self.config.change_model == "predicted"
             else None
         )
-        feats = _features(w, self.reference_windows, self.studentize_prior_, self.regression_)
+        self.level_space_: LevelSpace = self._level_space_for(w, refit=True)
+        feats = _features(w, self.reference_windows, self.studentize_prior_, self.regression_, self.level_space_)
         fit_rows, cal_rows, train_rows = self._screen(feats, fit_rows, cal_rows, train_rows)
         d = w.shape[2]
         rows = {
             "change": feats.change[fit_rows],
-            "level": feats.level[fit_rows],
+            "level": feats.level_test[fit_rows],
             "window": feats.per_window[fit_rows].reshape(-1, d),
         }
         fitted = {
-            name: self._given_baseline(name, given[name], d) if name in given else self._baseline().fit(rows[name])
+            name: self._given_baseline(name, given[name], rows[name].shape[1])
+            if name in given
+            else self._baseline(name).fit(rows[name])
             for name in ESTIMATED_BASELINES
         }
         self.n_features_in_ = d
@@ -553,6 +593,7 @@ class NetworkDetector:
                 self.regression_.coef if self.regression_ is not None else np.zeros((0, 0)), dtype=np.float64
             ),
             "screened": self.screened_.as_array(),
+            "level_space": self.level_space_.as_array(),
             "focus": np.array(
                 [self.focus_index_, getattr(self, "focus_location_", 0.0), getattr(self, "focus_scale_", 1.0)],
                 dtype=np.float64,
@@ -588,16 +629,24 @@ class NetworkDetector:
             det.n_windows_ = int(arrays["n_windows"])
             det.components_ = tuple(str(c) for c in np.asarray(arrays["components"]))
             det.estimated_ = tuple(str(c) for c in np.asarray(arrays["estimated"]))
-            names = det.feature_names
+            if "level_space" in arrays:  # models frozen before the level space existed use the raw level
+                det.level_space_ = LevelSpace.from_array(np.asarray(arrays["level_space"]), d)
+            elif config.level_space == "raw":
+                det.level_space_ = LevelSpace.identity(d)
+            else:
+                raise BaselineError(f"the model has no level_space array but its level_space is {config.level_space!r}")
+            if config.level_space == "raw" and not det.level_space_.is_identity:
+                raise BaselineError("the model's level space is transformed but its level_space setting is 'raw'")
             for name in ESTIMATED_BASELINES:
+                width = len(det.level_space_.columns) if name == "level" else d
                 base = Baseline.from_estimate(
                     arrays[f"{name}_location"],
                     arrays[f"{name}_covariance"],
-                    feature_names=names,
+                    feature_names=det._baseline_names(name),
                     kernel_config=det.kernel_config,
                 )
-                if base.n_features_in_ != d:
-                    raise BaselineError(f"{name} baseline has {base.n_features_in_} features, the model {d}")
+                if base.n_features_in_ != width:
+                    raise BaselineError(f"{name} baseline has {base.n_features_in_} features, the model {width}")
                 setattr(det, f"{name}_", base)
             det._kernels = {}
             if kernel_factory is not None:
@@ -683,8 +732,12 @@ class NetworkDetector:
         return np.asarray(kernel.squared_distances(np.ascontiguousarray(X, dtype=np.float64)), dtype=np.float64)
 
     def _weights(self) -> tuple[int, ...]:
-        """Min-p weight of each component, in ``components_`` order (see ``change_weight``)."""
-        weight = {"change": self.config.change_weight, ADAPTIVE_COMPONENT: self.config.adaptive_weight}
+        """Min-p weight of each component, in ``components_`` order (see ``change_weight`` and ``level_weight``)."""
+        weight = {
+            "change": self.config.change_weight,
+            "level": self.config.level_weight,
+            ADAPTIVE_COMPONENT: self.config.adaptive_weight,
+        }
         return tuple(weight.get(name, 1) for name in self.components_)
 
     def _tiebreak_key(self, scores: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -701,7 +754,7 @@ class NetworkDetector:
     ) -> dict[str, NDArray[np.float64]]:
         """Raw component scores of ``rows``; ``cusum`` is their CUSUM result when already run."""
         change = self._distances("change", feats.change[rows])
-        level = self._distances("level", feats.level[rows])
+        level = self._distances("level", feats.level_test[rows])
         if cusum is None:
             cusum = self._window_cusum(feats.per_window[rows])
         out = {"change": change, "level": level, "cusum": cusum.max_statistic}
@@ -751,19 +804,20 @@ class NetworkDetector:
 
     def _features(self, windows: NDArray[np.float64]) -> _Features:
         """The fitted detector's per-agent features of ``windows``."""
-        return _features(windows, self.reference_windows, self.studentize_prior_, self.regression_)
+        return _features(windows, self.reference_windows, self.studentize_prior_, self.regression_, self.level_space_)
 
     def _explain(self, rows: NDArray[np.intp], which: NDArray[np.intp], feats: _Features) -> tuple[Explanation, ...]:
         """Explanations of the flagged ``rows``, in row order, one batched solve per baseline.
 
-        A level alarm is explained against the level baseline; every other one (change,
-        CUSUM, family: all changes) against the change baseline.
+        A level alarm is explained against the level baseline, in the level test's space (its
+        kept features, each transformed monotonically: directions hold, sizes are in the
+        transformed units); every other one (change, CUSUM, family: all changes) against the
+        change baseline.
         """
-        names = self.change_.feature_names_
         by_level = np.asarray(self.components_, dtype=object)[which[rows]] == "level"
         out: dict[int, Explanation] = {}
-        for mask, base, x in ((by_level, self.level_, feats.level), (~by_level, self.change_, feats.change)):
-            for e in explain(x, base.location_, base.covariance_, rows[mask], names):
+        for mask, base, x in ((by_level, self.level_, feats.level_test), (~by_level, self.change_, feats.change)):
+            for e in explain(x, base.location_, base.covariance_, rows[mask], base.feature_names_):
                 out[e.index] = e
         return tuple(out[int(r)] for r in rows)
 

@@ -33,6 +33,7 @@ ESTIMATORS = ("ogk", "mcd", "trimmed", "ledoit_wolf", "empirical")
 FDR_METHODS = ("bh", "none")
 CHANGE_MODELS = ("predicted", "difference")
 ADAPTIVE_MODELS = ("logistic", "boosting", "ensemble")  # :mod:`tcpkit.detect.adaptive`'s classifiers
+LEVEL_SPACES = ("raw", "gaussianised")  # :mod:`tcpkit.detect.level_space`
 
 
 class ConfigError(ValueError):
@@ -143,6 +144,20 @@ class DetectorConfig:
         tcpkit.detect.worldcheck --no-fleet --n-reference 10000 --compromised 0.2 --detector
         adaptive=true --detector adaptive_weight=4`` measures another weight.
     adaptive_model : the classifier, one of :data:`ADAPTIVE_MODELS`.
+    level_space : the level test's coordinates: "raw" (default: every feature as it is) or
+        "gaussianised" (:mod:`tcpkit.detect.level_space`: each feature through a Yeo-Johnson
+        transform fitted on the fitting agents, near-redundant features left out, so that the
+        distance's honest tail is near chi-square instead of dominated by skewed features and
+        curved relations between them). Only the level test uses it; the statistics
+        component ships "gaussianised".
+    level_weight : weight of the level test in the combined min-p (as ``change_weight``; default
+        1). Poisoning, present from the first window, is seen by the level and adaptive tests
+        alone, so at weight 1 a gaussianised level test that finds it loses it in the min-p. The
+        statistics component ships 8 (with ``change_weight`` 4 and ``adaptive_weight`` 16),
+        chosen on tuning seeds 11-18 as the weight that raised the weakest type's recall most
+        (``python -m tcpkit.detect.worldcheck --no-fleet --n-monitored 500 --n-reference 10000
+        --compromised 0.2 --detector adaptive=true --detector reference_screen=true --detector
+        level_space=gaussianised --detector level_weight=1`` measures another weight).
     reference_screen : before anything is calibrated, remove the reference agents that a
         rule fitted on the fitting agents finds in a planted cluster
         (:mod:`tcpkit.detect.screen`: robust z along the direction the mean is pulled in,
@@ -173,6 +188,8 @@ class DetectorConfig:
     adaptive_calibration: int = 2000
     adaptive_weight: int = 16
     adaptive_model: str = "ensemble"
+    level_space: str = "raw"
+    level_weight: int = 1
     reference_screen: bool = False
     features: tuple[str, ...] | None = None
     random_state: int = 0
@@ -249,6 +266,8 @@ def _validated(config: DetectorConfig) -> dict[str, Any]:
         "adaptive_calibration": _integer("adaptive_calibration", config.adaptive_calibration, 20),
         "adaptive_weight": _integer("adaptive_weight", config.adaptive_weight, 1),
         "adaptive_model": _choice("adaptive_model", config.adaptive_model, ADAPTIVE_MODELS),
+        "level_space": _choice("level_space", config.level_space, LEVEL_SPACES),
+        "level_weight": _integer("level_weight", config.level_weight, 1),
         "max_fit_agents": _integer("max_fit_agents", config.max_fit_agents, 20),
         "features": _names("features", config.features),
         "kernel": kernel,
