@@ -121,3 +121,12 @@ def test_level_estimates_live_in_the_level_space(poisoned: object) -> None:
     d = len(FEATURE_NAMES)
     with pytest.raises(BaselineError, match=rf"estimates\['level'\] has {d} features: the level space has {k}"):
         build_detector(config).fit(ref, estimates={"level": (np.zeros(d), np.eye(d))})
+
+
+def test_the_unfitted_level_space_is_the_one_fit_uses_with_the_screen_on() -> None:
+    fleet = audited_fleet(300, 2000, 0.2, 6, reference_contamination=0.1)  # tuning seed 6
+    config = DetectorConfig(features=FEATURE_NAMES, level_space="gaussianised", reference_screen=True)
+    ref = fleet.reference_windows
+    before = build_detector(config).baseline_features(ref)["level"]
+    det = build_detector(config).fit(ref)
+    assert np.array_equal(before, det.baseline_features(ref)["level"])

@@ -80,6 +80,7 @@ reference fleet accordingly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -102,7 +103,7 @@ from tcpkit.detect.kernel_config import KernelConfig
 from tcpkit.detect.level_space import LevelSpace, fit_level_space
 from tcpkit.detect.pvalues import conformal_pvalues
 from tcpkit.detect.regression import LevelRegression, fit_level_regression
-from tcpkit.detect.screen import SCREEN_PARTS, ScreenResult, fit_screen
+from tcpkit.detect.screen import SCREEN_PARTS, ReferenceScreen, ScreenResult, fit_screen
 from tcpkit.detect.sequential import CusumDetector, CusumResult
 from tcpkit.detect.studentize import own_sd, studentize_prior
 from tcpkit.detect.weighted_minp import WeightedMinp
@@ -357,19 +358,30 @@ class NetworkDetector:
         feats = _features(w, self.reference_windows, prior, self._regression_for(w, prior), self._level_space_for(w))
         return {"change": feats.change, "level": feats.level_test, "window": feats.per_window}
 
-    def _level_space_for(self, windows: NDArray[np.float64], refit: bool = False) -> LevelSpace:
-        """The level test's space: the fitted one (unless ``refit``), else what :meth:`fit` fits on ``windows``.
+    def _level_space_for(self, windows: NDArray[np.float64]) -> LevelSpace:
+        """The level test's space: the fitted one, else what :meth:`fit` would fit on ``windows``.
 
-        Fitted on the split's fitting agents before the reference screen, so that rows
+        Unfitted, the fitting agents are the split's, less those the reference screen
+        removes (the screen's fitting-agent rule depends on nothing else), so that rows
         computed here (e.g. per-node moments merged through the CRDT) and ``fit`` agree.
         """
         fitted: LevelSpace | None = getattr(self, "level_space_", None)
-        if fitted is not None and not refit:
+        if fitted is not None:
             return fitted
         if self.config.level_space == "raw":
             return LevelSpace.identity(int(windows.shape[2]))
         fit_rows, _ = self.split(int(windows.shape[0]))
-        return fit_level_space(windows[fit_rows].mean(axis=1))
+        prior = self._prior_for(windows)
+        feats = _features(windows, self.reference_windows, prior, self._regression_for(windows, prior))
+        if self.config.reference_screen:
+            fit_rows = fit_rows[self._screen_fit_kept(feats, fit_rows)]
+        return self._fit_level_space(feats.level[fit_rows])
+
+    def _fit_level_space(self, level: NDArray[np.float64]) -> LevelSpace:
+        """``config.level_space`` fitted on the fitting agents' level rows."""
+        if self.config.level_space == "raw":
+            return LevelSpace.identity(int(level.shape[1]))
+        return fit_level_space(level)
 
     def _prior_for(self, windows: NDArray[np.float64]) -> NDArray[np.float64] | None:
         """The studentising prior: the fitted one, else what :meth:`fit` would compute on ``windows``."""
@@ -464,9 +476,10 @@ class NetworkDetector:
             if self.config.change_model == "predicted"
             else None
         )
-        self.level_space_: LevelSpace = self._level_space_for(w, refit=True)
-        feats = _features(w, self.reference_windows, self.studentize_prior_, self.regression_, self.level_space_)
+        feats = _features(w, self.reference_windows, self.studentize_prior_, self.regression_)
         fit_rows, cal_rows, train_rows = self._screen(feats, fit_rows, cal_rows, train_rows)
+        self.level_space_: LevelSpace = self._fit_level_space(feats.level[fit_rows])
+        feats = dataclasses.replace(feats, level_test=self.level_space_.transform(feats.level))
         d = w.shape[2]
         rows = {
             "change": feats.change[fit_rows],
@@ -543,8 +556,7 @@ class NetworkDetector:
             self.screened_ = ScreenResult(tuple((name, 0, int(r.size)) for name, r in parts))
             return fit_rows, cal_rows, train_rows
         kept = [np.ones(r.size, dtype=bool) for _, r in parts]
-        for block in (feats.change, feats.level):  # each on its own: a robust fit breaks down sooner in 2 d
-            rule, kept_fit = fit_screen(block[fit_rows], random_state=self.random_state)
+        for rule, kept_fit, block in self._screen_rules(feats, fit_rows):
             kept[0] &= kept_fit
             kept[1] &= rule.passes(block[cal_rows])
             kept[2] &= rule.passes(block[train_rows])
@@ -559,6 +571,26 @@ class NetworkDetector:
                 "at least 20 of each are needed (is most of the reference one planted cluster?)"
             )
         return fit_rows, cal_rows, train_rows
+
+    def _screen_rules(
+        self, feats: _Features, fit_rows: NDArray[np.intp]
+    ) -> list[tuple[ReferenceScreen, NDArray[np.bool_], NDArray[np.float64]]]:
+        """(rule, fitting agents it keeps, block) for the change and the level rows.
+
+        Each block on its own: a robust fit breaks down sooner in 2 d dimensions.
+        """
+        out = []
+        for block in (feats.change, feats.level):
+            rule, kept_fit = fit_screen(block[fit_rows], random_state=self.random_state)
+            out.append((rule, np.asarray(kept_fit, dtype=bool), block))
+        return out
+
+    def _screen_fit_kept(self, feats: _Features, fit_rows: NDArray[np.intp]) -> NDArray[np.bool_]:
+        """Which fitting agents the reference screen keeps (the rule fitted on them alone)."""
+        kept = np.ones(fit_rows.size, dtype=bool)
+        for _, kept_fit, _ in self._screen_rules(feats, fit_rows):
+            kept &= kept_fit
+        return kept
 
     # -- the fitted state as plain arrays (what PRODUCTION freezes) ------------------------
 
