@@ -49,9 +49,8 @@ from numpy.typing import NDArray
 from scipy import stats
 
 from tcpkit.detect.baseline import BaselineError
-from tcpkit.detect.config import LEVEL_SPACES
 
-__all__ = ["LEVEL_SPACES", "MAX_R2", "LevelSpace", "fit_level_space"]
+__all__ = ["MAX_R2", "LevelSpace", "fit_level_space"]
 
 MAX_R2 = 0.7
 _LAMBDA_BOUND = 5.0  # exponents beyond this overflow on large values and never fit real features
