@@ -52,6 +52,7 @@ __all__ = [
     "SingularDataWarning",
     "check_matrix",
     "check_scoring_matrix",
+    "check_windows",
 ]
 
 PVALUE_METHODS = ("conformal", "chi2")
@@ -60,6 +61,20 @@ FDR_METHODS = ("bh", "none")
 
 class BaselineError(ValueError):
     """Bad input to a baseline, or a request it cannot answer honestly."""
+
+
+def check_windows(windows: ArrayLike, name: str, n_features: int | None = None) -> NDArray[np.float64]:
+    """Validate (n_agents, n_windows, n_features) finite windows once, at the boundary; return float64."""
+    w = np.asarray(windows, dtype=np.float64)
+    if w.ndim != 3 or min(w.shape) == 0:
+        raise BaselineError(f"{name} has shape {w.shape}: expected (n_agents, n_windows, n_features)")
+    if n_features is not None and w.shape[2] != n_features:
+        raise BaselineError(f"{name} has {w.shape[2]} features: the detector was fitted on {n_features}")
+    bad = ~np.isfinite(w)
+    if bad.any():
+        rows = np.unique(np.nonzero(bad)[0])[:5].tolist()
+        raise BaselineError(f"{name} contains NaN or infinite values (agents {rows})")
+    return w
 
 
 def check_matrix(X: ArrayLike, name: str = "X", n_features: int | None = None) -> NDArray[np.float64]:

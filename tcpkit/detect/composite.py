@@ -95,6 +95,7 @@ from tcpkit.detect.baseline import (
     BaselineError,
     DetectionResult,
     _check_alpha,
+    check_windows,
     decide,
 )
 from tcpkit.detect.config import ConfigError, DetectorConfig
@@ -134,19 +135,6 @@ class NetworkLike(Protocol):
 
     @property
     def params(self) -> dict[str, Any]: ...
-
-
-def _check_windows(windows: ArrayLike, name: str, n_features: int | None = None) -> NDArray[np.float64]:
-    w = np.asarray(windows, dtype=np.float64)
-    if w.ndim != 3 or min(w.shape) == 0:
-        raise BaselineError(f"{name} has shape {w.shape}: expected (n_agents, n_windows, n_features)")
-    if n_features is not None and w.shape[2] != n_features:
-        raise BaselineError(f"{name} has {w.shape[2]} features: the detector was fitted on {n_features}")
-    bad = ~np.isfinite(w)
-    if bad.any():
-        rows = np.unique(np.nonzero(bad)[0])[:5].tolist()
-        raise BaselineError(f"{name} contains NaN or infinite values (agents {rows})")
-    return w
 
 
 @dataclass(frozen=True)
@@ -349,7 +337,7 @@ class NetworkDetector:
         k <= d features); ``window`` is (n, n_windows - reference_windows, d), one row per
         window after the reference period (its baseline is fitted on all of them).
         """
-        w = _check_windows(windows, "windows")
+        w = check_windows(windows, "windows")
         if w.shape[1] <= self.reference_windows:
             raise BaselineError(
                 f"windows has {w.shape[1]} windows: more than reference_windows={self.reference_windows} are needed"
@@ -443,7 +431,7 @@ class NetworkDetector:
             others are fitted as usual. Calibration always uses the held-out agents, so the
             p-values stay valid whatever estimate is given (a poor one costs power only).
         """
-        w = _check_windows(reference, "reference")
+        w = check_windows(reference, "reference")
         if w.shape[1] <= self.reference_windows:
             raise BaselineError(
                 f"reference has {w.shape[1]} windows: more than reference_windows={self.reference_windows} are needed"
@@ -796,7 +784,7 @@ class NetworkDetector:
     def cusum(self, windows: ArrayLike) -> CusumResult:
         """CUSUM paths over the windows after the reference period (window 0 = first after it)."""
         self._check_fitted()
-        w = _check_windows(windows, "windows", self.n_features_in_)
+        w = check_windows(windows, "windows", self.n_features_in_)
         return self._window_cusum(self._features(w).per_window)
 
     def agent_matrix(self, windows: ArrayLike) -> NDArray[np.float64]:
@@ -809,7 +797,7 @@ class NetworkDetector:
         smaller): keep them out of an adaptive score's training and calibration.
         """
         self._check_fitted()
-        w = _check_windows(windows, "windows", self.n_features_in_)
+        w = check_windows(windows, "windows", self.n_features_in_)
         return self._agent_rows(self._features(w), slice(None))
 
     def _agent_rows(
@@ -903,7 +891,7 @@ class NetworkDetector:
         self._check_fitted()
         alpha = _check_alpha(self.config.alpha if alpha is None else alpha)
         fdr = self.config.fdr if fdr is None else fdr
-        w = _check_windows(windows, "windows", self.n_features_in_)
+        w = check_windows(windows, "windows", self.n_features_in_)
         if w.shape[1] != self.n_windows_:
             raise BaselineError(
                 f"windows has {w.shape[1]} windows per agent but the reference had {self.n_windows_}: "

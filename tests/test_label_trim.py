@@ -1,0 +1,79 @@
+"""Label-trim: the audit ranking finds compromised reference agents, only confirmed ones leave."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tcpkit.detect.audited import audited_fleet
+from tcpkit.detect.baseline import BaselineError
+from tcpkit.detect.config import DetectorConfig, build_detector
+from tcpkit.detect.label_trim import audit_ranking, trim_confirmed
+from tcpkit.detect.simulate import FEATURE_NAMES
+
+SHIPPED = DetectorConfig(features=FEATURE_NAMES, adaptive=True, reference_screen=True, level_space="gaussianised")
+
+
+def _windows(rng: np.random.Generator, n: int, n_windows: int = 10, d: int = 4) -> np.ndarray:
+    return rng.standard_normal((n, n_windows, d))
+
+
+def test_agents_that_changed_rank_first() -> None:
+    rng = np.random.default_rng(0)
+    w = _windows(rng, 400)
+    w[:20, 5:, 0] += 5.0  # 20 agents moved one feature by 5 window SDs after the reference period
+    ranking = audit_ranking(w, 5)
+    assert set(ranking.candidates(0.05).tolist()) == set(range(20))
+    assert np.all(np.diff(ranking.scores[ranking.order]) <= 0)
+
+
+def test_audit_of_a_simulated_contaminated_reference_catches_most_compromised_agents() -> None:
+    fleet = audited_fleet(100, 2000, 0.2, 5, reference_contamination=0.1)
+    bad = np.asarray(fleet.reference_labels, dtype=bool)
+    candidates = audit_ranking(fleet.reference_windows, SHIPPED.reference_windows).candidates(0.3)
+    caught = bad[candidates].sum() / bad.sum()
+    assert caught >= 0.8  # a random 30 % audit would catch 0.3 of them
+    assert bad[candidates].mean() > 2 * bad.mean()
+
+
+def test_only_confirmed_rows_leave() -> None:
+    kept = trim_confirmed(10, np.array([7, 2, 5]), np.array([True, False, True]))
+    assert kept.tolist() == [0, 1, 2, 3, 4, 6, 8, 9]
+    assert trim_confirmed(4, np.array([], dtype=int), np.array([], dtype=bool)).tolist() == [0, 1, 2, 3]
+
+
+def test_label_trim_brings_back_recall_lost_to_a_contaminated_reference() -> None:
+    fleet = audited_fleet(300, 4000, 0.2, 8, reference_contamination=0.1)
+    ref, bad = fleet.reference_windows, np.asarray(fleet.reference_labels, dtype=bool)
+    labels = np.asarray(fleet.labels, dtype=bool)
+
+    def recall_and_fpr(rows: np.ndarray) -> tuple[float, float]:
+        flags = np.asarray(build_detector(SHIPPED).fit(ref[rows]).detect(fleet.monitored_windows).flags, dtype=bool)
+        return float(flags[labels].mean()), float(flags[~labels].mean())
+
+    candidates = audit_ranking(ref, SHIPPED.reference_windows).candidates(0.3)
+    trimmed = recall_and_fpr(trim_confirmed(ref.shape[0], candidates, bad[candidates]))
+    untrimmed = recall_and_fpr(np.arange(ref.shape[0]))
+    assert trimmed[0] >= untrimmed[0] + 0.2
+    assert trimmed[1] <= 0.02
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: audit_ranking(np.full((50, 10, 3), np.nan), 5), "NaN"),
+        (lambda: audit_ranking(np.zeros((50, 10)), 5), "shape"),
+        (lambda: audit_ranking(np.random.default_rng(0).standard_normal((50, 10, 3)), 10), "reference_windows=10"),
+        (lambda: audit_ranking(np.random.default_rng(0).standard_normal((5, 10, 3)), 5), "needs at least"),
+        (lambda: audit_ranking(np.random.default_rng(0).standard_normal((50, 10, 3)), 5).candidates(0.0), "budget"),
+        (lambda: audit_ranking(np.random.default_rng(0).standard_normal((50, 10, 3)), 5).candidates(1.5), "budget"),
+        (lambda: trim_confirmed(5, np.array([1, 1]), np.array([True, False])), "twice"),
+        (lambda: trim_confirmed(5, np.array([1, 9]), np.array([True, False])), "outside"),
+        (lambda: trim_confirmed(5, np.array([1, 2]), np.array([1, 0])), "boolean"),
+        (lambda: trim_confirmed(5, np.array([1, 2]), np.array([True])), "boolean"),
+        (lambda: trim_confirmed(2, np.array([0, 1]), np.array([True, True])), "nothing is left"),
+    ],
+)
+def test_bad_input_is_refused_with_its_reason(call, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(BaselineError, match=message):
+        call()
