@@ -8,7 +8,7 @@ import pytest
 from tcpkit.detect.audited import audited_fleet
 from tcpkit.detect.baseline import BaselineError
 from tcpkit.detect.config import DetectorConfig, build_detector
-from tcpkit.detect.label_trim import audit_ranking, trim_confirmed
+from tcpkit.detect.label_trim import audit_ranking, next_audit_batch, run_audit, trim_confirmed
 from tcpkit.detect.simulate import FEATURE_NAMES
 
 SHIPPED = DetectorConfig(features=FEATURE_NAMES, adaptive=True, reference_screen=True, level_space="gaussianised")
@@ -34,6 +34,43 @@ def test_audit_of_a_simulated_contaminated_reference_catches_most_compromised_ag
     caught = bad[candidates].sum() / bad.sum()
     assert caught >= 0.8  # a random 30 % audit would catch 0.3 of them
     assert bad[candidates].mean() > 2 * bad.mean()
+
+
+def test_the_batch_audit_catches_more_than_the_ranking_for_the_same_budget() -> None:
+    fleet = audited_fleet(100, 2000, 0.2, 5, reference_contamination=0.1)
+    bad = np.asarray(fleet.reference_labels, dtype=bool)
+    ranking = audit_ranking(fleet.reference_windows, SHIPPED.reference_windows)
+    asked: list[int] = []
+
+    def auditor(rows: np.ndarray) -> np.ndarray:
+        asked.extend(rows.tolist())
+        return bad[rows]
+
+    audit = run_audit(ranking, 0.15, auditor)
+    assert audit.audited.size == 300 and len(set(asked)) == 300  # the budget, each agent once
+    assert audit.audited.tolist() == asked and audit.confirmed.tolist() == bad[audit.audited].tolist()
+    assert audit.confirmed.sum() > bad[ranking.candidates(0.15)].sum()
+    kept = audit.kept_rows(bad.size)
+    assert not bad[kept][np.isin(kept, audit.audited)].any()  # no confirmed agent is kept
+    assert (~bad).sum() == (~bad[kept]).sum()  # and no clean agent leaves
+
+
+def test_the_first_batches_follow_the_ranking_until_both_verdicts_are_seen() -> None:
+    rng = np.random.default_rng(3)
+    ranking = audit_ranking(_windows(rng, 200), 5)
+    first = next_audit_batch(ranking, [], [], 10)
+    assert first.tolist() == ranking.order[:10].tolist()
+    second = next_audit_batch(ranking, first, np.zeros(10, dtype=bool), 10)
+    assert second.tolist() == ranking.order[10:20].tolist()
+    mixed = np.r_[np.ones(5, dtype=bool), np.zeros(5, dtype=bool)]
+    third = next_audit_batch(ranking, first, mixed, 500)
+    assert sorted(third.tolist()) == sorted(ranking.order[10:].tolist())  # every row left, none twice
+
+
+def test_an_auditor_answering_the_wrong_shape_is_refused() -> None:
+    ranking = audit_ranking(_windows(np.random.default_rng(4), 100), 5)
+    with pytest.raises(BaselineError, match="auditor returned"):
+        run_audit(ranking, 0.1, lambda rows: np.ones(rows.size + 1, dtype=bool))
 
 
 def test_only_confirmed_rows_leave() -> None:
@@ -72,6 +109,8 @@ def test_label_trim_brings_back_recall_lost_to_a_contaminated_reference() -> Non
         (lambda: trim_confirmed(5, np.array([1, 2]), np.array([1, 0])), "boolean"),
         (lambda: trim_confirmed(5, np.array([1, 2]), np.array([True])), "boolean"),
         (lambda: trim_confirmed(2, np.array([0, 1]), np.array([True, True])), "nothing is left"),
+        (lambda: next_audit_batch(audit_ranking(np.random.default_rng(0).standard_normal((50, 10, 3)), 5), [], [], 0),
+         "size"),
     ],
 )
 def test_bad_input_is_refused_with_its_reason(call, message: str) -> None:  # type: ignore[no-untyped-def]

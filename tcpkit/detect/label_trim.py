@@ -14,11 +14,21 @@ agent's p-value too small (the calibration loses its tail).
 
 Label-trim (after Bashari, Sesia and Romano, "Robust conformal outlier detection under
 contaminated reference data") spends a labelling budget instead: rank the reference agents
-by a robust outlyingness score (:func:`audit_ranking`), have someone check the top
-``budget`` share (:meth:`AuditRanking.candidates`; an operator reading the agents' logs,
-or in simulation the ground truth), and remove **only the agents the audit confirms as
-compromised** (:func:`trim_confirmed`). The detector is then fitted on what is left, with
-all its own splits and screens as usual.
+by a robust outlyingness score (:func:`audit_ranking`), have someone check the most
+suspicious ones (an operator reading the agents' logs, or in simulation the ground truth),
+and remove **only the agents the audit confirms as compromised** (:func:`trim_confirmed`).
+The detector is then fitted on what is left, with all its own splits and screens as usual.
+
+Two ways to spend the budget: the top ``budget`` share of the ranking at once
+(:meth:`AuditRanking.candidates`), or in batches (:func:`next_audit_batch`, looped by
+:func:`run_audit`): the first batches follow the ranking; once the audit has confirmed both
+compromised and clean agents, each batch alternates between the agents a logistic
+regression of those verdicts on the same per-agent statistics rates most probably
+compromised (the audit learns what the compromised agents of *this* reference look like)
+and the most outlying agents not yet audited (a missed outlying agent costs the most: it
+sits in the calibration above the monitored compromised agents). On the same budget it
+catches more of them than the ranking alone (the statistics report measures both: ``label_trim_caught_*`` and
+``ranking_caught_*``).
 
 The score
 ---------
@@ -49,17 +59,19 @@ alone, is not informed by the monitored agents.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
+from sklearn.linear_model import LogisticRegression
 
 from tcpkit.detect.baseline import BaselineError, check_windows
 from tcpkit.detect.covariance import estimate_covariance
 from tcpkit.detect.studentize import own_sd, studentize_prior
 
-__all__ = ["AuditRanking", "audit_ranking", "trim_confirmed"]
+__all__ = ["AuditRanking", "AuditResult", "audit_ranking", "next_audit_batch", "run_audit", "trim_confirmed"]
 
 
 @dataclass(frozen=True)
@@ -70,10 +82,14 @@ class AuditRanking:
     ----------
     order : (n,) row indices of the reference, by decreasing ``scores``.
     scores : (n,) outlyingness of each reference row, in row order (see the module docstring).
+    statistics : (n, 2 d) the per-agent statistics behind it (studentised change, then level),
+        each column centred on its median and scaled by its SD: what :func:`next_audit_batch`
+        learns from.
     """
 
     order: NDArray[np.intp]
     scores: NDArray[np.float64]
+    statistics: NDArray[np.float64]
 
     def candidates(self, budget: float) -> NDArray[np.intp]:
         """The rows to audit: the top ``budget`` share (0 < budget <= 1) of the ranking, in ranking order."""
@@ -111,7 +127,97 @@ def audit_ranking(windows: ArrayLike, reference_windows: int, random_state: int 
         d2 = np.einsum("ij,ij->i", centred, np.linalg.solve(fit.covariance, centred.T).T)
         scores += -stats.chi2.logsf(d2, block.shape[1])
     order = np.argsort(-scores, kind="stable").astype(np.intp)
-    return AuditRanking(order=order, scores=scores)
+    both = np.hstack([change, level])
+    spread = both.std(axis=0)
+    statistics = (both - np.median(both, axis=0)) / np.where(spread > 0, spread, 1.0)
+    return AuditRanking(order=order, scores=scores, statistics=statistics)
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """What an audit checked and what it found.
+
+    Attributes
+    ----------
+    audited : row indices checked, in the order they were checked.
+    confirmed : one boolean per audited row (True: found compromised).
+    """
+
+    audited: NDArray[np.intp]
+    confirmed: NDArray[np.bool_]
+
+    def kept_rows(self, n_agents: int) -> NDArray[np.intp]:
+        """:func:`trim_confirmed` of this audit: the reference rows to fit on."""
+        return trim_confirmed(n_agents, self.audited, self.confirmed)
+
+
+def next_audit_batch(
+    ranking: AuditRanking, audited: ArrayLike, confirmed: ArrayLike, size: int
+) -> NDArray[np.intp]:
+    """The next ``size`` rows to audit, given the rows ``audited`` so far and their verdicts.
+
+    By the ranking until the verdicts hold both a compromised and a clean agent; then
+    alternately the most probably compromised by a logistic regression of the verdicts on
+    :attr:`AuditRanking.statistics` and the next by the ranking. Rows already audited are never proposed again; fewer than ``size``
+    come back only when fewer are left.
+    """
+    n = ranking.order.size
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
+        raise BaselineError(f"size={size!r}: expected a positive number of agents")
+    rows = np.asarray(audited, dtype=np.intp) if np.size(audited) else np.empty(0, dtype=np.intp)
+    verdict = np.asarray(confirmed, dtype=bool) if np.size(confirmed) else np.empty(0, dtype=bool)
+    trim_confirmed(n, rows, verdict)  # the same checks; its result is not needed here
+    done = np.zeros(n, dtype=bool)
+    done[rows] = True
+    if verdict.all() or not verdict.any():
+        left = ranking.order[~done[ranking.order]]
+        return left[: int(size)]
+    model = LogisticRegression(max_iter=2000).fit(ranking.statistics[rows], verdict)
+    left = np.flatnonzero(~done)
+    p = model.predict_proba(ranking.statistics[left])[:, 1]
+    learned = left[np.argsort(-p, kind="stable")]
+    by_rank = ranking.order[~done[ranking.order]]
+    # alternate: the learned order finds the compromised agents the ranking ranks low, the
+    # ranking keeps auditing the most outlying ones (left in calibration, they cost most)
+    want = min(int(size), left.size)
+    sources = (iter(learned.tolist()), iter(by_rank.tolist()))  # each holds every row left
+    picks: list[int] = []
+    taken: set[int] = set()
+    while len(picks) < want:
+        for row in sources[len(picks) % 2]:
+            if row not in taken:
+                taken.add(row)
+                picks.append(row)
+                break
+    return np.asarray(picks, dtype=np.intp)
+
+
+def run_audit(
+    ranking: AuditRanking,
+    budget: float,
+    auditor: Callable[[NDArray[np.intp]], ArrayLike],
+    batch: float = 0.025,
+) -> AuditResult:
+    """Audit ``budget`` of the reference in batches of ``batch`` (shares of it), asking ``auditor``.
+
+    ``auditor(rows)`` returns one boolean per row (True: compromised); in simulation the
+    ground truth, in production a person's verdicts. ``batch = budget`` is the one-shot audit
+    of :meth:`AuditRanking.candidates`.
+    """
+    total = ranking.candidates(budget).size
+    step = ranking.candidates(batch).size
+    audited = np.empty(0, dtype=np.intp)
+    confirmed = np.empty(0, dtype=bool)
+    while audited.size < total:
+        rows = next_audit_batch(ranking, audited, confirmed, min(step, total - audited.size))
+        verdict = np.asarray(auditor(rows))
+        if verdict.dtype != np.bool_ or verdict.shape != rows.shape:
+            raise BaselineError(
+                f"the auditor returned shape {verdict.shape} and dtype {verdict.dtype}: expected one boolean per row "
+                f"({rows.size})"
+            )
+        audited, confirmed = np.concatenate([audited, rows]), np.concatenate([confirmed, verdict])
+    return AuditResult(audited=audited, confirmed=confirmed)
 
 
 def trim_confirmed(n_agents: int, audited: ArrayLike, confirmed: ArrayLike) -> NDArray[np.intp]:
