@@ -36,7 +36,7 @@ For every reference agent, the change (mean of the windows after ``reference_win
 minus the mean of those before, as a t statistic on the agent's own window-to-window SD,
 shrunk towards the reference's median as :mod:`tcpkit.detect.studentize` does for the
 detector) and the level (mean of all windows), each with its own
-robust location and covariance (FAST-MCD of :func:`tcpkit.detect.covariance.estimate_covariance`,
+robust location and covariance (a FAST-MCD :class:`tcpkit.detect.baseline.Baseline`,
 which tolerates the contaminated minority), as a squared robust distance turned into a
 chi-square tail, ``-log P(chi2_d > D)``; the agent's score is the sum over the two blocks.
 A compromised agent moves a few features by up to about 3 honest SDs each, so it is not
@@ -67,8 +67,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 from sklearn.linear_model import LogisticRegression
 
-from tcpkit.detect.baseline import BaselineError, check_windows
-from tcpkit.detect.covariance import estimate_covariance
+from tcpkit.detect.baseline import Baseline, BaselineError, check_windows
 from tcpkit.detect.studentize import own_sd, studentize_prior
 
 __all__ = ["AuditRanking", "AuditResult", "audit_ranking", "next_audit_batch", "run_audit", "trim_confirmed"]
@@ -122,9 +121,7 @@ def audit_ranking(windows: ArrayLike, reference_windows: int, random_state: int 
     level = w.mean(axis=1)
     scores = np.zeros(w.shape[0])
     for block in (change, level):
-        fit = estimate_covariance(block, "mcd", random_state=random_state)
-        centred = block - fit.location
-        d2 = np.einsum("ij,ij->i", centred, np.linalg.solve(fit.covariance, centred.T).T)
+        d2 = Baseline(method="mcd", random_state=random_state).fit(block).mahalanobis(block)
         scores += -stats.chi2.logsf(d2, block.shape[1])
     order = np.argsort(-scores, kind="stable").astype(np.intp)
     both = np.hstack([change, level])
@@ -158,8 +155,8 @@ def next_audit_batch(
 
     By the ranking until the verdicts hold both a compromised and a clean agent; then
     alternately the most probably compromised by a logistic regression of the verdicts on
-    :attr:`AuditRanking.statistics` and the next by the ranking. Rows already audited are never proposed again; fewer than ``size``
-    come back only when fewer are left.
+    :attr:`AuditRanking.statistics` and the next by the ranking. Rows already audited are
+    never proposed again; fewer than ``size`` come back only when fewer are left.
     """
     n = ranking.order.size
     if isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1:
@@ -169,14 +166,13 @@ def next_audit_batch(
     trim_confirmed(n, rows, verdict)  # the same checks; its result is not needed here
     done = np.zeros(n, dtype=bool)
     done[rows] = True
+    by_rank = ranking.order[~done[ranking.order]]
     if verdict.all() or not verdict.any():
-        left = ranking.order[~done[ranking.order]]
-        return left[: int(size)]
+        return by_rank[: int(size)]
     model = LogisticRegression(max_iter=2000).fit(ranking.statistics[rows], verdict)
     left = np.flatnonzero(~done)
     p = model.predict_proba(ranking.statistics[left])[:, 1]
     learned = left[np.argsort(-p, kind="stable")]
-    by_rank = ranking.order[~done[ranking.order]]
     # alternate: the learned order finds the compromised agents the ranking ranks low, the
     # ranking keeps auditing the most outlying ones (left in calibration, they cost most)
     want = min(int(size), left.size)
