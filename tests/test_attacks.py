@@ -357,3 +357,16 @@ def test_seeds_spread_over_worker_processes_give_the_same_evaluation() -> None:
         evaluate_attacks({"l": lambda: NaiveDetector()}, [4, 5], config=TINY, attacks=["mimicry"], workers=2)
     with pytest.raises(AttackError, match="workers=0"):
         evaluate_attacks(detectors, [4], config=TINY, workers=0)
+
+
+def test_the_unattacked_fleet_is_judged_once_for_every_budget_zero() -> None:
+    calls: list[int] = []
+
+    class Counting(Never):
+        def detect(self, windows: np.ndarray) -> DetectionResult:
+            calls.append(windows.shape[0])
+            return super().detect(windows)
+
+    evaluate_attacks({"c": Counting}, [0], config=TINY, attacks=["mimicry", "drift", "poisoning"],
+                     budgets={"mimicry": [0.0, 3.0], "drift": [0.0, 6.0], "poisoning": [0.0, 3.0]})
+    assert len(calls) == 4  # one unattacked call shared by the three zero budgets, one per attacked budget

@@ -904,23 +904,36 @@ def _attack_world(
     def flags(d: Detector, w: NDArray[np.float64]) -> NDArray[np.bool_]:
         return np.asarray(d.detect(w).flags, dtype=bool)
 
+    unattacked: list[NDArray[np.bool_]] = []
+
+    def unattacked_flags() -> NDArray[np.bool_]:
+        # budget 0 of mimicry, drift and poisoning is the same call: the clean fit on the
+        # monitored windows as they are; judged once (each detect trains the adaptive test)
+        if not unattacked:
+            unattacked.append(flags(clean(), world.monitored))
+        return unattacked[0]
+
     s = world.seed
     for attack, sweep in sweeps.items():
         if attack == "mimicry":
             for b in sweep:
-                tally.judge((attack, name, b, s), world, flags(clean(), mimicry_windows(world, b, cfg)))
+                f = unattacked_flags() if b == 0 else flags(clean(), mimicry_windows(world, b, cfg))
+                tally.judge((attack, name, b, s), world, f)
         elif attack == "drift":
             for b in sweep:
-                tally.judge((attack, name, b, s), world, flags(clean(), drift_windows(world, b, cfg)))
+                f = unattacked_flags() if b == 0 else flags(clean(), drift_windows(world, b, cfg))
+                tally.judge((attack, name, b, s), world, f)
         elif attack == "coordination":
             for b in sweep:
                 w = coordination_windows(world, int(b), cfg)
                 tally.judge((attack, name, b, s), world, flags(clean(), w))
         elif attack == "poisoning":
             for b in sweep:
+                if b == 0:
+                    tally.judge((attack, name, b, s), world, unattacked_flags())
+                    continue
                 reference, monitored = poisoned_windows(world, b)
-                poisoned = clean() if b == 0 else _fit(factory, reference, name)
-                tally.judge((attack, name, b, s), world, flags(poisoned, monitored))
+                tally.judge((attack, name, b, s), world, flags(_fit(factory, reference, name), monitored))
         else:  # probing
             det = clean()
             known = probe(det, world, int(max(sweep)), cfg)
