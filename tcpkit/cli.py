@@ -1056,18 +1056,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _add_detect(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = _add_command(sub, "detect", "judge the agents of an event log with the frozen, verified production detector",
                      _cmd_detect)
-    p.add_argument("events", nargs="+", metavar="EVENTS", help="event files (.jsonl, .csv, .parquet, OTLP .json; .gz)")
-    p.add_argument("--format", choices=("jsonl", "csv", "parquet", "otlp"), help="override the format of EVENTS")
-    p.add_argument("--risk-map", metavar="FILE.toml", help="risk classes for actions (default: tcpkit's map)")
-    ref = p.add_mutually_exclusive_group()
-    ref.add_argument("--reference-windows", metavar="K", help="each agent's first K windows are its reference (default 8)")
-    ref.add_argument("--reference-until", metavar="TIME", help="windows that end by TIME (ISO-8601) are the reference")
-    win = p.add_mutually_exclusive_group()
-    win.add_argument("--window", metavar="DURATION", help="windows by event time, e.g. 30m, 1h (default), 1d")
-    win.add_argument("--window-events", metavar="N", help="windows of N events per agent instead of time windows")
+    _add_log_arguments(p)
     p.add_argument("--audited", metavar="FILE", help="agents audited clean (one name per line, or a CSV with an "
-                   "agent column): the shipped network detector is fitted on them and judges the others; "
-                   "without it the fleet judges itself")
+                   "agent column; tcpkit vet --trimmed writes one): the shipped network detector is fitted on "
+                   "them and judges the others; without it the fleet judges itself")
     p.add_argument("--alpha", type=float, metavar="Q", help="FDR level (default: the frozen configuration's)")
     p.add_argument("--component", default=DETECT_COMPONENT, help=f"frozen component to use (default {DETECT_COMPONENT})")
     p.add_argument("--root", help="project root holding production/ and .tcpkit/trust (default: found from here)")
@@ -1080,6 +1072,51 @@ def _add_detect(sub: argparse._SubParsersAction[_Parser]) -> None:
 DETECT_COMPONENT = "integrated"
 EXIT_ALERT = 3
 DEFAULT_REFERENCE_WINDOWS = 8
+
+
+def _add_log_arguments(p: _Parser) -> None:
+    """The event-log arguments that ``detect`` and ``audit`` share (so both read a log alike)."""
+    p.add_argument("events", nargs="+", metavar="EVENTS", help="event files (.jsonl, .csv, .parquet, OTLP .json; .gz)")
+    p.add_argument("--format", choices=("jsonl", "csv", "parquet", "otlp"), help="override the format of EVENTS")
+    p.add_argument("--risk-map", metavar="FILE.toml", help="risk classes for actions (default: tcpkit's map)")
+    ref = p.add_mutually_exclusive_group()
+    ref.add_argument("--reference-windows", metavar="K", help="each agent's first K windows are its reference (default 8)")
+    ref.add_argument("--reference-until", metavar="TIME", help="windows that end by TIME (ISO-8601) are the reference")
+    win = p.add_mutually_exclusive_group()
+    win.add_argument("--window", metavar="DURATION", help="windows by event time, e.g. 30m, 1h (default), 1d")
+    win.add_argument("--window-events", metavar="N", help="windows of N events per agent instead of time windows")
+
+
+def _log_options(args: argparse.Namespace) -> tuple[str | None, int | None, Any]:
+    """(window, window_events, risk map) of :func:`_add_log_arguments`' arguments; bad ones are usage errors."""
+    from tcpkit.detect.features import parse_duration
+    from tcpkit.detect.riskmap import RiskMapError, load_risk_map
+
+    window_events = _count(args.window_events, "window-events", minimum=2) if args.window_events else None
+    window = None if window_events else (args.window or "1h")
+    try:
+        if window is not None:
+            parse_duration(window)
+        return window, window_events, load_risk_map(args.risk_map)
+    except (ValueError, RiskMapError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _log_features(args: argparse.Namespace, options: tuple[str | None, int | None, Any]) -> tuple[Any, int]:
+    """The (FeatureTable, number of events) of the log, read with ``options`` of :func:`_log_options`."""
+    from tcpkit.detect.baseline import BaselineError
+    from tcpkit.detect.events import EventError
+    from tcpkit.detect.features import features_of_files
+
+    window, window_events, risk_map = options
+    try:
+        k = _reference_windows(args, lambda: _first_event_us(args.events, args.format))
+        return features_of_files(  # type: ignore[no-any-return]
+            args.events, format=args.format, window=window, window_events=window_events,
+            reference_windows=k, min_reference_windows=k, risk_map=risk_map, workers=None,
+        )
+    except (EventError, BaselineError, ValueError) as exc:
+        raise CheckFailed(str(exc)) from None
 
 
 def _detect_outputs(args: argparse.Namespace) -> list[tuple[str, str]]:
@@ -1136,30 +1173,17 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     from tcpkit.detect.alerts import PLOTTED_AGENTS, judge_features, resolution_text
     from tcpkit.detect.baseline import BaselineError
     from tcpkit.detect.events import EventError, read_agent_list
-    from tcpkit.detect.features import features_of_files, parse_duration
-    from tcpkit.detect.riskmap import RiskMapError, load_risk_map
     from tcpkit.release.atomic import write_atomic
 
     outputs = _detect_outputs(args)
-    window_events = _count(args.window_events, "window-events", minimum=2) if args.window_events else None
-    window = None if window_events else (args.window or "1h")
-    try:
-        if window is not None:
-            parse_duration(window)
-        risk_map = load_risk_map(args.risk_map)
-    except (ValueError, RiskMapError) as exc:
-        raise UsageError(str(exc)) from None
+    options = _log_options(args)
     try:
         audited = read_agent_list(args.audited) if args.audited is not None else None
     except EventError as exc:
         raise UsageError(str(exc)) from None
     config, info = _frozen_config(args.component, args.root, args.alpha)
+    feats, n_events = _log_features(args, options)
     try:
-        k = _reference_windows(args, lambda: _first_event_us(args.events, args.format))
-        feats, n_events = features_of_files(
-            args.events, format=args.format, window=window, window_events=window_events,
-            reference_windows=k, min_reference_windows=k, risk_map=risk_map, workers=None,
-        )
         report = judge_features(
             feats, config, n_events=n_events, audited=audited, detector_info=info,  # type: ignore[arg-type]
             plotted=PLOTTED_AGENTS if any(kind == "html" for kind, _ in outputs) else 0,
@@ -1189,6 +1213,64 @@ def _cmd_detect(args: argparse.Namespace) -> int:
     for kind, path in outputs:
         print(f"wrote {kind} to {path}")
     return EXIT_ALERT if (args.fail_on_alert and flagged) else EXIT_OK
+
+
+@_registers
+def _add_vet(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = _add_command(sub, "vet", "vet a reference fleet in rounds: rank it, propose whom to check next, and "
+                     "write it without the agents found compromised (for tcpkit detect --audited)", _cmd_vet)
+    _add_log_arguments(p)
+    p.add_argument("--reference", required=True, metavar="FILE",
+                   help="the candidate reference agents (one name per line, or a CSV with an agent column)")
+    p.add_argument("--verdicts", action="append", default=[], metavar="FILE",
+                   help="verdicts so far: a CSV with agent and verdict (compromised or clean) columns, e.g. an "
+                   "earlier --out filled in; repeat for several rounds")
+    p.add_argument("--batch", metavar="N", help="agents to propose (default: a fortieth of the reference)")
+    p.add_argument("--out", metavar="FILE.csv", help="write the proposed batch as a verdict file to fill in")
+    p.add_argument("--trimmed", metavar="FILE", help="write the reference without the agents found compromised")
+
+
+def _cmd_vet(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tcpkit.detect.audit_round import plan_audit
+    from tcpkit.detect.baseline import BaselineError
+    from tcpkit.detect.events import EventError, read_agent_list, read_verdicts
+    from tcpkit.detect.files import write_text_atomic
+
+    for path in (args.out, args.trimmed):
+        if path and not Path(path).absolute().parent.is_dir():
+            raise UsageError(f"{path!r}: its directory does not exist")
+    batch = _count(args.batch, "batch") if args.batch is not None else None
+    options = _log_options(args)
+    try:
+        reference = read_agent_list(args.reference)
+        verdicts = read_verdicts(args.verdicts)
+    except EventError as exc:
+        raise UsageError(str(exc)) from None
+    feats, _ = _log_features(args, options)
+    try:
+        plan = plan_audit(feats, reference, verdicts, batch)
+    except (BaselineError, ValueError) as exc:
+        raise CheckFailed(str(exc)) from None
+    if args.out:
+        write_text_atomic(args.out, plan.batch_csv())
+    if args.trimmed:
+        write_text_atomic(args.trimmed, "".join(f"{a}\n" for a in plan.trimmed()))
+    print(f"reference: {len(plan.reference):,} agents, {len(plan.ranked):,} ranked on {len(plan.features)} features "
+          f"({len(plan.unranked):,} without usable features); audited {len(plan.confirmed) + len(plan.cleared):,}: "
+          f"{len(plan.confirmed):,} compromised, {len(plan.cleared):,} clean")
+    if plan.next_batch:
+        shown = ", ".join(plan.next_batch[:10]) + (" ..." if len(plan.next_batch) > 10 else "")
+        print(f"next batch ({len(plan.next_batch)}): {shown}")
+    else:
+        print("every ranked reference agent has a verdict: nothing left to propose")
+    if args.out:
+        print(f"wrote the batch to {args.out}: fill in each verdict (compromised or clean), then pass it "
+              "with --verdicts")
+    if args.trimmed:
+        print(f"wrote {len(plan.trimmed()):,} reference agents to {args.trimmed} (for tcpkit detect --audited)")
+    return EXIT_OK
 
 
 def _model_digest(statement: dict[str, object]) -> str | None:

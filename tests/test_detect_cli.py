@@ -373,3 +373,56 @@ def test_monitor_with_an_audited_reference_judges_the_others_and_keeps_to_its_li
     listed.write_text("".join(f"{a}\n" for a in clean[1::2]))
     assert main(args) == 1
     assert "was started with" in capsys.readouterr().err  # another list: another state directory
+
+
+def test_vet_rounds_then_detect_on_the_trimmed_reference(
+    project: Path, log: tuple[Path, dict[str, bool]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events, labels = log
+    agents = sorted(labels)
+    reference = tmp_path / "reference.txt"
+    reference.write_text("".join(f"{a}\n" for a in agents[:300]))
+    common = ["vet", str(events), "--window-events", "50", "--reference-windows", "5", "--reference", str(reference)]
+    first = tmp_path / "round1.csv"
+    assert main([*common, "--batch", "30", "--out", str(first)]) == 0, capsys.readouterr().err
+    assert "next batch (30)" in capsys.readouterr().out
+    rows = first.read_text().splitlines()
+    assert rows[0] == "agent,verdict,position,outlyingness" and len(rows) == 31
+    proposed = [r.split(",")[0] for r in rows[1:]]
+    first.write_text(rows[0] + "\n" + "".join(
+        f"{a},{'compromised' if labels[a] else 'clean'},{r.split(',', 2)[2]}\n" for a, r in zip(proposed, rows[1:], strict=True)))
+    second, trimmed = tmp_path / "round2.csv", tmp_path / "trimmed.txt"
+    assert main([*common, "--verdicts", str(first), "--batch", "30", "--out", str(second),
+                 "--trimmed", str(trimmed)]) == 0
+    printed = capsys.readouterr().out
+    confirmed = {a for a in proposed if labels[a]}
+    assert confirmed and f"audited 30: {len(confirmed)} compromised" in printed
+    assert not {r.split(",")[0] for r in second.read_text().splitlines()[1:]} & set(proposed)
+    kept = trimmed.read_text().split()
+    assert kept == [a for a in agents[:300] if a not in confirmed]
+    out = tmp_path / "a.json"
+    assert main(["detect", str(events), "--root", str(project), "--window-events", "50", "--reference-windows", "5",
+                 "--audited", str(trimmed), "--json", str(out)]) == 0, capsys.readouterr().err
+    judged = {a["agent"] for a in json.loads(out.read_text())["agents"]}
+    assert confirmed <= judged and not judged & set(kept)  # the confirmed ones are judged, the kept ones fit
+
+
+def test_vet_names_bad_input(
+    log: tuple[Path, dict[str, bool]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events, labels = log
+    agents = sorted(labels)
+    reference = tmp_path / "reference.txt"
+    reference.write_text("".join(f"{a}\n" for a in agents[:100]))
+    common = ["vet", str(events), "--window-events", "50", "--reference-windows", "5", "--reference", str(reference)]
+    verdicts = tmp_path / "v.csv"
+    verdicts.write_text(f"agent,verdict\n{agents[-1]},clean\n")
+    assert main([*common, "--verdicts", str(verdicts)]) == 1
+    assert f"1 judged agents are not in the reference: '{agents[-1]}'" in capsys.readouterr().err
+    verdicts.write_text(f"agent,verdict\n{agents[0]},perhaps\n")
+    assert main([*common, "--verdicts", str(verdicts)]) == 2
+    assert "v.csv, line 2: agent" in capsys.readouterr().err
+    assert main([*common, "--batch", "0"]) == 2
+    assert main([*common, "--out", str(tmp_path / "missing" / "b.csv")]) == 2
+    assert "its directory does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists()

@@ -116,3 +116,23 @@ def test_label_trim_brings_back_recall_lost_to_a_contaminated_reference() -> Non
 def test_bad_input_is_refused_with_its_reason(call, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(BaselineError, match=message):
         call()
+
+
+def test_far_out_agents_stay_ordered_by_distance_where_the_chi_square_tail_underflows() -> None:
+    from scipy import stats
+
+    from tcpkit.detect.label_trim import _chi2_logsf
+
+    x = np.array([10.0, 500.0, 1e4, 1e5, 1e6])
+    got = _chi2_logsf(x, 12)
+    assert np.isfinite(got).all() and np.all(np.diff(got) < 0)
+    assert got[:2] == pytest.approx(stats.chi2.logsf(x[:2], 12))
+    # the series against scipy where both are finite (x = 1,000): within a hundredth of a nat
+    assert _chi2_logsf(np.array([1000.0]), 12)[0] == pytest.approx(stats.chi2.logsf(1000.0, 12), abs=0.01)
+
+
+def test_nothing_left_to_audit_is_an_empty_batch() -> None:
+    rng = np.random.default_rng(4)
+    ranking = audit_ranking(rng.standard_normal((30, 6, 3)), 3)
+    everyone = np.arange(30, dtype=np.intp)
+    assert next_audit_batch(ranking, everyone, everyone % 2 == 0, 5).size == 0

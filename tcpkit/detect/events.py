@@ -172,6 +172,7 @@ __all__ = [
     "encode_events",
     "format_of",
     "read_agent_list",
+    "read_verdicts",
     "json_text",
     "parse_objects",
     "read_events",
@@ -234,30 +235,36 @@ class EventError(ValueError):
     """An event file (or table) that does not follow the schema: one message naming where."""
 
 
+def _list_rows(path: str | os.PathLike[str], what: str) -> tuple[Path, list[tuple[int, list[str]]]]:
+    """The CSV rows of a small list file, each with its line number (blank and ``#`` lines skipped)."""
+    source = Path(path)
+    try:
+        text = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise EventError(f"{source}: cannot read the {what}: {exc}") from None
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1)]
+    lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
+    if not lines:
+        raise EventError(f"{source}: the {what} is empty")
+    parsed = csv.reader(line for _, line in lines)  # one row per kept line
+    return source, [(n, [c.strip() for c in cells]) for (n, _), cells in zip(lines, parsed, strict=True)]
+
+
 def read_agent_list(path: str | os.PathLike[str]) -> tuple[str, ...]:
     """Agent names from a text file: one per line, or a CSV whose header has an ``agent`` column.
 
     Fields are read as CSV (quoted names are unquoted, as in the labels file ``tcpkit
     simulate --labels`` writes). Blank lines and lines starting with ``#`` are skipped; a name listed twice, an empty
     file or an unreadable one is an :class:`EventError` naming the file and the line.
-    (``tcpkit simulate --audited`` writes such a file; ``tcpkit detect --audited`` reads it.)
+    (``tcpkit simulate --audited`` and ``tcpkit vet --trimmed`` write such a file; ``tcpkit
+    detect --audited`` reads it.)
     """
-    source = Path(path)
-    try:
-        text = source.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise EventError(f"{source}: cannot read the agent list: {exc}") from None
-    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), start=1)]
-    lines = [(n, line) for n, line in lines if line and not line.startswith("#")]
-    if not lines:
-        raise EventError(f"{source}: the agent list is empty")
-    parsed = csv.reader(line for _, line in lines)  # one row per kept line
-    rows = [(n, [c.strip() for c in cells]) for (n, _), cells in zip(lines, parsed, strict=True)]
+    source, rows = _list_rows(path, "agent list")
     column = 0
-    header = rows[0][1]
+    first_line, header = rows[0]
     if len(header) > 1 or header == ["agent"]:
         if "agent" not in header:
-            raise EventError(f"{source}, line {lines[0][0]}: a CSV agent list needs an 'agent' column, got {header}")
+            raise EventError(f"{source}, line {first_line}: a CSV agent list needs an 'agent' column, got {header}")
         column = header.index("agent")
         rows = rows[1:]
     names: dict[str, int] = {}
@@ -271,6 +278,46 @@ def read_agent_list(path: str | os.PathLike[str]) -> tuple[str, ...]:
     if not names:
         raise EventError(f"{source}: the agent list names no agent")
     return tuple(names)
+
+
+VERDICTS: dict[str, bool] = {"compromised": True, "clean": False}
+
+
+def read_verdicts(paths: Sequence[str | os.PathLike[str]]) -> dict[str, bool]:
+    """An audit's verdicts: CSV files whose header has ``agent`` and ``verdict`` columns.
+
+    ``verdict`` is ``compromised`` or ``clean`` (other columns, such as the ``position`` and
+    ``outlyingness`` that ``tcpkit vet --out`` writes, are ignored). Returns ``{agent: True
+    when compromised}`` over all files. A missing column, an empty or unknown verdict, or an agent
+    judged twice (in one file or across files) is an :class:`EventError` naming the file and line.
+    """
+    out: dict[str, bool] = {}
+    where: dict[str, str] = {}
+    for path in paths:
+        source, rows = _list_rows(path, "verdict file")
+        first_line, header = rows[0]
+        missing = [c for c in ("agent", "verdict") if c not in header]
+        if missing:
+            raise EventError(
+                f"{source}, line {first_line}: a verdict file needs the columns agent and verdict, "
+                f"got {header} (missing {', '.join(missing)})"
+            )
+        a_col, v_col = header.index("agent"), header.index("verdict")
+        for n, cells in rows[1:]:
+            name = cells[a_col] if a_col < len(cells) else ""
+            verdict = cells[v_col].lower() if v_col < len(cells) else ""
+            if not name:
+                raise EventError(f"{source}, line {n}: no agent name")
+            if verdict not in VERDICTS:
+                shown = repr(verdict) if verdict else "no verdict"
+                raise EventError(
+                    f"{source}, line {n}: agent {name!r} has {shown}: write {' or '.join(VERDICTS)}"
+                )
+            if name in out:
+                raise EventError(f"{source}, line {n}: agent {name!r} is judged twice (first in {where[name]})")
+            out[name] = VERDICTS[verdict]
+            where[name] = f"{source}, line {n}"
+    return out
 
 
 # --------------------------------------------------------------------------- format and bytes

@@ -64,7 +64,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import stats
+from scipy import special, stats
 from sklearn.linear_model import LogisticRegression
 
 from tcpkit.detect.baseline import Baseline, BaselineError, check_windows
@@ -122,12 +122,27 @@ def audit_ranking(windows: ArrayLike, reference_windows: int, random_state: int 
     scores = np.zeros(w.shape[0])
     for block in (change, level):
         d2 = Baseline(method="mcd", random_state=random_state).fit(block).mahalanobis(block)
-        scores += -stats.chi2.logsf(d2, block.shape[1])
+        scores += -_chi2_logsf(d2, block.shape[1])
     order = np.argsort(-scores, kind="stable").astype(np.intp)
     both = np.hstack([change, level])
     spread = both.std(axis=0)
     statistics = (both - np.median(both, axis=0)) / np.where(spread > 0, spread, 1.0)
     return AuditRanking(order=order, scores=scores, statistics=statistics)
+
+
+def _chi2_logsf(x: ArrayLike, dof: int) -> NDArray[np.float64]:
+    """``log P(chi2_dof > x)``, finite where scipy's underflows to -inf (x beyond about 1,500).
+
+    There the leading terms of the upper incomplete gamma function's asymptotic series,
+    ``Q(a, y) ~ y**(a-1) exp(-y) / Gamma(a) * (1 + (a-1)/y)``, keep far-out agents ordered by
+    distance instead of tied at -inf.
+    """
+    out = np.asarray(stats.chi2.logsf(x, dof), dtype=np.float64)
+    far = ~np.isfinite(out)
+    if far.any():
+        a, y = dof / 2.0, np.asarray(x, dtype=np.float64)[far] / 2.0
+        out[far] = (a - 1.0) * np.log(y) - y - special.gammaln(a) + np.log1p((a - 1.0) / y)
+    return out
 
 
 @dataclass(frozen=True)
@@ -167,7 +182,7 @@ def next_audit_batch(
     done = np.zeros(n, dtype=bool)
     done[rows] = True
     by_rank = ranking.order[~done[ranking.order]]
-    if verdict.all() or not verdict.any():
+    if verdict.all() or not verdict.any() or by_rank.size == 0:
         return by_rank[: int(size)]
     model = LogisticRegression(max_iter=2000).fit(ranking.statistics[rows], verdict)
     left = np.flatnonzero(~done)
