@@ -135,13 +135,17 @@ def test_bench_detect_runs_and_reuses_its_logs(tmp_path: Path, capsys: pytest.Ca
     assert cli.main(["bench", "--detect", "300", "--keep", str(keep), "--json", str(target)]) == 0
     run = json.loads(target.read_text())["runs"][0]
     assert run["agents"] == 300 and run["detect"]["events"] == 300_000 and run["simulate"]["events"] == 300_000
-    assert set(run["detect"]["phases"]) == {"features", "judge", "outputs", "judge_audited"}
+    assert set(run["detect"]["phases"]) == {"features", "judge", "outputs", "judge_audited", "judge_unvetted", "vet",
+                                            "judge_vetted"}
     assert run["detect"]["audited"] + run["detect"]["audited_judged"] == 300
+    v = run["detect"]["vetting"]
+    assert v["reference"] == 150 and v["vetted"] == 30  # a fifth of the candidate reference
+    assert 0 <= v["confirmed"] <= v["reference_compromised"] and 0.0 <= v["after"]["recall"] <= 1.0
     assert run["detect"]["peak_rss_mib"] > 0 and run["detect"]["agents"] == 300
     for fewest, flagged in (("fewest_flaggable", "flagged"), ("audited_fewest_flaggable", "audited_flagged")):
         k, n = run["detect"][fewest], run["detect"][flagged]  # BH never flags a group smaller than k
         assert n == 0 if k is None else (n == 0 or n >= k >= 1)
     printed = capsys.readouterr().out
-    assert "features s" in printed and "no fewer than" in printed
+    assert "features s" in printed and "no fewer than" in printed and "after tcpkit vet (30 vetted" in printed
     assert cli.main(["bench", "--detect", "300", "--keep", str(keep), "--json", str(target)]) == 0
     assert json.loads(target.read_text())["runs"][0]["simulate"] is None  # the kept log was reused

@@ -17,7 +17,10 @@ pipeline of ``tcpkit detect LOG --window-events 50 --reference-windows 5 --json 
   log's clean agents audited (:func:`tcpkit.detect.sim_events.audited_agents`, what
   ``tcpkit simulate --audited`` writes): the shipped ``NetworkDetector`` settings
   (``DetectorConfig(adaptive=True, reference_screen=True)``, alpha 0.01 as shipped),
-  fitted on them and judging the others.
+  fitted on them and judging the others;
+* ``judge_unvetted``, ``vet``, ``judge_vetted``: the operator's path without an audited list
+  (:func:`_vetting`): half the agents as an unvetted reference, ``tcpkit vet`` rounds answered
+  by the ground truth, and ``--audited`` on the unvetted and on the trimmed reference.
 
 Each phase reports wall and CPU seconds (the worker processes' included); the process
 reports its peak resident set size (``VmHWM``) and that of its largest worker process (they
@@ -121,6 +124,7 @@ def _detect(events: Path, labels: Path) -> dict[str, Any]:
         plotted=PLOTTED_AGENTS,
     ))
     flagged_audited = {a.agent for a in audited_report.agents if a.flagged}
+    vetting = _vetting(feats, n_events, truth, timed)
     return {
         "events": n_events,
         "agents": len(report.agents),
@@ -135,12 +139,70 @@ def _detect(events: Path, labels: Path) -> dict[str, Any]:
         # the fewest agents each run could flag at all (None: nobody), whatever the data
         "fewest_flaggable": report.detector["fewest_flaggable"],
         "audited_fewest_flaggable": audited_report.detector["fewest_flaggable"],
+        "vetting": vetting,
         "phases": phases,
         # the totals are one tcpkit detect run (without --audited): its three phases
         "seconds": sum(phases[p]["seconds"] for p in _DETECT_PHASES),
         "cpu_seconds": sum(phases[p]["cpu_seconds"] for p in _DETECT_PHASES),
         "peak_rss_mib": _peak_rss_mib(),
         "worker_peak_rss_mib": _children_peak_mib(),
+    }
+
+
+VET_BUDGET = 0.2  # the share of the candidate reference vetted (the statistics notebook's audit_budget)
+VET_BATCH = 0.025  # per round (tcpkit vet's default batch)
+
+
+def _vetting(feats: Any, n_events: int, truth: dict[str, list[Any]], timed: Callable[[str, Callable[[], Any]], Any]
+             ) -> dict[str, Any]:
+    """``tcpkit detect --audited`` on an unvetted reference, then after ``tcpkit vet`` rounds.
+
+    The candidate reference is half of the log's agents drawn uniformly, compromised ones
+    included at the fleet's rate (nobody vetted it). The ground truth answers each round of
+    :func:`tcpkit.detect.audit_round.plan_audit` (the code behind ``tcpkit vet``) until
+    :data:`VET_BUDGET` of the reference has a verdict, :data:`VET_BATCH` of it per round; the
+    trimmed reference is then judged like the unvetted one. Recall is over the compromised
+    agents outside the candidate reference (the monitored ones), false alarms over the clean
+    judged agents: one fleet, one fit, so no interval.
+    """
+    from tcpkit.detect.alerts import judge_features
+    from tcpkit.detect.audit_round import plan_audit
+    from tcpkit.detect.audited import audit_rng
+    from tcpkit.detect.config import DetectorConfig
+
+    bad = {a for a, c in zip(truth["agent"], truth["compromised"], strict=True) if c}
+    agents = list(feats.agents)
+    reference = sorted(audit_rng(SEED).choice(agents, len(agents) // 2, replace=False).tolist())
+    monitored_bad = bad & (set(agents) - set(reference))
+    config = DetectorConfig(adaptive=True, reference_screen=True)
+
+    def judged(kept: list[str], phase: str) -> dict[str, Any]:
+        report = timed(phase, lambda: judge_features(feats, config, n_events=n_events, audited=kept, plotted=0))
+        flagged = {a.agent for a in report.agents if a.flagged}
+        clean = {a.agent for a in report.agents} - bad
+        return {"recall": len(flagged & monitored_bad) / max(1, len(monitored_bad)),
+                "false_alarms": len(flagged & clean), "clean_judged": len(clean)}
+
+    before = judged(reference, "judge_unvetted")
+    verdicts: dict[str, bool] = {}
+    total, step = round(VET_BUDGET * len(reference)), max(1, round(VET_BATCH * len(reference)))
+
+    def rounds() -> Any:
+        while len(verdicts) < total:
+            plan = plan_audit(feats, reference, verdicts, min(step, total - len(verdicts)))
+            verdicts.update({a: a in bad for a in plan.next_batch})
+        return plan_audit(feats, reference, verdicts, 1)
+
+    plan = timed("vet", rounds)
+    after = judged(list(plan.trimmed()), "judge_vetted")
+    return {
+        "reference": len(reference),
+        "reference_compromised": len(bad & set(reference)),
+        "vetted": len(verdicts),
+        "confirmed": len(plan.confirmed),
+        "monitored_compromised": len(monitored_bad),
+        "unvetted": before,
+        "after": after,
     }
 
 
@@ -245,6 +307,14 @@ def format_detect(result: dict[str, Any]) -> str:
             f"{ph['judge_audited']['seconds']:.1f} s, {d['audited_flagged']:,} flagged, "
             f"{d['audited_flagged_compromised']:,} of them compromised "
             f"(no fewer than {_fewest(d['audited_fewest_flaggable'])})"
+        )
+        v = d["vetting"]
+        lines.append(
+            f"{'':>8} unvetted reference ({v['reference']:,} agents, {v['reference_compromised']:,} compromised), "
+            f"--audited: recall {v['unvetted']['recall']:.2f} of the {v['monitored_compromised']:,} monitored "
+            f"compromised, {v['unvetted']['false_alarms']} false alarms; after tcpkit vet ({v['vetted']:,} vetted, "
+            f"{v['confirmed']:,} confirmed compromised, {ph['vet']['seconds']:.1f} s): recall {v['after']['recall']:.2f}, "
+            f"{v['after']['false_alarms']} false alarms of {v['after']['clean_judged']:,} clean"
         )
         if run["simulate"] is not None:
             s = run["simulate"]
