@@ -116,17 +116,20 @@ STATISTICS_QUICK = {"n_agents": 200, "seeds": 1, "limit_agents": 90, "strengths"
 
 
 @pytest.mark.breaks("statistics", "recall_*")
+@pytest.mark.breaks("statistics", "label_trim_recall_10")
 def test_statistics_recall_fails_when_the_detector_flags_nobody(tmp_path: Path) -> None:
     metrics = run_sabotaged("statistics", "#| export", FLAG_NOBODY, STATISTICS_QUICK, tmp_path)
     assert {f"recall_{a}" for a in ("mimicry", "poisoning", "gradual_drift")} <= failing("statistics", "TESTING", metrics)
+    assert metrics["label_trim_recall_10"] == 0.0 and "label_trim_recall_10" in failing("statistics", "STAGING", metrics)
 
 
 @pytest.mark.breaks("statistics", "fpr")
 @pytest.mark.breaks("statistics", "regime_fpr")
+@pytest.mark.breaks("statistics", "label_trim_fpr_10")
 def test_statistics_fpr_fails_when_the_detector_flags_everyone(tmp_path: Path) -> None:
     metrics = run_sabotaged("statistics", "#| export", FLAG_EVERYONE, STATISTICS_QUICK, tmp_path)
     assert "fpr" in failing("statistics", "DEVELOPMENT", metrics)
-    assert {"fpr", "regime_fpr"} <= failing("statistics", "PRODUCTION", metrics)
+    assert {"fpr", "regime_fpr", "label_trim_fpr_10"} <= failing("statistics", "PRODUCTION", metrics)
 
 
 # The fleet path alarms on every agent of a node whose median moved (what a detector without node
