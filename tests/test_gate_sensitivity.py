@@ -117,10 +117,13 @@ STATISTICS_QUICK = {"n_agents": 200, "seeds": 1, "limit_agents": 90, "strengths"
 
 @pytest.mark.breaks("statistics", "recall_*")
 @pytest.mark.breaks("statistics", "label_trim_recall_10")
+@pytest.mark.breaks("statistics", "limit_*")
 def test_statistics_recall_fails_when_the_detector_flags_nobody(tmp_path: Path) -> None:
     metrics = run_sabotaged("statistics", "#| export", FLAG_NOBODY, STATISTICS_QUICK, tmp_path)
     assert {f"recall_{a}" for a in ("mimicry", "poisoning", "gradual_drift")} <= failing("statistics", "TESTING", metrics)
-    assert metrics["label_trim_recall_10"] == 0.0 and "label_trim_recall_10" in failing("statistics", "STAGING", metrics)
+    staging = failing("statistics", "STAGING", metrics)
+    assert metrics["label_trim_recall_10"] == 0.0 and "label_trim_recall_10" in staging
+    assert {"limit_mimicry", "limit_coordination"} <= staging  # never reached in the sweep: NaN fails
 
 
 @pytest.mark.breaks("statistics", "fpr")
