@@ -375,14 +375,19 @@ def test_monitor_with_an_audited_reference_judges_the_others_and_keeps_to_its_li
     assert "was started with" in capsys.readouterr().err  # another list: another state directory
 
 
+def _vet_command(events: Path, reference: list[str], tmp_path: Path) -> list[str]:
+    """``tcpkit vet`` on the log with ``reference`` written as its candidate reference list."""
+    listed = tmp_path / "reference.txt"
+    listed.write_text("".join(f"{a}\n" for a in reference))
+    return ["vet", str(events), "--window-events", "50", "--reference-windows", "5", "--reference", str(listed)]
+
+
 def test_vet_rounds_then_detect_on_the_trimmed_reference(
     project: Path, log: tuple[Path, dict[str, bool]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     events, labels = log
     agents = sorted(labels)
-    reference = tmp_path / "reference.txt"
-    reference.write_text("".join(f"{a}\n" for a in agents[:300]))
-    common = ["vet", str(events), "--window-events", "50", "--reference-windows", "5", "--reference", str(reference)]
+    common = _vet_command(events, agents[:300], tmp_path)
     first = tmp_path / "round1.csv"
     assert main([*common, "--batch", "30", "--out", str(first)]) == 0, capsys.readouterr().err
     assert "next batch (30)" in capsys.readouterr().out
@@ -412,9 +417,7 @@ def test_vet_names_bad_input(
 ) -> None:
     events, labels = log
     agents = sorted(labels)
-    reference = tmp_path / "reference.txt"
-    reference.write_text("".join(f"{a}\n" for a in agents[:100]))
-    common = ["vet", str(events), "--window-events", "50", "--reference-windows", "5", "--reference", str(reference)]
+    common = _vet_command(events, agents[:100], tmp_path)
     verdicts = tmp_path / "v.csv"
     verdicts.write_text(f"agent,verdict\n{agents[-1]},clean\n")
     assert main([*common, "--verdicts", str(verdicts)]) == 1
