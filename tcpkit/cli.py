@@ -1220,8 +1220,8 @@ def _add_vet(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = _add_command(sub, "vet", "vet a reference fleet in rounds: rank it, propose whom to check next, and "
                      "write it without the agents found compromised (for tcpkit detect --audited)", _cmd_vet)
     _add_log_arguments(p)
-    p.add_argument("--reference", required=True, metavar="FILE",
-                   help="the candidate reference agents (one name per line, or a CSV with an agent column)")
+    p.add_argument("--candidates", required=True, metavar="FILE",
+                   help="the candidate reference agents to vet (one name per line, or a CSV with an agent column)")
     p.add_argument("--verdicts", action="append", default=[], metavar="FILE",
                    help="verdicts so far: a CSV with agent and verdict (compromised or clean) columns, e.g. an "
                    "earlier --out filled in; repeat for several rounds")
@@ -1231,10 +1231,12 @@ def _add_vet(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 
 def _cmd_vet(args: argparse.Namespace) -> int:
+    import warnings
     from pathlib import Path
 
     from tcpkit.detect.audit_round import plan_audit
     from tcpkit.detect.baseline import BaselineError
+    from tcpkit.detect.covariance import SingularDataWarning
     from tcpkit.detect.events import EventError, read_agent_list, read_verdicts
     from tcpkit.detect.files import write_text_atomic
 
@@ -1244,15 +1246,21 @@ def _cmd_vet(args: argparse.Namespace) -> int:
     batch = _count(args.batch, "batch") if args.batch is not None else None
     options = _log_options(args)
     try:
-        reference = read_agent_list(args.reference)
+        reference = read_agent_list(args.candidates)
         verdicts = read_verdicts(args.verdicts)
     except EventError as exc:
         raise UsageError(str(exc)) from None
     feats, _ = _log_features(args, options)
     try:
-        plan = plan_audit(feats, reference, verdicts, batch)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SingularDataWarning)
+            plan = plan_audit(feats, reference, verdicts, batch)
     except (BaselineError, ValueError) as exc:
         raise CheckFailed(str(exc)) from None
+    if any(issubclass(w.category, SingularDataWarning) for w in caught):
+        # e.g. the shares of actions per risk class sum to one: say it once, not per fit
+        print("note: the candidates' features are collinear, so the robust fit of the ranking used a "
+              "Ledoit-Wolf shrinkage estimate instead of MCD")
     if args.out:
         write_text_atomic(args.out, plan.batch_csv())
     if args.trimmed:

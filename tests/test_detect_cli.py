@@ -379,7 +379,7 @@ def _vet_command(events: Path, reference: list[str], tmp_path: Path) -> list[str
     """``tcpkit vet`` on the log with ``reference`` written as its candidate reference list."""
     listed = tmp_path / "reference.txt"
     listed.write_text("".join(f"{a}\n" for a in reference))
-    return ["vet", str(events), "--window-events", "50", "--reference-windows", "5", "--reference", str(listed)]
+    return ["vet", str(events), "--window-events", "50", "--reference-windows", "5", "--candidates", str(listed)]
 
 
 def test_vet_rounds_then_detect_on_the_trimmed_reference(

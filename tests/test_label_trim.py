@@ -136,3 +136,19 @@ def test_nothing_left_to_audit_is_an_empty_batch() -> None:
     ranking = audit_ranking(rng.standard_normal((30, 6, 3)), 3)
     everyone = np.arange(30, dtype=np.intp)
     assert next_audit_batch(ranking, everyone, everyone % 2 == 0, 5).size == 0
+
+
+def test_collinear_features_are_left_out_of_the_robust_fit_not_shrunk_over() -> None:
+    import warnings
+
+    from tcpkit.detect.covariance import SingularDataWarning
+
+    rng = np.random.default_rng(8)
+    w = rng.standard_normal((400, 8, 4))
+    w[:20, 4:] += 2.0  # a few agents that changed
+    shares = np.concatenate([w, 1.0 - w.sum(axis=2, keepdims=True)], axis=2)  # a column the others determine
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SingularDataWarning)
+        with_sum = audit_ranking(shares, 4)
+    # the level block drops the determined column (its change, studentised per feature, is not determined)
+    assert set(range(20)) <= set(with_sum.order[:25].tolist())

@@ -64,7 +64,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy import special, stats
+from scipy import linalg, special, stats
 from sklearn.linear_model import LogisticRegression
 
 from tcpkit.detect.baseline import Baseline, BaselineError, check_windows
@@ -121,6 +121,7 @@ def audit_ranking(windows: ArrayLike, reference_windows: int, random_state: int 
     level = w.mean(axis=1)
     scores = np.zeros(w.shape[0])
     for block in (change, level):
+        block = block[:, _independent_columns(block)]
         d2 = Baseline(method="mcd", random_state=random_state).fit(block).mahalanobis(block)
         scores += -_chi2_logsf(d2, block.shape[1])
     order = np.argsort(-scores, kind="stable").astype(np.intp)
@@ -128,6 +129,28 @@ def audit_ranking(windows: ArrayLike, reference_windows: int, random_state: int 
     spread = both.std(axis=0)
     statistics = (both - np.median(both, axis=0)) / np.where(spread > 0, spread, 1.0)
     return AuditRanking(order=order, scores=scores, statistics=statistics)
+
+
+def _independent_columns(block: NDArray[np.float64], tol: float = 1e-8) -> NDArray[np.bool_]:
+    """Columns of ``block`` that are not (numerically) linear combinations of the others.
+
+    Event logs give such features (the shares of actions per risk class sum to one, and so
+    their changes sum to zero), whose covariance is singular for every estimator; a pivoted
+    QR of the standardised columns keeps a largest independent set, so the robust fit runs
+    on them instead of falling back to shrinkage. The distance is unchanged by the columns
+    dropped: they carry nothing the kept ones do not.
+    """
+    spread = block.std(axis=0)
+    keep = spread > 0
+    z = (block[:, keep] - block[:, keep].mean(axis=0)) / spread[keep]
+    if z.shape[1] == 0:
+        return keep
+    _, r, pivot = linalg.qr(z, mode="economic", pivoting=True)
+    diag = np.abs(np.diag(r))
+    rank = int(np.sum(diag > tol * diag[0]))
+    out = np.zeros(block.shape[1], dtype=bool)
+    out[np.flatnonzero(keep)[np.sort(pivot[:rank])]] = True
+    return out
 
 
 def _chi2_logsf(x: ArrayLike, dof: int) -> NDArray[np.float64]:
