@@ -848,6 +848,19 @@ def _add_bench(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--keep", metavar="DIR", help="with --detect: keep the simulated logs in DIR and reuse them")
 
 
+def _check_outputs(*paths: str | None) -> None:
+    """Each output path (None: not asked for) names a file in an existing directory, or a usage error."""
+    import os
+
+    for path in paths:
+        if path is None or not path:
+            continue
+        if os.path.isdir(path):
+            raise UsageError(f"{path!r} is a directory: give the name of the file to write")
+        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+            raise UsageError(f"{path!r}: its directory does not exist")
+
+
 def _count(value: str, name: str, minimum: int = 1) -> int:
     """An integer argument that may be written 1e6 or 1_000_000."""
     try:
@@ -995,8 +1008,6 @@ def _add_simulate(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    import os
-
     from tcpkit.detect import simulate
     from tcpkit.detect.events import EventError, format_of
     from tcpkit.detect.events_write import write_event_batches, write_labels, write_text_atomic
@@ -1007,9 +1018,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
     if args.audited_agents is not None and args.audited is None:
         raise UsageError("--audited-agents needs --audited PATH (where to write the list)")
-    for path in (args.out, args.labels, args.audited):
-        if path is not None and not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise UsageError(f"{path!r}: its directory does not exist")
+    _check_outputs(args.out, args.labels, args.audited)
     params: dict[str, object] = {"n_agents": _count(args.agents, "agents"),
                                  "seed": _count(args.seed, "seed", minimum=0)}
     for name, value in (("n_nodes", args.nodes), ("n_windows", args.windows),
@@ -1120,12 +1129,8 @@ def _log_features(args: argparse.Namespace, options: tuple[str | None, int | Non
 
 
 def _detect_outputs(args: argparse.Namespace) -> list[tuple[str, str]]:
-    import os
-
     outputs = [(kind, path) for kind, path in (("json", args.json), ("csv", args.csv), ("html", args.html)) if path]
-    for _, path in outputs:
-        if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
-            raise UsageError(f"{path!r}: its directory does not exist")
+    _check_outputs(*(path for _, path in outputs))
     return outputs
 
 
@@ -1232,7 +1237,6 @@ def _add_vet(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 def _cmd_vet(args: argparse.Namespace) -> int:
     import warnings
-    from pathlib import Path
 
     from tcpkit.detect.audit_round import plan_audit
     from tcpkit.detect.baseline import BaselineError
@@ -1240,9 +1244,7 @@ def _cmd_vet(args: argparse.Namespace) -> int:
     from tcpkit.detect.events import EventError, read_agent_list, read_verdicts
     from tcpkit.detect.files import write_text_atomic
 
-    for path in (args.out, args.trimmed):
-        if path and not Path(path).absolute().parent.is_dir():
-            raise UsageError(f"{path!r}: its directory does not exist")
+    _check_outputs(args.out, args.trimmed)
     batch = _count(args.batch, "batch") if args.batch is not None else None
     options = _log_options(args)
     try:

@@ -429,3 +429,18 @@ def test_vet_names_bad_input(
     assert main([*common, "--out", str(tmp_path / "missing" / "b.csv")]) == 2
     assert "its directory does not exist" in capsys.readouterr().err
     assert not (tmp_path / "missing").exists()
+
+
+def test_an_output_that_is_a_directory_is_a_usage_error(
+    log: tuple[Path, dict[str, bool]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events, labels = log
+    common = _vet_command(events, sorted(labels)[:100], tmp_path)
+    assert main([*common, "--out", str(tmp_path)]) == 2
+    assert "is a directory: give the name of the file to write" in capsys.readouterr().err
+    assert main(["detect", str(events), "--json", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    assert main(["simulate", "--agents", "20", "--seed", "1", "--out", str(tmp_path)]) == 2
+    assert not list(tmp_path.glob(".*.tmp"))  # nothing half-written was left behind
+    assert main([*common, "--reference-windows", "30"]) == 1
+    assert "no agent has 30 reference windows: nothing to rank" in capsys.readouterr().err

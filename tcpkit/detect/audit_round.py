@@ -112,6 +112,8 @@ def plan_audit(
     if batch is not None and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
         raise BaselineError(f"batch={batch!r}: expected a positive number of agents")
 
+    if feats.n_agents == 0:
+        raise BaselineError(f"no agent has {feats.reference_windows} reference windows: nothing to rank")
     keep_f, keep_a, _, excluded = complete_windows(feats.windows, feats.feature_names, feats.agents)
     if not keep_f.any():
         raise BaselineError("every feature is undefined in too many windows: nothing to rank on")
