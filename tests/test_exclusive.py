@@ -28,7 +28,7 @@ record("ended", time.time())
 """
 
 
-def _project(root: Path) -> None:
+def _project(root: Path, priorities: dict[str, int] | None = None) -> None:
     nbdir = root / "notebooks"
     nbdir.mkdir(parents=True)
     text = ""
@@ -40,7 +40,8 @@ def _project(root: Path) -> None:
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
         nbformat.write(nb, nbdir / f"{name}.ipynb")
         text += (f'[components.{name}]\nnotebook = "{name}.ipynb"\nowner = "ada"\n'
-                 + ("exclusive = true\n" if name == "timing" else ""))
+                 + ("exclusive = true\n" if name == "timing" and priorities is None else "")
+                 + (f"priority = {priorities[name]}\n" if priorities else ""))
         for gate in GATES:
             text += (f"[components.{name}.gates.{gate}]\ntimeout_s = 120\n"
                      'criteria = [ { metric = "ended", op = ">", threshold = 0 } ]\n')
@@ -76,3 +77,20 @@ def test_exclusive_run_overlaps_nothing_and_load_is_recorded(
         assert isinstance(metrics["tcpkit.load1_after"], float)
     page = (root / "reports" / "DEVELOPMENT" / "timing.html").read_text()
     assert "run conditions" in page and "load1_before" in page
+
+
+def test_runs_ready_together_start_by_priority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tcpkit.release.workspace import Workspace
+
+    monkeypatch.setenv("TCPKIT_KEYS", str(tmp_path / "keys"))
+    monkeypatch.setenv("TCPKIT_RUNNER", "runner-test")
+    monkeypatch.setenv("CI", "1")
+    root = tmp_path / "project"
+    _project(root, {"alpha": 0, "beta": 5, "timing": 2})  # file order: alpha, beta, timing
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["run", "--root", str(root), "--until", "DEVELOPMENT", "--jobs", "1"])
+    assert code == 0, out.getvalue()
+    with Workspace.open(root) as ws:
+        began = {r.component: r.metrics["began"] for r in ws.gate_runs()}
+    assert sorted(began, key=began.__getitem__) == ["beta", "timing", "alpha"]

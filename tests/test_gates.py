@@ -225,6 +225,21 @@ def test_exclusive_on_a_component_and_overridden_by_a_gate(tmp_path: Path) -> No
     assert beta["TESTING"].digest("full") == plain["TESTING"].digest("full")
 
 
+def test_priority_orders_runs_and_changes_no_gate_digest(tmp_path: Path) -> None:
+    text = _good_text().replace('depends_on = ["alpha"]\n', 'depends_on = ["alpha"]\npriority = 3\n')
+    pipeline = load_pipeline(_write(tmp_path, text))
+    assert pipeline.components["beta"].priority == 3 and pipeline.components["alpha"].priority == 0
+    plain = load_pipeline(_write(tmp_path, _good_text())).components["beta"].gates
+    assert all(pipeline.components["beta"].gates[g].digest("full") == plain[g].digest("full") for g in GATES)
+
+
+@pytest.mark.parametrize("value", ['"high"', "1.5", "true", "5000"])
+def test_priority_must_be_a_bounded_integer(tmp_path: Path, value: str) -> None:
+    text = _good_text().replace('depends_on = ["alpha"]\n', f'depends_on = ["alpha"]\npriority = {value}\n')
+    error = _error(_write(tmp_path, text))
+    assert any("components.beta.priority" in e and "integer from -1000 to 1000" in e for e in error.errors)
+
+
 def test_exclusive_must_be_a_boolean(tmp_path: Path) -> None:
     text = _good_text().replace('depends_on = ["alpha"]\n', 'depends_on = ["alpha"]\nexclusive = "yes"\n')
     error = _error(_write(tmp_path, text))

@@ -12,6 +12,11 @@ Evaluation is strict: a criterion whose metric was not recorded fails with
 "not evaluated", and a value that is not a number fails with its reason.
 Nothing passes by default.
 
+``priority`` (an integer on a component, default 0) orders the runs that are ready at
+the same time: the scheduler starts the highest first (ties in file order) and hands a
+run to a worker only when one is free. It changes when a run starts, never what it
+computes or its run key: give it to the components whose chains hold up the pipeline.
+
 ``exclusive = true`` (on a component, or on one of its gates, which then overrides
 the component's value) marks a run that measures speed: the scheduler runs it with
 nothing else in parallel, whatever ``--jobs`` says, and every run records the
@@ -57,8 +62,9 @@ DEFAULT_TIMEOUT_S = 600.0
 """Per-cell execution limit (seconds) when a gate does not set ``timeout_s``."""
 
 _COMPONENT_KEYS = frozenset(
-    {"notebook", "owner", "contributors", "depends_on", "timeout_s", "exclusive", "gates"}
+    {"notebook", "owner", "contributors", "depends_on", "timeout_s", "exclusive", "priority", "gates"}
 )
+PRIORITY_RANGE = (-1000, 1000)
 _GATE_KEYS = frozenset({"parameters", "quick", "criteria", "timeout_s", "exclusive"})
 _CRITERION_KEYS = frozenset({"metric", "op", "threshold"})
 _NAME = re.compile(rf"^{COMPONENT_PATTERN}\Z")
@@ -258,6 +264,7 @@ class ComponentSpec:
     contributors: tuple[str, ...]
     depends_on: tuple[str, ...]
     gates: Mapping[str, GateSpec] = field(default_factory=dict)
+    priority: int = 0  # the scheduler's order among runs ready at once (higher first); no result depends on it
 
     def gate(self, gate: str) -> GateSpec:
         return self.gates[gate]
@@ -478,6 +485,7 @@ class _Validator:
         depends_on = self.names(table, "depends_on", raw.get("depends_on", []))
         default_timeout = self.timeout(table, raw.get("timeout_s", DEFAULT_TIMEOUT_S))
         default_exclusive = self.flag(table, "exclusive", raw.get("exclusive", False))
+        priority = self.priority(table, raw.get("priority", 0))
         gates_raw = raw.get("gates")
         gates: dict[str, GateSpec] = {}
         if not isinstance(gates_raw, dict):
@@ -502,6 +510,7 @@ class _Validator:
             contributors=contributors,
             depends_on=depends_on,
             gates=MappingProxyType({g: gates[g] for g in GATES}),
+            priority=priority,
         )
 
     def names(self, table: Sequence[str], key: str, value: Any) -> tuple[str, ...]:
@@ -524,6 +533,13 @@ class _Validator:
             self.error(table, "timeout_s", "must be a number of seconds between 0 and 86400")
             return DEFAULT_TIMEOUT_S
         return float(value)
+
+    def priority(self, table: Sequence[str], value: Any) -> int:
+        low, high = PRIORITY_RANGE
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            self.error(table, "priority", f"must be an integer from {low} to {high}")
+            return 0
+        return value
 
     def flag(self, table: Sequence[str], key: str, value: Any) -> bool:
         if not isinstance(value, bool):

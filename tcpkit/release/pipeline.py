@@ -360,13 +360,16 @@ class GatePipeline:
             state[component] = "done"
 
         def dispatch(pool: cf.ThreadPoolExecutor) -> None:
-            """Submit queued runs in order; an exclusive run waits for a idle machine and holds
-            back everything behind it until it is done."""
-            while pending and not exclusive:
-                job = pending[0]
+            """Start queued runs while a worker is free, the highest component ``priority`` first
+            (ties in queue order); an exclusive run waits for an idle machine and holds back
+            everything behind it until it is done."""
+            while pending and not exclusive and len(futures) < self.options.jobs:
+                first = max(range(len(pending)),
+                            key=lambda i: (self.pipeline.components[pending[i].component].priority, -i))
+                job = pending[first]
                 if job.spec.exclusive and futures:
                     return
-                pending.pop(0)
+                pending.pop(first)
                 if self._warm.ident is None:
                     self._warm.start()
                 future = pool.submit(execute, job, signer.name)
