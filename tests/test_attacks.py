@@ -370,3 +370,35 @@ def test_the_unattacked_fleet_is_judged_once_for_every_budget_zero() -> None:
     evaluate_attacks({"c": Counting}, [0], config=TINY, attacks=["mimicry", "drift", "poisoning"],
                      budgets={"mimicry": [0.0, 3.0], "drift": [0.0, 6.0], "poisoning": [0.0, 3.0]})
     assert len(calls) == 4  # one unattacked call shared by the three zero budgets, one per attacked budget
+
+
+def test_curve_seeds_judge_the_off_gate_budgets_on_fewer_seeds_and_leave_the_gated_numbers_alone() -> None:
+    import functools
+
+    detectors = {"naive": NaiveDetector, "shipped": functools.partial(build_detector, DetectorConfig(alpha=0.1))}
+    attacks = ["mimicry", "poisoning", "drift", "probing", "coordination"]
+    full = evaluate_attacks(detectors, [4, 5, 6], config=TINY, attacks=attacks)
+    short = evaluate_attacks(detectors, [4, 5, 6], config=TINY, attacks=attacks, curve_seeds=1)
+    for key, c in full.curves.items():
+        s = short.curves[key]
+        ref = c.budgets.index(c.reference_budget)
+        # the gated budget: every seed, the same counts and the same per-seed rates
+        assert (s.evaded[ref], s.trials[ref], s.per_seed[ref]) == (c.evaded[ref], c.trials[ref], c.per_seed[ref])
+        assert s.seed_interval(s.reference_budget) == c.seed_interval(c.reference_budget)
+        for i, b in enumerate(c.budgets):
+            if i == ref:
+                continue
+            # an off-gate budget: the first seed only, as judged in the full run
+            assert s.trials[i] == c.trials[i] // 3 and s.per_seed[i][0] == c.per_seed[i][0]
+            assert all(math.isnan(x) for x in s.per_seed[i][1:])
+            assert all(math.isnan(x) for x in s.seed_interval(b))
+        assert "off-gate budgets on 1" in s.summary() and " - " in s.summary()
+    gated = {k: v for k, v in full.metrics().items() if not k.startswith(("half_", "false_alarm", "clean_"))}
+    assert {k: short.metrics()[k] for k in gated} == gated
+    assert short.false_alarms["naive"].clean < full.false_alarms["naive"].clean  # fewer fleets judged
+
+
+@pytest.mark.parametrize("curve_seeds", [0, -1, 1.5, True, "2"])
+def test_a_bad_curve_seeds_is_one_clear_error(curve_seeds: object) -> None:
+    with pytest.raises(AttackError, match="curve_seeds="):
+        evaluate_attacks({"never": Never}, [0], config=TINY, curve_seeds=curve_seeds)  # type: ignore[arg-type]

@@ -68,7 +68,11 @@ The evasion rate at a budget is the share of attacker-controlled agents that the
 detector does not flag (over seeds), with a Wilson interval over agents and a
 cluster-bootstrap interval over seeds. Agents of one seed share one fit, one
 calibration set and one BH cut, so the Wilson interval is too narrow; the seed
-interval (the world as the unit) is the honest one once there are several seeds. :attr:`EvasionCurve.half_budget` is the
+interval (the world as the unit) is the honest one once there are several seeds. The gated
+budget of each attack is judged on every seed; with ``curve_seeds`` the other budgets of
+the sweep (the shape of the curve, reported and not gated) are judged on the first
+``curve_seeds`` seeds only, so their intervals are wider and say so (``per_seed`` holds NaN
+for a seed a budget was not judged on). :attr:`EvasionCurve.half_budget` is the
 budget at which evasion crosses 0.5: for shift attacks (evasion falls with the
 budget) the largest shift the attacker can make and still evade half the time
 (linear interpolation; ``inf`` when evasion stays above 0.5 over the sweep); for
@@ -570,7 +574,8 @@ class EvasionCurve:
         and attacker agents.
     rates, ci_low, ci_high : ``evaded / trials`` and its Wilson interval (too narrow:
         the agents of one seed share a fit; see ``per_seed`` and :meth:`seed_interval`).
-    per_seed : (n_budgets, n_seeds) evasion rate of each seed.
+    per_seed : (n_budgets, n_seeds) evasion rate of each seed; NaN where that budget was
+        not judged on that seed (off-gate budgets with ``curve_seeds``).
     seeds : the evaluation seeds.
     reference_budget : the budget of the gated number.
     """
@@ -609,11 +614,12 @@ class EvasionCurve:
         The unit is the simulated world (one fit, one calibration, one BH cut each), so
         the interval respects the dependence that the Wilson interval ignores. Every seed
         has the same number of attackers, so the pooled rate is the mean of the seeds'
-        rates. ``(nan, nan)`` with fewer than two seeds.
+        rates. Only the seeds ``budget`` was judged on count; ``(nan, nan)`` with fewer than two.
         """
         self.at(budget)
         i = next(j for j, b in enumerate(self.budgets) if math.isclose(b, budget))
         rates = np.asarray(self.per_seed[i], dtype=np.float64)
+        rates = rates[np.isfinite(rates)]
         if rates.size < 2:
             return math.nan, math.nan
         rng = np.random.default_rng(0)
@@ -638,13 +644,16 @@ class EvasionCurve:
         return float(b0 + (r0 - 0.5) / (r0 - r1) * (b1 - b0))
 
     def summary(self) -> str:
+        judged = [int(np.isfinite(row).sum()) for row in np.asarray(self.per_seed, dtype=np.float64)]
+        fewer = sorted({n for n in judged if n < len(self.seeds)})
+        off_gate = f" (off-gate budgets on {', '.join(map(str, fewer))})" if fewer else ""
         lines = [
-            f"{self.attack} vs {self.detector} (budget: {self.unit}); {len(self.seeds)} seeds; "
+            f"{self.attack} vs {self.detector} (budget: {self.unit}); {len(self.seeds)} seeds{off_gate}; "
             f"{100 * (1 - self.ci_alpha):.0f}% intervals: Wilson over agents, bootstrap over seeds",
             f"{'budget':>8} {'evaded':>11} {'rate':>6}  {'Wilson':<16} {'over seeds':<16} per seed",
         ]
         for i, b in enumerate(self.budgets):
-            seeds = " ".join(f"{x:.2f}" for x in self.per_seed[i])
+            seeds = " ".join(f"{x:.2f}" if math.isfinite(x) else "-" for x in self.per_seed[i])
             lo, hi = self.seed_interval(b)
             over = f"[{lo:.3f}, {hi:.3f}]" if math.isfinite(lo) else "(one seed)"
             lines.append(
@@ -797,11 +806,12 @@ def _seed_result(
 
 def _seed_results(
     seeds: tuple[int, ...], detectors: Mapping[str, DetectorFactory], cfg: AttackConfig,
-    sweeps: Mapping[str, tuple[float, ...]], workers: int,
+    sweeps: Sequence[Mapping[str, tuple[float, ...]]], workers: int,
 ) -> list[_SeedResult]:
-    """:func:`_seed_result` of each seed, in seed order; seeds spread over ``workers`` processes."""
+    """:func:`_seed_result` of each seed with its sweep (``sweeps[i]`` for ``seeds[i]``), in
+    seed order; seeds spread over ``workers`` processes."""
     if workers == 1 or len(seeds) == 1:
-        return [_seed_result(seed, detectors, cfg, sweeps) for seed in seeds]
+        return [_seed_result(seed, detectors, cfg, sweep) for seed, sweep in zip(seeds, sweeps, strict=True)]
     import multiprocessing
     import pickle
     from concurrent.futures import ProcessPoolExecutor
@@ -815,7 +825,8 @@ def _seed_results(
         ) from None
     context = multiprocessing.get_context("spawn")  # sklearn's OpenMP runtime does not survive a fork
     with ProcessPoolExecutor(max_workers=min(workers, len(seeds)), mp_context=context) as pool:
-        futures = [pool.submit(_seed_result, seed, dict(detectors), cfg, dict(sweeps)) for seed in seeds]
+        futures = [pool.submit(_seed_result, seed, dict(detectors), cfg, dict(sweep))
+                   for seed, sweep in zip(seeds, sweeps, strict=True)]
         return [f.result() for f in futures]
 
 
@@ -828,6 +839,7 @@ def evaluate_attacks(
     budgets: Mapping[str, Iterable[float]] | None = None,
     ci_alpha: float = 0.05,
     workers: int = 1,
+    curve_seeds: int | None = None,
 ) -> SecurityEvaluation:
     """Run every attack against every detector on the same seeded fleets.
 
@@ -844,6 +856,12 @@ def evaluate_attacks(
     workers : processes the seeds are spread over (each seed's world is independent); the
         result is identical to one process (tallies and probe shifts are merged in seed
         order). More than 1 needs factories a spawned process can unpickle.
+    curve_seeds : judge the budgets other than each attack's reference budget (the gated
+        one, always judged on every seed) on the first ``curve_seeds`` seeds only (None:
+        every seed). Every detect call of the shipped detector trains its adaptive test, so
+        the off-gate points of the curve cost most of the run; with fewer seeds their
+        intervals widen, and the gated numbers are unchanged (a seed's world and fits do
+        not depend on which budgets are judged).
     """
     cfg = config if config is not None else AttackConfig()
     if not isinstance(cfg, AttackConfig):
@@ -861,9 +879,17 @@ def evaluate_attacks(
     seed_list = _check_seeds(seeds)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise AttackError(f"workers={workers!r}: expected a positive number of processes")
+    if curve_seeds is not None and (
+        isinstance(curve_seeds, bool) or not isinstance(curve_seeds, int) or curve_seeds < 1
+    ):
+        raise AttackError(f"curve_seeds={curve_seeds!r}: expected a positive number of seeds, or None")
+    gated_only = {a: (REFERENCE_BUDGETS[a],) for a in sweeps}
+    per_seed_sweeps = [
+        sweeps if curve_seeds is None or i < curve_seeds else gated_only for i in range(len(seed_list))
+    ]
     tally = _Tally()
     probe_shift: dict[str, dict[float, list[float]]] = {}
-    for seed_tally, seed_shift in _seed_results(seed_list, detectors, cfg, sweeps, workers):
+    for seed_tally, seed_shift in _seed_results(seed_list, detectors, cfg, per_seed_sweeps, workers):
         tally.merge(seed_tally)
         for name, by_budget in seed_shift.items():
             for b, values in by_budget.items():
@@ -948,15 +974,17 @@ def _attack_world(
 
 def _curve(attack: str, name: str, sweep: tuple[float, ...], seeds: tuple[int, ...],
            tally: _Tally, ci_alpha: float) -> EvasionCurve:
-    ev = np.array([[tally.evaded[attack, name, b, s] for s in seeds] for b in sweep], dtype=np.int64)
-    tr = np.array([[tally.trials[attack, name, b, s] for s in seeds] for b in sweep], dtype=np.int64)
+    # a (budget, seed) pair not judged (an off-gate budget beyond curve_seeds) counts 0 of 0
+    ev = np.array([[tally.evaded.get((attack, name, b, s), 0) for s in seeds] for b in sweep], dtype=np.int64)
+    tr = np.array([[tally.trials.get((attack, name, b, s), 0) for s in seeds] for b in sweep], dtype=np.int64)
     evaded, trials = ev.sum(axis=1), tr.sum(axis=1)
+    per_seed = np.where(tr > 0, ev / np.maximum(tr, 1), np.nan)
     low, high = _wilson(evaded, trials, ci_alpha)
     return EvasionCurve(
         attack=attack, detector=name, budgets=sweep,
         evaded=tuple(int(x) for x in evaded), trials=tuple(int(x) for x in trials),
         rates=tuple(float(x) for x in evaded / trials),
         ci_low=tuple(float(x) for x in low), ci_high=tuple(float(x) for x in high),
-        per_seed=tuple(tuple(float(x) for x in row) for row in ev / tr),
+        per_seed=tuple(tuple(float(x) for x in row) for row in per_seed),
         seeds=seeds, reference_budget=REFERENCE_BUDGETS[attack], ci_alpha=ci_alpha,
     )
