@@ -171,8 +171,11 @@ def moderate() -> dict[str, Any]:
     return {"n_agents": 3000, "compromised_fraction": 0.35, "seed": 0}
 
 
-def test_default_world_has_no_attack_beyond_three_sds(moderate: dict[str, Any]) -> None:
-    table = separability_table(simulate_network(**moderate))
+@pytest.mark.parametrize("seed", [11, 12])
+def test_default_world_has_no_attack_beyond_three_sds(seed: int) -> None:
+    # 20,000 agents (about 1,000 per attack type): the medians are the world's, not the noise of a
+    # few hundred agents; seed 12 is a world where the unscaled shifts reached 3.30 (simulate.py)
+    table = separability_table(simulate_network(n_agents=20_000, compromised_fraction=0.35, seed=seed))
     assert [r.attack for r in table.rows] == list(ATTACKS)
     for r in table.rows:
         assert r.change_effect <= 3.0 and r.level_effect <= 3.0, r

@@ -362,6 +362,33 @@ _DEFAULT_LAT = {**dict.fromkeys(ATTACKS, -0.03), "gradual_drift": -0.06, "mimicr
                 "poisoning": -0.3}
 _DEFAULT_CONF_SPREAD = {**dict.fromkeys(ATTACKS, -0.07), "mimicry": 0.0, "poisoning": -0.3}
 _DEFAULT_LAT_SPREAD = {**dict.fromkeys(ATTACKS, -0.4), "mimicry": 0.0}
+# The world differs from seed to seed (regime history, node effects), and so does each attack's
+# best-feature effect: the shifts above reached 3.30 clean-agent SDs on 20,000-agent tuning worlds
+# (seeds 11-13; 2.95 on seed 77, 2.94 on the 3,000-agent world of seed 0 the first test used). Every
+# shift of an attack is scaled by its margin below, so that the effect stays at most 3 on every
+# 20,000-agent tuning world measured (seeds 0, 11-14, 77: 2.80-2.95; tests/test_simulate_world.py
+# checks two of them). A 3,000-agent table's maximum over 14 medians of ~150 agents each is biased
+# upwards by their sampling noise (up to 3.08 over seeds 0-9), so notebooks use 20,000 agents.
+_DEFAULT_MARGIN = {
+    "gradual_drift": 0.89,
+    "fp_inflation": 0.93,
+    "fn_suppression": 1.0,
+    "semantic_hijack": 0.925,
+    "coordination": 0.96,
+    "mimicry": 0.97,
+    "poisoning": 1.0,
+}
+
+
+def _with_margin(shifts: dict[str, float]) -> dict[str, float]:
+    return {a: _DEFAULT_MARGIN[a] * v for a, v in shifts.items()}
+
+
+_DEFAULT_RISK = _with_margin(_DEFAULT_RISK)
+_DEFAULT_CONF = _with_margin(_DEFAULT_CONF)
+_DEFAULT_LAT = _with_margin(_DEFAULT_LAT)
+_DEFAULT_CONF_SPREAD = _with_margin(_DEFAULT_CONF_SPREAD)
+_DEFAULT_LAT_SPREAD = _with_margin(_DEFAULT_LAT_SPREAD)
 DIFFICULTIES: dict[str, Difficulty] = {
     # the ancestor's magnitudes on the risk only: confidence and latency stay honest
     "easy": _preset("easy", dict.fromkeys(ATTACKS, 1.0), _NO_SHIFT, _NO_SHIFT, 0.15),
