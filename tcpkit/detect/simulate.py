@@ -342,7 +342,7 @@ def _preset(
 
 
 _NO_SHIFT = dict.fromkeys(ATTACKS, 0.0)
-_DEFAULT_RISK = {
+_UNSCALED_RISK = {
     "gradual_drift": 0.175,
     "fp_inflation": 0.066,
     "fn_suppression": 0.09,
@@ -356,12 +356,12 @@ _DEFAULT_RISK = {
 # than the mean). Mimicry hides in all four and keeps them honest. Poisoning is there from
 # window 0, so only the level sees it: larger shifts, within the honest agents' spread of
 # confidence and latency levels.
-_DEFAULT_CONF = {**dict.fromkeys(ATTACKS, 0.022), "gradual_drift": 0.03, "mimicry": 0.0,
-                 "poisoning": 0.09}
-_DEFAULT_LAT = {**dict.fromkeys(ATTACKS, -0.03), "gradual_drift": -0.06, "mimicry": 0.0,
-                "poisoning": -0.3}
-_DEFAULT_CONF_SPREAD = {**dict.fromkeys(ATTACKS, -0.07), "mimicry": 0.0, "poisoning": -0.3}
-_DEFAULT_LAT_SPREAD = {**dict.fromkeys(ATTACKS, -0.4), "mimicry": 0.0}
+_UNSCALED_CONF = {**dict.fromkeys(ATTACKS, 0.022), "gradual_drift": 0.03, "mimicry": 0.0,
+                   "poisoning": 0.09}
+_UNSCALED_LAT = {**dict.fromkeys(ATTACKS, -0.03), "gradual_drift": -0.06, "mimicry": 0.0,
+                  "poisoning": -0.3}
+_UNSCALED_CONF_SPREAD = {**dict.fromkeys(ATTACKS, -0.07), "mimicry": 0.0, "poisoning": -0.3}
+_UNSCALED_LAT_SPREAD = {**dict.fromkeys(ATTACKS, -0.4), "mimicry": 0.0}
 # The world differs from seed to seed (regime history, node effects), and so does each attack's
 # best-feature effect: the shifts above reached 3.30 clean-agent SDs on 20,000-agent tuning worlds
 # (seeds 11-13; 2.95 on seed 77, 2.94 on the 3,000-agent world of seed 0 the first test used). Every
@@ -384,11 +384,11 @@ def _with_margin(shifts: dict[str, float]) -> dict[str, float]:
     return {a: _DEFAULT_MARGIN[a] * v for a, v in shifts.items()}
 
 
-_DEFAULT_RISK = _with_margin(_DEFAULT_RISK)
-_DEFAULT_CONF = _with_margin(_DEFAULT_CONF)
-_DEFAULT_LAT = _with_margin(_DEFAULT_LAT)
-_DEFAULT_CONF_SPREAD = _with_margin(_DEFAULT_CONF_SPREAD)
-_DEFAULT_LAT_SPREAD = _with_margin(_DEFAULT_LAT_SPREAD)
+_DEFAULT_RISK = _with_margin(_UNSCALED_RISK)
+_DEFAULT_CONF = _with_margin(_UNSCALED_CONF)
+_DEFAULT_LAT = _with_margin(_UNSCALED_LAT)
+_DEFAULT_CONF_SPREAD = _with_margin(_UNSCALED_CONF_SPREAD)
+_DEFAULT_LAT_SPREAD = _with_margin(_UNSCALED_LAT_SPREAD)
 DIFFICULTIES: dict[str, Difficulty] = {
     # the ancestor's magnitudes on the risk only: confidence and latency stay honest
     "easy": _preset("easy", dict.fromkeys(ATTACKS, 1.0), _NO_SHIFT, _NO_SHIFT, 0.15),
