@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?= full
+# pytest and nbval spread their tests over this many worker processes (pytest-xdist; 0: none)
+TEST_WORKERS ?= 2
 
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 export MPLBACKEND := Agg
@@ -39,11 +41,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 # every notebook top to bottom with its quick defaults; errors fail, outputs are not compared
+# (--dist loadscope keeps each notebook's cells in order on one process, in one kernel)
 nbval: $(STAMP)
-	$(BIN)/pytest -q --nbval-lax -p no:cacheprovider notebooks/
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadscope --nbval-lax -p no:cacheprovider notebooks/
 
 # IPython reads <venv>/etc/ipython/ for every kernel of the venv; this file loads %tcpkit only in
 # kernels that a Jupyter server starts for a notebook (gate runs by papermill are left alone)
