@@ -7,11 +7,10 @@ import pytest
 
 from tcpkit.detect.audited import audited_fleet
 from tcpkit.detect.baseline import BaselineError
-from tcpkit.detect.config import DetectorConfig, build_detector
+from tcpkit.detect.config import build_detector, shipped_config
 from tcpkit.detect.label_trim import audit_ranking, next_audit_batch, run_audit, trim_confirmed
-from tcpkit.detect.simulate import FEATURE_NAMES
 
-SHIPPED = DetectorConfig(features=FEATURE_NAMES, adaptive=True, reference_screen=True, level_space="gaussianised")
+SHIPPED = shipped_config()
 
 
 def _windows(rng: np.random.Generator, n: int, n_windows: int = 10, d: int = 4) -> np.ndarray:

@@ -312,7 +312,12 @@ def _judge_audited(
         )
     if n_audited == audited.size:
         raise BaselineError("every agent is in the audited reference: nobody is left to judge")
-    detector = build_detector(config.replace(features=list(names), reference_windows=k))
+    # the threat-directed test's library speaks the simulator's features; a log with other
+    # columns is judged by the other tests alone (the notes say which detector ran)
+    from tcpkit.detect.simulate import FEATURE_NAMES
+
+    library = config.threat_library if tuple(names) == FEATURE_NAMES else None
+    detector = build_detector(config.replace(features=list(names), reference_windows=k, threat_library=library))
     detector.fit(w[audited])
     judged_w = w[~audited]
     result = detector.detect(judged_w)

@@ -30,6 +30,15 @@ each answering a different question, are therefore run per agent and combined:
     mean), robustly standardised on the fitting agents. A compromise that touches one
     command family moves this one coordinate strongly while the 12-dimensional
     ``change`` distance spreads its evidence over all degrees of freedom.
+``directed`` (when ``config.threat_library`` names a library world)
+    the largest standardised one-sided projection of the agent's change and level on the
+    directions the known compromise types move (:mod:`tcpkit.detect.threats`: Fisher
+    directions learned on a labelled simulated world of the tuning seed range, frozen with
+    the model). An omnibus distance pays for every direction that carries nothing; this test
+    pays for one per known type, and so finds several-SD moves spread over a few features that
+    the distances miss. It adds nothing against an attack unlike the library's (the omnibus
+    and adaptive tests remain for those) and, being a function of the agent alone, leaves the
+    p-values exact.
 ``adaptive`` (when ``config.adaptive``)
     a score learned from the batch being judged (:mod:`tcpkit.detect.adaptive`,
     AdaDetect): a classifier of reference agents kept aside for it (the null training
@@ -107,12 +116,15 @@ from tcpkit.detect.regression import LevelRegression, fit_level_regression
 from tcpkit.detect.screen import SCREEN_PARTS, ReferenceScreen, ScreenResult, fit_screen
 from tcpkit.detect.sequential import CusumDetector, CusumResult
 from tcpkit.detect.studentize import own_sd, studentize_prior
+from tcpkit.detect.threats import ThreatDirections, ThreatError, fisher_directions, library_world
 from tcpkit.detect.weighted_minp import WeightedMinp
 
 COMPONENTS = ("change", "level", "cusum")
 FAMILY_COMPONENT = "family"
+DIRECTED_COMPONENT = "directed"
 ADAPTIVE_COMPONENT = "adaptive"
 ESTIMATED_BASELINES = ("change", "level", "window")
+SIGNED_COMPONENTS = (FAMILY_COMPONENT, DIRECTED_COMPONENT)  # standardised scores, not distances
 
 
 class KernelLike(Protocol):
@@ -497,6 +509,10 @@ class NetworkDetector:
             self.focus_location_ = float(np.median(focus))
             mad = float(np.median(np.abs(focus - self.focus_location_)))
             self.focus_scale_ = max(1.4826 * mad, 1e-12)
+        self.threats_: ThreatDirections | None = None
+        if self.config.threat_library is not None:
+            self.threats_ = self._learn_threats(w.shape[1], self._directed_rows(feats, fit_rows))
+            self.components_ = (*self.components_, DIRECTED_COMPONENT)
         fit_scores = self._component_scores(feats, fit_rows)
         self.tiebreak_scale_ = np.array(
             [max(float(np.median(np.abs(fit_scores[name]))), 1e-12) for name in self.components_]
@@ -522,6 +538,33 @@ class NetworkDetector:
             self.adaptive_calibration_ = self._agent_rows(feats, cal_rows, cal_scores)
             self.components_ = (*self.components_, ADAPTIVE_COMPONENT)
         return self
+
+    @staticmethod
+    def _directed_rows(feats: _Features, rows: NDArray[np.intp] | slice) -> NDArray[np.float64]:
+        """The threat-directed test's agent space: the change and the level in the level test's space."""
+        return np.hstack([feats.change[rows], feats.level_test[rows]])
+
+    def _learn_threats(self, n_windows: int, fit_rows: NDArray[np.float64]) -> ThreatDirections:
+        """Fisher directions of the library world's compromise types, in this detector's agent space."""
+        from tcpkit.detect.simulate import ATTACKS, FEATURE_NAMES
+
+        if self.feature_names != FEATURE_NAMES:
+            raise BaselineError(
+                f"threat_library needs the simulator's features {FEATURE_NAMES}, "
+                f"not {self.feature_names}: set threat_library=None for other data"
+            )
+        seed = self.config.threat_library
+        assert seed is not None
+        windows, attack = library_world(seed, n_windows)
+        rows = self._directed_rows(self._features(windows), slice(None))
+        try:
+            directions = fisher_directions(rows, attack, ATTACKS)
+        except ThreatError as exc:
+            raise BaselineError(f"threat library (seed {seed}): {exc}") from None
+        along = fit_rows @ directions.T
+        location = np.median(along, axis=0)
+        scale = np.maximum(1.4826 * np.median(np.abs(along - location), axis=0), 1e-12)
+        return ThreatDirections(ATTACKS, directions, location, scale)
 
     def _screen(
         self,
@@ -617,6 +660,12 @@ class NetworkDetector:
                 dtype=np.float64,
             ),
         }
+        threats = getattr(self, "threats_", None)
+        if threats is not None:
+            out["threat_attacks"] = np.array(threats.attacks, dtype=np.str_)
+            out["threat_directions"] = np.asarray(threats.directions, dtype=np.float64)
+            out["threat_location"] = np.asarray(threats.location, dtype=np.float64)
+            out["threat_scale"] = np.asarray(threats.scale, dtype=np.float64)
         for name in ESTIMATED_BASELINES:
             base: Baseline = getattr(self, f"{name}_")
             out[f"{name}_location"] = base.location_
@@ -705,6 +754,24 @@ class NetworkDetector:
             det.screened_ = ScreenResult(
                 tuple((name, int(r), int(of)) for name, (r, of) in zip(SCREEN_PARTS, screened, strict=False))
             )
+            det.threats_ = None
+            if (DIRECTED_COMPONENT in det.components_) != (config.threat_library is not None):
+                raise BaselineError("the model's components and its threat_library setting disagree")
+            if config.threat_library is not None:
+                try:
+                    det.threats_ = ThreatDirections(
+                        tuple(str(a) for a in np.asarray(arrays["threat_attacks"]).reshape(-1)),
+                        np.asarray(arrays["threat_directions"], dtype=np.float64),
+                        np.asarray(arrays["threat_location"], dtype=np.float64),
+                        np.asarray(arrays["threat_scale"], dtype=np.float64),
+                    )
+                except ThreatError as exc:
+                    raise BaselineError(f"the model's threat directions: {exc}") from None
+                width = d + len(det.level_space_.columns)
+                if det.threats_.directions.shape[1] != width:
+                    raise BaselineError(
+                        f"threat directions have {det.threats_.directions.shape[1]} columns, the model {width}"
+                    )
             det.tiebreak_scale_ = np.asarray(arrays["tiebreak_scale"], dtype=np.float64)
             cal = np.asarray(arrays["calibration_matrix"], dtype=np.float64)
             n_fixed = len(det._fixed_components())
@@ -755,6 +822,7 @@ class NetworkDetector:
             "change": self.config.change_weight,
             "level": self.config.level_weight,
             ADAPTIVE_COMPONENT: self.config.adaptive_weight,
+            DIRECTED_COMPONENT: self.config.threat_weight,
         }
         return tuple(weight.get(name, 1) for name in self.components_)
 
@@ -779,6 +847,8 @@ class NetworkDetector:
         if self.focus_index_ >= 0:
             focus = feats.change[rows, self.focus_index_]
             out[FAMILY_COMPONENT] = (focus - self.focus_location_) / self.focus_scale_
+        if self.threats_ is not None:
+            out[DIRECTED_COMPONENT] = self.threats_.score(self._directed_rows(feats, rows))
         return out
 
     def cusum(self, windows: ArrayLike) -> CusumResult:
@@ -811,7 +881,7 @@ class NetworkDetector:
         if scores is None:
             scores = self._component_scores(feats, rows)
         columns = [
-            scores[name] if name == FAMILY_COMPONENT else np.log1p(np.maximum(scores[name], 0.0))
+            scores[name] if name in SIGNED_COMPONENTS else np.log1p(np.maximum(scores[name], 0.0))
             for name in fixed
         ]
         return np.hstack([feats.change[rows], feats.level[rows], np.column_stack(columns)])

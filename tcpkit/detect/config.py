@@ -25,6 +25,7 @@ from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from tcpkit.detect.kernel_config import KernelConfig, KernelConfigError
+from tcpkit.detect.seeds import TUNING_SEEDS
 
 if TYPE_CHECKING:
     from tcpkit.detect.composite import KernelFactory, NetworkDetector
@@ -166,6 +167,15 @@ class DetectorConfig:
         their share (``NetworkDetector.screened_`` reports the removed share, an upper
         estimate). Default off (a vetted reference needs none); the statistics component
         ships it on.
+    threat_library : seed of the labelled library world (:func:`tcpkit.detect.threats.library_world`,
+        from the tuning seed range) whose compromise types give the threat-directed test its
+        directions (:mod:`tcpkit.detect.threats`), or None (default) for no such test. Needs the
+        simulator's features (:data:`tcpkit.detect.simulate.FEATURE_NAMES`). Its p-values stay
+        exact whatever the directions; it adds power only against attacks that move like the
+        library's. The statistics component ships it on.
+    threat_weight : weight of the threat-directed test in the combined min-p (as
+        ``change_weight``). Default 64, chosen on tuning fleets 500-505 (weights 8, 16, 32, 64 and
+        128 measured; 64 and 128 gave the same decisions there).
     features : feature names the detector expects, in order (None: whatever the data has).
     random_state : seed of the reference split and of MCD's random starts.
     kernel : the scoring kernel's settings (precision, rows per chunk, threads), a
@@ -191,6 +201,8 @@ class DetectorConfig:
     level_space: str = "raw"
     level_weight: int = 1
     reference_screen: bool = False
+    threat_library: int | None = None
+    threat_weight: int = 64
     features: tuple[str, ...] | None = None
     random_state: int = 0
     kernel: KernelConfig = KernelConfig()
@@ -250,6 +262,14 @@ def _validated(config: DetectorConfig) -> dict[str, Any]:
     for flag in ("studentize", "adaptive", "reference_screen"):
         if not isinstance(getattr(config, flag), bool):
             raise ConfigError(f"{flag}={getattr(config, flag)!r}: expected true or false")
+    library = config.threat_library
+    if library is not None and (
+        isinstance(library, bool) or not isinstance(library, int) or library not in TUNING_SEEDS
+    ):
+        # the library is what the test learns from: a gate's held-out world must never be it
+        raise ConfigError(
+            f"threat_library={library!r}: expected a tuning seed ({TUNING_SEEDS.start}-{TUNING_SEEDS.stop - 1}) or null"
+        )
     seed = config.random_state
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(f"random_state={seed!r}: expected a non-negative integer")
@@ -268,6 +288,7 @@ def _validated(config: DetectorConfig) -> dict[str, Any]:
         "adaptive_model": _choice("adaptive_model", config.adaptive_model, ADAPTIVE_MODELS),
         "level_space": _choice("level_space", config.level_space, LEVEL_SPACES),
         "level_weight": _integer("level_weight", config.level_weight, 1),
+        "threat_weight": _integer("threat_weight", config.threat_weight, 1),
         "max_fit_agents": _integer("max_fit_agents", config.max_fit_agents, 20),
         "features": _names("features", config.features),
         "kernel": kernel,
@@ -284,3 +305,29 @@ def build_detector(
 
     cfg = config if isinstance(config, DetectorConfig) else DetectorConfig.from_mapping(config)
     return NetworkDetector(config=cfg, kernel_factory=kernel_factory)
+
+
+# The labelled library world of the shipped threat-directed test: a tuning seed, never a gate's
+# (fleets 500-505 chose the weight; on fleets 506-511 libraries 60_001 and 61_002 gave the same
+# picture, so the seed is not a tuned value either).
+THREAT_LIBRARY_SEED = 60_001
+
+
+def shipped_config() -> DetectorConfig:
+    """The statistics component's shipped settings, written once (its notebook and the security
+    notebook both measure this configuration; production loads it frozen with the fitted model).
+
+    DetectorConfig's defaults on the simulator's features, with the adaptive test on (the
+    reference is audited inside the fleet), the reference screen on (a planted cluster in the
+    reference is removed before it calibrates), the level test in its gaussianised space and the
+    threat-directed test learned from the library world of :data:`THREAT_LIBRARY_SEED`.
+    """
+    from tcpkit.detect.simulate import FEATURE_NAMES
+
+    return DetectorConfig(
+        features=FEATURE_NAMES,
+        adaptive=True,
+        reference_screen=True,
+        level_space="gaussianised",
+        threat_library=THREAT_LIBRARY_SEED,
+    )
