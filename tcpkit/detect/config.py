@@ -174,8 +174,13 @@ class DetectorConfig:
         exact whatever the directions; it adds power only against attacks that move like the
         library's. The statistics component ships it on.
     threat_weight : weight of the threat-directed test in the combined min-p (as
-        ``change_weight``). Default 64, chosen on tuning fleets 500-505 (weights 8, 16, 32, 64 and
-        128 measured; 64 and 128 gave the same decisions there).
+        ``change_weight``). Default 8, chosen on tuning seeds: on the statistics fleets 500-511
+        (500 agents, 20 % compromised) weights 4-128 were measured and 8 kept nearly all of the
+        gain of 64 (mimicry and poisoning a few points lower); in the security worlds
+        500000-500001 (a tenth of the fleet attacked, a poisoned reference) weights of 16 and
+        above let the attackers evade, all of them at 64: every weight shrinks the other tests'
+        share of the min-p, and with few attacked agents near the conformal floor BH then
+        flags none.
     features : feature names the detector expects, in order (None: whatever the data has).
     random_state : seed of the reference split and of MCD's random starts.
     kernel : the scoring kernel's settings (precision, rows per chunk, threads), a
@@ -202,7 +207,7 @@ class DetectorConfig:
     level_weight: int = 1
     reference_screen: bool = False
     threat_library: int | None = None
-    threat_weight: int = 64
+    threat_weight: int = 8
     features: tuple[str, ...] | None = None
     random_state: int = 0
     kernel: KernelConfig = KernelConfig()
@@ -308,8 +313,8 @@ def build_detector(
 
 
 # The labelled library world of the shipped threat-directed test: a tuning seed, never a gate's
-# (fleets 500-505 chose the weight; on fleets 506-511 libraries 60_001 and 61_002 gave the same
-# picture, so the seed is not a tuned value either).
+# (on fleets 506-511 the libraries 60_001 and 61_002 gave the same picture, so the seed is not a
+# tuned value).
 THREAT_LIBRARY_SEED = 60_001
 
 
