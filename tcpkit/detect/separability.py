@@ -216,10 +216,13 @@ def oracle_recall(net: SimulatedNetwork, fpr: float) -> dict[str, float]:
     ``delta`` the attacked agents' median row minus the clean median (the Fisher
     discriminant direction, computed from the ground truth); an agent is flagged above the
     clean agents' ``1 - fpr`` quantile of that projection. No detector that has to find the
-    direction from unlabelled data does better with a linear statistic at that
-    false-positive rate; the figure is in-sample (the same agents define the direction and
-    are scored), so it is optimistic. It says whether a requirement such as "recall >= 0.95
-    at a per-agent false-positive rate of 0.002" is reachable in this world at all.
+    direction from unlabelled data does better with a linear statistic *of these raw rows*
+    at that false-positive rate; the figure is in-sample (the same agents define the
+    direction and are scored), so it is optimistic for such tests. It is not a bound for
+    detectors that transform each agent first: dividing an agent's change by its own noise
+    (:mod:`tcpkit.detect.studentize`) or following its windows (CUSUM) uses evidence the raw
+    means mix with honest heterogeneity, and the shipped detector exceeds this figure for
+    some types (the statistics report shows both).
     ``fpr`` is a per-agent rate in (0, 1); BH at level ``q`` with a share ``pi`` of
     compromised agents flags at about ``q * pi`` per agent.
     """

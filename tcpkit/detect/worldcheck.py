@@ -172,7 +172,7 @@ def _format(p: Mapping[str, Any], fleet: bool) -> str:
     lines = [
         f"separability max effect (clean-agent SDs): {p['max_effect']:.2f}",
         f"  per attack: {row(p['effects'])}",
-        "ceiling (linear test knowing each attack's shift, at the per-agent rate BH flags at, "
+        "ceiling of linear tests of the raw means (knowing each attack's shift, at the per-agent rate BH flags at, "
         f"alpha x compromised share): {row(p['oracle_recall'])}",
         f"NetworkDetector recall: {row(p['network_recall'])}",
         f"NetworkDetector FPR: {p['network_fpr']:.4f}",
