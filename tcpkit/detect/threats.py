@@ -68,10 +68,6 @@ class ThreatDirections:
         """The largest standardised projection of each agent (larger = more like a known attack)."""
         return np.asarray(self.projections(rows).max(axis=1))
 
-    def nearest(self, rows: NDArray[np.float64]) -> tuple[str, ...]:
-        """The compromise type whose direction each agent is furthest along."""
-        return tuple(self.attacks[j] for j in np.argmax(self.projections(rows), axis=1))
-
 
 def fisher_directions(
     rows: NDArray[np.float64], attack: NDArray[np.str_], attacks: tuple[str, ...], clean: str = ""
