@@ -247,6 +247,8 @@ class NetworkDetector:
     focus_index_ : column of ``focus_feature`` (-1 when not used).
     focus_location_ , focus_scale_ : median and MAD-based scale of the focus change on the
         fitting agents.
+    threats_ : :class:`~tcpkit.detect.threats.ThreatDirections` of the threat-directed test (None
+        when ``config.threat_library`` is None).
     tiebreak_scale_ : median absolute component score of the fitting agents (tie-break key).
     n_calibration_ : number of calibration agents.
     screened_ : :class:`~tcpkit.detect.screen.ScreenResult`, the reference agents the screen
